@@ -1,0 +1,175 @@
+"""A real InfluxDB 1.x (`influxd`) on free loopback ports, owned by a test.
+
+Meta, data and WAL live in a temp dir; the HTTP API (`/write`, `/query`) and the RPC
+bind address both take free loopback ports. `stop()` and `start()` make real outages and
+keep the data dir, so points written before an outage are still there after it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tests.support.ports import free_port
+
+INFLUXD = shutil.which("influxd") or "/usr/bin/influxd"
+
+
+class InfluxDB:
+    def __init__(self, *, database: str = "sensing", auth: tuple[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.rpc_port = free_port()
+        self.database = database
+        self.auth = auth
+        self.dir = Path(tempfile.mkdtemp(prefix="sensegate-influx-"))
+        self.conf = self.dir / "influxdb.conf"
+        self.log = self.dir / "influxd.log"
+        self.conf.write_text(
+            "\n".join(
+                [
+                    "reporting-disabled = true",
+                    f'bind-address = "127.0.0.1:{self.rpc_port}"',
+                    "[meta]",
+                    f'  dir = "{self.dir}/meta"',
+                    "  logging-enabled = false",
+                    "[data]",
+                    f'  dir = "{self.dir}/data"',
+                    f'  wal-dir = "{self.dir}/wal"',
+                    "  query-log-enabled = false",
+                    "[monitor]",
+                    "  store-enabled = false",
+                    "[http]",
+                    f'  bind-address = "127.0.0.1:{self.port}"',
+                    "  log-enabled = false",
+                    f"  auth-enabled = {'true' if auth else 'false'}",
+                    "[continuous_queries]",
+                    "  enabled = false",
+                    "",
+                ]
+            )
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._created = False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> InfluxDB:
+        if self.proc is not None and self.proc.poll() is None:
+            return self
+        logf = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [INFLUXD, "-config", str(self.conf)],
+            stdout=logf, stderr=logf, stdin=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.url}/ping", timeout=1) as resp:
+                    if resp.status == 204:
+                        break
+            except (OSError, urllib.error.URLError):
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"influxd exited: {self.log.read_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError("influxd did not answer /ping")
+            time.sleep(0.05)
+        if not self._created:
+            if self.auth:
+                user, password = self.auth
+                self.query(
+                    f"CREATE USER \"{user}\" WITH PASSWORD '{password}' WITH ALL PRIVILEGES",
+                    post=True, use_auth=False,
+                )
+            self.query(f'CREATE DATABASE "{self.database}"', post=True)
+            self._created = True
+        return self
+
+    def stop(self, *, kill: bool = False) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        if kill:
+            self.proc.kill()
+        else:
+            self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def close(self) -> None:
+        self.stop(kill=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> InfluxDB:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- HTTP helpers ------------------------------------------------------------------
+
+    def _params(self, extra: dict[str, str], use_auth: bool = True) -> str:
+        params = dict(extra)
+        if self.auth and use_auth:
+            params["u"], params["p"] = self.auth
+        return urllib.parse.urlencode(params)
+
+    def query(self, q: str, *, post: bool = False, use_auth: bool = True) -> dict[str, Any]:
+        params = self._params({"q": q, "db": self.database, "epoch": "ns"}, use_auth)
+        if post:
+            req = urllib.request.Request(
+                f"{self.url}/query", data=params.encode(), method="POST",
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+        else:
+            req = urllib.request.Request(f"{self.url}/query?{params}")
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read())
+
+    def write(self, body: bytes) -> int:
+        params = self._params({"db": self.database, "precision": "ns"})
+        req = urllib.request.Request(f"{self.url}/write?{params}", data=body, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return resp.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    def rows(self, q: str) -> list[dict[str, Any]]:
+        """Every row of every series of a SELECT, as dicts (tags merged in)."""
+        out: list[dict[str, Any]] = []
+        for result in self.query(q).get("results", []):
+            if "error" in result:
+                raise RuntimeError(result["error"])
+            for series in result.get("series", []):
+                tags = series.get("tags", {})
+                for values in series["values"]:
+                    row = dict(zip(series["columns"], values, strict=True))
+                    row.update(tags)
+                    row["_measurement"] = series["name"]
+                    out.append(row)
+        return out
+
+    def series(self) -> list[str]:
+        """Every series key (`measurement,tag=value,...`) in the database."""
+        keys: list[str] = []
+        for result in self.query("SHOW SERIES").get("results", []):
+            for series in result.get("series", []):
+                keys.extend(v[0] for v in series["values"])
+        return sorted(keys)
+
+    def count(self, measurement: str, field: str) -> int:
+        rows = self.rows(f'SELECT count("{field}") FROM "{measurement}"')
+        return int(rows[0]["count"]) if rows else 0

@@ -1,0 +1,193 @@
+"""Sink error mapping, batch bisection and the dead-letter file (no real store needed)."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.deadletter import DeadLetters, record
+from gateway.errors import SinkError
+from gateway.model import InfluxConfig, Secret
+from gateway.sink import Sink, V1Sink, write_isolating
+
+
+class FakeSink(Sink):
+    """Rejects any body containing a line in `bad`; counts writes."""
+
+    def __init__(self, bad: set[bytes], *, down: bool = False) -> None:
+        super().__init__(InfluxConfig(url="http://127.0.0.1:1", api="v1"))
+        self.bad = bad
+        self.down = down
+        self.accepted: list[bytes] = []
+        self.calls = 0
+
+    def _write_blocking(self, body: bytes) -> None:
+        self.calls += 1
+        if self.down:
+            raise SinkError("down", retryable=True)
+        lines = body.split(b"\n")
+        if any(line in self.bad for line in lines):
+            raise SinkError("field type conflict", retryable=False, status=400)
+        self.accepted.extend(lines)
+
+
+@pytest.mark.parametrize(
+    ("n", "bad_at"),
+    [
+        pytest.param(1, [], id="one-good"),
+        pytest.param(1, [0], id="one-bad"),
+        pytest.param(10, [3], id="one-bad-in-ten"),
+        pytest.param(10, [0, 9], id="first-and-last"),
+        pytest.param(33, [5, 6, 7, 20], id="several"),
+        pytest.param(8, list(range(8)), id="all-bad"),
+    ],
+)
+async def test_write_isolating_writes_all_good_lines(n: int, bad_at: list[int]) -> None:
+    lines = [f"m x={i}".encode() for i in range(n)]
+    sink = FakeSink({lines[i] for i in bad_at})
+    rejected = await write_isolating(sink, lines)
+    assert sorted(i for i, _ in rejected) == bad_at
+    assert all("field type conflict" in reason for _, reason in rejected)
+    assert set(sink.accepted) == {line for i, line in enumerate(lines) if i not in bad_at}
+    await sink.close()
+
+
+async def test_write_isolating_one_request_when_all_good() -> None:
+    sink = FakeSink(set())
+    assert await write_isolating(sink, [b"m x=1", b"m x=2"]) == []
+    assert sink.calls == 1
+    await sink.close()
+
+
+async def test_write_isolating_raises_when_store_down() -> None:
+    sink = FakeSink(set(), down=True)
+    with pytest.raises(SinkError) as info:
+        await write_isolating(sink, [b"m x=1"])
+    assert info.value.retryable
+    await sink.close()
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    status = 204
+    body = b""
+    seen: list[tuple[str, dict[str, str], bytes]] = []
+
+    def do_POST(self) -> None:
+        data = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        type(self).seen.append((self.path, dict(self.headers), data))
+        self.send_response(type(self).status)
+        self.send_header("Content-Length", str(len(type(self).body)))
+        self.end_headers()
+        self.wfile.write(type(self).body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_influx() -> Iterator[tuple[str, type[_Handler]]]:
+    handler = type("H", (_Handler,), {"seen": [], "status": 204, "body": b""})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("status", "retryable"),
+    [
+        pytest.param(400, False, id="400-rejected"),
+        pytest.param(413, False, id="413-too-large"),
+        pytest.param(422, False, id="422-unprocessable"),
+        pytest.param(401, True, id="401-credentials"),
+        pytest.param(404, True, id="404-no-database"),
+        pytest.param(429, True, id="429-throttled"),
+        pytest.param(500, True, id="500"),
+        pytest.param(503, True, id="503"),
+    ],
+)
+async def test_v1_status_mapping(
+    fake_influx: tuple[str, type[_Handler]], status: int, retryable: bool
+) -> None:
+    url, handler = fake_influx
+    handler.status = status
+    handler.body = json.dumps({"error": "partial write: field type conflict"}).encode()
+    sink = V1Sink(InfluxConfig(url=url, api="v1", database="db",
+                               username="u", password=Secret("hunter22")))
+    with pytest.raises(SinkError) as info:
+        await sink.write(b"m x=1")
+    assert info.value.retryable is retryable
+    assert info.value.status == status
+    assert f"answered {status}: partial write: field type conflict" in str(info.value)
+    assert "hunter22" not in str(info.value)
+    await sink.close()
+
+
+async def test_v1_request_shape(fake_influx: tuple[str, type[_Handler]]) -> None:
+    url, handler = fake_influx
+    sink = V1Sink(InfluxConfig(url=url + "/influx/", api="v1", database="city db",
+                               retention_policy="rp1", username="u", password=Secret("pw")))
+    await sink.write(b"m x=1")
+    await sink.write(b"m x=2")  # same kept-alive connection
+    path, headers, body = handler.seen[0]
+    assert path == "/influx/write?db=city+db&precision=ns&rp=rp1"
+    assert headers["Authorization"] == "Basic dTpwdw=="
+    assert body == b"m x=1"
+    assert len(handler.seen) == 2
+    await sink.close()
+
+
+async def test_v1_unreachable_is_retryable() -> None:
+    sink = V1Sink(InfluxConfig(url="http://127.0.0.1:9", api="v1", database="db",
+                               password=Secret("s3cret-pw")))
+    with pytest.raises(SinkError) as info:
+        await sink.write(b"m x=1")
+    assert info.value.retryable
+    assert str(info.value).startswith("influxdb v1 http://127.0.0.1:9 unreachable: ")
+    assert "s3cret-pw" not in str(info.value)
+    await sink.close()
+
+
+# -- dead letters -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("payload", "key", "expected", "truncated"),
+    [
+        pytest.param(b"not json", "payload", "not json", False, id="text"),
+        pytest.param(b"\xff\xfe\x00", "payload_b64", "//4A", False, id="binary"),
+        pytest.param(b"x" * 20, "payload", "x" * 8, True, id="truncated"),
+        pytest.param("é".encode() * 5, "payload", "éééé", True, id="cut-inside-utf8"),
+    ],
+)
+def test_record_payload(payload: bytes, key: str, expected: str, truncated: bool) -> None:
+    rec = record("t/g/d/data", "bad_json", payload, max_payload=8, detail="why")
+    assert rec[key] == expected
+    assert rec.get("truncated", False) is truncated
+    assert rec["bytes"] == len(payload)
+    assert (rec["topic"], rec["reason"], rec["detail"]) == ("t/g/d/data", "bad_json", "why")
+    assert rec["time"].endswith("Z")
+
+
+def test_deadletters_append_and_rotate(tmp_path: Path) -> None:
+    dl = DeadLetters(tmp_path / "state", max_bytes=400, keep=2, max_payload=100)
+    for i in range(20):
+        dl.append("t/g/d/data", "bad_json", f"payload {i}".encode())
+    dl.sync()
+    dl.close()
+    files = sorted(p.name for p in (tmp_path / "state").iterdir())
+    assert files == ["deadletter.jsonl", "deadletter.jsonl.1", "deadletter.jsonl.2"]
+    for name in files:
+        assert (tmp_path / "state" / name).stat().st_size <= 400
+    last = (tmp_path / "state" / "deadletter.jsonl").read_text().splitlines()
+    assert json.loads(last[-1])["payload"] == "payload 19"
+    assert dl.written == 20
