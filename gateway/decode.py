@@ -1,0 +1,241 @@
+"""Registers and bits -> values and quality: one decoder per point, built once at load.
+
+Pure: no pymodbus, no I/O. A driver slices the registers (or bits) a point occupies out of
+the response of the request that carried it and calls the point's decoder; the decoder
+returns ``(value, quality)``:
+
+* ``good``: the value decoded, with ``value = raw * scale + offset`` applied. Integer types
+  stay ``int`` when ``scale == 1`` and ``offset == 0``, otherwise the value is a ``float``.
+* ``invalid``: decoded, but not a finite number (NaN, +inf, -inf); the value is ``None``.
+* ``bad``: the registers cannot be decoded (wrong count, a string that is not ASCII); the
+  value is ``None``.
+
+Byte orders. The registers arrive as 16-bit words ``w0, w1, ...`` in address order, each
+word sent high byte first. Naming the bytes of a 32-bit value ``A`` (most significant) to
+``D`` (least), the four orders say how the device lays them out:
+
+=====  ==============================  ==========================================
+order  32-bit wire layout (w0 w1)      meaning for any width (16, 32, 64 bits)
+=====  ==============================  ==========================================
+ABCD   ``AB CD``                       big endian: words in order, high byte first
+DCBA   ``DC BA``                       little endian: every byte reversed
+BADC   ``BA DC``                       words in order, the two bytes of each swapped
+CDAB   ``CD AB``                       words reversed, high byte first in each word
+=====  ==============================  ==========================================
+
+For 64-bit values these are Telegraf's definitions (``plugins/inputs/modbus``,
+``type_conversions64.go``): ``CDAB`` reverses the order of all four words (``GH EF CD AB``),
+it does not swap words pairwise; ``BADC`` swaps the bytes inside each word
+(``BA DC FE HG``). For 16-bit values only the byte swap matters: ``ABCD`` and ``CDAB``
+read ``AB``, ``BADC`` and ``DCBA`` read ``BA`` (as Telegraf does).
+
+Strings occupy ``length`` registers, two ASCII bytes per register; ``ABCD``/``CDAB`` put the
+first character in the high byte, ``BADC``/``DCBA`` in the low byte (word order is not
+changed for strings). Trailing NULs and spaces are stripped.
+
+``bit`` (0 = least significant bit) reads one bit of a 16-bit register as a ``bool``.
+Points in the coil and discrete tables are read as bits: ``bool`` points get the bit,
+numeric points get ``0``/``1`` with scale and offset applied.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+from gateway.model import BIT_TABLES, BYTE_ORDERS, PointConfig, Quality, Value
+
+Decoded = tuple[Value | None, Quality]
+Decoder = Callable[[Sequence[int] | Sequence[bool]], Decoded]
+
+BAD: Decoded = (None, "bad")
+INVALID: Decoded = (None, "invalid")
+
+# struct codes of the numeric types, and their width in registers
+_CODES: dict[str, tuple[str, int]] = {
+    "int16": ("h", 1),
+    "uint16": ("H", 1),
+    "int32": ("i", 2),
+    "uint32": ("I", 2),
+    "float32": ("f", 2),
+    "int64": ("q", 4),
+    "uint64": ("Q", 4),
+    "float64": ("d", 4),
+}
+_FLOAT_TYPES = frozenset({"float32", "float64"})
+
+
+def _swaps_bytes(byte_order: str) -> bool:
+    """Whether the two bytes inside each register are swapped (low byte first)."""
+    return byte_order in ("BADC", "DCBA")
+
+
+def _reverses_words(byte_order: str) -> bool:
+    """Whether the registers come least significant first."""
+    return byte_order in ("CDAB", "DCBA")
+
+
+def _check_order(point: PointConfig) -> None:
+    if point.byte_order not in BYTE_ORDERS:
+        raise ValueError(f"unknown byte order {point.byte_order!r} for point {point.name!r}")
+
+
+def _numeric(point: PointConfig) -> Decoder:
+    code, width = _CODES[point.type]
+    pack = struct.Struct(f"{'<' if _swaps_bytes(point.byte_order) else '>'}{width}H").pack
+    unpack = struct.Struct(f">{code}").unpack
+    reverse = width > 1 and _reverses_words(point.byte_order)
+    is_float = point.type in _FLOAT_TYPES
+    scale = float(point.scale)
+    offset = float(point.offset)
+    identity = scale == 1 and offset == 0
+    isfinite = math.isfinite
+
+    def decode(registers: Sequence[int] | Sequence[bool]) -> Decoded:
+        if len(registers) != width:
+            return BAD
+        try:
+            raw = unpack(pack(*(registers[::-1] if reverse else registers)))[0]
+        except struct.error:
+            return BAD
+        if is_float:
+            if not isfinite(raw):
+                return INVALID
+            return (raw if identity else raw * scale + offset), "good"
+        if identity:
+            return raw, "good"
+        value = raw * scale + offset
+        return (value, "good") if isfinite(value) else INVALID
+
+    return decode
+
+
+def _register_bit(point: PointConfig) -> Decoder:
+    bit = point.bit if point.bit is not None else 0
+    if not 0 <= bit <= 15:
+        raise ValueError(f"bit {bit} of point {point.name!r} is not in 0..15")
+    mask = 1 << bit
+
+    def decode(registers: Sequence[int] | Sequence[bool]) -> Decoded:
+        if len(registers) < 1:
+            return BAD
+        return bool(int(registers[0]) & mask), "good"
+
+    return decode
+
+
+def _register_bool(point: PointConfig) -> Decoder:
+    def decode(registers: Sequence[int] | Sequence[bool]) -> Decoded:
+        if len(registers) != 1:
+            return BAD
+        return registers[0] != 0, "good"
+
+    return decode
+
+
+def _bit_table(point: PointConfig) -> Decoder:
+    if point.type == "bool":
+
+        def decode_bool(bits: Sequence[int] | Sequence[bool]) -> Decoded:
+            if len(bits) != 1:
+                return BAD
+            return bool(bits[0]), "good"
+
+        return decode_bool
+    scale = float(point.scale)
+    offset = float(point.offset)
+    identity = scale == 1 and offset == 0
+
+    def decode_number(bits: Sequence[int] | Sequence[bool]) -> Decoded:
+        if len(bits) != 1:
+            return BAD
+        raw = 1 if bits[0] else 0
+        return (raw if identity else raw * scale + offset), "good"
+
+    return decode_number
+
+
+def _string(point: PointConfig) -> Decoder:
+    length = point.length or 1
+    pack = struct.Struct(f"{'<' if _swaps_bytes(point.byte_order) else '>'}{length}H").pack
+
+    def decode(registers: Sequence[int] | Sequence[bool]) -> Decoded:
+        if len(registers) != length:
+            return BAD
+        try:
+            text = pack(*registers).decode("ascii")
+        except (struct.error, UnicodeDecodeError):
+            return BAD
+        return text.rstrip("\x00 "), "good"
+
+    return decode
+
+
+def build_decoder(point: PointConfig) -> Decoder:
+    """The decoder of ``point``: registers (or bits) -> ``(value, quality)``.
+
+    Raises ``ValueError`` for a point no decoder can be built for (unknown type or byte
+    order, ``bit`` outside 0..15); the config loader rejects those first.
+    """
+    _check_order(point)
+    if point.table in BIT_TABLES:
+        return _bit_table(point)
+    if point.bit is not None:
+        return _register_bit(point)
+    if point.type == "bool":
+        return _register_bool(point)
+    if point.type == "string":
+        return _string(point)
+    if point.type in _CODES:
+        return _numeric(point)
+    raise ValueError(f"unknown data type {point.type!r} for point {point.name!r}")
+
+
+def is_multi_register(point: PointConfig) -> bool:
+    """Whether byte order changes how ``point`` decodes beyond a byte swap."""
+    return (
+        point.table not in BIT_TABLES
+        and point.bit is None
+        and point.type != "bool"
+        and point.register_count > 1
+    )
+
+
+def decode_all_orders(
+    point: PointConfig, registers: Sequence[int]
+) -> dict[str, Value | None]:
+    """``registers`` decoded under every byte order (for ``sensegate read --all-orders``).
+
+    A value that is not good under some order is ``None`` there.
+    """
+    result: dict[str, Value | None] = {}
+    for order in BYTE_ORDERS:
+        value, quality = build_decoder(replace(point, byte_order=order))(registers)
+        result[order] = value if quality == "good" else None
+    return result
+
+
+def encode_registers(point: PointConfig, value: Value) -> list[int]:
+    """The registers a device holding ``value`` for ``point`` sends (before scale/offset).
+
+    The inverse of the point's decoder for numeric and string types, used by the
+    simulator and the tests to lay out values in any byte order. ``value`` is the raw
+    value: scale and offset are not undone.
+    """
+    _check_order(point)
+    if point.type == "string":
+        length = point.length or 1
+        data = str(value).encode("ascii").ljust(2 * length, b"\x00")[: 2 * length]
+        fmt = f"{'<' if _swaps_bytes(point.byte_order) else '>'}{length}H"
+        return list(struct.unpack(fmt, data))
+    if point.type == "bool":
+        return [1 if value else 0]
+    code, width = _CODES[point.type]
+    data = struct.pack(f">{code}", value)
+    fmt = f"{'<' if _swaps_bytes(point.byte_order) else '>'}{width}H"
+    words = list(struct.unpack(fmt, data))
+    if width > 1 and _reverses_words(point.byte_order):
+        words.reverse()
+    return words

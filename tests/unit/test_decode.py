@@ -1,0 +1,147 @@
+"""Decoding: every data type under every byte order, against layouts built here with struct."""
+
+from __future__ import annotations
+
+import math
+import struct
+
+import pytest
+
+from gateway.decode import build_decoder, decode_all_orders, encode_registers
+from gateway.model import PointConfig
+
+# Where each byte of the big-endian value (index 0 = most significant) sits on the wire.
+LAYOUT = {
+    2: {"ABCD": [0, 1], "CDAB": [0, 1], "BADC": [1, 0], "DCBA": [1, 0]},
+    4: {"ABCD": [0, 1, 2, 3], "DCBA": [3, 2, 1, 0], "BADC": [1, 0, 3, 2], "CDAB": [2, 3, 0, 1]},
+    8: {
+        "ABCD": [0, 1, 2, 3, 4, 5, 6, 7],
+        "DCBA": [7, 6, 5, 4, 3, 2, 1, 0],
+        "BADC": [1, 0, 3, 2, 5, 4, 7, 6],
+        "CDAB": [6, 7, 4, 5, 2, 3, 0, 1],  # Telegraf: words reversed, not swapped pairwise
+    },
+}
+CODES = {
+    "int16": "h", "uint16": "H", "int32": "i", "uint32": "I", "float32": "f",
+    "int64": "q", "uint64": "Q", "float64": "d",
+}
+SAMPLES = {
+    "int16": -12345, "uint16": 54321, "int32": -123456789, "uint32": 3123456789,
+    "float32": -12.5, "int64": -1234567890123456789, "uint64": 12345678901234567890,
+    "float64": 6.02214076e23,
+}
+
+
+def wire(type_: str, order: str, value: float | int) -> list[int]:
+    big = struct.pack(">" + CODES[type_], value)
+    data = bytes(big[i] for i in LAYOUT[len(big)][order])
+    return [int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)]
+
+
+CASES = [
+    pytest.param(t, o, SAMPLES[t], id=f"{t}-{o}")
+    for t in CODES
+    for o in ("ABCD", "DCBA", "BADC", "CDAB")
+]
+
+
+@pytest.mark.parametrize(("type_", "order", "value"), CASES)
+def test_numeric_types_in_every_byte_order(type_: str, order: str, value: float) -> None:
+    point = PointConfig(name="p", type=type_, table="holding", address=0, byte_order=order)
+    registers = wire(type_, order, value)
+    assert build_decoder(point)(registers) == (value, "good")
+    assert encode_registers(point, value) == registers
+
+
+def test_distinct_layouts_for_the_same_value() -> None:
+    words = {o: wire("uint64", o, 0x0102030405060708) for o in ("ABCD", "DCBA", "BADC", "CDAB")}
+    assert words == {
+        "ABCD": [0x0102, 0x0304, 0x0506, 0x0708],
+        "DCBA": [0x0807, 0x0605, 0x0403, 0x0201],
+        "BADC": [0x0201, 0x0403, 0x0605, 0x0807],
+        "CDAB": [0x0708, 0x0506, 0x0304, 0x0102],
+    }
+
+
+@pytest.mark.parametrize(
+    ("point", "registers", "expected"),
+    [
+        pytest.param(PointConfig("t", "int16", "holding", 0, scale=0.1), [0xFF85], (-12.3, "good"),
+                     id="int16-scaled"),
+        pytest.param(PointConfig("t", "uint16", "holding", 0, offset=-40), [100], (60.0, "good"),
+                     id="uint16-offset-is-float"),
+        pytest.param(PointConfig("t", "uint16", "holding", 0), [100], (100, "good"),
+                     id="uint16-stays-int"),
+        pytest.param(PointConfig("t", "int32", "holding", 0, scale=2, offset=1), [0, 5],
+                     (11.0, "good"), id="int32-scale-offset"),
+        pytest.param(PointConfig("t", "float32", "holding", 0), wire("float32", "ABCD", math.nan),
+                     (None, "invalid"), id="float32-nan"),
+        pytest.param(PointConfig("t", "float32", "holding", 0), wire("float32", "ABCD", math.inf),
+                     (None, "invalid"), id="float32-inf"),
+        pytest.param(PointConfig("t", "float64", "holding", 0),
+                     wire("float64", "ABCD", -math.inf), (None, "invalid"), id="float64-minus-inf"),
+        pytest.param(PointConfig("t", "float32", "holding", 0), [1], (None, "bad"),
+                     id="too-few-registers"),
+        pytest.param(PointConfig("t", "uint16", "holding", 0), [70000], (None, "bad"),
+                     id="register-out-of-range"),
+        pytest.param(PointConfig("t", "bool", "holding", 0, bit=0), [0b1], (True, "good"),
+                     id="bit-0-is-lsb"),
+        pytest.param(PointConfig("t", "bool", "holding", 0, bit=15), [0x7FFF], (False, "good"),
+                     id="bit-15-clear"),
+        pytest.param(PointConfig("t", "bool", "holding", 0, bit=15), [0x8000], (True, "good"),
+                     id="bit-15-set"),
+        pytest.param(PointConfig("t", "bool", "holding", 0), [2], (True, "good"),
+                     id="bool-register-nonzero"),
+        pytest.param(PointConfig("t", "bool", "coil", 0), [False], (False, "good"),
+                     id="coil-bool"),
+        pytest.param(PointConfig("t", "bool", "discrete", 0), [True], (True, "good"),
+                     id="discrete-bool"),
+        pytest.param(PointConfig("t", "uint16", "coil", 0, scale=5), [True], (5.0, "good"),
+                     id="coil-numeric-scaled"),
+        pytest.param(PointConfig("t", "string", "holding", 0, length=4),
+                     [0x4142, 0x4344, 0x4500, 0x0000], ("ABCDE", "good"), id="string-abcd-nul"),
+        pytest.param(PointConfig("t", "string", "holding", 0, length=2, byte_order="BADC"),
+                     [0x4241, 0x2043], ("ABC", "good"), id="string-badc-space"),
+        pytest.param(PointConfig("t", "string", "holding", 0, length=2, byte_order="DCBA"),
+                     [0x4241, 0x4443], ("ABCD", "good"), id="string-dcba-bytes-swapped"),
+        pytest.param(PointConfig("t", "string", "holding", 0, length=1), [0xC3A9],
+                     (None, "bad"), id="string-not-ascii"),
+        pytest.param(PointConfig("t", "string", "holding", 0, length=2), [0x4142],
+                     (None, "bad"), id="string-short"),
+    ],
+)
+def test_decoder_cases(point: PointConfig, registers: list[int], expected: tuple) -> None:
+    value, quality = build_decoder(point)(registers)
+    assert quality == expected[1]
+    if isinstance(expected[0], float):
+        assert value == pytest.approx(expected[0])
+        assert isinstance(value, float)
+    else:
+        assert value == expected[0]
+        assert type(value) is type(expected[0])
+
+
+@pytest.mark.parametrize(
+    ("point", "message"),
+    [
+        pytest.param(PointConfig("x", "int16", "holding", 0, byte_order="AB"),  # type: ignore[arg-type]
+                     "unknown byte order 'AB' for point 'x'", id="byte-order"),
+        pytest.param(PointConfig("x", "int8", "holding", 0),  # type: ignore[arg-type]
+                     "unknown data type 'int8' for point 'x'", id="type"),
+        pytest.param(PointConfig("x", "bool", "holding", 0, bit=16),
+                     "bit 16 of point 'x' is not in 0..15", id="bit"),
+    ],
+)
+def test_build_decoder_rejects(point: PointConfig, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        build_decoder(point)
+    assert str(info.value) == message
+
+
+def test_decode_all_orders() -> None:
+    point = PointConfig("f", "float32", "holding", 0, byte_order="ABCD")
+    registers = wire("float32", "CDAB", 21.5)
+    decoded = decode_all_orders(point, registers)
+    assert set(decoded) == {"ABCD", "DCBA", "BADC", "CDAB"}
+    assert decoded["CDAB"] == 21.5
+    assert decoded["ABCD"] != 21.5
