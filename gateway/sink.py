@@ -190,7 +190,7 @@ def create_sink(config: InfluxConfig, *, workers: int = 2) -> Sink:
     return V2Sink(config, workers=workers)
 
 
-async def write_isolating(sink: Sink, lines: Sequence[bytes]) -> list[tuple[int, str]]:
+async def write_isolating(sink: Sink, lines: Sequence[str]) -> list[tuple[int, str]]:
     """Write `lines`; return the (index, reason) of the lines the store rejected.
 
     A rejected batch is bisected until each rejected line stands alone, so one bad point
@@ -202,7 +202,7 @@ async def write_isolating(sink: Sink, lines: Sequence[bytes]) -> list[tuple[int,
 
     async def attempt(lo: int, hi: int) -> None:
         try:
-            await sink.write(b"\n".join(lines[lo:hi]))
+            await sink.write("\n".join(lines[lo:hi]).encode())
         except SinkError as exc:
             if exc.retryable:
                 raise

@@ -48,18 +48,18 @@ class FakeSink(Sink):
     ],
 )
 async def test_write_isolating_writes_all_good_lines(n: int, bad_at: list[int]) -> None:
-    lines = [f"m x={i}".encode() for i in range(n)]
-    sink = FakeSink({lines[i] for i in bad_at})
+    lines = [f"m x={i}" for i in range(n)]
+    sink = FakeSink({lines[i].encode() for i in bad_at})
     rejected = await write_isolating(sink, lines)
     assert sorted(i for i, _ in rejected) == bad_at
     assert all("field type conflict" in reason for _, reason in rejected)
-    assert set(sink.accepted) == {line for i, line in enumerate(lines) if i not in bad_at}
+    assert set(sink.accepted) == {line.encode() for i, line in enumerate(lines) if i not in bad_at}
     await sink.close()
 
 
 async def test_write_isolating_one_request_when_all_good() -> None:
     sink = FakeSink(set())
-    assert await write_isolating(sink, [b"m x=1", b"m x=2"]) == []
+    assert await write_isolating(sink, ["m x=1", "m x=2"]) == []
     assert sink.calls == 1
     await sink.close()
 
@@ -67,7 +67,7 @@ async def test_write_isolating_one_request_when_all_good() -> None:
 async def test_write_isolating_raises_when_store_down() -> None:
     sink = FakeSink(set(), down=True)
     with pytest.raises(SinkError) as info:
-        await write_isolating(sink, [b"m x=1"])
+        await write_isolating(sink, ["m x=1"])
     assert info.value.retryable
     await sink.close()
 

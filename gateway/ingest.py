@@ -1,0 +1,218 @@
+"""Payload decoding for the bridge: (topic, payload bytes) → line protocol, or a reason to refuse.
+
+Pure: no I/O, no MQTT, no InfluxDB. Both payload formats of SPEC §3 are read:
+
+- JSON (`{"gateway": …, "device": …, "measurement": …, "tags": {…}, "readings": [{"ts": …,
+  "values": {…}}, …]}`): decoded once, one point per reading, one field per value.
+- InfluxDB line protocol (`format: influx`): parsed with `gateway.lineproto`, one point
+  per line, and written again from the parsed form.
+
+Every point is formatted by `gateway.lineproto` (escaped, control characters refused), so
+whatever a payload holds it cannot add tags, fields or points. Tags `gateway` and `device`
+come from the topic (`…/{gateway}/{device}/data`), which broker ACLs bind to each gateway's
+credentials; a payload that names another gateway or device is refused.
+
+A refusal is a `Rejected(reason, detail)`: `reason` is a short stable word used as the
+dead-letter reason and the metric label, `detail` says what and where.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from gateway import lineproto
+
+MAX_PAYLOAD = 4 * 1024 * 1024  # bytes; a larger message is dead-lettered unread
+
+# Dead-letter reasons (also the `reason` label of the dead-letter counter).
+BAD_TOPIC = "bad_topic"
+TOO_LARGE = "too_large"
+BAD_ENCODING = "bad_encoding"
+BAD_JSON = "bad_json"
+BAD_SHAPE = "bad_shape"
+BAD_VALUE = "bad_value"
+NON_FINITE = "non_finite"
+BAD_NAME = "bad_name"
+TOPIC_MISMATCH = "topic_mismatch"
+BAD_LINE_PROTOCOL = "bad_line_protocol"
+MISSING_TIMESTAMP = "missing_timestamp"
+EMPTY = "empty"
+REJECTED = "rejected"  # InfluxDB refused the point (set by the bridge, not here)
+
+REASONS: tuple[str, ...] = (
+    BAD_TOPIC, TOO_LARGE, BAD_ENCODING, BAD_JSON, BAD_SHAPE, BAD_VALUE, NON_FINITE,
+    BAD_NAME, TOPIC_MISMATCH, BAD_LINE_PROTOCOL, MISSING_TIMESTAMP, EMPTY, REJECTED,
+)
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    reason: str
+    detail: str
+
+
+class _Refuse(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(detail)
+
+
+def _no_constants(name: str) -> Any:
+    raise _Refuse(NON_FINITE, f"json constant {name} is not a finite number")
+
+
+_json_decode = json.JSONDecoder(parse_constant=_no_constants).decode
+
+# Escaped field keys by raw key: field names repeat in every message of a device.
+_field_keys: dict[str, str] = {}
+_FIELD_KEY_CACHE = 10_000
+
+
+def _field_key(key: str) -> str:
+    escaped = _field_keys.get(key)
+    if escaped is None:
+        if not isinstance(key, str):
+            raise ValueError("field key must be a string")
+        escaped = lineproto.escape_field_key(key)
+        if len(_field_keys) >= _FIELD_KEY_CACHE:
+            _field_keys.clear()
+        _field_keys[key] = escaped
+    return escaped
+
+
+def topic_source(topic: str) -> tuple[str, str] | None:
+    """`(gateway, device)` of a data topic `…/{gateway}/{device}/data`, else None."""
+    parts = topic.split("/")
+    if len(parts) < 3 or parts[-1] != "data" or not parts[-3] or not parts[-2]:
+        return None
+    return parts[-3], parts[-2]
+
+
+def decode_message(
+    topic: str, payload: bytes, *, max_payload: int = MAX_PAYLOAD
+) -> list[str] | Rejected:
+    """The line-protocol lines (one per point, no newline) a message carries, or why not."""
+    source = topic_source(topic)
+    if source is None:
+        return Rejected(BAD_TOPIC, f"topic {topic!r} is not .../<gateway>/<device>/data")
+    if len(payload) > max_payload:
+        return Rejected(TOO_LARGE, f"payload of {len(payload)} bytes exceeds {max_payload}")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Rejected(BAD_ENCODING, f"payload is not utf-8: {exc.reason} at byte {exc.start}")
+    try:
+        if text.lstrip()[:1] == "{":
+            return _from_json(text, *source)
+        return _from_line_protocol(text, *source)
+    except _Refuse as exc:
+        return Rejected(exc.reason, exc.detail)
+
+
+def _prefix(measurement: str, tags: dict[str, str]) -> str:
+    """`measurement,k=v,...` escaped by lineproto, tags sorted, empty tag values omitted."""
+    parts = [lineproto.escape_measurement(measurement)]
+    for key in sorted(tags):
+        if key == "":
+            raise ValueError("tag key must not be empty")
+        escaped_key = lineproto.escape_tag(key, kind="tag key")
+        escaped_value = lineproto.escape_tag(tags[key], kind="tag value")
+        if escaped_value:
+            parts.append(f"{escaped_key}={escaped_value}")
+    return ",".join(parts)
+
+
+def _check_source(kind: str, claimed: object, actual: str) -> None:
+    if claimed is not None and claimed != actual:
+        raise _Refuse(TOPIC_MISMATCH, f"payload {kind} {claimed!r} is not the topic's {actual!r}")
+
+
+def _from_json(text: str, gateway: str, device: str) -> list[str]:
+    try:
+        doc = _json_decode(text)
+    except ValueError as exc:
+        raise _Refuse(BAD_JSON, f"invalid json: {exc}") from None
+    except RecursionError:
+        raise _Refuse(BAD_JSON, "invalid json: nested too deeply") from None
+    if not isinstance(doc, dict):
+        raise _Refuse(BAD_SHAPE, f"payload is a json {type(doc).__name__}, not an object")
+    _check_source("gateway", doc.get("gateway"), gateway)
+    _check_source("device", doc.get("device"), device)
+    measurement = doc.get("measurement", device)
+    if not isinstance(measurement, str):
+        raise _Refuse(BAD_SHAPE, "measurement is not a string")
+    raw_tags = doc.get("tags") or {}
+    if not isinstance(raw_tags, dict):
+        raise _Refuse(BAD_SHAPE, "tags is not an object")
+    for key, value in raw_tags.items():
+        if not isinstance(value, str):
+            raise _Refuse(BAD_SHAPE, f"tag {key!r} is a {type(value).__name__}, not a string")
+    _check_source("gateway", raw_tags.get("gateway"), gateway)
+    _check_source("device", raw_tags.get("device"), device)
+    readings = doc.get("readings")
+    if not isinstance(readings, list):
+        raise _Refuse(BAD_SHAPE, "readings is missing or not a list")
+    try:
+        prefix = _prefix(measurement, {**raw_tags, "gateway": gateway, "device": device})
+    except ValueError as exc:
+        raise _Refuse(BAD_NAME, str(exc)) from None
+
+    lines: list[str] = []
+    fmt_value = lineproto.format_field_value
+    for i, reading in enumerate(readings):
+        if not isinstance(reading, dict):
+            raise _Refuse(BAD_SHAPE, f"readings[{i}] is not an object")
+        ts = reading.get("ts")
+        if type(ts) is not int:
+            raise _Refuse(BAD_SHAPE, f"readings[{i}].ts is not an integer")
+        if not INT64_MIN < ts < INT64_MAX:
+            raise _Refuse(BAD_VALUE, f"readings[{i}].ts {ts} is out of range")
+        values = reading.get("values")
+        if not isinstance(values, dict):
+            raise _Refuse(BAD_SHAPE, f"readings[{i}].values is missing or not an object")
+        if not values:
+            continue  # every point of that scan failed: nothing to store
+        fields: list[str] = []
+        for key, value in values.items():
+            try:
+                escaped = _field_key(key)
+            except ValueError as exc:
+                raise _Refuse(BAD_NAME, f"readings[{i}].values: {exc}") from None
+            if value is None or isinstance(value, dict | list):
+                kind = "null" if value is None else type(value).__name__
+                raise _Refuse(BAD_VALUE, f"readings[{i}].values.{key}: a {kind} is not a value")
+            try:
+                fields.append(f"{escaped}={fmt_value(value)}")
+            except ValueError as exc:
+                reason = NON_FINITE if isinstance(value, float) else BAD_VALUE
+                raise _Refuse(reason, f"readings[{i}].values.{key}: {exc}") from None
+        lines.append(f"{prefix} {','.join(fields)} {ts}")
+    return lines
+
+
+def _from_line_protocol(text: str, gateway: str, device: str) -> list[str]:
+    try:
+        points = lineproto.parse_lines(text)
+    except ValueError as exc:
+        raise _Refuse(BAD_LINE_PROTOCOL, str(exc)) from None
+    if not points:
+        raise _Refuse(EMPTY, "payload holds no json object and no line protocol point")
+    lines: list[str] = []
+    for n, (measurement, tags, fields, ts) in enumerate(points, start=1):
+        _check_source("gateway", tags.get("gateway"), gateway)
+        _check_source("device", tags.get("device"), device)
+        if ts is None:
+            raise _Refuse(MISSING_TIMESTAMP, f"point {n} has no timestamp")
+        tags["gateway"] = gateway
+        tags["device"] = device
+        try:
+            lines.append(lineproto.format_line(measurement, tags, fields, ts))
+        except ValueError as exc:
+            raise _Refuse(BAD_VALUE, f"point {n}: {exc}") from None
+    return lines

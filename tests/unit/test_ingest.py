@@ -1,0 +1,155 @@
+"""Payload decoding for the bridge: both formats, topic binding, and the hostile corpus."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway import lineproto
+from gateway.ingest import Rejected, decode_message, topic_source
+
+CORPUS = Path(__file__).parent.parent / "cases" / "hostile_payloads" / "cases.json"
+TOPIC = "sensegate/xinwu-road-017/rws-1/data"
+
+SPEC_PAYLOAD = {
+    "gateway": "xinwu-road-017", "device": "rws-1", "measurement": "road_weather",
+    "tags": {"district": "xinwu", "lane": "north"},
+    "readings": [
+        {"ts": 1764000000123456789, "values": {"air_temp": -12.3, "humidity": 65.43},
+         "quality": {"wind_speed": "bad"}},
+    ],
+}
+
+
+def hostile_cases() -> tuple[str, list[dict[str, Any]]]:
+    doc = json.loads(CORPUS.read_text())
+    return doc["default_topic"], doc["cases"]
+
+
+def hostile_payload(case: dict[str, Any]) -> bytes:
+    if "payload_b64" in case:
+        return base64.b64decode(case["payload_b64"])
+    if "payload_repeat" in case:
+        head, n, tail = case["payload_repeat"]
+        return (head + "x" * n + tail).encode()
+    if "payload_nested" in case:
+        n = case["payload_nested"]
+        return ('{"a":' * n + "1" + "}" * n).encode()
+    return case["payload"].encode()
+
+
+def series_key(measurement: str, tags: dict[str, str]) -> str:
+    """The series key as InfluxDB prints it in SHOW SERIES."""
+    parts = [lineproto.escape_measurement(measurement)]
+    parts += [f"{lineproto.escape_tag(k)}={lineproto.escape_tag(tags[k])}" for k in sorted(tags)]
+    return ",".join(parts)
+
+
+def test_spec_json_payload() -> None:
+    lines = decode_message(TOPIC, json.dumps(SPEC_PAYLOAD).encode())
+    assert lines == [
+        "road_weather,device=rws-1,district=xinwu,gateway=xinwu-road-017,lane=north "
+        "air_temp=-12.3,humidity=65.43 1764000000123456789"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("values", "fields"),
+    [
+        pytest.param({"a": 1}, "a=1i", id="int"),
+        pytest.param({"a": 1.0}, "a=1.0", id="float"),
+        pytest.param({"a": True, "b": False}, "a=true,b=false", id="bool"),
+        pytest.param({"a": 'x "y" \\z'}, 'a="x \\"y\\" \\\\z"', id="string"),
+        pytest.param({"a b": 2.5}, "a\\ b=2.5", id="field-key-space"),
+    ],
+)
+def test_json_value_types(values: dict[str, Any], fields: str) -> None:
+    payload = {"gateway": "g", "device": "d", "readings": [{"ts": 5, "values": values}]}
+    assert decode_message("p/g/d/data", json.dumps(payload).encode()) == [
+        f"d,device=d,gateway=g {fields} 5"
+    ]
+
+
+def test_json_several_readings_and_empty_scan() -> None:
+    payload = {"measurement": "m", "readings": [
+        {"ts": 1, "values": {"x": 1.5}},
+        {"ts": 2, "values": {}, "quality": {"x": "bad"}},
+        {"ts": 3, "values": {"x": 2.5}},
+    ]}
+    assert decode_message("a/b/g/d/data", json.dumps(payload).encode()) == [
+        "m,device=d,gateway=g x=1.5 1",
+        "m,device=d,gateway=g x=2.5 3",
+    ]
+
+
+def test_json_without_readings_is_empty() -> None:
+    assert decode_message(TOPIC, b'{"readings": []}') == []
+
+
+def test_line_protocol_payload_gets_topic_tags() -> None:
+    payload = (
+        b"road_weather,district=xinwu,gateway=xinwu-road-017 air_temp=-12.3,ok=true,n=3i "
+        b"1764000000123456789\n"
+        b"road_weather,lane=north air_temp=-12.4 1764000000223456789\n"
+    )
+    assert decode_message(TOPIC, payload) == [
+        "road_weather,device=rws-1,district=xinwu,gateway=xinwu-road-017 "
+        "air_temp=-12.3,ok=true,n=3i 1764000000123456789",
+        "road_weather,device=rws-1,gateway=xinwu-road-017,lane=north "
+        "air_temp=-12.4 1764000000223456789",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("topic", "expected"),
+    [
+        pytest.param("sensegate/g/d/data", ("g", "d"), id="plain"),
+        pytest.param("city/sensegate/g/d/data", ("g", "d"), id="deep-prefix"),
+        pytest.param("g/d/data", ("g", "d"), id="no-prefix"),
+        pytest.param("sensegate/g/status", None, id="status"),
+        pytest.param("sensegate/g/d/other", None, id="not-data"),
+        pytest.param("d/data", None, id="short"),
+    ],
+)
+def test_topic_source(topic: str, expected: tuple[str, str] | None) -> None:
+    assert topic_source(topic) == expected
+
+
+def test_rejected_detail_wording() -> None:
+    payload = dict(SPEC_PAYLOAD, gateway="other-gw")
+    result = decode_message(TOPIC, json.dumps(payload).encode())
+    assert result == Rejected(
+        "topic_mismatch", "payload gateway 'other-gw' is not the topic's 'xinwu-road-017'"
+    )
+
+
+def test_too_large_is_refused_unread() -> None:
+    assert decode_message(TOPIC, b"{" + b" " * 100, max_payload=50) == Rejected(
+        "too_large", "payload of 101 bytes exceeds 50"
+    )
+
+
+_DEFAULT_TOPIC, _CASES = hostile_cases()
+
+
+@pytest.mark.parametrize("case", _CASES, ids=[c["id"] for c in _CASES])
+def test_hostile_payload(case: dict[str, Any]) -> None:
+    result = decode_message(case.get("topic", _DEFAULT_TOPIC), hostile_payload(case))
+    if "reason" in case:
+        assert isinstance(result, Rejected), result
+        assert result.reason == case["reason"], result.detail
+        assert result.detail
+        return
+    assert isinstance(result, list)
+    series = set()
+    for line in result:
+        measurement, tags, fields, ts = lineproto.parse_line(line)
+        assert ts is not None
+        assert (tags["gateway"], tags["device"]) == ("gw-1", "dev-1")
+        assert sorted(fields) == sorted(case.get("fields", ["x"]))
+        series.add(series_key(measurement, tags))
+    assert sorted(series) == sorted(case["series"])
