@@ -1,0 +1,124 @@
+"""The documentation cannot drift from the code and the shipped configs.
+
+- docs/config-reference.md is exactly what docs/gen_config_reference.py generates from
+  gateway.schema.
+- The Grafana dashboard parses, has `gateway` and `device` variables, and every query names
+  only measurements, fields and tags that the shipped example sites and profiles produce.
+- Every doc page README.md links to exists, and every relative link inside docs/ resolves.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs"
+DASHBOARD = DOCS / "grafana" / "sensegate-dashboard.json"
+
+
+def _yaml(path: Path) -> dict:
+    return YAML(typ="safe").load(path.read_text())
+
+
+def shipped_series() -> tuple[dict[str, set[str]], set[str]]:
+    """Measurement -> field names, and every tag key, of the example sites under config/."""
+    fields: dict[str, set[str]] = {}
+    tags = {"gateway", "device"}
+    for site in sorted((ROOT / "config").glob("site-*.yaml")):
+        doc = _yaml(site)
+        tags |= set(doc["gateway"].get("tags") or {})
+        for device in doc["devices"]:
+            tags |= set(device.get("tags") or {})
+            points = [p["name"] for p in device.get("points") or []]
+            if device.get("profile"):
+                profile = _yaml(ROOT / "config" / "profiles" / f"{device['profile']}.yaml")
+                points += [p["name"] for p in profile["points"]]
+            measurement = device.get("measurement") or device["name"]
+            fields.setdefault(measurement, set()).update(points)
+    return fields, tags
+
+
+def dashboard_queries() -> list[str]:
+    doc = json.loads(DASHBOARD.read_text())
+    return [
+        target["query"]
+        for panel in doc["panels"]
+        for target in panel.get("targets", [])
+    ]
+
+
+def test_dashboard_is_a_grafana_dashboard_on_influxql() -> None:
+    doc = json.loads(DASHBOARD.read_text())
+    assert doc["title"] and doc["uid"] and doc["schemaVersion"] >= 30
+    variables = {v["name"]: v for v in doc["templating"]["list"]}
+    assert set(variables) >= {"gateway", "device"}
+    assert 'WITH KEY = "gateway"' in variables["gateway"]["query"]
+    assert 'WITH KEY = "device"' in variables["device"]["query"]
+    ids = [p["id"] for p in doc["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in doc["panels"]:
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"]["type"] == "influxdb"
+        for target in panel["targets"]:
+            assert target["rawQuery"] is True
+            assert "$timeFilter" in target["query"]
+            assert '"gateway" =~ /^$gateway$/' in target["query"]
+            assert '"device" =~ /^$device$/' in target["query"]
+
+
+@pytest.mark.parametrize("query", dashboard_queries())
+def test_dashboard_query_names_real_measurements_fields_and_tags(query: str) -> None:
+    fields, tags = shipped_series()
+    measurement = re.search(r'FROM "([^"]+)"', query).group(1)  # type: ignore[union-attr]
+    assert measurement in fields, f"no example device writes measurement {measurement!r}"
+    select = query.split(" FROM ", 1)[0]
+    for field in re.findall(r'\("([^"]+)"\)', select):
+        assert field in fields[measurement], f"{measurement!r} has no field {field!r}"
+    where_and_group = query.split(" FROM ", 1)[1]
+    for tag in re.findall(r'"([^"]+)"\s*(?:=~|=|!=|!~)', where_and_group):
+        assert tag in tags, f"{tag!r} is not a tag"
+    group_by = where_and_group.partition("GROUP BY")[2]
+    for tag in re.findall(r'"([^"]+)"', group_by):
+        assert tag in tags, f"GROUP BY {tag!r} is not a tag"
+
+
+LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+
+
+def test_readme_documentation_links_exist() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.partition("## Documentation")[2]
+    links = LINK.findall(section)
+    assert links
+    for link in links:
+        assert (ROOT / link).exists(), link
+
+
+@pytest.mark.parametrize("page", sorted(DOCS.glob("*.md")), ids=lambda p: p.name)
+def test_relative_links_in_docs_resolve(page: Path) -> None:
+    for link in LINK.findall(page.read_text()):
+        if "://" in link or link.startswith("mailto:"):
+            continue
+        assert (page.parent / link).exists(), f"{page.name}: broken link {link}"
+
+
+def test_config_reference_is_generated_from_the_schema() -> None:
+    script = DOCS / "gen_config_reference.py"
+    if not script.exists():
+        pytest.fail("docs/gen_config_reference.py is missing")
+    proc = subprocess.run(
+        [sys.executable, str(script), "--stdout"],
+        capture_output=True, text=True, check=True, cwd=ROOT, timeout=60,
+    )
+    committed = (DOCS / "config-reference.md").read_text()
+    assert proc.stdout == committed, (
+        "docs/config-reference.md is stale: run python docs/gen_config_reference.py"
+    )
