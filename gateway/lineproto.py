@@ -20,7 +20,9 @@ payload would try to inject extra tags, fields or points, so the rules here are 
   ``\\n`` and ``\\r``: InfluxDB and Telegraf store those two characters, `parse_line` turns
   them back into the control character (a literal backslash-n is written ``\\\\n``).
 * floats use the shortest repr that round-trips; NaN and infinities are refused. Integers
-  get the ``i`` suffix and must fit int64. Booleans are ``true``/``false``.
+  get the ``i`` suffix; a uint64 reading beyond int64 gets the unsigned ``u`` suffix
+  (InfluxDB 2.x/3.x and Telegraf read it, InfluxDB 1.x refuses it); beyond uint64 is
+  refused. Booleans are ``true``/``false``.
 * tags are sorted by key, as InfluxDB recommends; fields keep the caller's order.
 
 `parse_line`/`parse_lines` read everything `format_line` writes, plus the other spellings of
@@ -97,9 +99,11 @@ def format_field_value(value: Value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
-        if not INT64_MIN <= value <= INT64_MAX:
-            raise ValueError(f"integer {value} does not fit in int64")
-        return f"{value}i"
+        if INT64_MIN <= value <= INT64_MAX:
+            return f"{value}i"
+        if INT64_MAX < value <= UINT64_MAX:
+            return f"{value}u"  # uint64 readings beyond int64: InfluxDB 2.x/3.x, Telegraf
+        raise ValueError(f"integer {value} does not fit in int64 or uint64")
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"float {value!r} is not finite")

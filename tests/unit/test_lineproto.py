@@ -77,6 +77,9 @@ def test_escape_refused(func: object, text: str, message: str) -> None:
         pytest.param(1e300, "1e+300", id="float exponent"),
         pytest.param(12, "12i", id="int"),
         pytest.param(-(2**63), "-9223372036854775808i", id="int64 min"),
+        pytest.param(2**63 - 1, "9223372036854775807i", id="int64 max"),
+        pytest.param(2**63, "9223372036854775808u", id="uint64 beyond int64"),
+        pytest.param(2**64 - 1, "18446744073709551615u", id="uint64 max"),
         pytest.param(True, "true", id="true"),
         pytest.param(False, "false", id="false"),
         pytest.param("ok", '"ok"', id="string"),
@@ -95,7 +98,11 @@ def test_format_field_value(value: Value, expected: str) -> None:
         pytest.param(math.nan, "float nan is not finite", id="nan"),
         pytest.param(math.inf, "float inf is not finite", id="inf"),
         pytest.param(-math.inf, "float -inf is not finite", id="minus inf"),
-        pytest.param(2**63, "integer 9223372036854775808 does not fit in int64", id="uint64"),
+        pytest.param(2**64, "integer 18446744073709551616 does not fit in int64 or uint64",
+                     id="beyond uint64"),
+        pytest.param(-(2**63) - 1,
+                     "integer -9223372036854775809 does not fit in int64 or uint64",
+                     id="below int64"),
         pytest.param(b"x", "unsupported field value type bytes", id="bytes"),
     ],
 )
@@ -245,7 +252,7 @@ names = HOSTILE.filter(formatable)
 measurements = names.filter(lambda s: not s.startswith("#"))
 values = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False),
-    st.integers(-(2**63), 2**63 - 1),
+    st.integers(-(2**63), 2**64 - 1),
     st.booleans(),
     st.text(max_size=20),  # string fields may hold anything, newlines included
 )
