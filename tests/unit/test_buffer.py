@@ -1,0 +1,343 @@
+"""The SQLite outbox: commit, offer, ack, bound, versioning, storage failures."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from gateway import buffer
+from gateway.buffer import FORMAT_VERSION, Outbox, read_status
+from gateway.errors import StorageError
+from gateway.model import OutboxConfig, Reading
+
+TAGS = {"district": "xinwu", "lane": "north"}
+
+
+def reading(device: str, ts: int, **values: float) -> Reading:
+    return Reading(device, ts, dict(values or {"t": float(ts)}))
+
+
+def fill(outbox: Outbox, device: str, n: int, start: int = 1) -> None:
+    for ts in range(start, start + n):
+        outbox.add(reading(device, ts), measurement="m", tags=TAGS)
+
+
+def all_messages(outbox: Outbox) -> list[buffer.OutboxMessage]:
+    out = []
+    while batch := outbox.take(1000):
+        out.extend(batch)
+    return out
+
+
+@pytest.fixture
+def outbox(tmp_path: Path) -> Outbox:
+    box = Outbox.open(str(tmp_path), OutboxConfig(max_message_bytes=4096))
+    yield box
+    box.close()
+
+
+def test_roundtrip_keeps_everything_a_message_needs(outbox: Outbox) -> None:
+    outbox.add(
+        Reading("rws-1", 1764000000123456789, {"air_temp": -12.3, "n": 7, "ok": True, "s": "x"},
+                {"wind": "bad"}),
+        measurement="road_weather", tags=TAGS,
+    )
+    assert outbox.take() == []  # not committed yet: not offered
+    assert outbox.flush() == 1
+    [msg] = outbox.take()
+    assert (msg.device, msg.measurement, msg.tags) == ("rws-1", "road_weather", TAGS)
+    [r] = msg.readings
+    assert r.ts == 1764000000123456789
+    assert r.values == {"air_temp": -12.3, "n": 7, "ok": True, "s": "x"}
+    assert type(r.values["n"]) is int and type(r.values["ok"]) is bool
+    assert r.quality == {"wind": "bad"}
+
+
+def test_scans_of_one_device_share_a_message_up_to_max_bytes_oldest_first(
+    outbox: Outbox,
+) -> None:
+    for ts in range(1, 201):
+        outbox.add(reading("a", ts), measurement="m", tags=TAGS)
+        outbox.add(reading("b", ts), measurement="m", tags=TAGS)
+    outbox.flush()
+    msgs = all_messages(outbox)
+    assert all(m.size <= 4096 for m in msgs)
+    assert len(msgs) < 40  # grouped, not one message per scan
+    for dev in ("a", "b"):
+        ts = [r.ts for m in msgs if m.device == dev for r in m.readings]
+        assert ts == list(range(1, 201))
+    firsts = [m.ids[0] for m in msgs]
+    assert firsts == sorted(firsts)
+
+
+def test_take_respects_max_messages_and_never_offers_twice(outbox: Outbox) -> None:
+    for ts in range(1, 11):
+        for dev in "abcde":
+            outbox.add(reading(dev, ts), measurement="m", tags=TAGS)
+    outbox.flush()
+    first = outbox.take(2)
+    assert len(first) == 2
+    rest = all_messages(outbox)
+    ids = [i for m in first + rest for i in m.ids]
+    assert len(ids) == len(set(ids)) == 50
+
+
+def test_ack_deletes_on_next_commit_and_rewind_offers_only_unacked(
+    tmp_path: Path, outbox: Outbox
+) -> None:
+    fill(outbox, "a", 5)
+    fill(outbox, "b", 5)
+    outbox.flush()
+    msgs = outbox.take()
+    assert {m.device for m in msgs} == {"a", "b"}
+    acked = next(m for m in msgs if m.device == "a")
+    outbox.ack(acked)
+    outbox.rewind()  # a reconnect before the deletion was committed
+    again = outbox.take()
+    assert [m.device for m in again] == ["b"]
+    outbox.flush()
+    outbox.rewind()
+    assert [m.device for m in outbox.take()] == ["b"]
+    assert outbox.stats().pending_readings == 5
+    outbox.close()
+    reopened = Outbox.open(str(tmp_path), OutboxConfig())
+    try:
+        [m] = reopened.take()
+        assert m.device == "b" and len(m.readings) == 5
+    finally:
+        reopened.close()
+
+
+def test_unacked_rows_survive_close_without_ack(tmp_path: Path) -> None:
+    box = Outbox.open(str(tmp_path), OutboxConfig())
+    fill(box, "a", 3)
+    box.flush()
+    assert box.take()  # in flight, never acked
+    fill(box, "a", 2, start=4)  # queued, committed by close
+    box.close()
+    box = Outbox.open(str(tmp_path), OutboxConfig())
+    try:
+        assert [r.ts for m in box.take() for r in m.readings] == [1, 2, 3, 4, 5]
+    finally:
+        box.close()
+
+
+async def test_committer_commits_within_the_interval(tmp_path: Path) -> None:
+    box = Outbox.open(str(tmp_path), OutboxConfig(commit_interval=0.05))
+    task = asyncio.create_task(box.run_committer())
+    try:
+        fill(box, "a", 3)
+        assert await box.wait_committed(10.0)
+        assert sum(len(m.readings) for m in box.take()) == 3
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        box.close()
+
+
+def test_stats(outbox: Outbox) -> None:
+    s = outbox.stats()
+    assert (s.pending_readings, s.oldest_age_s, s.dropped) == (0, None, 0)
+    fill(outbox, "a", 3)
+    s = outbox.stats()
+    assert (s.pending_readings, s.queued_readings) == (3, 3)
+    assert s.oldest_age_s is not None and s.oldest_age_s > 1e6  # ts=1 ns: 1970
+    outbox.flush()
+    s = outbox.stats()
+    assert (s.pending_readings, s.queued_readings, s.pending_messages_estimate) == (3, 0, 1)
+    assert s.bytes > 0
+
+
+def disk_bytes(state_dir: Path) -> int:
+    return sum(
+        os.path.getsize(state_dir / name)
+        for name in ("outbox.db", "outbox.db-wal")
+        if (state_dir / name).exists()
+    )
+
+
+def test_max_bytes_drops_oldest_counts_them_and_holds_on_disk(tmp_path: Path) -> None:
+    max_bytes = 2 * 1024 * 1024
+    cfg = OutboxConfig(max_bytes=max_bytes)
+    box = Outbox.open(str(tmp_path), cfg)
+    values = {f"p{i}": 1000.0 + i for i in range(20)}  # ~400 bytes a row
+    added = 0
+    peak = 0
+    for _ in range(120):
+        for _ in range(100):
+            added += 1
+            box.add(Reading("a", added, dict(values)), measurement="m", tags=TAGS)
+        box.flush()
+        peak = max(peak, disk_bytes(tmp_path))
+    stats = box.stats()
+    assert stats.dropped > 0
+    assert stats.dropped + stats.pending_readings == added
+    assert peak <= max_bytes * 1.05, peak
+    left = [r.ts for m in all_messages(box) for r in m.readings]
+    assert left == list(range(stats.dropped + 1, added + 1))  # the oldest went
+    box.close()
+    assert disk_bytes(tmp_path) <= max_bytes * 1.05
+    status = read_status(str(tmp_path), cfg)
+    assert (status["dropped"], status["readings"]) == (stats.dropped, stats.pending_readings)
+
+
+def test_drained_backlog_gives_disk_space_back(tmp_path: Path) -> None:
+    box = Outbox.open(str(tmp_path), OutboxConfig())
+    values = {f"p{i}": 1000.0 + i for i in range(20)}
+    for ts in range(20000):
+        box.add(Reading("a", ts, dict(values)), measurement="m", tags=TAGS)
+    box.flush()
+    full = disk_bytes(tmp_path)
+    for m in all_messages(box):
+        box.ack(m)
+    box.flush()
+    box.close()
+    assert disk_bytes(tmp_path) < full / 4
+
+
+def test_future_format_version_is_refused(tmp_path: Path) -> None:
+    Outbox.open(str(tmp_path), OutboxConfig()).close()
+    conn = sqlite3.connect(tmp_path / "outbox.db")
+    conn.execute(f"PRAGMA user_version={FORMAT_VERSION + 1}")
+    conn.close()
+    with pytest.raises(StorageError) as err:
+        Outbox.open(str(tmp_path), OutboxConfig())
+    assert str(err.value) == (
+        f"outbox '{tmp_path}/outbox.db' has format version {FORMAT_VERSION + 1}, newer than "
+        f"this sensegate reads (version {FORMAT_VERSION}); upgrade sensegate or move the "
+        "file away"
+    )
+
+
+def test_foreign_sqlite_file_is_refused(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "outbox.db")
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StorageError, match="is not a sensegate outbox database"):
+        Outbox.open(str(tmp_path), OutboxConfig())
+
+
+def test_empty_file_is_migrated_to_the_current_format(tmp_path: Path) -> None:
+    (tmp_path / "outbox.db").write_bytes(b"")
+    Outbox.open(str(tmp_path), OutboxConfig()).close()
+    conn = sqlite3.connect(tmp_path / "outbox.db")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == FORMAT_VERSION
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        pytest.param(
+            lambda p: (p / "file").write_text("x") and p / "file",
+            "state_dir '{d}' is not a directory", id="a-file",
+        ),
+        pytest.param(
+            lambda p: (p / "file").write_text("x") and p / "file" / "sub",
+            "cannot create state_dir '{d}': not a directory", id="under-a-file",
+        ),
+    ],
+)
+def test_unusable_state_dir_is_a_clear_error(tmp_path: Path, make, message: str) -> None:
+    state_dir = make(tmp_path)
+    with pytest.raises(StorageError) as err:
+        Outbox.open(str(state_dir), OutboxConfig())
+    assert str(err.value) == message.format(d=state_dir)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only directories")
+def test_read_only_state_dir_is_a_clear_error(tmp_path: Path) -> None:
+    tmp_path.chmod(0o500)
+    try:
+        with pytest.raises(StorageError, match="is not writable"):
+            Outbox.open(str(tmp_path), OutboxConfig())
+    finally:
+        tmp_path.chmod(0o700)
+
+
+def test_full_disk_keeps_readings_in_memory_and_retries(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="sensegate.outbox")
+    box = Outbox.open(str(tmp_path), OutboxConfig())
+    fill(box, "a", 10)
+    box.flush()
+    # SQLITE_FULL as on a full disk: the database may not grow past its current pages.
+    pages = box._writer.execute("PRAGMA page_count").fetchone()[0]
+    box._writer.execute(f"PRAGMA max_page_count={pages}")
+    values = {f"p{i}": float(i) for i in range(50)}
+    for ts in range(11, 511):
+        box.add(Reading("a", ts, dict(values)), measurement="m", tags=TAGS)
+    with pytest.raises(StorageError) as err:
+        box.flush()
+    assert str(err.value) == (
+        f"cannot commit to outbox '{tmp_path}/outbox.db': disk full; 500 readings held in memory"
+    )
+    assert "disk full" in caplog.text
+    assert box.stats().pending_readings == 510
+    with pytest.raises(StorageError):
+        box.flush()  # still full: still nothing lost
+    box._writer.execute("PRAGMA max_page_count=1073741823")
+    assert box.flush() == 500
+    assert "outbox commits resumed" in caplog.text
+    box.close()
+    box = Outbox.open(str(tmp_path), OutboxConfig())
+    try:
+        assert [r.ts for m in all_messages(box) for r in m.readings] == list(range(1, 511))
+    finally:
+        box.close()
+
+
+def test_memory_queue_is_bounded_while_commits_fail(tmp_path: Path) -> None:
+    box = Outbox.open(str(tmp_path), OutboxConfig(), max_queued=100)
+    pages = box._writer.execute("PRAGMA page_count").fetchone()[0]
+    box._writer.execute(f"PRAGMA max_page_count={pages}")
+    values = {f"p{i}": float(i) for i in range(50)}
+    for ts in range(1, 151):
+        box.add(Reading("a", ts, dict(values)), measurement="m", tags=TAGS)
+    with pytest.raises(StorageError):
+        box.flush()
+    assert box.stats().dropped == 50
+    box._writer.execute("PRAGMA max_page_count=1073741823")
+    box.flush()
+    assert [r.ts for m in all_messages(box) for r in m.readings] == list(range(51, 151))
+    box.close()
+    assert read_status(str(tmp_path), OutboxConfig())["dropped"] == 50
+
+
+def test_read_status_while_open_and_print(tmp_path: Path, monkeypatch) -> None:
+    assert read_status(str(tmp_path / "none"), OutboxConfig())["exists"] is False
+    box = Outbox.open(str(tmp_path), OutboxConfig(max_message_bytes=1000))
+    fill(box, "a", 30)
+    fill(box, "b", 1)
+    box.flush()
+    status = read_status(str(tmp_path), OutboxConfig(max_message_bytes=1000))
+    assert status["readings"] == 31
+    assert status["messages"] >= 3
+    assert status["dropped"] == 0
+    assert status["oldest_age_s"] > 0
+
+    class Cfg:
+        state_dir = str(tmp_path)
+        outbox = OutboxConfig()
+
+    import gateway
+
+    fake = type("config", (), {"load_gateway_config": staticmethod(lambda path: Cfg())})
+    monkeypatch.setitem(__import__("sys").modules, "gateway.config", fake)
+    monkeypatch.setattr(gateway, "config", fake, raising=False)
+    out = io.StringIO()
+    assert buffer.print_status("gw.yaml", out) == 0
+    text = out.getvalue()
+    assert "pending readings:  31" in text
+    assert "dropped:           0" in text
+    box.close()
