@@ -90,6 +90,15 @@ def test_dashboard_query_names_real_measurements_fields_and_tags(query: str) -> 
         assert tag in tags, f"GROUP BY {tag!r} is not a tag"
 
 
+def test_operations_lists_every_metric() -> None:
+    metrics = pytest.importorskip("gateway.metrics")
+    text = (DOCS / "operations.md").read_text()
+    for registry in (metrics.GatewayMetrics().registry, metrics.BridgeMetrics().registry):
+        for family in registry.collect():
+            name = family.name + ("_total" if family.type == "counter" else "")
+            assert f"`{name}`" in text, f"docs/operations.md does not list {name}"
+
+
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 
 
