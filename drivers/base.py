@@ -1,0 +1,104 @@
+"""The driver contract: one `DeviceDriver` per configured device, one `ScanResult` per scan.
+
+A driver never raises for a device fault: a scan that cannot read some points returns them
+with quality ``bad`` and one `DriverError` per failed request (or line). Failures are
+logged once per change of state (a dead device does not flood the log), each line naming
+the device, its unit and its bus.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from gateway.errors import DriverError
+from gateway.model import DeviceConfig, GatewayConfig, Reading
+
+if TYPE_CHECKING:
+    from drivers.bus import BusRegistry
+
+log = logging.getLogger("sensegate.drivers")
+
+
+@dataclass(slots=True)
+class ScanResult:
+    """One scan of one device."""
+
+    reading: Reading
+    raw: dict[str, Sequence[int] | Sequence[bool]] = field(default_factory=dict)
+    errors: list[DriverError] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Whether every point was read (quality may still be ``invalid``)."""
+        return not self.errors
+
+
+class DeviceDriver(ABC):
+    """Reads one device. ``scan`` never raises for a device fault."""
+
+    device: DeviceConfig
+
+    @abstractmethod
+    async def scan(self) -> ScanResult:
+        """Read every point once now."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release what this driver alone holds (shared buses stay with the registry)."""
+
+
+class FailureLog:
+    """Logs a failure when it starts or changes kind, and the recovery, never every scan.
+
+    ``key`` tells independent failure sources apart (one per request of a device, the
+    connection, serial noise), so a partial failure is reported once too.
+    """
+
+    __slots__ = ("_state",)
+
+    def __init__(self) -> None:
+        self._state: dict[Hashable, tuple[str, int | None]] = {}
+
+    def failed(self, key: Hashable, error: DriverError) -> None:
+        signature = (error.kind, error.code)
+        if self._state.get(key) != signature:
+            self._state[key] = signature
+            log.warning("%s: %s", error.where(), error)
+
+    def succeeded(self, key: Hashable, where: str, what: str) -> None:
+        if self._state.pop(key, None) is not None:
+            log.info("%s: %s recovered", where, what)
+
+    @property
+    def failing(self) -> bool:
+        return bool(self._state)
+
+
+def where(device: DeviceConfig, bus: str | None = None) -> str:
+    """The ``device 'x' unit 3 bus 'rs485-a'`` prefix of log lines about ``device``."""
+    return DriverError("", device=device.name, unit=_unit_of(device), bus=bus).where()
+
+
+def _unit_of(device: DeviceConfig) -> int | None:
+    return device.unit if device.driver != "serial-line" else None
+
+
+def create_driver(
+    device: DeviceConfig, config: GatewayConfig | None, buses: BusRegistry
+) -> DeviceDriver:
+    """The driver for ``device``; RTU devices share their bus (and TCP endpoints their
+    connection) through ``buses``. Raises ``ValueError`` for a device no driver can serve
+    (the config loader rejects those first)."""
+    if device.driver == "serial-line":
+        from drivers.serial_line import SerialLineDriver
+
+        return SerialLineDriver(device)
+    if device.driver in ("modbus-tcp", "modbus-rtu", "modbus-rtu-over-tcp"):
+        from drivers.modbus import ModbusDriver
+
+        return ModbusDriver(device, buses)
+    raise ValueError(f"unknown driver {device.driver!r} for device {device.name!r}")

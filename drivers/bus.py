@@ -1,0 +1,245 @@
+"""Shared Modbus connections: one client and one lock per RS-485 bus or TCP endpoint.
+
+Every Modbus transaction goes through a `Link`. A link owns one pymodbus client and an
+``asyncio.Lock``: a device holds the lock for a whole transaction (request, response or
+timeout, retries, then the bus's silence), so exactly one transaction is in flight on a
+bus whatever the number of devices on it. Devices behind the same TCP endpoint (a Modbus
+TCP gateway, a serial device server running RTU over TCP) share its link the same way.
+
+A link connects lazily and reconnects with capped exponential backoff; while it waits to
+retry, transactions fail at once with a ``connection`` error instead of blocking the
+devices' scan loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.client.base import ModbusBaseClient
+from pymodbus.framer import FramerType
+
+from gateway.model import BusConfig, SerialSettings
+
+BACKOFF_MIN = 0.5  # seconds before the first reconnect attempt
+BACKOFF_MAX = 30.0  # cap of the exponential backoff
+_NEVER_DISCONNECT = 1 << 30  # pymodbus otherwise drops a TCP link after a few timeouts
+
+
+def quiet_pymodbus() -> None:
+    """pymodbus logs every timeout and failed connect; sensegate logs those itself, once
+    per state change and naming the device, so its own lines are dropped unless debugging."""
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+
+
+def rtu_silence(serial: SerialSettings) -> float:
+    """The 3.5 character times of silence that end an RTU frame (1.75 ms above 19200 baud)."""
+    if serial.baudrate > 19200:
+        return 0.00175
+    bits = 1 + serial.bytesize + (0 if serial.parity == "N" else 1) + serial.stopbits
+    return 3.5 * bits / serial.baudrate
+
+
+class Link:
+    """One pymodbus client, its lock and its reconnect state."""
+
+    def __init__(
+        self,
+        name: str,
+        make_client: Callable[[], ModbusBaseClient],
+        *,
+        bus: str | None = None,
+        gap: float = 0.0,
+        framing: str = "socket",
+    ) -> None:
+        self.name = name  # "rs485-a", "10.0.0.21:502"
+        self.bus = bus  # bus name for log lines, None for TCP endpoints
+        self.gap = gap  # silence after each transaction
+        self.framing = framing  # socket | rtu
+        self.lock = asyncio.Lock()
+        self.transactions = 0
+        self._make_client = make_client
+        self._client: ModbusBaseClient | None = None
+        self._delay = 0.0
+        self._next_attempt = 0.0
+        self._last_error = ""
+        self.received = b""  # bytes received during the current transaction
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None and self._client.connected
+
+    def _trace_packet(self, sending: bool, data: bytes) -> bytes:
+        if not sending:
+            self.received = data  # pymodbus hands over its whole receive buffer
+        return data
+
+    def _build(self) -> ModbusBaseClient:
+        client = self._make_client()
+        client.ctx.trace_packet = self._trace_packet
+        client.set_max_no_responses(_NEVER_DISCONNECT)
+        create = getattr(client.ctx, "call_create", None)
+        if create is not None:  # keep the reason of a failed connect (pymodbus drops it)
+
+            async def call_create() -> Any:
+                try:
+                    return await create()
+                except TimeoutError:
+                    self._last_error = "timed out"
+                    raise
+                except OSError as exc:
+                    self._last_error = describe_os_error(exc)
+                    raise
+
+            client.ctx.call_create = call_create
+        return client
+
+    async def connect(self, timeout: float) -> str | None:
+        """Connect if needed; ``None`` when connected, else why not (call under the lock)."""
+        if self.connected:
+            return None
+        now = time.monotonic()
+        if now < self._next_attempt:
+            return f"{self._last_error}; next attempt in {self._next_attempt - now:.1f}s"
+        if self._client is None:
+            self._client = self._build()
+        self._client.ctx.comm_params.timeout_connect = timeout
+        self._last_error = "timed out"  # replaced by the OS error when there is one
+        try:
+            ok = await self._client.connect()
+        except Exception as exc:  # pyserial raises its own errors for bad ports
+            ok = False
+            self._last_error = describe_os_error(exc)
+        if ok and self._client.connected:
+            self._delay = 0.0
+            return None
+        self._delay = min(max(self._delay * 2, BACKOFF_MIN), BACKOFF_MAX)
+        self._next_attempt = time.monotonic() + self._delay
+        return self._last_error
+
+    def client(self, timeout: float) -> ModbusBaseClient:
+        """The connected client, its response timeout set for this transaction."""
+        assert self._client is not None
+        self._client.ctx.comm_params.timeout_connect = timeout
+        self.received = b""
+        return self._client
+
+    def frame_complete(self) -> bool:
+        """Whether the bytes received hold a whole RTU response by its declared length
+        (pymodbus's own frame-size rules), so a failed CRC check means corruption, not a
+        frame cut short."""
+        data = self.received
+        if self._client is None or len(data) < 4:
+            return False
+        decoder = self._client.ctx.framer.decoder
+        pdu_class = decoder.lookupPduClass(data)
+        if pdu_class is None:
+            return False
+        size = pdu_class.calculateRtuFrameSize(data)
+        return bool(size) and len(data) == size
+
+    def drop(self, reason: str) -> None:
+        """Close the connection; the next transaction reconnects (after the backoff)."""
+        if self._client is not None:
+            self._client.close()
+        self._last_error = reason
+        self._delay = min(max(self._delay * 2, BACKOFF_MIN), BACKOFF_MAX)
+        self._next_attempt = time.monotonic() + self._delay
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def describe_os_error(exc: BaseException) -> str:
+    """``connection refused``, ``no such file or directory``: lower case, no errno noise."""
+    number = getattr(exc, "errno", None)
+    if isinstance(number, int) and number > 0:
+        return os.strerror(number).lower()
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return str(text).strip().rstrip(".").lower()
+
+
+class BusRegistry:
+    """The links of a gateway: one per RS-485 bus, one per TCP endpoint and framing."""
+
+    def __init__(self, buses: Iterable[BusConfig] = ()) -> None:
+        self._configs: dict[str, BusConfig] = {b.name: b for b in buses}
+        self._links: dict[tuple[Any, ...], Link] = {}
+        quiet_pymodbus()
+
+    def bus_config(self, name: str) -> BusConfig:
+        try:
+            return self._configs[name]
+        except KeyError:
+            raise ValueError(f"unknown bus {name!r}") from None
+
+    def bus(self, name: str) -> Link:
+        """The link of RS-485 bus ``name``, shared by every device on it."""
+        key = ("bus", name)
+        link = self._links.get(key)
+        if link is None:
+            config = self.bus_config(name)
+            serial = config.serial
+            link = Link(
+                name,
+                lambda: AsyncModbusSerialClient(
+                    serial.port,
+                    framer=FramerType.RTU,
+                    baudrate=serial.baudrate,
+                    bytesize=serial.bytesize,
+                    parity=serial.parity,
+                    stopbits=serial.stopbits,
+                    timeout=1.0,
+                    retries=0,
+                    reconnect_delay=0,
+                ),
+                bus=name,
+                gap=max(config.frame_gap, rtu_silence(serial)),
+                framing="rtu",
+            )
+            self._links[key] = link
+        return link
+
+    def tcp(self, host: str, port: int, *, rtu: bool = False) -> Link:
+        """The link to a TCP endpoint; ``rtu`` for RTU framing over TCP."""
+        key = ("tcp", host, port, rtu)
+        link = self._links.get(key)
+        if link is None:
+            link = Link(
+                f"{host}:{port}",
+                lambda: AsyncModbusTcpClient(
+                    host,
+                    port=port,
+                    framer=FramerType.RTU if rtu else FramerType.SOCKET,
+                    timeout=1.0,
+                    retries=0,
+                    reconnect_delay=0,
+                ),
+                framing="rtu" if rtu else "socket",
+            )
+            self._links[key] = link
+        return link
+
+    def update(self, buses: Iterable[BusConfig]) -> None:
+        """Take a reloaded bus list: links of changed or removed buses are closed."""
+        new = {b.name: b for b in buses}
+        for name, old in self._configs.items():
+            if new.get(name) != old:
+                link = self._links.pop(("bus", name), None)
+                if link is not None:
+                    link.close()
+        self._configs = new
+
+    async def close(self) -> None:
+        for link in self._links.values():
+            async with link.lock:
+                link.close()
+        self._links.clear()

@@ -1,0 +1,238 @@
+"""Modbus TCP, RTU (over an RS-485 bus) and RTU over TCP: one driver, three links.
+
+A scan performs exactly the requests ``gateway.plan.plan_device`` makes, in order, each
+one a transaction on the device's `drivers.bus.Link` (holding its lock). A request that
+fails costs only the points it carried: they get quality ``bad`` and the scan gets one
+`DriverError`. Failure kinds:
+
+* ``connection``: the link is down (refused, no such port); the device fails fast while
+  the link waits out its reconnect backoff;
+* ``timeout``: no answer within ``timeout`` after ``1 + retries`` attempts;
+* ``crc``: an RTU answer arrived whose CRC does not match (checked by pymodbus's framer);
+* ``frame``: bytes arrived but no valid answer (truncated, garbage, wrong function or
+  length);
+* ``exception``: a Modbus exception response, with its code (``code``) and name.
+
+Timeouts, CRC errors and bad frames are retried ``retries`` times; exception responses
+and connection failures are not. A device that answered nothing in its previous scan is
+*down*: it gets one attempt, and after its first request times out the rest of the scan
+is skipped, so a dead device costs a bus one timeout per scan, not one per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+from pymodbus.framer import FramerRTU
+
+from drivers.base import DeviceDriver, FailureLog, ScanResult, where
+from drivers.bus import BusRegistry, Link
+from gateway.decode import Decoder, build_decoder
+from gateway.errors import DriverError
+from gateway.model import BIT_TABLES, DeviceConfig, Reading, Value
+from gateway.plan import ReadRequest, plan_device
+
+EXCEPTION_NAMES: dict[int, str] = {
+    1: "illegal function",
+    2: "illegal data address",
+    3: "illegal data value",
+    4: "server device failure",
+    5: "acknowledge",
+    6: "server device busy",
+    7: "negative acknowledge",
+    8: "memory parity error",
+    10: "gateway path unavailable",
+    11: "gateway target device failed to respond",
+}
+_FUNCTION_CODES = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
+
+
+def exception_name(code: int) -> str:
+    return EXCEPTION_NAMES.get(code, "unknown exception")
+
+
+class _Prepared:
+    """A request with, per point, its decoder and where it sits in the response."""
+
+    __slots__ = ("bits", "describe", "fc", "points", "request")
+
+    def __init__(self, request: ReadRequest) -> None:
+        self.request = request
+        self.fc = _FUNCTION_CODES[request.table]
+        self.bits = request.table in BIT_TABLES
+        self.points: tuple[tuple[str, Decoder, int, int], ...] = tuple(
+            (p.name, build_decoder(p), (p.address or 0) - request.address, p.register_count)
+            for p in request.points
+        )
+        last = request.address + request.count - 1
+        self.describe = f"reading {request.table} {request.address}..{last}"
+
+
+class ModbusDriver(DeviceDriver):
+    """modbus-tcp, modbus-rtu and modbus-rtu-over-tcp devices."""
+
+    def __init__(self, device: DeviceConfig, buses: BusRegistry) -> None:
+        self.device = device
+        if device.driver == "modbus-rtu":
+            if device.bus is None:
+                raise ValueError(f"device {device.name!r} has no bus")
+            self.link: Link = buses.bus(device.bus)
+        elif device.driver in ("modbus-tcp", "modbus-rtu-over-tcp"):
+            if device.host is None:
+                raise ValueError(f"device {device.name!r} has no host")
+            self.link = buses.tcp(
+                device.host, device.port or 502, rtu=device.driver == "modbus-rtu-over-tcp"
+            )
+        else:
+            raise ValueError(f"device {device.name!r} is not a modbus device")
+        self.unit = device.unit
+        self.requests = tuple(_Prepared(r) for r in plan_device(device))
+        self.where = where(device, self.link.bus)
+        self._log = FailureLog()
+        self._alive = True  # answered anything in the previous scan
+
+    def _error(self, message: str, kind: str, code: int | None = None) -> DriverError:
+        return DriverError(
+            message, device=self.device.name, unit=self.unit, bus=self.link.bus, kind=kind,
+            code=code,
+        )
+
+    async def scan(self) -> ScanResult:
+        values: dict[str, Value] = {}
+        quality: dict[str, str] = {}
+        raw: dict[str, Sequence[int] | Sequence[bool]] = {}
+        errors: list[DriverError] = []
+        answered = False
+        skip: DriverError | None = None
+        ts = 0
+        for index, prepared in enumerate(self.requests):
+            if skip is not None:
+                data: Sequence[Any] | DriverError = skip
+            else:
+                data = await self._transact(prepared, retries=self.device.retries
+                                            if self._alive else 0)
+                ts = ts or time.time_ns()
+            if isinstance(data, DriverError):
+                errors.append(data)
+                for name, _decoder, _offset, _size in prepared.points:
+                    quality[name] = "bad"
+                if data is not skip:
+                    self._log.failed(index, data)
+                    if data.kind == "connection" or (
+                        data.kind == "timeout" and not answered and not self._alive
+                    ):
+                        failure = "no connection" if data.kind == "connection" else "no answer"
+                        skip = self._error(
+                            f"not read: {failure} earlier in this scan", data.kind
+                        )
+                continue
+            answered = True
+            self._log.succeeded(index, self.where, prepared.describe)
+            for name, decoder, offset, size in prepared.points:
+                chunk = data[offset : offset + size]
+                raw[name] = chunk
+                value, q = decoder(chunk)
+                if q == "good":
+                    values[name] = value  # type: ignore[assignment]
+                else:
+                    quality[name] = q
+        self._alive = answered or not self.requests
+        reading = Reading(self.device.name, ts or time.time_ns(), values, quality)
+        return ScanResult(reading, raw, errors)
+
+    async def _transact(self, prepared: _Prepared, retries: int) -> Sequence[Any] | DriverError:
+        """One request under the link's lock: registers/bits, or why not."""
+        link = self.link
+        timeout = self.device.timeout
+        async with link.lock:
+            reason = await link.connect(timeout)
+            if reason is not None:
+                return self._error(f"cannot connect to {link.name}: {reason}", "connection")
+            error: DriverError | None = None
+            try:
+                for _attempt in range(retries + 1):
+                    result = await self._once(link, prepared, timeout)
+                    if not isinstance(result, DriverError):
+                        return result
+                    error = result
+                    if result.kind in ("exception", "connection"):
+                        break
+                    if link.gap:
+                        await asyncio.sleep(link.gap)
+            finally:
+                link.transactions += 1
+                if link.gap:
+                    await asyncio.sleep(link.gap)
+            assert error is not None
+            if error.kind == "timeout" and retries:
+                error = self._error(f"{error} ({retries + 1} attempts)", "timeout")
+            return error
+
+    async def _once(
+        self, link: Link, prepared: _Prepared, timeout: float
+    ) -> Sequence[Any] | DriverError:
+        request = prepared.request
+        client = link.client(timeout)
+        read = (
+            client.read_coils,
+            client.read_discrete_inputs,
+            client.read_holding_registers,
+            client.read_input_registers,
+        )[prepared.fc - 1]
+        try:
+            response = await read(request.address, count=request.count, device_id=self.unit)
+        except ConnectionException:
+            link.drop("connection lost")
+            return self._error(f"connection to {link.name} lost {prepared.describe}", "connection")
+        except ModbusIOException:
+            return self._no_answer(link, prepared, timeout)
+        except (ModbusException, ValueError, IndexError) as exc:
+            return self._error(f"unreadable response {prepared.describe}: {exc}", "frame")
+        if response.isError():
+            code = int(getattr(response, "exception_code", 0))
+            return self._error(
+                f"modbus exception {code} {exception_name(code)} {prepared.describe}",
+                "exception",
+                code,
+            )
+        if response.function_code != prepared.fc:
+            return self._error(
+                f"answer with function code {response.function_code} to function code "
+                f"{prepared.fc} {prepared.describe}",
+                "frame",
+            )
+        if prepared.bits:
+            data: Sequence[Any] = response.bits
+        else:
+            data = response.registers
+        if len(data) < request.count or (not prepared.bits and len(data) != request.count):
+            return self._error(
+                f"answer with {len(data)} values, expected {request.count} {prepared.describe}",
+                "frame",
+            )
+        return data[: request.count] if prepared.bits else data
+
+    def _no_answer(self, link: Link, prepared: _Prepared, timeout: float) -> DriverError:
+        """A timeout: nothing came, a frame with a bad CRC, or some other bytes."""
+        received = link.received
+        if not received:
+            return self._error(f"no response within {timeout:g}s {prepared.describe}", "timeout")
+        if link.framing == "rtu" and received[0] == self.unit and link.frame_complete():
+            crc = int.from_bytes(received[-2:], "big")
+            if not FramerRTU.check_CRC(received[:-2], crc):
+                return self._error(
+                    f"crc error in response {prepared.describe} ({len(received)} bytes)",
+                    "crc",
+                )
+        return self._error(
+            f"truncated or garbled response {prepared.describe} "
+            f"({len(received)} bytes: {received[:16].hex(' ')})",
+            "frame",
+        )
+
+    async def close(self) -> None:
+        """Links are shared and belong to the `BusRegistry`; nothing of our own to close."""
