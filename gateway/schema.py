@@ -434,8 +434,11 @@ def _check_bool(node: Node, path: str, f: Field, issues: list[ConfigIssue]) -> A
 
 
 def _check_duration(node: Node, path: str, f: Field, issues: list[ConfigIssue]) -> Any:
+    if node.kind != SCALAR:
+        issues.append(_type_issue(node, path, f))
+        return INVALID
     try:
-        if node.kind != SCALAR or node.value is None:
+        if node.value is None:
             raise ValueError
         seconds = parse_duration(node.value)
     except ValueError:
@@ -446,8 +449,11 @@ def _check_duration(node: Node, path: str, f: Field, issues: list[ConfigIssue]) 
 
 
 def _check_size(node: Node, path: str, f: Field, issues: list[ConfigIssue]) -> Any:
+    if node.kind != SCALAR:
+        issues.append(_type_issue(node, path, f))
+        return INVALID
     try:
-        if node.kind != SCALAR or node.value is None:
+        if node.value is None:
             raise ValueError
         size = parse_size(node.value)
     except ValueError:

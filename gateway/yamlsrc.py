@@ -108,7 +108,14 @@ def describe(node: Node, secret: bool = False) -> str:
         return "a list"
     if node.value is None:
         return "null"
-    return repr(node.value)
+    return quote(node.value)
+
+
+def quote(value: Any) -> str:
+    """A value as messages show it: strings in single quotes, as written (no escaping)."""
+    if isinstance(value, str):
+        return f"'{value}'" if "'" not in value else repr(value)
+    return repr(value)
 
 
 # --- scalar resolution (YAML 1.2 core schema) -------------------------------------------
