@@ -1,0 +1,256 @@
+"""`sensegate run`: the gateway daemon.
+
+Acquisition (gateway.scheduler) → durable outbox (gateway.buffer) → MQTT (gateway.publish).
+The lifecycle follows uvicorn's server: `startup()`, `main_loop()`, `shutdown()`. Signal
+handlers only set events; the main loop acts on them. Shutdown stops polling, commits what
+was polled, lets the publisher finish what is in flight within `drain_timeout`, then cancels
+whatever is left and says how many tasks that was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+
+from gateway import systemd
+from gateway.config import load_gateway_config
+from gateway.errors import ConfigError, SensegateError, StorageError
+from gateway.model import GatewayConfig, Reading
+
+log = logging.getLogger("sensegate.daemon")
+
+EXIT_OK = 0
+EXIT_FATAL = 1
+EXIT_CONFIG = 2
+
+STATUS_EVERY = 5.0  # seconds between STATUS= updates to systemd
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """What a reading needs besides its values to become a message: measurement and tags."""
+
+    measurement: str
+    tags: dict[str, str]
+
+
+def envelopes(config: GatewayConfig) -> dict[str, Envelope]:
+    """Device name → measurement and merged tags (gateway tags, then the device's own)."""
+    return {
+        d.name: Envelope(d.measurement or d.name, {**config.tags, **d.tags})
+        for d in config.devices
+    }
+
+
+def reload_refusal(old: GatewayConfig, new: GatewayConfig) -> str | None:
+    """Why a new config cannot be applied without a restart, or None when it can."""
+    if new.id != old.id:
+        return f"gateway.id changed from {old.id!r} to {new.id!r}; restart to apply"
+    if new.state_dir != old.state_dir:
+        return "gateway.state_dir changed; restart to apply"
+    return None
+
+
+@dataclass
+class Daemon:
+    config_path: str
+    drain_timeout: float = 10.0
+    install_signals: bool = True  # False when embedded (the demo owns the signals)
+    config: GatewayConfig | None = None
+    started: bool = False
+    should_exit: asyncio.Event = field(default_factory=asyncio.Event)
+    reload_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    force_exit: bool = False
+    _envelopes: dict[str, Envelope] = field(default_factory=dict)
+    _tasks: list[asyncio.Task[object]] = field(default_factory=list)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def run(self) -> int:
+        if self.install_signals:
+            self._install_signal_handlers()
+        try:
+            try:
+                await self.startup()
+            except ConfigError as exc:
+                for issue in exc.issues:
+                    log.error("%s", issue)
+                return EXIT_CONFIG
+            except SensegateError as exc:
+                log.error("startup failed: %s", exc)
+                await self.shutdown()
+                return EXIT_FATAL
+            await self.main_loop()
+            await self.shutdown()
+            return EXIT_OK
+        finally:
+            if self.install_signals:
+                self._remove_signal_handlers()
+
+    async def startup(self) -> None:
+        # Imported here so `check`, `schema` and friends never pay for these imports.
+        from gateway.buffer import Outbox
+        from gateway.metrics import GatewayMetrics, serve_metrics
+        from gateway.publish import Publisher
+        from gateway.scheduler import Poller
+
+        config = load_gateway_config(self.config_path)
+        self.config = config
+        self._envelopes = envelopes(config)
+        self.metrics = GatewayMetrics()
+        self.outbox = Outbox.open(config.state_dir, config.outbox, metrics=self.metrics)
+        self.publisher = Publisher(config, self.outbox, metrics=self.metrics)
+        self.poller = Poller(config, self._sink, metrics=self.metrics)
+        self._spawn(self.outbox.run_committer(), "outbox-committer")
+        self._spawn(self.publisher.run(), "publisher")
+        await self.poller.start()
+        self.metrics_server = None
+        if config.metrics is not None:
+            self.metrics_server = await serve_metrics(
+                self.metrics.registry, config.metrics.host, config.metrics.port,
+                healthy=lambda: self.started and not self.should_exit.is_set(),
+            )
+        self.started = True
+        log.info(
+            "started gateway %r: %d devices, %d buses, outbox in %s",
+            config.id, len(config.devices), len(config.buses), config.state_dir,
+        )
+        systemd.ready()
+        systemd.status(self.status_line())
+
+    async def main_loop(self) -> None:
+        watchdog_every = systemd.watchdog_interval()
+        tick = min(STATUS_EVERY, watchdog_every or STATUS_EVERY)
+        last_status = time.monotonic()
+        while not self.should_exit.is_set():
+            reload_wait = asyncio.ensure_future(self.reload_requested.wait())
+            exit_wait = asyncio.ensure_future(self.should_exit.wait())
+            await asyncio.wait(
+                [reload_wait, exit_wait], timeout=tick, return_when=asyncio.FIRST_COMPLETED
+            )
+            reload_wait.cancel()
+            exit_wait.cancel()
+            if watchdog_every:
+                systemd.watchdog()
+            if self.reload_requested.is_set() and not self.should_exit.is_set():
+                self.reload_requested.clear()
+                await self.reload()
+            if time.monotonic() - last_status >= STATUS_EVERY:
+                last_status = time.monotonic()
+                systemd.status(self.status_line())
+            for task in self._tasks:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    # A component died of a bug: that is fatal, but shut down cleanly.
+                    log.error("%s stopped: %r", task.get_name(), task.exception())
+                    self.should_exit.set()
+
+    async def shutdown(self) -> None:
+        systemd.stopping()
+        log.info("stopping: draining within %.0fs", self.drain_timeout)
+        deadline = time.monotonic() + self.drain_timeout
+        if hasattr(self, "poller"):
+            with contextlib.suppress(Exception):
+                budget = max(0.1, deadline - time.monotonic())
+                await asyncio.wait_for(self.poller.stop(), timeout=budget)
+        if hasattr(self, "outbox"):
+            try:
+                self.outbox.flush()
+            except StorageError as exc:
+                log.error("final outbox commit failed: %s", exc)
+        if hasattr(self, "publisher") and not self.force_exit:
+            remaining = max(0.1, deadline - time.monotonic())
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.publisher.stop(remaining), timeout=remaining + 1.0)
+        if getattr(self, "metrics_server", None) is not None:
+            self.metrics_server.close()
+        pending = [t for t in self._tasks if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.info("cancelled %d task(s) still running at shutdown", len(pending))
+            await asyncio.gather(*pending, return_exceptions=True)
+        if hasattr(self, "outbox"):
+            with contextlib.suppress(Exception):
+                self.outbox.close()
+        log.info("stopped")
+
+    # -- reload ------------------------------------------------------------------------
+
+    async def reload(self) -> None:
+        assert self.config is not None
+        log.info("reloading %s", self.config_path)
+        try:
+            new = load_gateway_config(self.config_path)
+        except ConfigError as exc:
+            for issue in exc.issues:
+                log.error("reload refused: %s", issue)
+            log.error("reload refused: %d error(s); keeping the running config", len(exc.issues))
+            return
+        refusal = reload_refusal(self.config, new)
+        if refusal is not None:
+            log.error("reload refused: %s", refusal)
+            return
+        # Keep envelopes of removed devices: scans already in flight still need them.
+        self._envelopes = {**self._envelopes, **envelopes(new)}
+        await self.poller.apply(new)
+        await self.publisher.apply(new)
+        self.config = new
+        log.info("reloaded: %d devices", len(new.devices))
+        systemd.status(self.status_line())
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _sink(self, reading: Reading) -> None:
+        envelope = self._envelopes.get(reading.device)
+        if envelope is None:  # cannot happen with a consistent poller; never lose the reading
+            envelope = Envelope(reading.device, {})
+        self.outbox.add(reading, measurement=envelope.measurement, tags=envelope.tags)
+
+    def status_line(self) -> str:
+        if self.config is None:
+            return "starting"
+        stats = self.outbox.stats()
+        connected = "connected" if self.publisher.connected else "disconnected"
+        return (
+            f"{len(self.config.devices)} devices; mqtt {connected}; "
+            f"outbox {stats.pending_readings} readings pending, {stats.dropped} dropped"
+        )
+
+    def _spawn(self, coro: object, name: str) -> None:
+        self._tasks.append(asyncio.ensure_future(coro, loop=None))  # type: ignore[arg-type]
+        self._tasks[-1].set_name(name)
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGTERM, self._on_exit_signal, signal.SIGTERM)
+            loop.add_signal_handler(signal.SIGINT, self._on_exit_signal, signal.SIGINT)
+            loop.add_signal_handler(signal.SIGHUP, self.reload_requested.set)
+
+    def _remove_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(sig)
+
+    def _on_exit_signal(self, sig: signal.Signals) -> None:
+        if self.should_exit.is_set() and sig == signal.SIGINT:
+            # A second Ctrl-C: stop waiting for the drain. The outbox keeps what is unsent.
+            self.force_exit = True
+            log.warning("second interrupt: exiting without draining")
+            for task in self._tasks:
+                task.cancel()
+        self.should_exit.set()
+
+
+
+def run(config_path: str) -> int:
+    """Entry point of `sensegate run`: exit 0 on a clean stop, 2 on a bad config, 1 if fatal."""
+    try:
+        return asyncio.run(Daemon(config_path).run())
+    except KeyboardInterrupt:
+        return EXIT_OK
