@@ -241,14 +241,20 @@ class ModbusTcpSimulator(ModbusSimulator):
     """Modbus TCP devices on a free loopback port (``host``, ``port`` after start)."""
 
     def __init__(
-        self, units: Sequence[int] | None = None, *, host: str = "127.0.0.1", size: int = 1000
+        self,
+        units: Sequence[int] | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        size: int = 1000,
     ) -> None:
         super().__init__(units, size=size)
         self.host = host
-        self.port = 0
+        self.port = port  # 0: a free port, known after start (and kept across restarts)
 
     async def start(self) -> None:
-        server = ModbusTcpServer(self._context, address=(self.host, 0), **self._server_kwargs())
+        address = (self.host, self.port)
+        server = ModbusTcpServer(self._context, address=address, **self._server_kwargs())
         await server.serve_forever(background=True)
         self._server = server
         self.port = server.transport.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
