@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
+from gateway import check
 from gateway.config import check_profile, load_gateway_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,7 +65,6 @@ def test_site_example_loads(path: Path) -> None:
 
 @pytest.mark.parametrize("path", SITES, ids=lambda p: p.stem)
 def test_site_example_passes_check(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    check = pytest.importorskip("gateway.check")
     for key, value in ENV.items():
         monkeypatch.setenv(key, value)
     out = io.StringIO()
