@@ -69,9 +69,9 @@ class FailureLog:
             self._state[key] = signature
             log.warning("%s: %s", error.where(), error)
 
-    def succeeded(self, key: Hashable, where: str, what: str) -> None:
+    def succeeded(self, key: Hashable, where: str, message: str) -> None:
         if self._state.pop(key, None) is not None:
-            log.info("%s: %s recovered", where, what)
+            log.info("%s: %s", where, message)
 
     @property
     def failing(self) -> bool:

@@ -131,7 +131,7 @@ class ModbusDriver(DeviceDriver):
                         )
                 continue
             answered = True
-            self._log.succeeded(index, self.where, prepared.describe)
+            self._log.succeeded(index, self.where, f"{prepared.describe} works again")
             for name, decoder, offset, size in prepared.points:
                 chunk = data[offset : offset + size]
                 raw[name] = chunk

@@ -243,7 +243,7 @@ class SerialLineDriver(DeviceDriver):
             )
             self._log.failed("noise", noise)
         else:
-            self._log.succeeded("noise", self.where, "serial line noise")
+            self._log.succeeded("noise", self.where, "no more noise on the line")
         self._noise_this_scan = 0  # streaming: noise counts from one scan to the next
         if isinstance(result, DriverError):
             self._log.failed("read", result)
@@ -252,7 +252,7 @@ class SerialLineDriver(DeviceDriver):
                 self.device.name, time.time_ns(), {}, {name: "bad" for name, _ in self.converters}
             )
             return ScanResult(reading, {}, errors)
-        self._log.succeeded("read", self.where, "reading")
+        self._log.succeeded("read", self.where, "records arrive again")
         self.records += 1
         ts, match = result
         groups = match.groupdict()
@@ -280,7 +280,7 @@ class SerialLineDriver(DeviceDriver):
             errors.append(error)
             self._log.failed("convert", error)
         else:
-            self._log.succeeded("convert", self.where, "record conversion")
+            self._log.succeeded("convert", self.where, "records convert again")
         return ScanResult(Reading(self.device.name, ts, values, quality), {}, errors)
 
     async def close(self) -> None:

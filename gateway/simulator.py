@@ -373,7 +373,8 @@ class SerialLineSimulator:
     ``template`` is formatted with ``values`` for each record. With ``request`` set, a
     record is printed only after the request bytes arrive; otherwise one record is printed
     every ``period`` seconds. ``noise(...)`` prints a line of garbage; ``silent`` stops
-    answering; ``records`` counts the records printed.
+    answering; ``noisy`` prints a garbage line before every record; ``records`` counts the
+    records printed.
     """
 
     def __init__(
@@ -391,6 +392,7 @@ class SerialLineSimulator:
         self.period = period
         self.newline = newline
         self.silent = False
+        self.noisy: bytes | None = None  # a garbage line printed before every record
         self.records = 0
         self.frames: list[Frame] = []
         self.pty = PtyPair()
@@ -433,6 +435,8 @@ class SerialLineSimulator:
             else:
                 await asyncio.sleep(self.period)
             if not self.silent:
+                if self.noisy is not None:
+                    self.noise(self.noisy)
                 self.send(self.record())
                 self.records += 1
 

@@ -1,0 +1,148 @@
+"""serial-line driver against an ASCII sensor simulated on a pty."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+
+from drivers import create_driver
+from drivers.bus import BusRegistry
+from drivers.serial_line import SerialLineDriver
+from gateway.model import DeviceConfig, PointConfig, SerialSettings
+from gateway.simulator import SerialLineSimulator
+
+pytestmark = pytest.mark.integration
+
+TEMPLATE = "PM25={pm25},PM10={pm10},N={n}"
+PATTERN = r"PM25=(?P<pm25>[-\w.]+),PM10=(?P<pm10>[\w.]+),N=(?P<n>\w+)"
+POINTS = (
+    PointConfig("pm25", "float64", unit="ug/m3"),
+    PointConfig("pm10", "float64", unit="ug/m3", scale=0.5),
+    PointConfig("n", "int32"),
+)
+
+
+def device(path: str, *, request: bytes | None = None, timeout: float = 0.5) -> DeviceConfig:
+    return DeviceConfig("pm-1", "serial-line", POINTS, serial=SerialSettings(path),
+                        request=request, pattern=PATTERN, timeout=timeout)
+
+
+@pytest.fixture
+async def streaming() -> AsyncIterator[SerialLineSimulator]:
+    sim = SerialLineSimulator(TEMPLATE, {"pm25": 12.5, "pm10": 30, "n": 7}, period=0.02)
+    await sim.start()
+    yield sim
+    await sim.stop()
+
+
+@pytest.fixture
+async def polled() -> AsyncIterator[SerialLineSimulator]:
+    sim = SerialLineSimulator(TEMPLATE, {"pm25": 1.5, "pm10": 4, "n": 1}, request=b"R\r\n")
+    await sim.start()
+    yield sim
+    await sim.stop()
+
+
+async def scan_driver(dev: DeviceConfig) -> SerialLineDriver:
+    driver = create_driver(dev, None, BusRegistry())
+    assert isinstance(driver, SerialLineDriver)
+    return driver
+
+
+async def test_streaming_keeps_the_latest_record(streaming: SerialLineSimulator) -> None:
+    driver = await scan_driver(device(streaming.path))
+    try:
+        first = await driver.scan()
+        streaming.values["n"] = 8
+        for _ in range(50):
+            second = await driver.scan()
+            if second.reading.values.get("n") == 8:
+                break
+        assert first.errors == []
+        assert first.reading.values == {"pm25": 12.5, "pm10": 15.0, "n": 7}
+        assert second.reading.values["n"] == 8
+        assert second.reading.ts > first.reading.ts
+    finally:
+        await driver.close()
+
+
+async def test_request_response(polled: SerialLineSimulator) -> None:
+    driver = await scan_driver(device(polled.path, request=b"R\r\n"))
+    try:
+        results = [await driver.scan() for _ in range(3)]
+        assert [r.reading.values for r in results] == [{"pm25": 1.5, "pm10": 2.0, "n": 1}] * 3
+        assert polled.records == 3
+        assert sum(f.data.count(b"R\r\n") for f in polled.frames if f.direction == "rx") == 3
+    finally:
+        await driver.close()
+
+
+async def test_noise_is_counted_and_logged_once(
+    polled: SerialLineSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    driver = await scan_driver(device(polled.path, request=b"R\r\n"))
+    try:
+        polled.noisy = b"\x00\xff#?! garbage \x7f"
+        with caplog.at_level(logging.INFO, logger="sensegate.drivers"):
+            results = [await driver.scan() for _ in range(3)]
+            polled.noisy = None
+            clean = await driver.scan()
+        assert driver.noise_lines == 3
+        for result in results:  # the record after the noise is read
+            assert result.reading.values == {"pm25": 1.5, "pm10": 2.0, "n": 1}
+            assert result.errors == []
+        assert clean.errors == []
+        assert [r.getMessage() for r in caplog.records] == [
+            "device 'pm-1': 1 line(s) not matching the pattern",
+            "device 'pm-1': no more noise on the line",
+        ]
+    finally:
+        await driver.close()
+
+
+async def test_silent_sensor_is_bad(polled: SerialLineSimulator) -> None:
+    polled.silent = True
+    driver = await scan_driver(device(polled.path, request=b"R\r\n", timeout=0.2))
+    try:
+        result = await driver.scan()
+        assert result.reading.values == {}
+        assert result.reading.quality == {"pm25": "bad", "pm10": "bad", "n": "bad"}
+        assert [str(e) for e in result.errors] == ["no matching record within 0.2s"]
+    finally:
+        await driver.close()
+
+
+async def test_streaming_silence_is_bad_not_stale(streaming: SerialLineSimulator) -> None:
+    driver = await scan_driver(device(streaming.path, timeout=0.2))
+    try:
+        assert (await driver.scan()).errors == []
+        streaming.silent = True
+        await driver.scan()  # may still take one record printed meanwhile
+        result = await driver.scan()
+        assert result.errors[0].kind == "timeout"
+        assert set(result.reading.quality.values()) == {"bad"}
+    finally:
+        await driver.close()
+
+
+async def test_unconvertible_value_is_bad_others_good(polled: SerialLineSimulator) -> None:
+    polled.values["n"] = "x7"
+    driver = await scan_driver(device(polled.path, request=b"R\r\n"))
+    try:
+        result = await driver.scan()
+        assert result.reading.values == {"pm25": 1.5, "pm10": 2.0}
+        assert result.reading.quality == {"n": "bad"}
+        assert [e.kind for e in result.errors] == ["parse"]
+        assert str(result.errors[0]) == "cannot convert 'n' in 'PM25=1.5,PM10=4,N=x7'"
+    finally:
+        await driver.close()
+
+
+async def test_missing_port() -> None:
+    driver = await scan_driver(device("/dev/no-such-sensegate-port", timeout=0.2))
+    result = await driver.scan()
+    await driver.close()
+    assert result.errors[0].kind == "connection"
+    assert str(result.errors[0]).startswith("cannot open /dev/no-such-sensegate-port: ")
