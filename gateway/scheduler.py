@@ -335,20 +335,16 @@ class _DeviceRunner:
                 if counter is not None:
                     counter.inc()
         if answered(reading, errors):
-            if stats.consecutive_failures >= BACKOFF_AFTER:
+            # The driver logs each failure and recovery; this logs only the backoff.
+            if stats.backoff > 1:
                 log.info("%s: answering again after %d failed scans; polling every %gs",
                          self.where, stats.consecutive_failures, self.device.interval)
-            elif stats.consecutive_failures:
-                log.info("%s: answering again", self.where)
             stats.consecutive_failures = 0
             stats.backoff = 1
             stats.last_ok = reading.ts / 1e9
             return
         stats.failed_scans += 1
         stats.consecutive_failures += 1
-        if stats.consecutive_failures == 1:
-            first = str(errors[0]) if errors else "every point bad"
-            log.warning("%s: scan failed: %s", self.where, first)
         step = backoff_step(stats.consecutive_failures, self.device.interval)
         if step != stats.backoff:
             log.warning("%s: no answer %d scans in a row; polling every %gs",
@@ -383,7 +379,7 @@ def _default_driver_factory(device: DeviceConfig, config: GatewayConfig, buses: 
 def _default_bus_factory(config: GatewayConfig) -> Any:
     from drivers.bus import BusRegistry
 
-    return BusRegistry(config)
+    return BusRegistry(config.buses)
 
 
 class Poller:
@@ -448,9 +444,7 @@ class Poller:
                    if n in self._runners]
         await asyncio.gather(*(r.stop() for r in to_stop), return_exceptions=True)
         if changed_buses:
-            await self._rebuild_buses(old, new, changed_buses)
-        else:
-            self._retarget_buses(new)
+            await self._rebuild_buses(new)
         for name in (*plan.changed, *plan.added):
             self._start_device(new.device(name))
         for runner in self._runners.values():
@@ -481,45 +475,30 @@ class Poller:
         self._runners[device.name] = runner
         runner.start()
 
-    async def _rebuild_buses(
-        self, old: GatewayConfig, new: GatewayConfig, changed: set[str]
-    ) -> None:
+    async def _rebuild_buses(self, new: GatewayConfig) -> None:
+        """Let the registry drop the links of changed buses (`BusRegistry.update`); a
+        registry that cannot do that is replaced whole (only the devices on changed buses
+        were restarted: the others keep the links their drivers hold)."""
         registry = self._buses
-        rebuild = getattr(registry, "rebuild", None)
-        if rebuild is not None:
-            result = rebuild(new, changed)
+        update = getattr(registry, "update", None)
+        if update is not None:
+            result = update(new.buses)
             if asyncio.iscoroutine(result):
                 await result
             return
-        # A registry without `rebuild`: replace it whole. Only devices on changed buses were
-        # restarted; the others keep the driver (and bus) they have.
         self._buses = self._bus_factory(new)
-        await self._close_buses(registry, only=changed)
+        await self._close_buses(registry)
 
-    def _retarget_buses(self, new: GatewayConfig) -> None:
-        update = getattr(self._buses, "update", None)
-        if update is not None:
-            update(new)
-
-    async def _close_buses(self, registry: Any, only: Iterable[str] | None = None) -> None:
-        if registry is None:
-            return
+    async def _close_buses(self, registry: Any) -> None:
         close = getattr(registry, "close", None)
         if close is None:
             return
         try:
-            result = close() if only is None else _close_some(registry, set(only))
+            result = close()
             if asyncio.iscoroutine(result):
                 await result
         except Exception as exc:
             log.warning("closing buses failed: %r", exc)
-
-
-def _close_some(registry: Any, names: set[str]) -> Any:
-    close_bus = getattr(registry, "close_bus", None)
-    if close_bus is None:
-        return registry.close()
-    return asyncio.gather(*(close_bus(n) for n in names))
 
 
 # -- config diff -------------------------------------------------------------------------------
