@@ -488,8 +488,8 @@ def _check_enum(node: Node, path: str, f: Field, issues: list[ConfigIssue]) -> A
     return INVALID
 
 
-def _check_listen(node: Node, path: str, f: Field, issues: list[ConfigIssue]) -> Any:
-    value = node.value
+def parse_listen(value: Any) -> tuple[str, int] | None:
+    """``"HOST:PORT"``, ``":PORT"`` (all interfaces) or a bare port (loopback) -> (host, port)."""
     host, port_text = "127.0.0.1", None
     if isinstance(value, int) and not isinstance(value, bool):
         port_text = str(value)
@@ -499,9 +499,16 @@ def _check_listen(node: Node, path: str, f: Field, issues: list[ConfigIssue]) ->
             host, port_text = "127.0.0.1", value
         host = host.strip("[]") or "0.0.0.0"
     if port_text is None or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        return None
+    return (host, int(port_text))
+
+
+def _check_listen(node: Node, path: str, f: Field, issues: list[ConfigIssue]) -> Any:
+    listen = parse_listen(node.value)
+    if listen is None:
         issues.append(node.issue(path, f"{describe(node)} is not a HOST:PORT address"))
         return INVALID
-    return (host, int(port_text))
+    return listen
 
 
 def _check_port(node: Node, path: str, f: Field, issues: list[ConfigIssue]) -> Any:
@@ -592,6 +599,8 @@ def _default(f: Field, node: Node, path: str) -> Any:
                                     for k, c in (f.fields or {}).items()
                                     if c.default is not NO_DEFAULT})
     default = f.default
+    if f.kind == "listen":
+        return parse_listen(default)
     if isinstance(default, list | dict):
         return type(default)(default)
     return default

@@ -1,0 +1,235 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.config import load_bridge_config, load_gateway_config
+from gateway.errors import ConfigError
+from gateway.model import Secret
+
+HEAD = "gateway: {id: site-1}\nmqtt: {host: broker}\n"
+
+
+def _write(tmp_path: Path, text: str, name: str = "gateway.yaml") -> str:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def _errors(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_gateway_config(_write(tmp_path, text), env=env or {})
+    prefix = str(tmp_path) + "/"
+    return [str(i).removeprefix(prefix) for i in info.value.issues]
+
+
+def test_defaults(tmp_path: Path) -> None:
+    cfg = load_gateway_config(_write(tmp_path, HEAD + """devices:
+  - name: rws-1
+    driver: modbus-tcp
+    host: 10.0.0.21
+    points:
+      - {name: t, table: holding, address: 0}
+      - {name: c, table: coil, address: 0}
+"""), env={})
+    assert cfg.id == "site-1" and cfg.source.endswith("gateway.yaml")
+    m = cfg.mqtt
+    assert (m.port, m.client_id, m.qos, m.format, m.topic_prefix, m.keepalive) == (
+        1883, "sensegate-site-1", 1, "json", "sensegate", 30.0)
+    assert m.tls is None and m.password is None and m.username is None
+    assert cfg.outbox.max_bytes == 512 * 1024**2
+    assert cfg.outbox.max_message_bytes == 256 * 1024
+    assert cfg.outbox.commit_interval == pytest.approx(0.2)
+    assert cfg.metrics is None and cfg.buses == () and cfg.tags == {}
+    assert cfg.state_dir == "/var/lib/sensegate"
+    d = cfg.devices[0]
+    assert (d.interval, d.timeout, d.retries, d.measurement, d.port, d.unit) == (
+        1.0, 1.0, 1, "rws-1", 502, 1)
+    assert (d.max_gap, d.max_registers, d.profile, d.serial, d.bus) == (10, 125, None, None, None)
+    t, c = d.points
+    assert (t.type, t.byte_order, t.scale, t.offset, t.unit) == ("uint16", "ABCD", 1.0, 0.0, None)
+    assert c.type == "bool"
+
+
+def test_tls_changes_the_default_port(tmp_path: Path) -> None:
+    cfg = load_gateway_config(_write(tmp_path, """gateway: {id: g}
+mqtt: {host: broker, tls: {ca_file: /etc/ca.pem}}
+devices: []
+"""), env={})
+    assert cfg.mqtt.port == 8883
+    assert cfg.mqtt.tls is not None and cfg.mqtt.tls.ca_file == "/etc/ca.pem"
+
+
+@pytest.mark.parametrize(("metrics", "host", "port"), [
+    pytest.param("{}", "127.0.0.1", 9108, id="default"),
+    pytest.param("{listen: '0.0.0.0:9200'}", "0.0.0.0", 9200, id="host-port"),
+    pytest.param("{listen: 9300}", "127.0.0.1", 9300, id="port-only"),
+    pytest.param("{listen: ':9400'}", "0.0.0.0", 9400, id="all-interfaces"),
+    pytest.param("{listen: '[::1]:9500'}", "::1", 9500, id="ipv6"),
+])
+def test_metrics_listen(tmp_path: Path, metrics: str, host: str, port: int) -> None:
+    cfg = load_gateway_config(_write(tmp_path, HEAD + f"metrics: {metrics}\ndevices: []\n"),
+                              env={})
+    assert cfg.metrics is not None and (cfg.metrics.host, cfg.metrics.port) == (host, port)
+
+
+@pytest.mark.parametrize(("written", "order"), [
+    pytest.param("ABCD", "ABCD", id="abcd"),
+    pytest.param("big", "ABCD", id="big"),
+    pytest.param("MSW-BE", "ABCD", id="msw-be"),
+    pytest.param("little", "DCBA", id="little"),
+    pytest.param("LSW-LE", "DCBA", id="lsw-le"),
+    pytest.param("MSW-LE", "BADC", id="msw-le"),
+    pytest.param("LSW-BE", "CDAB", id="lsw-be"),
+    pytest.param("cdab", "CDAB", id="lower-case"),
+])
+def test_byte_order_aliases(tmp_path: Path, written: str, order: str) -> None:
+    cfg = load_gateway_config(_write(tmp_path, HEAD + f"""devices:
+  - name: d
+    driver: modbus-tcp
+    host: h
+    points: [{{name: p, table: holding, address: 0, type: float32, byte_order: {written}}}]
+"""), env={})
+    assert cfg.devices[0].points[0].byte_order == order
+
+
+def test_device_byte_order_is_the_points_default(tmp_path: Path) -> None:
+    cfg = load_gateway_config(_write(tmp_path, HEAD + """devices:
+  - name: d
+    driver: modbus-tcp
+    host: h
+    byte_order: little
+    points:
+      - {name: a, table: holding, address: 0, type: float32}
+      - {name: b, table: holding, address: 2, type: float32, byte_order: CDAB}
+"""), env={})
+    assert [p.byte_order for p in cfg.devices[0].points] == ["DCBA", "CDAB"]
+
+
+def test_rtu_and_serial_line_devices(tmp_path: Path) -> None:
+    cfg = load_gateway_config(_write(tmp_path, HEAD + r"""buses:
+  - {name: rs485-a, port: /dev/ttyUSB0, baudrate: 19200, parity: even, frame_gap: 5ms}
+devices:
+  - {name: loop-7, driver: modbus-rtu, bus: rs485-a, unit: 7,
+     points: [{name: n, table: input, address: 0, type: int32}]}
+  - {name: gw-1, driver: modbus-rtu-over-tcp, host: 10.0.0.9, unit: 2,
+     points: [{name: n, table: input, address: 0}]}
+  - name: pm-1
+    driver: serial-line
+    port: /dev/ttyUSB1
+    baudrate: 2400
+    parity: O
+    request: "R\r\n"
+    pattern: 'PM25=(?P<pm25>[\d.]+)'
+    points: [{name: pm25}]
+"""), env={})
+    bus = cfg.bus("rs485-a")
+    assert (bus.serial.port, bus.serial.baudrate, bus.serial.parity) == ("/dev/ttyUSB0", 19200, "E")
+    assert bus.frame_gap == pytest.approx(0.005) and bus.turnaround == pytest.approx(0.01)
+    loop = cfg.device("loop-7")
+    assert (loop.bus, loop.unit, loop.host, loop.port) == ("rs485-a", 7, None, None)
+    assert cfg.device("gw-1").port == 502
+    pm = cfg.device("pm-1")
+    assert pm.serial is not None and (pm.serial.port, pm.serial.baudrate, pm.serial.parity) == (
+        "/dev/ttyUSB1", 2400, "O")
+    assert pm.request == b"R\r\n"
+    assert pm.pattern == r"PM25=(?P<pm25>[\d.]+)"
+    assert pm.points[0].type == "float64" and pm.points[0].table is None
+
+
+def test_strings_keep_their_source_text(tmp_path: Path) -> None:
+    cfg = load_gateway_config(_write(tmp_path, """gateway: {id: 017, tags: {floor: 3}}
+mqtt: {host: broker, username: 0042}
+devices: []
+"""), env={})
+    assert cfg.id == "017" and cfg.tags == {"floor": "3"} and cfg.mqtt.username == "0042"
+
+
+def test_secrets_become_secret_and_never_appear_in_errors(tmp_path: Path) -> None:
+    env = {"PW": "correct-horse-battery", "USER": "alice-the-user"}
+    text = HEAD.replace("{host: broker}", "{host: broker, username: '${USER}', password: '${PW}'}")
+    cfg = load_gateway_config(_write(tmp_path, text + "devices: []\n"), env=env)
+    assert cfg.mqtt.password == Secret("correct-horse-battery")
+    assert "correct-horse" not in repr(cfg)
+    errors = _errors(tmp_path, "gateway: {id: g}\nmqtt:\n  host: h\n  qos: ${PW}\n"
+                               "  port: ${USER}\n  format: ${PW}\ndevices: []\n", env)
+    assert errors == [
+        "gateway.yaml:4:8: mqtt.qos: the value of ${PW} is not an integer",
+        "gateway.yaml:5:9: mqtt.port: the value of ${USER} is not an integer",
+        "gateway.yaml:6:11: mqtt.format: the value of ${PW} is not a payload format; "
+        "expected one of json, influx",
+    ]
+
+
+def test_a_literal_password_is_never_quoted(tmp_path: Path) -> None:
+    errors = _errors(tmp_path, "gateway: {id: g}\nmqtt: {host: h, password: [hunter2]}\n"
+                               "devices: []\n")
+    assert errors == ["gateway.yaml:2:27: mqtt.password: expected a string, got a list"]
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_gateway_config("/nonexistent/gateway.yaml", env={})
+    assert str(info.value) == (
+        "/nonexistent/gateway.yaml:1:1: cannot read file: no such file or directory")
+
+
+def test_a_thousand_devices_load(tmp_path: Path) -> None:
+    lines = [HEAD, "devices:\n"]
+    for i in range(1000):
+        lines.append(f"  - {{name: d{i}, driver: modbus-tcp, host: 10.0.{i // 250}.{i % 250}, "
+                     "points: [{name: a, table: holding, address: 0, type: float32}, "
+                     "{name: b, table: input, address: 4}]}\n")
+    cfg = load_gateway_config(_write(tmp_path, "".join(lines)), env={})
+    assert len(cfg.devices) == 1000 and cfg.devices[-1].name == "d999"
+
+
+BRIDGE_V2 = """mqtt: {host: broker, password: '${MQTT_PW}'}
+influxdb:
+  url: http://127.0.0.1:8086
+  org: city
+  bucket: sensing
+  token: ${INFLUX_TOKEN}
+"""
+
+
+def test_bridge_defaults(tmp_path: Path) -> None:
+    cfg = load_bridge_config(_write(tmp_path, BRIDGE_V2, "bridge.yaml"),
+                             env={"MQTT_PW": "pw-pw-pw", "INFLUX_TOKEN": "tok-tok-tok"})
+    m, i = cfg.mqtt, cfg.influxdb
+    assert (m.host, m.port, m.client_id, m.subscribe, m.shared_group, m.qos) == (
+        "broker", 1883, "sensegate-bridge", "sensegate/+/+/data", None, 1)
+    assert m.password == Secret("pw-pw-pw") and i.token == Secret("tok-tok-tok")
+    assert (i.api, i.org, i.bucket, i.batch_size, i.flush_interval) == (
+        "v2", "city", "sensing", 5000, 1.0)
+    assert cfg.state_dir == "/var/lib/sensegate-bridge" and cfg.metrics is None
+
+
+def test_bridge_metrics_default_port(tmp_path: Path) -> None:
+    cfg = load_bridge_config(_write(tmp_path, BRIDGE_V2 + "metrics: {}\n", "bridge.yaml"),
+                             env={"MQTT_PW": "x", "INFLUX_TOKEN": "y"})
+    assert cfg.metrics is not None and cfg.metrics.port == 9109
+
+
+@pytest.mark.parametrize(("influx", "errors"), [
+    pytest.param("{url: 'http://i:8086', api: v2}",
+                 ["bridge.yaml:2:11: influxdb: missing required key 'org' for api 'v2'",
+                  "bridge.yaml:2:11: influxdb: missing required key 'bucket' for api 'v2'"],
+                 id="v2-needs-org-and-bucket"),
+    pytest.param("{url: 'http://i:8086', api: v1, bucket: b}",
+                 ["bridge.yaml:2:11: influxdb: missing required key 'database' for api 'v1'",
+                  "bridge.yaml:2:43: influxdb.bucket: 'bucket' does not apply to api 'v1'"],
+                 id="v1-needs-database"),
+    pytest.param("{url: 'i:8086', api: v3, database: x}",
+                 ["bridge.yaml:2:17: influxdb.url: 'i:8086' is not a valid url; write "
+                  "http://HOST:PORT",
+                  "bridge.yaml:2:32: influxdb.api: 'v3' is not an InfluxDB API; expected one "
+                  "of v1, v2"],
+                 id="bad-url-and-api"),
+])
+def test_bridge_errors(tmp_path: Path, influx: str, errors: list[str]) -> None:
+    path = _write(tmp_path, f"mqtt: {{host: broker}}\ninfluxdb: {influx}\n", "bridge.yaml")
+    with pytest.raises(ConfigError) as info:
+        load_bridge_config(path, env={})
+    assert [str(i).removeprefix(str(tmp_path) + "/") for i in info.value.issues] == errors
