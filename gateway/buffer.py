@@ -36,6 +36,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -177,6 +178,7 @@ class Outbox:
         self._failing: str | None = None  # reason commits fail, None when healthy
         self._closed = False
         self._committed = asyncio.Event()
+        self._listeners: list[Callable[[], None]] = []
         self._wal_budget, wal_pages = _wal_budget(cfg.max_bytes)
         self._data_budget = max(cfg.max_bytes - self._wal_budget, 16 * PAGE_SIZE)
         self._writer.execute(f"PRAGMA wal_autocheckpoint={wal_pages}")
@@ -270,8 +272,21 @@ class Outbox:
         inserted = self._commit()
         self._forget_deleted()
         if inserted:
-            self._committed.set()
+            self._notify()
         return inserted
+
+    def on_commit(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` on the event loop after each commit that added rows.
+
+        Returns a function that removes the callback again.
+        """
+        self._listeners.append(callback)
+        return lambda: self._listeners.remove(callback) if callback in self._listeners else None
+
+    def _notify(self) -> None:
+        self._committed.set()
+        for callback in list(self._listeners):
+            callback()
 
     async def run_committer(self) -> None:
         """Commit queued readings at most ``commit_interval`` apart, until cancelled.
@@ -294,17 +309,19 @@ class Outbox:
                 continue
             delay = interval
             if inserted:
-                self._committed.set()
+                self._notify()
 
     # -- consumer side -----------------------------------------------------------------
 
-    def take(self, max_messages: int = 100) -> list[OutboxMessage]:
+    def take(self, max_messages: int = 100, max_bytes: int | None = None) -> list[OutboxMessage]:
         """Committed rows not yet offered since the last ``rewind``, oldest first, as messages.
 
-        Only reads; the rows stay until ``ack``. At most ``max_messages`` messages.
+        Only reads; the rows stay until ``ack``. At most ``max_messages`` messages and, when
+        given, about ``max_bytes`` estimated bytes in all (at least one row).
         """
         if max_messages <= 0:
             return []
+        total = 0
         self._forget_deleted()
         groups: list[_Group] = []
         open_groups: dict[tuple[str, str, str], _Group] = {}
@@ -328,6 +345,8 @@ class Outbox:
                 if acked is not None and rid in acked:
                     self._cursor = rid
                     continue
+                if max_bytes is not None and total and total + size > max_bytes:
+                    return self._messages(groups)
                 key = (device, measurement, tags)
                 group = open_groups.get(key)
                 if group is None or (group.size + size > limit and group.ids):
@@ -342,6 +361,7 @@ class Outbox:
                 group.ids.append(rid)
                 group.sizes.append(size)
                 group.size += size
+                total += size
                 self._cursor = rid
             if len(rows) < TAKE_CHUNK:
                 break
@@ -422,7 +442,7 @@ class Outbox:
                 if self._failing != reason:
                     log.error("%s", message)
                 self._failing = reason
-                self._inc_metric("outbox_errors_total")
+                self._count_commit_error()
                 self._update_metrics()
                 raise StorageError(message) from exc
             if self._failing is not None:
@@ -448,9 +468,6 @@ class Outbox:
                     )
                     self._drop_logged_at = now
                     self._drops_unlogged = 0
-                self._inc_metric("outbox_dropped_total", dropped_now)
-            if dropped_mem:
-                self._inc_metric("outbox_dropped_total", dropped_mem)
             self._update_metrics()
             return len(batch)
 
@@ -576,23 +593,44 @@ class Outbox:
 
     # -- metrics -----------------------------------------------------------------------
 
-    def _inc_metric(self, name: str, amount: float = 1) -> None:
-        metric = getattr(self._metrics, name, None) if self._metrics is not None else None
-        if metric is not None:
-            metric.inc(amount)
+    def _count_commit_error(self) -> None:
+        if self._metrics is None:
+            return
+        counter = getattr(self._metrics, "outbox_commit_errors_total", None)
+        registry = getattr(self._metrics, "registry", None)
+        if counter is None and registry is not None:
+            from prometheus_client import Counter
+
+            counter = Counter(
+                "outbox_commit_errors", "Outbox commits that failed (disk full, read-only)",
+                namespace="sensegate", registry=registry,
+            )
+            self._metrics.outbox_commit_errors_total = counter
+        if counter is not None:
+            counter.inc()
 
     def _update_metrics(self) -> None:
-        if self._metrics is None:
+        """Push depth, bytes, age and the dropped total to the metrics (writer lock held)."""
+        set_outbox = getattr(self._metrics, "set_outbox", None)
+        if set_outbox is None:
             return
         with self._qlock:
             pending = self._rows - len(self._to_delete) + len(self._queue)
-        for name, value in (
-            ("outbox_pending_readings", pending),
-            ("outbox_bytes", self.disk_bytes()),
-        ):
-            metric = getattr(self._metrics, name, None)
-            if metric is not None:
-                metric.set(value)
+            size = self._rows_size - sum(n for _, n in self._to_delete)
+            dropped = self._dropped
+            oldest_ts = self._queue[0].ts if self._queue else None
+        with contextlib.suppress(sqlite3.Error):
+            row = self._writer.execute("SELECT ts FROM readings ORDER BY id LIMIT 1").fetchone()
+            if row is not None:
+                oldest_ts = int(row[0])
+        age = 0.0 if oldest_ts is None or pending <= 0 else max(0.0, time.time() - oldest_ts / 1e9)
+        set_outbox(
+            pending_readings=max(pending, 0),
+            pending_messages=math.ceil(max(size, 0) / self.cfg.max_message_bytes),
+            size_bytes=self.disk_bytes(),
+            dropped_total=dropped,
+            oldest_age=age,
+        )
 
     # -- closing -----------------------------------------------------------------------
 

@@ -1,0 +1,342 @@
+"""The MQTT publisher: committed outbox rows → broker, deleted only after the broker's ack.
+
+One `Publisher` per daemon. ``await publisher.run()`` (as a task) keeps a connection up and
+drains the outbox oldest first; ``await publisher.stop(drain_timeout)`` lets what is committed
+go out within the time limit, publishes the retained ``offline`` status and disconnects.
+
+* Connection: ``async with aiomqtt.Client(...)`` per attempt, wrapped, never reached into;
+  client id, username/password, TLS (`gateway.mqtt_tls`), keepalive. The last will is the
+  retained ``offline`` status on ``{prefix}/{id}/status``; ``online`` is published retained on
+  every connect. Failures are one log line (``tls handshake with host:port failed: ...``,
+  ``cannot connect to host:port: connection refused``) and a retry after a capped,
+  jittered exponential backoff.
+* Delivery: up to ``window`` messages (and about ``window_bytes``) in flight at once. For
+  QoS 1 aiomqtt's ``publish()`` returns when paho's ``on_publish`` fires, which for QoS 1
+  is the PUBACK (QoS 2: PUBCOMP); only then is the message acked to the outbox, whose next
+  commit deletes its rows. With QoS 0 ``on_publish`` fires once the message is written to
+  the socket, so rows go as soon as the message left the process (no broker guarantee:
+  QoS 0 is for operators who accept loss). On every (re)connect the outbox is rewound:
+  messages in flight when a connection died are sent again (duplicates, same ``ts``).
+* A lost connection is noticed through aiomqtt's public ``client.messages`` iterator, which
+  raises ``MqttError`` on disconnect; in-flight publishes are then cancelled and retried on
+  the next connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from typing import Any
+
+import aiomqtt
+
+from gateway.buffer import Outbox, OutboxMessage
+from gateway.errors import PublishError
+from gateway.model import GatewayConfig, MqttConfig
+from gateway.mqtt_tls import build_tls_context, describe_mqtt_error
+from gateway.payload import build_payload, data_topic, status_payload, status_topic
+
+log = logging.getLogger("sensegate.publish")
+_paho_log = logging.getLogger("sensegate.mqtt")
+
+WINDOW = 100  # messages in flight at once
+WINDOW_BYTES = 2 * 1024 * 1024  # estimated payload bytes in flight at once (slow uplinks)
+RECONNECT_MIN = 0.5
+RECONNECT_MAX = 30.0
+STABLE_AFTER = 10.0  # a connection that lasted this long resets the backoff
+STATUS_TIMEOUT = 5.0  # seconds for the online/offline status publish
+
+
+def _now_ns() -> int:
+    return time.time_ns()
+
+
+class Publisher:
+    """Publishes the outbox to MQTT; see the module docstring."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        outbox: Outbox,
+        *,
+        metrics: Any = None,
+        window: int = WINDOW,
+        window_bytes: int = WINDOW_BYTES,
+        reconnect_min: float = RECONNECT_MIN,
+        reconnect_max: float = RECONNECT_MAX,
+    ) -> None:
+        self._config = config
+        self._outbox = outbox
+        self._metrics = metrics
+        self._window = max(1, window)
+        self._window_bytes = max(1, window_bytes)
+        self._reconnect_min = reconnect_min
+        self._reconnect_max = max(reconnect_min, reconnect_max)
+        self._connected = False
+        self._stop = asyncio.Event()
+        self._reconfigure = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._finished = asyncio.Event()
+        self._drain_deadline: float | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._inflight_bytes = 0
+        self._session_error: BaseException | None = None
+        self.last_error: str | None = None
+        self.published_messages = 0
+        self.published_readings = 0
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, publish, reconnect, until `stop` (or cancellation)."""
+        self._task = asyncio.current_task()
+        self._finished.clear()
+        remove_listener = self._outbox.on_commit(self._wake.set)
+        delay = self._reconnect_min
+        loop = asyncio.get_running_loop()
+        try:
+            while not self._stop.is_set():
+                mqtt = self._config.mqtt
+                self._reconfigure.clear()
+                started = loop.time()
+                try:
+                    await self._session(mqtt)
+                    failure = None
+                except PublishError as exc:
+                    failure = str(exc)
+                except (aiomqtt.MqttError, OSError) as exc:
+                    failure = describe_mqtt_error(exc, mqtt.host, mqtt.port)
+                finally:
+                    self._set_connected(False)
+                if self._stop.is_set():
+                    break
+                if failure is None:  # reconfigured: connect again with the new settings
+                    delay = self._reconnect_min
+                    continue
+                self.last_error = failure
+                self._count("publish_errors_total")
+                if loop.time() - started >= STABLE_AFTER:
+                    delay = self._reconnect_min
+                wait = delay * random.uniform(0.8, 1.2)
+                log.warning("%s; retrying in %.1fs", failure, wait)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), wait)
+                delay = min(delay * 2, self._reconnect_max)
+        finally:
+            remove_listener()
+            await self._cancel_inflight()
+            self._set_connected(False)
+            self._finished.set()
+
+    async def stop(self, drain_timeout: float = 10.0) -> None:
+        """Publish what is committed within ``drain_timeout``, say ``offline``, disconnect.
+
+        Unacknowledged rows stay in the outbox for the next start. Returns once `run` ended.
+        """
+        loop = asyncio.get_running_loop()
+        self._drain_deadline = loop.time() + max(0.0, drain_timeout)
+        self._stop.set()
+        self._wake.set()
+        if self._task is None or self._task.done():
+            return
+        try:
+            await asyncio.wait_for(
+                asyncio.shield(self._finished.wait()), max(0.0, drain_timeout) + STATUS_TIMEOUT
+            )
+        except TimeoutError:
+            log.warning("publisher did not stop within the drain time; cancelling it")
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    async def apply(self, config: GatewayConfig) -> None:
+        """Take a reloaded config: new format/prefix at once, new mqtt settings by reconnecting."""
+        old = self._config
+        self._config = config
+        if config.mqtt != old.mqtt:
+            log.info("mqtt settings changed: reconnecting")
+            self._reconfigure.set()
+            self._wake.set()
+
+    # -- one connection ----------------------------------------------------------------
+
+    def _client(self, mqtt: MqttConfig) -> aiomqtt.Client:
+        tls_context = build_tls_context(mqtt.tls) if mqtt.tls is not None else None
+        will = aiomqtt.Will(
+            status_topic(mqtt.topic_prefix, self._config.id),
+            status_payload("offline", _now_ns()),
+            qos=1,
+            retain=True,
+        )
+        client = aiomqtt.Client(
+            mqtt.host,
+            mqtt.port,
+            identifier=mqtt.client_id,
+            username=mqtt.username,
+            password=mqtt.password.reveal() if mqtt.password is not None else None,
+            will=will,
+            keepalive=max(1, int(mqtt.keepalive)),
+            tls_context=tls_context,
+            max_inflight_messages=self._window,
+            logger=_paho_log,
+            timeout=max(10.0, mqtt.keepalive),
+        )
+        # The window is deliberate: no warning about "pending publish calls" for it.
+        client.pending_calls_threshold = self._window + 10
+        return client
+
+    async def _session(self, mqtt: MqttConfig) -> None:
+        client = self._client(mqtt)
+        topic = status_topic(mqtt.topic_prefix, self._config.id)
+        async with client:
+            self._set_connected(True)
+            self.last_error = None
+            log.info(
+                "connected to mqtt broker %s:%d as %r%s",
+                mqtt.host, mqtt.port, mqtt.client_id, " (tls)" if mqtt.tls else "",
+            )
+            await client.publish(
+                topic, status_payload("online", _now_ns()), qos=1, retain=True,
+                timeout=STATUS_TIMEOUT,
+            )
+            self._outbox.rewind()
+            await self._pump(client)
+            if self._stop.is_set():
+                try:
+                    await client.publish(
+                        topic, status_payload("offline", _now_ns()), qos=1, retain=True,
+                        timeout=STATUS_TIMEOUT,
+                    )
+                except aiomqtt.MqttError as exc:
+                    log.warning(
+                        "could not publish offline status: %s",
+                        describe_mqtt_error(exc, mqtt.host, mqtt.port),
+                    )
+                log.info("disconnected from mqtt broker %s:%d", mqtt.host, mqtt.port)
+
+    async def _pump(self, client: aiomqtt.Client) -> None:
+        """Publish outbox messages with a window until stop (drained or deadline) or failure."""
+        loop = asyncio.get_running_loop()
+        self._session_error = None
+        watcher = asyncio.ensure_future(self._watch(client))
+        watcher.add_done_callback(lambda _: self._wake.set())
+        try:
+            while True:
+                if watcher.done():
+                    watcher.result()  # raises the MqttError of the lost connection
+                    raise aiomqtt.MqttError("disconnected")
+                if self._session_error is not None:
+                    raise self._session_error
+                if self._reconfigure.is_set():
+                    return
+                if self._stop.is_set() and (
+                    self._drain_deadline is None or loop.time() >= self._drain_deadline
+                ):
+                    return
+                self._wake.clear()
+                slots = self._window - len(self._inflight)
+                room = self._window_bytes - self._inflight_bytes
+                messages = (
+                    self._outbox.take(slots, max_bytes=room) if slots > 0 and room > 0 else []
+                )
+                for message in messages:
+                    self._send(client, message)
+                if messages:
+                    await asyncio.sleep(0)  # let the sends start before taking more
+                    continue
+                if self._stop.is_set() and not self._inflight:
+                    return  # drained: everything committed was acknowledged
+                timeout = 1.0
+                if self._stop.is_set() and self._drain_deadline is not None:
+                    timeout = max(0.0, min(timeout, self._drain_deadline - loop.time()))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+        finally:
+            watcher.cancel()
+            await self._cancel_inflight()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await watcher
+
+    @staticmethod
+    async def _watch(client: aiomqtt.Client) -> None:
+        # Nothing is subscribed: the iterator only ends, with MqttError, when the link drops.
+        async for _ in client.messages:
+            pass
+
+    def _send(self, client: aiomqtt.Client, message: OutboxMessage) -> None:
+        config = self._config
+        try:
+            topic = data_topic(config.mqtt.topic_prefix, config.id, message.device)
+            payload = build_payload(
+                config.mqtt.format, config.id, message.device, message.measurement,
+                message.tags, message.readings,
+            )
+        except ValueError as exc:
+            # Cannot ever be published (a name no topic can carry): keeping it would block
+            # the stream forever. Config validation makes this unreachable in practice.
+            log.error(
+                "dropping %d readings of device %r that cannot be published: %s",
+                len(message.readings), message.device, exc,
+            )
+            self._count("publish_errors_total")
+            self._outbox.ack(message)
+            return
+        if not payload:  # influx format and no scan has a good value: nothing to carry
+            self._outbox.ack(message)
+            return
+        self._inflight_bytes += message.size
+        task = asyncio.ensure_future(self._publish(client, message, topic, payload))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _publish(
+        self, client: aiomqtt.Client, message: OutboxMessage, topic: str, payload: bytes
+    ) -> None:
+        mqtt = self._config.mqtt
+        try:
+            await client.publish(
+                topic, payload, qos=mqtt.qos, retain=False,
+                timeout=max(60.0, 4 * mqtt.keepalive),
+            )
+        except aiomqtt.MqttError as exc:
+            if self._session_error is None:
+                self._session_error = exc
+        else:
+            self._outbox.ack(message)
+            self.published_messages += 1
+            self.published_readings += len(message.readings)
+            self._count("published_messages_total")
+            self._count("published_readings_total", len(message.readings))
+        finally:
+            self._inflight_bytes -= message.size
+            self._wake.set()
+
+    async def _cancel_inflight(self) -> None:
+        tasks = list(self._inflight)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._inflight.clear()
+        self._inflight_bytes = 0
+
+    # -- metrics -----------------------------------------------------------------------
+
+    def _set_connected(self, value: bool) -> None:
+        self._connected = value
+        gauge = getattr(self._metrics, "mqtt_connected", None)
+        if gauge is not None:
+            gauge.set(1 if value else 0)
+
+    def _count(self, name: str, amount: float = 1) -> None:
+        counter = getattr(self._metrics, name, None)
+        if counter is not None:
+            counter.inc(amount)
