@@ -654,7 +654,8 @@ def json_schema(f: Field) -> dict[str, Any]:
         doc = {"type": "object",
                "additionalProperties": {"type": ["string", "number", "boolean"]}}
     elif f.kind == "enum":
-        doc = {"enum": [*f.choices, *(a for a in f.aliases if a not in f.choices)]}
+        spellings = [*f.aliases, *(a.upper() for a in f.aliases)]
+        doc = {"enum": list(dict.fromkeys([*f.choices, *spellings]))}
     elif f.kind in ("str", "regex"):
         doc = {"type": "string"}
         if f.pattern:
