@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from gateway import check, cli
+
+SITE = r"""gateway: {id: site-1}
+mqtt: {host: broker.example.org, password: '${PW}'}
+buses:
+  - {name: rs485-a, port: /dev/ttyUSB0, baudrate: 9600}
+  - {name: rs485-b, port: /dev/ttyUSB1, baudrate: 1200}
+  - {name: spare, port: /dev/ttyUSB2}
+devices:
+  - name: rws-1
+    driver: modbus-tcp
+    host: 10.0.0.21
+    points:
+      - {name: a, table: holding, address: 0, type: float32}
+      - {name: b, table: holding, address: 2, type: float32}
+      - {name: c, table: input, address: 0}
+  - name: loop-7
+    driver: modbus-rtu
+    bus: rs485-a
+    unit: 7
+    interval: 2s
+    points:
+      - {name: n, table: input, address: 0, type: uint32}
+  - name: slow-1
+    driver: modbus-rtu
+    bus: rs485-b
+    interval: 100ms
+    points:
+      - {name: a, table: holding, address: 0, type: float64}
+      - {name: b, table: holding, address: 100, type: float64}
+  - name: pm-1
+    driver: serial-line
+    port: /dev/ttyUSB3
+    pattern: 'PM25=(?P<pm25>[\d.]+)'
+    points: [{name: pm25}]
+"""
+
+EXPECTED = """\
+gateway.yaml: valid
+gateway 'site-1': 4 devices, 7 points, 5 Modbus requests per scan
+mqtt: broker.example.org:1883, qos 1, format json, topics sensegate/site-1/...
+devices:
+  rws-1   modbus-tcp (10.0.0.21:502, unit 1), every 1s, 3 points, 2 requests per scan
+  loop-7  modbus-rtu (bus rs485-a, unit 7), every 2s, 1 point, 1 request per scan
+  slow-1  modbus-rtu (bus rs485-b, unit 1), every 100ms, 2 points, 2 requests per scan
+  pm-1    serial-line (/dev/ttyUSB3), every 1s, 1 point
+buses:
+  rs485-a: /dev/ttyUSB0 9600 8N1, 1 device, 1 request per scan, 35.0 ms bus time per scan, \
+1.8 % busy at the configured intervals
+  rs485-b: /dev/ttyUSB1 1200 8N1, 1 device, 2 requests per scan, 486.7 ms bus time per scan, \
+486.7 % busy at the configured intervals
+  spare: /dev/ttyUSB2 9600 8N1, 0 devices
+warning: bus 'rs485-b' needs 487 % of its time at the configured intervals: scans will \
+overrun; raise the intervals or the baud rate, or split the bus
+warning: bus 'spare' has no devices
+"""
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    (tmp_path / "gateway.yaml").write_text(SITE, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PW", "the-broker-password")
+    return "gateway.yaml"
+
+
+def test_summary(site: str) -> None:
+    out = io.StringIO()
+    assert check.run(site, out) == 0
+    assert out.getvalue() == EXPECTED
+    assert "the-broker-password" not in out.getvalue()
+
+
+def test_cli_check_valid(site: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["check", "-c", site]) == 0
+    assert capsys.readouterr().out == EXPECTED
+
+
+def test_cli_check_invalid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    (tmp_path / "gateway.yaml").write_text(
+        "gateway: {id: g}\nmqtt: {host: b, qos: 5}\ndevices:\n"
+        "  - {name: d, driver: modbus-rtu, bus: nope, points: []}\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["check", "-c", "gateway.yaml"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        "gateway.yaml:2:22: mqtt.qos: 5 is out of range 0..2",
+        "gateway.yaml:4:40: devices[0].bus: bus 'nope' is not defined; add it under buses",
+        "2 error(s); config not valid",
+    ]
