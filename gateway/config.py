@@ -570,6 +570,7 @@ def _build_bridge(path: str, data: Section, issues: list[ConfigIssue]) -> Bridge
         shared_group=m.get("shared_group"), username=m.get("username"),
         password=_secret(m, "password"), tls=tls, qos=m.get("qos"),
         keepalive=m.get("keepalive"), session_expiry=m.get("session_expiry"),
+        receive_maximum=m.get("receive_maximum"),
     )
     influx = InfluxConfig(
         url=i.get("url"), api=i.get("api"), org=i.get("org"), bucket=i.get("bucket"),
