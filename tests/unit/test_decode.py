@@ -145,3 +145,27 @@ def test_decode_all_orders() -> None:
     assert set(decoded) == {"ABCD", "DCBA", "BADC", "CDAB"}
     assert decoded["CDAB"] == 21.5
     assert decoded["ABCD"] != 21.5
+
+
+_RANGES = {
+    "int16": (-(2**15), 2**15 - 1), "uint16": (0, 2**16 - 1),
+    "int32": (-(2**31), 2**31 - 1), "uint32": (0, 2**32 - 1),
+    "int64": (-(2**63), 2**63 - 1), "uint64": (0, 2**64 - 1),
+}
+
+
+@pytest.mark.parametrize("order", ["ABCD", "DCBA", "BADC", "CDAB"])
+@pytest.mark.parametrize("type_", sorted(_RANGES))
+def test_integer_round_trip(type_: str, order: str) -> None:
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    point = PointConfig("p", type_, "holding", 0, byte_order=order)  # type: ignore[arg-type]
+    decode = build_decoder(point)
+
+    @given(st.integers(*_RANGES[type_]))
+    def check(value: int) -> None:
+        registers = wire(type_, order, value)
+        assert decode(registers) == (value, "good")
+
+    check()
