@@ -143,3 +143,13 @@ def test_describe(text: str, described: str) -> None:
     node, _ = _parse(text)
     assert node is not None
     assert describe(node.get("a")) == described  # type: ignore[arg-type]
+
+
+def test_pure_python_fallback_gives_the_same_tree(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = "a: [1, x, {b: '2'}]\nc: ${V}\nc: 3\n"
+    fast = _parse(text, {"V": "on"})
+    monkeypatch.setattr("gateway.yamlsrc._FAST_LOADER", None)
+    slow = _parse(text, {"V": "on"})
+    assert fast[0] is not None and slow[0] is not None
+    assert fast[0].plain() == slow[0].plain() == {"a": [1, "x", {"b": "2"}], "c": "on"}
+    assert fast[1] == slow[1] == ["f.yaml:3:1: c: duplicate key 'c' (first at line 2)"]
