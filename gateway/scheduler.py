@@ -234,12 +234,22 @@ class _DeviceRunner:
             log.warning("%s: closing the driver failed: %r", self.where, exc)
 
     async def _run(self) -> None:
+        """The scan loop, restarted on its grid should a bug ever break it."""
+        while not self._stopping:
+            try:
+                await self._loop()
+            except Exception:
+                log.exception("%s: scan loop failed; restarting it", self.where)
+                self._scanning = False
+                await asyncio.sleep(self.device.interval)
+
+    async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         stats = self.stats
         interval = self.device.interval
         tolerance = self.tolerance
         t0 = stats.t0
-        k_min = 0
+        k_min = stats.last_slot + 1
         while not self._stopping:
             now = loop.time()
             k = next_slot(t0, interval, k_min, now, tolerance)
@@ -306,12 +316,12 @@ class _DeviceRunner:
             self._scanning = False
         if reading is None:
             reading = bad_reading(device)
-        self._account(reading, errors)
-        try:
+        try:  # the reading first: nothing below may lose it
             self.poller.sink(reading)
         except Exception as exc:
             self.stats.sink_errors += 1
             log.error("%s: reading of ts %d not taken by the sink: %r", self.where, reading.ts, exc)
+        self._account(reading, errors)
 
     def _on_hang(self) -> None:
         if self._scanning and self.task is not None and not self.task.done():
@@ -388,7 +398,8 @@ class Poller:
     ``sink`` is called synchronously with each reading and must be cheap (``Outbox.add``).
     ``metrics`` is optional: any object with ``scans_total``, ``scan_overruns_total`` and
     ``device_errors_total`` counters (prometheus-client style ``.labels(...).inc()``;
-    labels ``device``, and ``device``, ``kind`` for errors).
+    labels ``device``, and ``device``, ``kind`` for errors), as `gateway.metrics.GatewayMetrics`;
+    its ``forget_device`` (if any) is called for each device a reload removes.
     """
 
     def __init__(
@@ -443,6 +454,10 @@ class Poller:
         to_stop = [self._runners.pop(n) for n in (*plan.removed, *plan.changed)
                    if n in self._runners]
         await asyncio.gather(*(r.stop() for r in to_stop), return_exceptions=True)
+        forget = getattr(self.metrics, "forget_device", None)
+        if forget is not None:
+            for name in plan.removed:
+                forget(name)
         if changed_buses:
             await self._rebuild_buses(new)
         for name in (*plan.changed, *plan.added):

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry, Counter
 
 from gateway import scheduler
 from gateway.errors import DriverError
+from gateway.metrics import GatewayMetrics
 from gateway.model import (
     BusConfig,
     DeviceConfig,
@@ -435,6 +435,39 @@ def test_driver_exceptions_do_not_kill_the_poller(caplog: pytest.LogCaptureFixtu
     run_virtual(main)
 
 
+def test_a_broken_scan_result_does_not_end_the_device_loop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rig = Rig()
+
+    async def main(loop: VirtualClockLoop) -> None:
+        poller = rig.poller(gateway(tcp("d", interval=1.0)))
+        await poller.start()
+        driver = None
+        while driver is None:
+            await asyncio.sleep(0.1)
+            driver = rig.of("d")[0] if rig.of("d") else None
+        good_scan = driver.scan
+
+        async def broken_scan() -> FakeResult:
+            result = await good_scan()
+            if len(driver.starts) == 3:
+                result.errors = None  # type: ignore[assignment]
+            return result
+
+        driver.scan = broken_scan  # type: ignore[method-assign]
+        with caplog.at_level(logging.ERROR, logger="sensegate.scheduler"):
+            await until(poller, "d", 20.5)
+        stats = poller.stats()["d"]
+        await poller.stop()
+        assert "scan loop failed; restarting it" in caplog.text
+        assert stats.scans >= 18  # the loop went on, on its grid
+        assert len(rig.readings) == len(driver.starts)  # the broken scan's reading too
+        assert slots_of(driver, stats.t0, 1.0)[-1] == 20
+
+    run_virtual(main)
+
+
 def test_driver_that_cannot_be_created_is_retried_with_backoff() -> None:
     rig = Rig()
     calls = []
@@ -574,22 +607,13 @@ def test_apply_rebuilds_only_a_changed_bus_and_restarts_its_devices() -> None:
 # -- metrics --------------------------------------------------------------------------------------
 
 
-class Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.scans_total = Counter("scans", "", ["device"], registry=self.registry)
-        self.scan_overruns_total = Counter("overruns", "", ["device"], registry=self.registry)
-        self.device_errors_total = Counter("errors", "", ["device", "kind"],
-                                           registry=self.registry)
-
-    def value(self, name: str, **labels: str) -> float:
-        return self.registry.get_sample_value(name + "_total", labels) or 0.0
-
-
 def test_metrics_are_counted() -> None:
     rig = Rig({"d": Behaviour(duration=lambda n: 1.5 if n == 0 else 0.1,
                               answers=lambda n: n % 2 == 0)})
-    metrics = Metrics()
+    metrics = GatewayMetrics()
+
+    def value(name: str, **labels: str) -> float:
+        return metrics.registry.get_sample_value(f"sensegate_{name}_total", labels) or 0.0
 
     async def main(loop: VirtualClockLoop) -> None:
         poller = rig.poller(gateway(tcp("d")), metrics=metrics)
@@ -597,9 +621,13 @@ def test_metrics_are_counted() -> None:
         await until(poller, "d", 10.5)
         stats = poller.stats()["d"]
         await poller.stop()
-        assert metrics.value("scans", device="d") == stats.scans
-        assert metrics.value("overruns", device="d") == stats.overruns == 1
-        assert metrics.value("errors", device="d", kind="timeout") == stats.failures["timeout"]
+        assert value("scans", device="d") == stats.scans
+        assert value("scan_overruns", device="d") == stats.overruns == 1
+        assert value("device_errors", device="d", kind="timeout") == stats.failures["timeout"]
+        await poller.start()
+        await poller.apply(gateway(tcp("e")))  # "d" removed: its series go
+        await poller.stop()
+        assert value("scans", device="d") == 0.0
 
     run_virtual(main)
 
