@@ -13,6 +13,7 @@ return codes and socket errors, never the credentials.
 
 from __future__ import annotations
 
+import re
 import ssl
 
 from gateway.errors import PublishError
@@ -53,8 +54,8 @@ def build_tls_context(tls: TlsConfig) -> ssl.SSLContext:
 
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
-        detail = exc.verify_message or "certificate verify failed"
-        return f"certificate verify failed: {detail}".lower()
+        detail = (exc.verify_message or "").rstrip(".")
+        return f"certificate verify failed: {detail}".lower().rstrip(": ")
     if isinstance(exc, ssl.SSLError):
         text = exc.reason or str(exc)
         return str(text).replace("_", " ").lower()
@@ -82,6 +83,9 @@ def describe_mqtt_error(exc: BaseException, host: str, port: int) -> str:
         return f"tls handshake with {where} failed: {_reason(ssl_exc)}"
     text = str(exc)
     low = text.lower()
+    alert = re.search(r"\[ssl: [a-z0-9_]+\] ([^(]+)", low)
+    if alert is not None:  # "[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] tlsv13 alert ..."
+        return f"tls handshake with {where} failed: {alert.group(1).strip()}"
     if "certificate" in low or "ssl" in low or "tls" in low:
         return f"tls handshake with {where} failed: {low}"
     refused = "connection refused" in low and "[code" not in low

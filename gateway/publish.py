@@ -40,7 +40,6 @@ from gateway.mqtt_tls import build_tls_context, describe_mqtt_error
 from gateway.payload import build_payload, data_topic, status_payload, status_topic
 
 log = logging.getLogger("sensegate.publish")
-_paho_log = logging.getLogger("sensegate.mqtt")
 
 WINDOW = 100  # messages in flight at once
 WINDOW_BYTES = 2 * 1024 * 1024  # estimated payload bytes in flight at once (slow uplinks)
@@ -52,6 +51,24 @@ STATUS_TIMEOUT = 5.0  # seconds for the online/offline status publish
 
 def _now_ns() -> int:
     return time.time_ns()
+
+
+class _SocketErrors(logging.Filter):
+    """Keeps paho's last socket error (logged, not raised, e.g. a TLS alert after the
+    handshake) so a connect that then times out can say why; the line itself is dropped,
+    the publisher logs its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last: str | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            message = record.getMessage()
+            if "socket" in message:
+                self.last = message
+                return False
+        return True
 
 
 class Publisher:
@@ -85,9 +102,12 @@ class Publisher:
         self._inflight: set[asyncio.Task[None]] = set()
         self._inflight_bytes = 0
         self._session_error: BaseException | None = None
+        self._connected_once = False
         self.last_error: str | None = None
         self.published_messages = 0
         self.published_readings = 0
+        self._socket_errors = _SocketErrors()
+        self._paho_log = logging.getLogger(f"sensegate.mqtt.{config.id}")
 
     @property
     def connected(self) -> bool:
@@ -100,6 +120,7 @@ class Publisher:
         self._task = asyncio.current_task()
         self._finished.clear()
         remove_listener = self._outbox.on_commit(self._wake.set)
+        self._paho_log.addFilter(self._socket_errors)
         delay = self._reconnect_min
         loop = asyncio.get_running_loop()
         try:
@@ -107,6 +128,8 @@ class Publisher:
                 mqtt = self._config.mqtt
                 self._reconfigure.clear()
                 started = loop.time()
+                self._socket_errors.last = None
+                self._connected_once = False
                 try:
                     await self._session(mqtt)
                     failure = None
@@ -114,6 +137,13 @@ class Publisher:
                     failure = str(exc)
                 except (aiomqtt.MqttError, OSError) as exc:
                     failure = describe_mqtt_error(exc, mqtt.host, mqtt.port)
+                    socket_error = self._socket_errors.last
+                    if socket_error is not None and not self._connected_once:
+                        # e.g. "failed to receive on socket: [SSL: TLSV13_ALERT_CERTIFICATE_
+                        # REQUIRED] ..." while waiting for CONNACK: that is the real reason
+                        failure = describe_mqtt_error(
+                            OSError(socket_error), mqtt.host, mqtt.port
+                        )
                 finally:
                     self._set_connected(False)
                 if self._stop.is_set():
@@ -132,6 +162,7 @@ class Publisher:
                 delay = min(delay * 2, self._reconnect_max)
         finally:
             remove_listener()
+            self._paho_log.removeFilter(self._socket_errors)
             await self._cancel_inflight()
             self._set_connected(False)
             self._finished.set()
@@ -186,7 +217,7 @@ class Publisher:
             keepalive=max(1, int(mqtt.keepalive)),
             tls_context=tls_context,
             max_inflight_messages=self._window,
-            logger=_paho_log,
+            logger=self._paho_log,
             timeout=max(10.0, mqtt.keepalive),
         )
         # The window is deliberate: no warning about "pending publish calls" for it.
@@ -198,6 +229,7 @@ class Publisher:
         topic = status_topic(mqtt.topic_prefix, self._config.id)
         async with client:
             self._set_connected(True)
+            self._connected_once = True
             self.last_error = None
             log.info(
                 "connected to mqtt broker %s:%d as %r%s",

@@ -23,6 +23,8 @@ class Pki:
     client_cert: Path
     client_key: Path
     other_ca_cert: Path  # a CA that signed nothing here
+    misnamed_cert: Path  # signed by the CA, but for elsewhere.invalid only
+    misnamed_key: Path
 
 
 def _run(*args: str, cwd: Path) -> None:
@@ -56,16 +58,23 @@ def make_pki(directory: Path) -> Pki:
     server = _leaf(directory, "server", ca,
                    "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
     client = _leaf(directory, "client", ca, "extendedKeyUsage=clientAuth\n")
-    return Pki(ca[0], ca[1], server[0], server[1], client[0], client[1], other[0])
+    misnamed = _leaf(directory, "misnamed", ca,
+                     "subjectAltName=DNS:elsewhere.invalid\nextendedKeyUsage=serverAuth\n")
+    return Pki(ca[0], ca[1], server[0], server[1], client[0], client[1], other[0],
+               misnamed[0], misnamed[1])
 
 
-def mosquitto_tls_conf(pki: Pki, port: int, *, require_certificate: bool = True) -> str:
+def mosquitto_tls_conf(
+    pki: Pki, port: int, *, require_certificate: bool = True, misnamed: bool = False
+) -> str:
     """A listener on 127.0.0.1:port speaking TLS, for `Mosquitto(extra_conf=...)`."""
+    cert, key = (pki.misnamed_cert, pki.misnamed_key) if misnamed else (
+        pki.server_cert, pki.server_key)
     return "\n".join([
         f"listener {port} 127.0.0.1",
         f"cafile {pki.ca_cert}",
-        f"certfile {pki.server_cert}",
-        f"keyfile {pki.server_key}",
+        f"certfile {cert}",
+        f"keyfile {key}",
         f"require_certificate {'true' if require_certificate else 'false'}",
         "",
     ])
