@@ -1,0 +1,813 @@
+"""`sensegate demo`: a complete simulated site on this machine, with no external service.
+
+What runs, all in one process and one asyncio loop:
+
+* simulated field devices from `gateway.simulator`: three Modbus TCP devices (a Vaisala
+  WXT530 road weather station, a traffic counter, an Eastron SDM630 energy meter), one
+  RS-485 bus on a pty with two XY-MD02 T/H transmitters (units 1 and 2), and a Met One
+  Aerocet 531S particle monitor streaming CSV records on a pty; their values move over time;
+* the real gateway: a YAML config written to a temp dir (``state_dir`` inside it), loaded by
+  the real loader and run by `gateway.daemon.Daemon`, embedded;
+* an embedded MQTT broker (amqtt) on a free loopback port; ``--outage 20s`` stops it for
+  that long and then starts a new one on the same port;
+* with ``--influx URL``, the bridge (`gateway.bridge`) into database ``sensegate_demo``.
+
+The view (rich ``Live`` on a terminal, a status line every few seconds otherwise) shows
+readings per device, readings polled and delivered (acknowledged by the broker), the outbox
+and the broker. At the end polling stops, the outbox drains, and the summary compares
+polled with delivered per device; its last line is ``demo: polled=N delivered=N lost=N``.
+Everything started is stopped and the temp dir removed, also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import logging
+import math
+import random
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from gateway.daemon import Daemon
+from gateway.errors import ConfigError
+from gateway.model import DeviceConfig, PointConfig, Reading, Value
+from gateway.units import parse_duration
+
+log = logging.getLogger("sensegate.demo")
+
+EXIT_OK = 0
+EXIT_FATAL = 1
+
+GATEWAY_ID = "demo-site"
+INFLUX_DB = "sensegate_demo"
+OUTAGE_AT = 10.0  # seconds after start, without --duration (else a third of it)
+STATUS_EVERY = 5.0  # seconds between status lines without the live view
+DRAIN_TIMEOUT = 30.0  # seconds to wait at the end for the outbox to empty
+TICK = 0.5  # seconds between simulator value updates and view refreshes
+RECONNECT_CAP = 2.0  # the demo's broker comes back on cue: retry often, not every 30 s
+
+AEROCET_RECORD = (
+    "{time},{pm1:05.1f},{pm2_5:05.1f},{pm4:05.1f},{pm7:05.1f},{pm10:05.1f},{tsp:05.1f},"
+    "{at:+04.0f},{rh:03.0f},001,060,000"
+)
+
+
+# --- the site ------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def gateway_yaml(state_dir: str, mqtt_port: int, tcp_ports: dict[str, int], rtu_path: str,
+                 aq_path: str) -> str:
+    return f"""\
+# written by `sensegate demo`; loaded by the real config loader
+gateway:
+  id: {GATEWAY_ID}
+  tags: {{site: demo}}
+  state_dir: {state_dir}
+
+mqtt:
+  host: 127.0.0.1
+  port: {mqtt_port}
+  client_id: sensegate-{GATEWAY_ID}
+  keepalive: 5s
+
+buses:
+  - {{name: rs485-demo, port: {rtu_path}, baudrate: 9600}}
+
+devices:
+  - name: rws-1
+    driver: modbus-tcp
+    host: 127.0.0.1
+    port: {tcp_ports["rws-1"]}
+    profile: vaisala-wxt530
+    interval: 1s
+    measurement: road_weather
+  - name: traffic-1
+    driver: modbus-tcp
+    host: 127.0.0.1
+    port: {tcp_ports["traffic-1"]}
+    interval: 1s
+    measurement: traffic
+    points:
+      - {{name: vehicles, table: input, address: 0, type: uint32}}
+      - {{name: occupancy, table: input, address: 2, type: uint16, scale: 0.1, unit: "%"}}
+      - {{name: speed_avg, table: input, address: 3, type: uint16, scale: 0.1, unit: km/h}}
+      - {{name: heavy_vehicles, table: input, address: 4, type: uint32}}
+  - name: meter-1
+    driver: modbus-tcp
+    host: 127.0.0.1
+    port: {tcp_ports["meter-1"]}
+    profile: eastron-sdm630
+    interval: 1s
+    measurement: energy
+  - {{name: th-cabinet, driver: modbus-rtu, bus: rs485-demo, unit: 1, profile: xy-md02,
+     interval: 2s, measurement: climate}}
+  - {{name: th-outdoor, driver: modbus-rtu, bus: rs485-demo, unit: 2, profile: xy-md02,
+     interval: 2s, measurement: climate}}
+  - name: aq-1
+    driver: serial-line
+    port: {aq_path}
+    profile: metone-aerocet-531s
+    interval: 2s
+    timeout: 3s
+    measurement: air_quality
+"""
+
+
+def bridge_yaml(state_dir: str, mqtt_port: int, influx_url: str) -> str:
+    return f"""\
+# written by `sensegate demo --influx`
+mqtt:
+  host: 127.0.0.1
+  port: {mqtt_port}
+  client_id: sensegate-demo-bridge
+  subscribe: sensegate/{GATEWAY_ID}/+/data
+influxdb:
+  url: {influx_url}
+  api: v1
+  database: {INFLUX_DB}
+  flush_interval: 500ms
+state_dir: {state_dir}
+"""
+
+
+def raw_for(point: PointConfig, value: float) -> Value:
+    """The register value a device stores so that `point` decodes to ``value``."""
+    raw = (value - point.offset) / point.scale
+    if point.type.startswith(("int", "uint")):
+        n = round(raw)
+        return max(n, 0) if point.type.startswith("uint") else n
+    return raw
+
+
+class Site:
+    """The simulated devices and the values they show, moving plausibly over time."""
+
+    def __init__(self) -> None:
+        from gateway.simulator import ModbusRtuSimulator, ModbusTcpSimulator, SerialLineSimulator
+
+        self.tcp = {name: ModbusTcpSimulator([1]) for name in ("rws-1", "traffic-1", "meter-1")}
+        self.rtu = ModbusRtuSimulator([1, 2])
+        self.aq = SerialLineSimulator(AEROCET_RECORD, period=1.0)
+        self.devices: dict[str, DeviceConfig] = {}
+        self._t0 = time.monotonic()
+        self._rng = random.Random(7)
+        self._wind = 220.0
+        self._vehicles = 0.0
+        self._heavy = 0.0
+        self._energy = 18_432.5
+        self._started: list[Any] = []
+        self.update(0.0)  # the serial template needs every field before its first record
+
+    async def start(self) -> None:
+        for sim in (*self.tcp.values(), self.rtu, self.aq):
+            sim.frames = _NoFrames()  # a long demo must not keep every frame on the wire
+            await sim.start()
+            self._started.append(sim)
+
+    async def stop(self) -> None:
+        for sim in reversed(self._started):
+            with contextlib.suppress(Exception):
+                await sim.stop()
+        self._started.clear()
+        # ptys are opened in __init__: close those of simulators that never started
+        for sim in (self.rtu, self.aq):
+            sim.pty.close()
+
+    @property
+    def tcp_ports(self) -> dict[str, int]:
+        return {name: sim.port for name, sim in self.tcp.items()}
+
+    def _put(self, device: str, values: dict[str, float]) -> None:
+        config = self.devices.get(device)
+        if config is None:
+            return
+        unit = self.tcp[device].unit(1) if device in self.tcp else self.rtu.unit(config.unit)
+        for point in config.points:
+            if point.name in values:
+                unit.set_point(point, raw_for(point, values[point.name]))
+
+    def update(self, dt: float) -> None:
+        """Move every simulated value on by ``dt`` seconds."""
+        t = time.monotonic() - self._t0
+        rng = self._rng
+        wave = math.sin(2 * math.pi * t / 120)  # a two-minute "day" so the demo shows change
+
+        air = 4.0 + 3.0 * wave + rng.gauss(0, 0.05)
+        rh = 72.0 - 12.0 * wave + rng.gauss(0, 0.2)
+        self._wind = (self._wind + rng.gauss(0, 4)) % 360
+        dew = air - (100 - rh) / 5  # the usual rule of thumb, good enough for a demo
+        self._put("rws-1", {
+            "humidity": rh, "humidity_avg": 72.0 - 12.0 * wave, "pressure": 1013.2 + 0.4 * wave,
+            "wind_direction": self._wind, "wind_direction_avg": self._wind,
+            "precipitation_type": 60 if wave < -0.6 else 0, "wind_quality": 100,
+            "air_temperature": air, "air_temperature_avg": 4.0 + 3.0 * wave, "dew_point": dew,
+        })
+
+        self._vehicles += dt * max(0.0, rng.gauss(0.6, 0.3))
+        self._heavy += dt * max(0.0, rng.gauss(0.05, 0.03))
+        self._put("traffic-1", {
+            "vehicles": self._vehicles, "heavy_vehicles": self._heavy,
+            "occupancy": max(0.0, 14 + 8 * wave + rng.gauss(0, 1)),
+            "speed_avg": max(0.0, 52 - 10 * wave + rng.gauss(0, 1.5)),
+        })
+
+        meter: dict[str, float] = {}
+        total = 0.0
+        for phase, shift in (("l1", 0.0), ("l2", 2.1), ("l3", 4.2)):
+            volts = 230.0 + rng.gauss(0, 0.4)
+            amps = 12.0 + 5.0 * math.sin(2 * math.pi * t / 90 + shift) + rng.gauss(0, 0.1)
+            pf = 0.95 + rng.gauss(0, 0.003)
+            meter |= {f"voltage_{phase}": volts, f"current_{phase}": amps,
+                      f"power_{phase}": volts * amps * pf, f"power_factor_{phase}": pf}
+            total += volts * amps * pf
+        apparent = total / 0.95
+        self._energy += total * dt / 3_600_000
+        meter |= {"power_total": total, "apparent_power_total": apparent,
+                  "reactive_power_total": math.sqrt(max(0.0, apparent**2 - total**2)),
+                  "power_factor_total": total / apparent,
+                  "frequency": 50.0 + rng.gauss(0, 0.01),
+                  "energy_import": self._energy, "energy_export": 0.0}
+        self._put("meter-1", meter)
+
+        self._put("th-cabinet", {"temperature": 27.5 + 1.5 * wave + rng.gauss(0, 0.05),
+                                 "humidity": 38.0 - 3 * wave + rng.gauss(0, 0.2)})
+        self._put("th-outdoor", {"temperature": air + 0.3, "humidity": rh})
+
+        pm25 = max(1.0, 14.0 + 6.0 * math.sin(2 * math.pi * t / 75) + rng.gauss(0, 0.8))
+        self.aq.values.update(
+            time=datetime.now().strftime("%Y-%m-%d %H:%M:%S"), pm1=0.6 * pm25, pm2_5=pm25,
+            pm4=1.2 * pm25, pm7=1.5 * pm25, pm10=1.8 * pm25, tsp=2.2 * pm25, at=air, rh=rh,
+        )
+
+
+class _NoFrames(list[Any]):
+    """A frame log that keeps nothing: the demo may run for hours."""
+
+    def append(self, item: Any) -> None:
+        pass
+
+
+# --- the broker ----------------------------------------------------------------------
+
+
+class EmbeddedBroker:
+    """amqtt on a fixed loopback port; stopping and starting it again simulates an outage."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self._broker: Any = None
+        self.state = "stopped"
+        self.outages = 0
+
+    async def start(self) -> None:
+        from amqtt.broker import Broker
+
+        config = {
+            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
+            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin":
+                        {"allow_anonymous": True}},
+        }
+        self._broker = Broker(config)
+        await self._broker.start()
+        self.state = "up"
+
+    async def stop(self) -> None:
+        if self._broker is not None:
+            broker, self._broker = self._broker, None
+            with contextlib.suppress(Exception):
+                await broker.shutdown()
+        self.state = "stopped"
+
+
+# --- the gateway, instrumented --------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    """What the demo counts for one device."""
+
+    polled: int = 0
+    delivered: int = 0
+    bad_points: int = 0
+    last: Reading | None = None
+
+
+@dataclass
+class DemoDaemon(Daemon):
+    """The real daemon, counting readings per device as they are polled and acknowledged."""
+
+    tallies: dict[str, Tally] = field(default_factory=dict)
+    _delivered_ids: set[int] = field(default_factory=set)
+
+    async def startup(self) -> None:
+        await super().startup()
+        # Wrapping the instance's ack sees exactly the rows the broker acknowledged; nothing
+        # can have been acked yet (the outbox was empty and is committed only after a poll).
+        ack = self.outbox.ack
+
+        def counted_ack(message: Any) -> None:
+            ack(message)
+            new = [i for i in message.ids if i not in self._delivered_ids]
+            self._delivered_ids.update(new)
+            self.tally(message.device).delivered += len(new)
+
+        self.outbox.ack = counted_ack  # type: ignore[method-assign]
+        if hasattr(self.publisher, "_reconnect_max"):
+            self.publisher._reconnect_max = RECONNECT_CAP
+
+    def tally(self, device: str) -> Tally:
+        return self.tallies.setdefault(device, Tally())
+
+    def _sink(self, reading: Reading) -> None:
+        tally = self.tally(reading.device)
+        tally.polled += 1
+        tally.bad_points += len(reading.quality)
+        tally.last = reading
+        super()._sink(reading)
+
+
+def make_bridge(path: str) -> Any:
+    """The bridge, speaking MQTT 3.1.1: amqtt (the embedded broker) has no MQTT 5."""
+    import aiomqtt
+
+    from gateway.bridge import Bridge
+
+    class DemoBridge(Bridge):
+        def _make_client(self, mqtt: Any) -> aiomqtt.Client:
+            client = aiomqtt.Client(
+                mqtt.host, mqtt.port, identifier=mqtt.client_id, clean_session=False,
+                keepalive=int(mqtt.keepalive), timeout=10,
+            )
+            client._client.manual_ack_set(True)  # as the bridge does: ack once stored
+            return client
+
+    return DemoBridge(path)
+
+
+def create_influx_database(url: str) -> None:
+    """``CREATE DATABASE sensegate_demo`` over InfluxDB 1.x ``/query`` (no-op if it exists)."""
+    body = urllib.parse.urlencode({"q": f'CREATE DATABASE "{INFLUX_DB}"'}).encode()
+    request = urllib.request.Request(url.rstrip("/") + "/query", data=body, method="POST")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        response.read()
+
+
+# --- the view --------------------------------------------------------------------------
+
+
+def fmt_value(value: Value, unit: str | None) -> str:
+    if isinstance(value, float):
+        a = abs(value)
+        text = f"{value:.0f}" if a >= 1000 else f"{value:.1f}" if a >= 10 else f"{value:.2f}"
+    else:
+        text = str(value)
+    return f"{text} {unit}" if unit else text
+
+
+def fmt_age(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.1f}s"
+
+
+@dataclass
+class Snapshot:
+    """Everything the view shows, taken on the event loop (the outbox is not thread-safe)."""
+
+    elapsed: float
+    broker: str
+    mqtt_connected: bool
+    polled: int
+    delivered: int
+    published_messages: int
+    pending: int
+    outbox_bytes: int
+    oldest_age: float | None
+    dropped: int
+    devices: list[tuple[str, str, int, Tally]]  # name, driver, scans, tally
+    bridge: str | None
+
+
+class Demo:
+    def __init__(self, args: argparse.Namespace, out: TextIO) -> None:
+        self.duration: float | None = args.duration
+        self.outage: float | None = parse_duration(args.outage) if args.outage else None
+        self.influx: str | None = args.influx
+        self.out = out
+        self.live = not args.no_live and out.isatty()
+        self.stop = asyncio.Event()
+        self.force = False
+        self.t0 = time.monotonic()
+        self.logs: collections.deque[str] = collections.deque(maxlen=6)
+        self.daemon: DemoDaemon | None = None
+        self.bridge: Any = None
+        self.broker: EmbeddedBroker | None = None
+        self.outage_note = ""
+        self.outage_started: float | None = None
+        self.outage_until: float | None = None
+
+    # -- timeline ----------------------------------------------------------------------
+
+    async def run(self) -> int:
+        tmp = tempfile.mkdtemp(prefix="sensegate-demo-")
+        site: Site | None = None
+        daemon_task: asyncio.Task[int] | None = None
+        bridge_task: asyncio.Task[None] | None = None
+        outage_task: asyncio.Task[None] | None = None
+        restore_logs = self._capture_logs() if self.live else _quiet_libraries()
+        self._install_signals()
+        try:
+            site = Site()
+            await site.start()
+            self.broker = EmbeddedBroker(free_port())
+            await self.broker.start()
+            path = Path(tmp) / "gateway.yaml"
+            path.write_text(gateway_yaml(str(Path(tmp) / "state"), self.broker.port,
+                                         site.tcp_ports, site.rtu.path, site.aq.path))
+            from gateway.config import load_gateway_config
+
+            config = load_gateway_config(str(path))  # the daemon loads it again, the same way
+            site.devices = {d.name: d for d in config.devices}
+            site.update(0.0)
+            self.units = {d.name: {p.name: p.unit for p in d.points} for d in config.devices}
+            self.drivers = {d.name: d.driver for d in config.devices}
+
+            if self.influx:
+                create_influx_database(self.influx)
+                bpath = Path(tmp) / "bridge.yaml"
+                bpath.write_text(bridge_yaml(str(Path(tmp) / "bridge"), self.broker.port,
+                                             self.influx))
+                import gateway.bridge
+
+                gateway.bridge.RECONNECT_MAX = RECONNECT_CAP  # see RECONNECT_CAP
+                self.bridge = make_bridge(str(bpath))
+                await self.bridge.startup()
+                bridge_task = asyncio.create_task(self.bridge.main_loop(), name="demo-bridge")
+
+            self.daemon = DemoDaemon(str(path), install_signals=False)
+            daemon_task = asyncio.create_task(self.daemon.run(), name="demo-gateway")
+            while not self.daemon.started and not daemon_task.done():
+                await asyncio.sleep(0.05)
+            if daemon_task.done():
+                print(f"demo: the gateway failed to start (exit {daemon_task.result()})",
+                      file=sys.stderr)
+                return EXIT_FATAL
+            self.t0 = time.monotonic()
+            if self.outage:
+                at = self.duration / 3 if self.duration else OUTAGE_AT
+                outage_task = asyncio.create_task(self._outage(at, self.outage))
+            await self._watch(site)
+            if outage_task is not None:
+                outage_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await outage_task
+                if self.broker.state != "up":  # cut short: the drain needs the broker
+                    self.outage_note += " (cut short by the end of the demo)"
+                    await self.broker.start()
+            drained = await self._finish(site)
+            ok = await self._stop_gateway(daemon_task)
+            daemon_task = None
+            if self.bridge is not None:
+                await self._stop_bridge(bridge_task)
+                bridge_task = None
+            self._summary(drained)
+            return EXIT_OK if ok else EXIT_FATAL
+        except ConfigError as exc:  # a bug in the demo's own YAML: show it as the CLI would
+            for issue in exc.issues:
+                print(issue, file=sys.stderr)
+            return EXIT_FATAL
+        finally:
+            self._remove_signals()
+            if daemon_task is not None and self.daemon is not None:
+                self.daemon.force_exit = True
+                self.daemon.should_exit.set()
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(daemon_task, 15)
+            if bridge_task is not None:
+                bridge_task.cancel()
+                with contextlib.suppress(BaseException):
+                    await self.bridge.shutdown()
+            if self.broker is not None:
+                await self.broker.stop()
+            if site is not None:
+                await site.stop()
+            restore_logs()
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    async def _outage(self, at: float, length: float) -> None:
+        assert self.broker is not None
+        await asyncio.sleep(at)
+        log.warning("stopping the mqtt broker for %gs", length)
+        self.outage_started = time.monotonic()
+        self.outage_until = self.outage_started + length
+        self.broker.state = "stopping"
+        await self.broker.stop()
+        self.broker.state = "down"
+        self.broker.outages += 1
+        self.outage_note = f"broker outage of {length:g}s at {at:.1f}s"
+        await asyncio.sleep(max(0.0, self.outage_until - time.monotonic()))
+        await self.broker.start()
+        self.outage_until = None
+        log.warning("mqtt broker back on port %d", self.broker.port)
+
+    async def _watch(self, site: Site) -> None:
+        """Refresh values and the view until --duration or Ctrl-C."""
+        end = None if self.duration is None else self.t0 + self.duration
+        last_line = time.monotonic()
+        live = self._open_live()
+        last = time.monotonic()
+        try:
+            while not self.stop.is_set():
+                if end is not None and time.monotonic() >= end:
+                    break
+                assert self.daemon is not None
+                now = time.monotonic()
+                site.update(now - last)
+                last = now
+                if live is not None:
+                    live.update(self._render(self._snapshot()), refresh=True)
+                elif now - last_line >= STATUS_EVERY:
+                    last_line = now
+                    print(self._status_line(self._snapshot()), file=self.out, flush=True)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), TICK)
+                task_error = self._failed_task()
+                if task_error:
+                    log.error("%s", task_error)
+                    break
+        finally:
+            if live is not None:
+                live.update(self._render(self._snapshot()), refresh=True)
+                live.stop()
+
+    def _failed_task(self) -> str | None:
+        assert self.daemon is not None
+        if self.daemon.should_exit.is_set():
+            return "the gateway stopped on its own"
+        return None
+
+    async def _finish(self, site: Site) -> bool:
+        """Stop polling, commit, and wait until the broker acknowledged every reading."""
+        assert self.daemon is not None
+        print("demo: stopping polling; waiting for the outbox to drain", file=self.out,
+              flush=True)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.daemon.poller.stop(), 10)
+        with contextlib.suppress(Exception):
+            self.daemon.outbox.flush()
+        deadline = time.monotonic() + (0.0 if self.force else DRAIN_TIMEOUT)
+        while time.monotonic() < deadline and not self.force:
+            if self._pending() == 0:
+                break
+            await asyncio.sleep(0.1)
+        drained = self._pending() == 0
+        if self.bridge is not None and drained:
+            # The bridge writes what the broker delivered to it; give it time to catch up.
+            want = sum(t.delivered for t in self.daemon.tallies.values())
+            until = time.monotonic() + 10
+            while time.monotonic() < until and not self.force:
+                stats = self.bridge.stats
+                if stats.points_written + sum(stats.dead_letters.values()) >= want:
+                    break
+                await asyncio.sleep(0.2)
+        return drained
+
+    def _pending(self) -> int:
+        assert self.daemon is not None
+        try:
+            return int(self.daemon.outbox.unacked_readings())
+        except Exception:
+            return -1
+
+    async def _stop_gateway(self, task: asyncio.Task[int]) -> bool:
+        assert self.daemon is not None
+        self.daemon.force_exit = self.force
+        self.daemon.should_exit.set()
+        try:
+            code = await asyncio.wait_for(task, 30)
+        except TimeoutError:
+            log.error("the gateway did not stop within 30s")
+            return False
+        return code == 0
+
+    async def _stop_bridge(self, task: asyncio.Task[None] | None) -> None:
+        self.bridge.should_exit.set()
+        if task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 10)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.bridge.shutdown(), 20)
+
+    # -- signals -----------------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _remove_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if self.stop.is_set() and sig == signal.SIGINT:
+            self.force = True  # a second Ctrl-C: do not wait for the drain
+            print("demo: second interrupt: not waiting for the drain", file=sys.stderr)
+        self.stop.set()
+
+    # -- logs --------------------------------------------------------------------------
+
+    def _capture_logs(self) -> Any:
+        """Send log lines into the live view instead of across it."""
+        root = logging.getLogger()
+        saved = root.handlers[:]
+        logs = self.logs
+
+        class ToView(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                with contextlib.suppress(Exception):
+                    logs.append(f"{time.strftime('%H:%M:%S')} {record.levelname.lower()} "
+                                f"{record.name}: {record.getMessage()}")
+
+        handler = ToView(level=logging.INFO)
+        formatter = saved[0].formatter if saved else None
+        if formatter is not None:
+            handler.setFormatter(formatter)
+        root.handlers[:] = [handler]
+        restore_quiet = _quiet_libraries()
+
+        def restore() -> None:
+            root.handlers[:] = saved
+            restore_quiet()
+
+        return restore
+
+    def _open_live(self) -> Any:
+        if not self.live:
+            return None
+        from rich.console import Console
+        from rich.live import Live
+
+        live = Live(console=Console(file=self.out), auto_refresh=False, transient=False,
+                    redirect_stdout=False, redirect_stderr=False)
+        live.start()
+        return live
+
+    # -- snapshot and rendering ---------------------------------------------------------
+
+    def _snapshot(self) -> Snapshot:
+        assert self.daemon is not None and self.broker is not None
+        d = self.daemon
+        stats = d.outbox.stats()
+        scans = {name: s.scans for name, s in d.poller.stats().items()}
+        devices = [(name, self.drivers.get(name, "?"), scans.get(name, t.polled), t)
+                   for name, t in sorted(d.tallies.items())]
+        for name in self.drivers:
+            if name not in d.tallies:
+                devices.append((name, self.drivers[name], 0, Tally()))
+        bridge = None
+        if self.bridge is not None:
+            b = self.bridge.stats
+            bridge = (f"bridge: mqtt {'connected' if b.connected else 'disconnected'}, "
+                      f"influxdb {'ok' if b.store_ok else 'failing'} ({self.influx}, "
+                      f"db {INFLUX_DB}); {b.points_written} points written")
+        broker = self.broker.state
+        if broker == "down" and self.outage_until is not None:
+            broker = f"down (outage; back in {max(0.0, self.outage_until - time.monotonic()):.0f}s)"
+        return Snapshot(
+            elapsed=time.monotonic() - self.t0,
+            broker=broker,
+            mqtt_connected=d.publisher.connected,
+            polled=sum(t.polled for t in d.tallies.values()),
+            delivered=sum(t.delivered for t in d.tallies.values()),
+            published_messages=int(getattr(d.publisher, "published_messages", 0)),
+            pending=stats.pending_readings,
+            outbox_bytes=stats.bytes,
+            oldest_age=stats.oldest_age_s,
+            dropped=stats.dropped,
+            devices=devices,
+            bridge=bridge,
+        )
+
+    def _status_line(self, s: Snapshot) -> str:
+        return (f"demo: t={s.elapsed:.0f}s broker={s.broker.split()[0]} "
+                f"mqtt={'connected' if s.mqtt_connected else 'disconnected'} "
+                f"polled={s.polled} delivered={s.delivered} outbox={s.pending} "
+                f"messages={s.published_messages}")
+
+    def _render(self, s: Snapshot) -> Any:
+        from rich.console import Group
+        from rich.panel import Panel
+        from rich.table import Table
+        from rich.text import Text
+
+        of = f" of {self.duration:g}s" if self.duration else " (Ctrl-C to stop)"
+        head = Text()
+        head.append(f"sensegate demo · gateway {GATEWAY_ID} · {s.elapsed:.0f}s{of}\n", "bold")
+        up = s.broker == "up"
+        head.append("broker ", "dim")
+        head.append(f"{'●' if up else '○'} {s.broker}", "green" if up else "bold red")
+        head.append(f"  127.0.0.1:{self.broker.port if self.broker else '?'}", "dim")
+        head.append("   gateway mqtt ", "dim")
+        head.append("connected" if s.mqtt_connected else "disconnected",
+                    "green" if s.mqtt_connected else "red")
+        head.append("\npolled ", "dim")
+        head.append(str(s.polled), "bold")
+        head.append("  delivered (acked by broker) ", "dim")
+        head.append(str(s.delivered), "bold")
+        head.append("  messages published ", "dim")
+        head.append(str(s.published_messages))
+        head.append("\noutbox ", "dim")
+        head.append(f"{s.pending} readings", "bold yellow" if s.pending > 20 else "bold")
+        head.append(f"  oldest {fmt_age(s.oldest_age)}  {s.outbox_bytes / 1024:.0f} KiB on disk"
+                    f"  dropped {s.dropped}", "dim")
+        bar = min(60, s.pending // 5)
+        if bar:
+            head.append("\n" + "█" * bar, "yellow")
+        if s.bridge:
+            head.append("\n" + s.bridge, "cyan")
+
+        table = Table(expand=True, box=None, header_style="bold", pad_edge=False)
+        for col, kw in (("device", {}), ("driver", {"style": "dim"}),
+                        ("scans", {"justify": "right"}), ("bad", {"justify": "right"}),
+                        ("polled", {"justify": "right"}), ("delivered", {"justify": "right"}),
+                        ("last values", {"ratio": 1, "overflow": "ellipsis", "no_wrap": True})):
+            table.add_column(col, **kw)
+        for name, driver, scans, t in s.devices:
+            values = ""
+            if t.last is not None:
+                units = self.units.get(name, {})
+                values = "  ".join(f"{k}={fmt_value(v, units.get(k))}"
+                                   for k, v in t.last.values.items())
+            table.add_row(name, driver, str(scans), str(t.bad_points), str(t.polled),
+                          str(t.delivered), values)
+        parts: list[Any] = [Panel(head, expand=True), table]
+        if self.logs:
+            parts.append(Panel(Text("\n".join(self.logs), style="dim"), title="log",
+                               expand=True))
+        return Group(*parts)
+
+    def _summary(self, drained: bool) -> None:
+        assert self.daemon is not None
+        s = self._snapshot()
+        out = self.out
+        print(f"\nsensegate demo: {s.elapsed:.1f}s, {len(s.devices)} devices"
+              + (f", {self.outage_note}" if self.outage_note else ""), file=out)
+        if not drained:
+            print(f"demo: the outbox did not drain within {DRAIN_TIMEOUT:g}s "
+                  f"({self._pending()} readings still pending)", file=out)
+        lost_total = 0
+        for name, driver, _scans, t in s.devices:
+            lost = t.polled - t.delivered
+            lost_total += lost
+            print(f"demo: device={name} driver={driver} polled={t.polled} "
+                  f"delivered={t.delivered} lost={lost} bad_points={t.bad_points}", file=out)
+        if s.bridge:
+            print("demo: " + s.bridge, file=out)
+        print(f"demo: messages={s.published_messages} outbox_pending={max(0, self._pending())} "
+              f"dropped={s.dropped}", file=out)
+        print(f"demo: polled={s.polled} delivered={s.delivered} lost={lost_total}", file=out,
+              flush=True)
+
+
+def _quiet_libraries() -> Any:
+    """amqtt logs every client connect and disconnect; keep only its errors, and restore."""
+    names = ("amqtt", "transitions", "pymodbus", "asyncio")
+    saved = {n: logging.getLogger(n).level for n in names}
+    for n in names:
+        logging.getLogger(n).setLevel(logging.CRITICAL if n in ("amqtt", "transitions")
+                                      else logging.ERROR)
+
+    def restore() -> None:
+        for n, level in saved.items():
+            logging.getLogger(n).setLevel(level)
+
+    return restore
+
+
+def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Entry point of `sensegate demo`: 0 after a clean stop (--duration or Ctrl-C)."""
+    try:
+        return asyncio.run(Demo(args, out or sys.stdout).run())
+    except KeyboardInterrupt:
+        return EXIT_OK
