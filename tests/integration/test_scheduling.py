@@ -11,9 +11,17 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway.model import DeviceConfig, GatewayConfig, MqttConfig, PointConfig, Reading
+from gateway.model import (
+    BusConfig,
+    DeviceConfig,
+    GatewayConfig,
+    MqttConfig,
+    PointConfig,
+    Reading,
+    SerialSettings,
+)
 from gateway.scheduler import Poller
-from gateway.simulator import ModbusTcpSimulator
+from gateway.simulator import ModbusRtuSimulator, ModbusTcpSimulator
 
 pytestmark = pytest.mark.integration
 
@@ -108,3 +116,40 @@ async def test_dead_and_slow_devices_do_not_delay_the_others(
     # The sluggish device overruns (skips, never queues) but keeps answering.
     assert stats["sluggish"].overruns >= stats["sluggish"].scans // 2
     assert stats["sluggish"].failures == {} and not stats["sluggish"].backed_off
+
+
+async def test_dead_rtu_device_backs_off_and_leaves_the_shared_bus_to_the_others() -> None:
+    rtu = ModbusRtuSimulator([1, 2, 3])
+    rtu.record_frames = False
+    rtu.unit(3).fault = "silent"
+    for unit in (1, 2):
+        rtu.unit(unit).set_registers("holding", 0, [100 * unit])
+    bus = BusConfig("rs485-a", SerialSettings(rtu.path, 19200))
+    interval = 0.5
+    devices = tuple(
+        DeviceConfig(name, "modbus-rtu", POINTS[:2], interval=interval, timeout=0.3, retries=1,
+                     bus="rs485-a", unit=unit)
+        for name, unit in (("loop-1", 1), ("loop-2", 2), ("loop-dead", 3))
+    )
+    config = GatewayConfig("gw", MqttConfig("127.0.0.1", 1883, "c"), devices, buses=(bus,))
+    readings: list[Reading] = []
+    async with rtu:
+        poller = Poller(config, readings.append)
+        await poller.start()
+        await asyncio.sleep(4.0)  # the dead device fails its first scans and backs off
+        settled = poller.stats()
+        await asyncio.sleep(6.0)
+        stats = poller.stats()
+        await poller.stop()
+
+    assert stats["loop-dead"].backed_off
+    assert stats["loop-dead"].scans - settled["loop-dead"].scans <= 2
+    for name in ("loop-1", "loop-2"):
+        scans = stats[name].scans - settled[name].scans
+        slots = stats[name].slots - settled[name].slots
+        assert slots >= 6  # the loop was not starved
+        # A backed-off dead device costs the bus one timeout per 8 s, not one per scan.
+        assert scans >= 0.8 * slots, (name, stats[name])
+        assert stats[name].failures == {}
+    good = [r for r in readings if r.device == "loop-1"]
+    assert good and all(r.values["temp"] == pytest.approx(10.0) for r in good)
