@@ -59,6 +59,13 @@ DRAIN_TIMEOUT = 30.0  # seconds to wait at the end for the outbox to empty
 TICK = 0.5  # seconds between simulator value updates and view refreshes
 RECONNECT_CAP = 2.0  # the demo's broker comes back on cue: retry often, not every 30 s
 
+# Points shown first in the view's narrow "last values" column; the rest follow.
+HEADLINE = {
+    "rws-1": ("air_temperature", "humidity", "pressure", "wind_direction", "dew_point"),
+    "meter-1": ("power_total", "voltage_l1", "current_l1", "frequency", "energy_import"),
+    "aq-1": ("pm2_5", "pm10", "pm1"),
+}
+
 AEROCET_RECORD = (
     "{time},{pm1:05.1f},{pm2_5:05.1f},{pm4:05.1f},{pm7:05.1f},{pm10:05.1f},{tsp:05.1f},"
     "{at:+04.0f},{rh:03.0f},001,060,000"
@@ -757,8 +764,10 @@ class Demo:
             values = ""
             if t.last is not None:
                 units = self.units.get(name, {})
-                values = "  ".join(f"{k}={fmt_value(v, units.get(k))}"
-                                   for k, v in t.last.values.items())
+                first = [k for k in HEADLINE.get(name, ()) if k in t.last.values]
+                keys = first + [k for k in t.last.values if k not in first]
+                values = "  ".join(f"{k}={fmt_value(t.last.values[k], units.get(k))}"
+                                   for k in keys)
             table.add_row(name, driver, str(scans), str(t.bad_points), str(t.polled),
                           str(t.delivered), values)
         parts: list[Any] = [Panel(head, expand=True), table]
