@@ -1,0 +1,535 @@
+"""`sensegate bridge`: MQTT → InfluxDB, acknowledging each message only once it is stored.
+
+Flow (one asyncio loop, blocking HTTP in a small thread pool):
+
+    broker ──► consume: decode (gateway.ingest) ──► Batch ──► write queue ──► writers
+               dead letters appended at once         │ flush at batch_size points,
+                                                      │ at a quarter of the receive
+                                                      │ window, or flush_interval
+    writers: write_isolating (gateway.sink; bisects rejected batches) → dead-letter the
+             rejected points → fsync the dead-letter file → PUBACK every message of the batch
+
+MQTT: v5, fixed client id, `clean_start=False` with a session expiry, QoS 1, through
+`$share/<group>/<filter>` when a shared group is set, manual acknowledgements. The broker
+sends at most `receive_maximum` unacknowledged messages; a batch is flushed when it holds a
+quarter of them, so the window never fills with messages waiting for a timer. While
+InfluxDB is down the writers retry with capped backoff, the window fills, and the broker
+keeps the rest: nothing is acknowledged early and nothing is lost.
+
+A message is acknowledged on the connection that delivered it, or not at all: after a
+reconnect the broker delivers the unacknowledged messages again (same `ts`, so InfluxDB
+stores the points once).
+
+Lifecycle as `gateway.daemon`: `startup()`, `main_loop()` (SIGHUP reload, watchdog,
+STATUS=), `shutdown()` (stop consuming, flush, drain the writers within `drain_timeout`
+while still connected so the written messages get acknowledged, then disconnect).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from gateway import ingest, systemd
+from gateway.deadletter import DeadLetters
+from gateway.errors import ConfigError, SensegateError, SinkError
+from gateway.model import BridgeConfig, BridgeMqttConfig
+from gateway.sink import Sink, create_sink, write_isolating
+
+log = logging.getLogger("sensegate.bridge")
+
+EXIT_OK = 0
+EXIT_FATAL = 1
+EXIT_CONFIG = 2
+
+WRITERS = 2  # batches written concurrently
+STATUS_EVERY = 5.0
+BACKOFF_START = 0.5
+BACKOFF_MAX = 30.0
+RECONNECT_MAX = 30.0
+
+
+def subscription(mqtt: BridgeMqttConfig) -> str:
+    """The topic filter to subscribe to, through the shared group when one is set."""
+    if mqtt.shared_group:
+        return f"$share/{mqtt.shared_group}/{mqtt.subscribe}"
+    return mqtt.subscribe
+
+
+def tls_context(mqtt: BridgeMqttConfig) -> ssl.SSLContext | None:
+    if mqtt.tls is None:
+        return None
+    ctx = ssl.create_default_context(cafile=mqtt.tls.ca_file)
+    if mqtt.tls.cert_file:
+        ctx.load_cert_chain(mqtt.tls.cert_file, mqtt.tls.key_file)
+    if mqtt.tls.insecure:
+        ctx.check_hostname = False
+    return ctx
+
+
+@dataclass(slots=True)
+class Inbound:
+    """One received message waiting for its acknowledgement."""
+
+    client: aiomqtt.Client
+    mid: int
+    qos: int
+    topic: str
+    first_line: int  # index of its first line in the batch
+
+
+@dataclass(slots=True)
+class Batch:
+    lines: list[str] = field(default_factory=list)
+    messages: list[Inbound] = field(default_factory=list)
+    started: float = 0.0  # monotonic time of its first message
+
+    def owner(self, line_index: int) -> Inbound:
+        """The message that carried the line at `line_index` (messages are in line order)."""
+        lo, hi = 0, len(self.messages) - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.messages[mid].first_line <= line_index:
+                lo = mid
+            else:
+                hi = mid - 1
+        return self.messages[lo]
+
+
+@dataclass
+class Stats:
+    received: int = 0
+    points_written: int = 0
+    batches_written: int = 0
+    acked: int = 0
+    write_errors: int = 0
+    dead_letters: dict[str, int] = field(default_factory=dict)
+    connected: bool = False
+    store_ok: bool = True
+    last_error: str = ""
+
+
+class _Metrics:
+    """Updates gateway.metrics.BridgeMetrics when metrics are configured; no-op otherwise."""
+
+    def __init__(self, impl: Any = None) -> None:
+        self.impl = impl
+
+    def received(self) -> None:
+        if self.impl is not None:
+            self.impl.messages_total.inc()
+
+    def connected(self, up: bool) -> None:
+        if self.impl is not None:
+            self.impl.mqtt_connected.set(1 if up else 0)
+
+    def dead_letter(self, reason: str) -> None:
+        if self.impl is not None:
+            self.impl.dead_letters_total.labels(reason).inc()
+
+    def write_error(self) -> None:
+        if self.impl is not None:
+            self.impl.write_errors_total.inc()
+            self.impl.influx_up.set(0)
+
+    def batch_written(self, points: int) -> None:
+        if self.impl is not None:
+            self.impl.points_written_total.inc(points)
+            self.impl.write_batches_total.inc()
+            self.impl.influx_up.set(1)
+
+
+@dataclass
+class Bridge:
+    config_path: str
+    config: BridgeConfig | None = None
+    drain_timeout: float = 10.0
+    should_exit: asyncio.Event = field(default_factory=asyncio.Event)
+    reload_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    force_exit: bool = False
+    stats: Stats = field(default_factory=Stats)
+    started: bool = False
+
+    def __post_init__(self) -> None:
+        self._batch = Batch()
+        self._queue: asyncio.Queue[Batch] = asyncio.Queue(maxsize=1)
+        self._client: aiomqtt.Client | None = None
+        self._sink: Sink | None = None
+        self._deadletters: DeadLetters | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._writers: list[asyncio.Task[Any]] = []
+        self._session: asyncio.Task[Any] | None = None
+        self._consume: asyncio.Task[Any] | None = None
+        self._stopping = False
+        self._leave = asyncio.Event()
+        self._metrics = _Metrics()
+        self._metrics_server: Any = None
+        self._loaded_at = 0.0
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def run(self) -> int:
+        self._install_signal_handlers()
+        try:
+            try:
+                await self.startup()
+            except ConfigError:
+                raise  # the CLI prints every issue as FILE:LINE:COL and exits 2
+            except (SensegateError, OSError) as exc:
+                log.error("bridge failed to start: %s", exc)
+                await self.shutdown()
+                return EXIT_FATAL
+            await self.main_loop()
+            await self.shutdown()
+            return EXIT_OK
+        finally:
+            self._remove_signal_handlers()
+
+    async def startup(self) -> None:
+        if self.config is None:
+            from gateway.config import load_bridge_config
+
+            self.config = load_bridge_config(self.config_path)
+        cfg = self.config
+        self._deadletters = DeadLetters(cfg.state_dir)
+        self._deadletters._open()  # fail at start, not at the first dead letter
+        self._sink = create_sink(cfg.influxdb, workers=WRITERS)
+        await self._start_metrics(cfg)
+        self._writers = [
+            asyncio.create_task(self._writer(), name=f"writer-{i}") for i in range(WRITERS)
+        ]
+        self._tasks.append(asyncio.create_task(self._ticker(), name="ticker"))
+        self._session = asyncio.create_task(self._mqtt_session(), name="mqtt")
+        self.started = True
+        log.info(
+            "bridge started: %s → influxdb %s (batch %d points, flush %ss)",
+            subscription(cfg.mqtt), self._sink.describe(), cfg.influxdb.batch_size,
+            cfg.influxdb.flush_interval,
+        )
+        systemd.ready(self._status_text())
+
+    async def main_loop(self) -> None:
+        interval = systemd.watchdog_interval()
+        tick = min(STATUS_EVERY, interval) if interval else STATUS_EVERY
+        reload_wait = asyncio.ensure_future(self.reload_requested.wait())
+        exit_wait = asyncio.ensure_future(self.should_exit.wait())
+        try:
+            while not self.should_exit.is_set():
+                await asyncio.wait({reload_wait, exit_wait}, timeout=tick,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                if self._session is not None and self._session.done():
+                    exc = self._session.exception()
+                    raise SensegateError(f"mqtt session ended: {exc}")
+                if self.reload_requested.is_set():
+                    self.reload_requested.clear()
+                    reload_wait = asyncio.ensure_future(self.reload_requested.wait())
+                    await self.reload()
+                systemd.watchdog()
+                systemd.status(self._status_text())
+        finally:
+            reload_wait.cancel()
+            exit_wait.cancel()
+
+    async def shutdown(self) -> None:
+        systemd.stopping()
+        self._stopping = True
+        if self._consume is not None:
+            self._consume.cancel()
+        drained = True
+        if self._writers:
+            try:
+                async with asyncio.timeout(self.drain_timeout):
+                    await self._flush()
+                    await self._queue.join()
+            except TimeoutError:
+                drained = False
+        self._leave.set()
+        leftover = [t for t in [*self._writers, *self._tasks] if not t.done()]
+        for task in leftover:
+            task.cancel()
+        if self._session is not None:
+            try:
+                await asyncio.wait_for(self._session, timeout=5)
+            except (TimeoutError, asyncio.CancelledError, Exception):
+                self._session.cancel()
+        await asyncio.gather(*leftover, return_exceptions=True)
+        if not drained:
+            log.warning(
+                "drain timed out after %ss; %d batch(es) left unacknowledged at the broker",
+                self.drain_timeout, self._queue.qsize() + 1,
+            )
+        if self._sink is not None:
+            await self._sink.close()
+        if self._deadletters is not None:
+            self._deadletters.close()
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._metrics_server.wait_closed(), timeout=2)
+        log.info(
+            "bridge stopped: %d messages received, %d acknowledged, %d points written",
+            self.stats.received, self.stats.acked, self.stats.points_written,
+        )
+
+    async def reload(self) -> None:
+        systemd.reloading()
+        assert self.config is not None
+        try:
+            from gateway.config import load_bridge_config
+
+            new = load_bridge_config(self.config_path)
+        except ConfigError as exc:
+            for issue in exc.issues:
+                log.error("%s", issue)
+            log.error("reload refused: %d error(s) in %s; old config kept",
+                      len(exc.issues), self.config_path)
+            systemd.ready(self._status_text())
+            return
+        old = self.config
+        if new.state_dir != old.state_dir:
+            log.error("reload refused: state_dir changed; restart to apply")
+            systemd.ready(self._status_text())
+            return
+        if new.metrics != old.metrics:
+            log.warning("metrics.listen changed; restart to apply (other changes applied)")
+            new = BridgeConfig(mqtt=new.mqtt, influxdb=new.influxdb, state_dir=new.state_dir,
+                               metrics=old.metrics, source=new.source)
+        self.config = new
+        if new.influxdb != old.influxdb:
+            old_sink, self._sink = self._sink, create_sink(new.influxdb, workers=WRITERS)
+            if old_sink is not None:
+                # Writers in flight hold their own reference; close once they are done.
+                self._tasks.append(asyncio.create_task(self._close_later(old_sink)))
+            log.info("influxdb settings reloaded: %s", self._sink.describe())
+        if new.mqtt != old.mqtt and self._session is not None:
+            log.info("mqtt settings changed; reconnecting")
+            self._session.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._session
+            self._session = asyncio.create_task(self._mqtt_session(), name="mqtt")
+        log.info("config reloaded from %s", self.config_path)
+        systemd.ready(self._status_text())
+
+    async def _close_later(self, sink: Sink) -> None:
+        await asyncio.sleep(self.config.influxdb.timeout * 2 + 1 if self.config else 30)
+        await sink.close()
+
+    # -- signals -----------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGTERM, self._handle_exit, signal.SIGTERM)
+            loop.add_signal_handler(signal.SIGINT, self._handle_exit, signal.SIGINT)
+            loop.add_signal_handler(signal.SIGHUP, self.reload_requested.set)
+
+    def _remove_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(sig)
+
+    def _handle_exit(self, sig: signal.Signals) -> None:
+        if sig == signal.SIGINT and self.should_exit.is_set():
+            self.force_exit = True
+            self.drain_timeout = 0.0
+        self.should_exit.set()
+
+    # -- MQTT --------------------------------------------------------------------------
+
+    def _make_client(self, mqtt: BridgeMqttConfig) -> aiomqtt.Client:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = int(mqtt.session_expiry)
+        props.ReceiveMaximum = max(1, min(65535, mqtt.receive_maximum))
+        client = aiomqtt.Client(
+            mqtt.host, mqtt.port,
+            identifier=mqtt.client_id,
+            username=mqtt.username,
+            password=mqtt.password.reveal() if mqtt.password else None,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=False,
+            properties=props,
+            keepalive=int(mqtt.keepalive),
+            tls_context=tls_context(mqtt),
+            tls_insecure=mqtt.tls.insecure if mqtt.tls else None,
+            timeout=10,
+        )
+        # aiomqtt 2.5 has no manual-ack option; paho has (acks go out via client.ack).
+        client._client.manual_ack_set(True)
+        return client
+
+    async def _mqtt_session(self) -> None:
+        backoff = 1.0
+        while not self._stopping:
+            assert self.config is not None
+            mqtt = self.config.mqtt
+            client = self._make_client(mqtt)
+            try:
+                async with client:
+                    await client.subscribe(subscription(mqtt), qos=mqtt.qos)
+                    self._client = client
+                    self.stats.connected = True
+                    self._metrics.connected(True)
+                    log.info("connected to mqtt %s:%d as %r, subscribed to %r",
+                             mqtt.host, mqtt.port, mqtt.client_id, subscription(mqtt))
+                    backoff = 1.0
+                    self._consume = asyncio.create_task(self._consume_messages(client))
+                    await asyncio.wait({self._consume})
+                    if self._stopping:
+                        # Stay connected while the writers drain, so they can acknowledge.
+                        await self._leave.wait()
+                        return
+                    self._consume.result()  # re-raises the MqttError that ended it
+            except aiomqtt.MqttError as exc:
+                if self._stopping:
+                    return
+                log.warning("mqtt %s:%d: %s; reconnecting in %.0fs",
+                            mqtt.host, mqtt.port, exc, backoff)
+            finally:
+                self._client = None
+                self.stats.connected = False
+                self._metrics.connected(False)
+                # Unwritten messages of the lost connection come again after reconnecting.
+                self._batch = Batch()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, RECONNECT_MAX)
+
+    async def _consume_messages(self, client: aiomqtt.Client) -> None:
+        assert self.config is not None and self._deadletters is not None
+        decode = ingest.decode_message
+        async for message in client.messages:
+            self.stats.received += 1
+            self._metrics.received()
+            topic = message.topic.value
+            payload = message.payload
+            if not isinstance(payload, bytes | bytearray):
+                payload = str(payload).encode()
+            result = decode(topic, bytes(payload))
+            batch = self._batch
+            if not batch.messages:
+                batch.started = time.monotonic()
+            inbound = Inbound(client, message.mid, message.qos, topic, len(batch.lines))
+            batch.messages.append(inbound)
+            if isinstance(result, ingest.Rejected):
+                self._dead_letter(topic, result.reason, bytes(payload), result.detail)
+            else:
+                batch.lines.extend(result)
+            cfg = self.config
+            if (len(batch.lines) >= cfg.influxdb.batch_size
+                    or len(batch.messages) >= max(1, cfg.mqtt.receive_maximum // 4)):
+                await self._flush()
+
+    def _dead_letter(self, topic: str, reason: str, payload: bytes, detail: str) -> None:
+        assert self._deadletters is not None
+        self._deadletters.append(topic, reason, payload, detail=detail)
+        self.stats.dead_letters[reason] = self.stats.dead_letters.get(reason, 0) + 1
+        self._metrics.dead_letter(reason)
+        log.warning("dead letter from %r: %s: %s", topic, reason, detail[:200])
+
+    # -- batching and writing ----------------------------------------------------------
+
+    async def _flush(self) -> None:
+        batch = self._batch
+        if not batch.messages:
+            return
+        self._batch = Batch()
+        await self._queue.put(batch)
+
+    async def _ticker(self) -> None:
+        while True:
+            assert self.config is not None
+            interval = self.config.influxdb.flush_interval
+            await asyncio.sleep(max(0.01, interval / 4))
+            batch = self._batch
+            if batch.messages and time.monotonic() - batch.started >= interval:
+                await self._flush()
+
+    async def _writer(self) -> None:
+        while True:
+            batch = await self._queue.get()
+            try:
+                await self._write_batch(batch)
+            except Exception:
+                log.exception("writing a batch failed; its messages stay unacknowledged")
+            finally:
+                self._queue.task_done()
+
+    async def _write_batch(self, batch: Batch) -> None:
+        assert self._deadletters is not None
+        backoff = BACKOFF_START
+        while True:
+            if batch.messages[0].client is not self._client:
+                return  # connection lost: the broker delivers these again
+            sink = self._sink
+            assert sink is not None
+            try:
+                rejected = await write_isolating(sink, batch.lines)
+                break
+            except SinkError as exc:
+                self.stats.write_errors += 1
+                self.stats.store_ok = False
+                self.stats.last_error = str(exc)
+                self._metrics.write_error()
+                log.warning("%s; %d points kept, retrying in %.1fs",
+                            exc, len(batch.lines), backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+        if not self.stats.store_ok:
+            log.info("influxdb %s accepts writes again", sink.describe())
+        self.stats.store_ok = True
+        for index, reason in rejected:
+            owner = batch.owner(index)
+            self._dead_letter(owner.topic, ingest.REJECTED, batch.lines[index].encode(), reason)
+        self._deadletters.sync()
+        written = len(batch.lines) - len(rejected)
+        self.stats.points_written += written
+        self.stats.batches_written += 1
+        self._metrics.batch_written(written)
+        acked = 0
+        for m in batch.messages:
+            if m.client is self._client:
+                m.client._client.ack(m.mid, m.qos)
+                acked += 1
+        self.stats.acked += acked
+
+    # -- status and metrics ------------------------------------------------------------
+
+    def _status_text(self) -> str:
+        s = self.stats
+        mqtt = "connected" if s.connected else "disconnected"
+        store = "ok" if s.store_ok else "failing"
+        dead = sum(s.dead_letters.values())
+        return (f"mqtt {mqtt}, influxdb {store}; {s.received} received, "
+                f"{s.points_written} points written, {dead} dead letters")
+
+    def healthy(self) -> bool:
+        return self.stats.connected and self.stats.store_ok
+
+    async def _start_metrics(self, cfg: BridgeConfig) -> None:
+        if cfg.metrics is None:
+            return
+        from gateway import metrics
+
+        impl = metrics.BridgeMetrics()
+        self._metrics = _Metrics(impl)
+        self._metrics_server = await metrics.serve_metrics(
+            impl.registry, cfg.metrics.host, cfg.metrics.port, self.healthy
+        )
+
+
+def run(path: str) -> int:
+    """`sensegate bridge -c PATH`: 0 clean stop, 2 bad config, 1 fatal."""
+    try:
+        return asyncio.run(Bridge(path).run())
+    except KeyboardInterrupt:
+        return EXIT_OK
