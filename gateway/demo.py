@@ -58,6 +58,10 @@ STATUS_EVERY = 5.0  # seconds between status lines without the live view
 DRAIN_TIMEOUT = 30.0  # seconds to wait at the end for the outbox to empty
 TICK = 0.5  # seconds between simulator value updates and view refreshes
 RECONNECT_CAP = 2.0  # the demo's broker comes back on cue: retry often, not every 30 s
+# amqtt keeps no sessions across its restart, so after an outage the bridge must subscribe
+# again before the gateway publishes its backlog, or InfluxDB misses that part: it retries
+# more often than the gateway does.
+BRIDGE_RECONNECT_CAP = 0.5
 
 # Points shown first in the view's narrow "last values" column; the rest follow.
 HEADLINE = {
@@ -305,6 +309,94 @@ class EmbeddedBroker:
         self.state = "stopped"
 
 
+class Gate:
+    """A TCP relay between the gateway and the broker that listens only while ``is_open()``.
+
+    With ``--influx`` it holds the gateway back (connection refused) until the bridge has
+    subscribed again after an outage: amqtt keeps no sessions across its restart, so what
+    the gateway published before that would never reach InfluxDB.
+    """
+
+    def __init__(self, target_port: int, is_open: Any) -> None:
+        self.target_port = target_port
+        self._is_open = is_open
+        self.cut_off = False
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def is_open(self) -> bool:
+        return not self.cut_off and bool(self._is_open())
+
+    async def start(self) -> None:
+        await self._listen()
+        self._task = asyncio.create_task(self._follow(), name="demo-gate")
+
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+
+    async def _close(self) -> None:
+        if self._server is not None:
+            server, self._server = self._server, None
+            server.close()
+            for writer in list(self._writers):
+                writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 5)
+
+    async def _follow(self) -> None:
+        while True:
+            if self.is_open() and self._server is None:
+                with contextlib.suppress(OSError):
+                    await self._listen()
+            elif not self.is_open() and self._server is not None:
+                await self._close()
+            await asyncio.sleep(0.1)
+
+    def cut(self) -> None:
+        """Drop the gateway's connections and refuse new ones until `cut_off` is cleared."""
+        self.cut_off = True
+        for writer in list(self._writers):
+            writer.close()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        upstream: asyncio.StreamWriter | None = None
+        try:
+            if not self.is_open():
+                return
+            up_reader, upstream = await asyncio.open_connection("127.0.0.1", self.target_port)
+            self._writers.add(upstream)
+            await asyncio.gather(_pipe(reader, upstream), _pipe(up_reader, writer))
+        except OSError:
+            pass
+        finally:
+            for w in (writer, upstream):
+                if w is not None:
+                    self._writers.discard(w)
+                    w.close()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except OSError:
+        pass
+    finally:
+        writer.close()
+
+
 # --- the gateway, instrumented --------------------------------------------------------
 
 
@@ -429,6 +521,8 @@ class Demo:
         self.outage_note = ""
         self.outage_started: float | None = None
         self.outage_until: float | None = None
+        self.gate: Gate | None = None
+        self.ran_for = 0.0
 
     # -- timeline ----------------------------------------------------------------------
 
@@ -445,8 +539,28 @@ class Demo:
             await site.start()
             self.broker = EmbeddedBroker(free_port())
             await self.broker.start()
+            gateway_port = self.broker.port
+            if self.influx:
+                create_influx_database(self.influx)
+                bpath = Path(tmp) / "bridge.yaml"
+                bpath.write_text(bridge_yaml(str(Path(tmp) / "bridge"), self.broker.port,
+                                             self.influx))
+                import gateway.bridge
+
+                gateway.bridge.RECONNECT_MAX = BRIDGE_RECONNECT_CAP  # back soon after an outage
+                self.bridge = make_bridge(str(bpath))
+                await self.bridge.startup()
+                bridge_task = asyncio.create_task(self.bridge.main_loop(), name="demo-bridge")
+                bridge = self.bridge
+                self.gate = Gate(self.broker.port, lambda: bridge.stats.connected)
+                await self.gate.start()
+                gateway_port = self.gate.port
+                until = time.monotonic() + 10
+                while not bridge.stats.connected and time.monotonic() < until:
+                    await asyncio.sleep(0.05)
+
             path = Path(tmp) / "gateway.yaml"
-            path.write_text(gateway_yaml(str(Path(tmp) / "state"), self.broker.port,
+            path.write_text(gateway_yaml(str(Path(tmp) / "state"), gateway_port,
                                          site.tcp_ports, site.rtu.path, site.aq.path))
             from gateway.config import load_gateway_config
 
@@ -455,18 +569,6 @@ class Demo:
             site.update(0.0)
             self.units = {d.name: {p.name: p.unit for p in d.points} for d in config.devices}
             self.drivers = {d.name: d.driver for d in config.devices}
-
-            if self.influx:
-                create_influx_database(self.influx)
-                bpath = Path(tmp) / "bridge.yaml"
-                bpath.write_text(bridge_yaml(str(Path(tmp) / "bridge"), self.broker.port,
-                                             self.influx))
-                import gateway.bridge
-
-                gateway.bridge.RECONNECT_MAX = RECONNECT_CAP  # see RECONNECT_CAP
-                self.bridge = make_bridge(str(bpath))
-                await self.bridge.startup()
-                bridge_task = asyncio.create_task(self.bridge.main_loop(), name="demo-bridge")
 
             self.daemon = DemoDaemon(str(path), install_signals=False)
             daemon_task = asyncio.create_task(self.daemon.run(), name="demo-gateway")
@@ -511,6 +613,8 @@ class Demo:
                 bridge_task.cancel()
                 with contextlib.suppress(BaseException):
                     await self.bridge.shutdown()
+            if self.gate is not None:
+                await self.gate.stop()
             if self.broker is not None:
                 await self.broker.stop()
             if site is not None:
@@ -525,12 +629,19 @@ class Demo:
         self.outage_started = time.monotonic()
         self.outage_until = self.outage_started + length
         self.broker.state = "stopping"
+        if self.gate is not None:
+            # amqtt forgets the bridge's unacknowledged messages when it stops (a broker with
+            # persistence would not): cut the gateway off first and let the bridge catch up.
+            self.gate.cut()
+            await self._bridge_caught_up(5.0)
         await self.broker.stop()
         self.broker.state = "down"
         self.broker.outages += 1
         self.outage_note = f"broker outage of {length:g}s at {at:.1f}s"
         await asyncio.sleep(max(0.0, self.outage_until - time.monotonic()))
         await self.broker.start()
+        if self.gate is not None:
+            self.gate.cut_off = False
         self.outage_until = None
         log.warning("mqtt broker back on port %d", self.broker.port)
 
@@ -560,6 +671,7 @@ class Demo:
                     log.error("%s", task_error)
                     break
         finally:
+            self.ran_for = time.monotonic() - self.t0
             if live is not None:
                 live.update(self._render(self._snapshot()), refresh=True)
                 live.stop()
@@ -585,16 +697,21 @@ class Demo:
                 break
             await asyncio.sleep(0.1)
         drained = self._pending() == 0
-        if self.bridge is not None and drained:
-            # The bridge writes what the broker delivered to it; give it time to catch up.
-            want = sum(t.delivered for t in self.daemon.tallies.values())
-            until = time.monotonic() + 10
-            while time.monotonic() < until and not self.force:
-                stats = self.bridge.stats
-                if stats.points_written + sum(stats.dead_letters.values()) >= want:
-                    break
-                await asyncio.sleep(0.2)
+        if drained and not self.force:
+            await self._bridge_caught_up(10.0)
         return drained
+
+    async def _bridge_caught_up(self, timeout: float) -> None:
+        """Wait until the bridge stored (or dead-lettered) every delivered reading."""
+        if self.bridge is None or self.daemon is None:
+            return
+        want = sum(t.delivered for t in self.daemon.tallies.values())
+        until = time.monotonic() + timeout
+        while time.monotonic() < until:
+            stats = self.bridge.stats
+            if stats.points_written + sum(stats.dead_letters.values()) >= want:
+                return
+            await asyncio.sleep(0.1)
 
     def _pending(self) -> int:
         assert self.daemon is not None
@@ -780,7 +897,7 @@ class Demo:
         assert self.daemon is not None
         s = self._snapshot()
         out = self.out
-        print(f"\nsensegate demo: {s.elapsed:.1f}s, {len(s.devices)} devices"
+        print(f"\nsensegate demo: {self.ran_for:.1f}s, {len(s.devices)} devices"
               + (f", {self.outage_note}" if self.outage_note else ""), file=out)
         if not drained:
             print(f"demo: the outbox did not drain within {DRAIN_TIMEOUT:g}s "
@@ -791,8 +908,11 @@ class Demo:
             lost_total += lost
             print(f"demo: device={name} driver={driver} polled={t.polled} "
                   f"delivered={t.delivered} lost={lost} bad_points={t.bad_points}", file=out)
-        if s.bridge:
-            print("demo: " + s.bridge, file=out)
+        if self.bridge is not None:
+            b = self.bridge.stats
+            print(f"demo: influxdb={self.influx} database={INFLUX_DB} "
+                  f"points_written={b.points_written} "
+                  f"dead_letters={sum(b.dead_letters.values())}", file=out)
         print(f"demo: messages={s.published_messages} outbox_pending={max(0, self._pending())} "
               f"dropped={s.dropped}", file=out)
         print(f"demo: polled={s.polled} delivered={s.delivered} lost={lost_total}", file=out,
