@@ -4,9 +4,16 @@ Every device runs in its own asyncio task, so a dead or slow device never delays
 other buses or on TCP (on one RS-485 bus the drivers' bus lock serialises transactions).
 Scan ``k`` of a device starts at ``t0 + k * interval`` on the event loop's monotonic clock:
 the next start is computed from the grid, never by sleeping ``interval`` after the work, so
-a device does not drift however long it runs. ``t0`` is the moment the device started plus a
-stable per-device phase (a hash of its name, spread over at most `STAGGER_MAX` seconds) so
-that hundreds of devices with the same interval do not all wake in the same millisecond.
+a device does not drift however long it runs.
+
+The grid is anchored on the wall clock, as Telegraf's ``round_interval``: slots fall on
+multiples of the interval since the epoch (a 1 s device on whole seconds, a 1 min device on
+the minute), plus a stable per-device *phase*. The phase (a hash of the device name, spread
+over at most `STAGGER_MAX` seconds in steps of `STAGGER_STEP`) keeps hundreds of devices
+with the same interval from all sending in the same millisecond, while the steps let the
+devices of one step share an event-loop wake-up: on small machines each wake-up from idle
+costs far more CPU than the Python work of a scan. A device's first scan is its first slot
+after it starts (for a long interval, up to one interval later).
 
 A scan that cannot start on time (the previous one is still running, or the event loop woke
 later than `late_tolerance` after the slot) is an *overrun*: counted and skipped, never
@@ -45,7 +52,8 @@ BACKOFF_MAX = 60.0  # seconds: a backed-off device is polled at least this often
 BACKOFF_MAX_INTERVALS = 16  # ... and at least every this many intervals, whichever is sooner
 LATE_FRACTION = 0.25  # a scan may start this fraction of its interval late ...
 LATE_MAX = 0.25  # ... but never more than this many seconds, else it is an overrun
-STAGGER_MAX = 1.0  # seconds over which device phases are spread
+STAGGER_MAX = 1.0  # seconds over which device phases are spread ...
+STAGGER_STEP = 0.05  # ... in steps of this many seconds (devices of one step wake together)
 HANG_MIN = 30.0  # a scan running longer than this (and than 4 intervals) is cancelled
 STOP_GRACE = 2.0  # seconds a stopping device may take to finish the scan in flight
 
@@ -74,8 +82,20 @@ def backoff_step(consecutive_failures: int, interval: float) -> int:
 
 
 def phase(name: str, interval: float) -> float:
-    """A stable offset in ``[0, min(interval, STAGGER_MAX))`` derived from the device name."""
-    return (zlib.crc32(name.encode()) / 2**32) * min(interval, STAGGER_MAX)
+    """A stable offset in ``[0, min(interval, STAGGER_MAX))``, a multiple of `STAGGER_STEP`,
+    derived from the device name."""
+    spread = min(interval, STAGGER_MAX)
+    steps = int(spread / STAGGER_STEP + 1e-9)
+    if steps < 2:
+        return 0.0
+    return (zlib.crc32(name.encode()) % steps) * STAGGER_STEP
+
+
+def first_slot(now: float, wall: float, interval: float, offset: float) -> float:
+    """The first slot at or after monotonic ``now`` on the grid of wall-clock multiples of
+    ``interval`` plus ``offset`` (``wall`` is the wall-clock time at ``now``)."""
+    base = now - math.fmod(wall, interval) + offset
+    return base + math.ceil((now - base) / interval - 1e-9) * interval
 
 
 def slot_time(t0: float, interval: float, k: int) -> float:
@@ -485,7 +505,8 @@ class Poller:
         return self._driver_factory(device, self.config, self._buses)
 
     def _start_device(self, device: DeviceConfig) -> None:
-        t0 = asyncio.get_running_loop().time() + phase(device.name, device.interval)
+        now = asyncio.get_running_loop().time()
+        t0 = first_slot(now, time.time(), device.interval, phase(device.name, device.interval))
         runner = _DeviceRunner(self, device, t0)
         self._runners[device.name] = runner
         runner.start()

@@ -35,6 +35,7 @@ from gateway.scheduler import (
     backoff_cap,
     backoff_step,
     diff_devices,
+    first_slot,
     late_tolerance,
     next_slot,
     phase,
@@ -237,8 +238,27 @@ def test_tolerance_and_phase_are_small_and_stable() -> None:
     assert late_tolerance(60.0) == 0.25
     assert phase("rws-1", 1.0) == phase("rws-1", 1.0)
     assert 0.0 <= phase("rws-1", 3600.0) < 1.0
-    spread = {round(phase(f"d{i}", 1.0), 2) for i in range(500)}
-    assert len(spread) > 50  # devices are spread over the second, not bunched
+    spread = [phase(f"d{i}", 1.0) for i in range(500)]
+    # 20 steps of 50 ms, each holding a fair share of the devices
+    assert sorted(set(spread)) == pytest.approx([i * 0.05 for i in range(20)])
+    assert max(spread.count(p) for p in set(spread)) < 3 * 500 / 20
+    assert phase("x", 0.05) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("now", "wall", "interval", "offset", "expected"),
+    [
+        pytest.param(100.0, 1_700_000_000.25, 1.0, 0.0, 100.75, id="next-whole-second"),
+        pytest.param(100.0, 1_700_000_000.25, 1.0, 0.5, 100.25, id="with-phase"),
+        pytest.param(100.0, 1_700_000_000.0, 1.0, 0.0, 100.0, id="on-the-slot"),
+        pytest.param(100.0, 1_700_000_010.0, 60.0, 0.0, 130.0, id="on-the-minute"),  # :30 now
+        pytest.param(100.0, 1_700_000_000.9, 1.0, 0.95, 100.05, id="phase-later-this-second"),
+    ],
+)
+def test_first_slot_is_on_the_wall_clock_grid(
+    now: float, wall: float, interval: float, offset: float, expected: float
+) -> None:
+    assert first_slot(now, wall, interval, offset) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize(
@@ -515,10 +535,11 @@ def test_stop_lets_the_scan_in_flight_finish_and_closes_drivers() -> None:
     async def main(loop: VirtualClockLoop) -> None:
         poller = rig.poller(gateway(tcp("d", interval=1.0), tcp("e", interval=1.0)))
         await poller.start()
-        await asyncio.sleep(0.01 + max(phase("d", 1.0), phase("e", 1.0)))
-        await asyncio.sleep(0.2)  # "d" is mid-scan now
+        await until(poller, "d", 0.2)  # "d" is mid-scan now
         await poller.stop()
-        assert len(rig.readings) == 2  # the scan in flight was delivered, not dropped
+        # the scan in flight was delivered, not dropped
+        assert len(rig.readings) == sum(len(d.starts) for d in rig.drivers)
+        assert len(rig.of("d")[0].starts) == 1
         assert all(d.closed for d in rig.drivers)
         assert rig.registries[0].closed
         assert poller.stats() == {}
