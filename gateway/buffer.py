@@ -83,10 +83,29 @@ class OutboxMessage:
     device: str
     measurement: str
     tags: dict[str, str]
-    readings: tuple[Reading, ...]
     ids: tuple[int, ...]  # outbox row ids, oldest first
     size: int  # estimated payload bytes
-    sizes: tuple[int, ...] = ()  # estimated bytes of each row, as ids
+    sizes: tuple[int, ...]  # estimated bytes of each row, as ids
+    rows: tuple[tuple[int, str, str | None], ...]  # (ts, values JSON, quality JSON or None)
+
+    @property
+    def readings(self) -> tuple[Reading, ...]:
+        return tuple(
+            Reading(self.device, ts, json.loads(vals), json.loads(quality) if quality else {})
+            for ts, vals, quality in self.rows
+        )
+
+    def json_readings(self) -> str:
+        """The ``readings`` array items of the ``format: json`` payload, comma-separated.
+
+        Built from the stored JSON without decoding it: byte for byte what
+        ``payload.build_json`` writes for `readings` (the stored JSON uses its settings).
+        """
+        return ",".join(
+            f'{{"ts":{ts},"values":{vals},"quality":{quality}}}' if quality
+            else f'{{"ts":{ts},"values":{vals}}}'
+            for ts, vals, quality in self.rows
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,14 +134,27 @@ class _Group:
     device: str
     measurement: str
     tags: str
-    readings: list[Reading] = field(default_factory=list)
+    rows: list[tuple[int, str, str | None]] = field(default_factory=list)
     ids: list[int] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
     size: int = 0
 
 
 def _dumps(obj: object) -> str:
-    return json.dumps(obj, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    """Compact JSON as `gateway.payload` writes it (insertion order, UTF-8, no NaN)."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _finite(reading: Reading) -> tuple[dict[str, Value], dict[str, str]]:
+    """Values that JSON can carry; a non-finite float becomes quality ``invalid``."""
+    values: dict[str, Value] = {}
+    quality = dict(reading.quality)
+    for name, value in reading.values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            quality[name] = "invalid"
+        else:
+            values[name] = value
+    return values, quality
 
 
 def _describe(exc: sqlite3.Error) -> str:
@@ -243,9 +275,13 @@ class Outbox:
 
     def add(self, reading: Reading, *, measurement: str, tags: dict[str, str]) -> None:
         """Queue one scan for the next commit. Synchronous, no I/O, never raises for storage."""
-        vals = _dumps(reading.values)
-        quality = _dumps(reading.quality) if reading.quality else None
-        tags_s = _dumps(tags)
+        try:
+            vals = _dumps(reading.values)
+            quality = _dumps(reading.quality) if reading.quality else None
+        except ValueError:  # NaN or infinity: decode should have marked it invalid
+            values, qualities = _finite(reading)
+            vals, quality = _dumps(values), _dumps(qualities)
+        tags_s = json.dumps(tags, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
         size = (
             len(vals) + len(quality or "") + len(tags_s) + len(measurement)
             + len(reading.device) + 48
@@ -355,9 +391,7 @@ class Outbox:
                     group = _Group(device, measurement, tags)
                     groups.append(group)
                     open_groups[key] = group
-                group.readings.append(
-                    Reading(device, ts, json.loads(vals), json.loads(quality) if quality else {})
-                )
+                group.rows.append((ts, vals, quality))
                 group.ids.append(rid)
                 group.sizes.append(size)
                 group.size += size
@@ -371,8 +405,8 @@ class Outbox:
     def _messages(groups: list[_Group]) -> list[OutboxMessage]:
         return [
             OutboxMessage(
-                g.device, g.measurement, json.loads(g.tags), tuple(g.readings), tuple(g.ids),
-                g.size, tuple(g.sizes),
+                g.device, g.measurement, json.loads(g.tags), tuple(g.ids), g.size,
+                tuple(g.sizes), tuple(g.rows),
             )
             for g in groups
         ]
@@ -479,7 +513,16 @@ class Outbox:
         self._dropped_upto_pending = self._dropped_upto
         w.execute("BEGIN IMMEDIATE")
         if deletes:
-            w.executemany("DELETE FROM readings WHERE id = ?", ((i,) for i in deletes))
+            ordered = sorted(deletes)
+            try:  # one statement over sorted ids: about 3x faster than one per id
+                w.execute(
+                    "DELETE FROM readings WHERE id IN (SELECT value FROM json_each(?))",
+                    (json.dumps(ordered),),
+                )
+            except sqlite3.OperationalError as exc:
+                if "json_each" not in str(exc):
+                    raise
+                w.executemany("DELETE FROM readings WHERE id = ?", ((i,) for i in ordered))
         if batch:
             w.executemany(
                 "INSERT INTO readings (device, measurement, tags, ts, vals, quality, size) "
