@@ -341,3 +341,35 @@ def test_read_status_while_open_and_print(tmp_path: Path, monkeypatch) -> None:
     assert "pending readings:  31" in text
     assert "dropped:           0" in text
     box.close()
+
+
+def test_publisher_json_splice_is_byte_for_byte_build_json(outbox: Outbox) -> None:
+    from gateway.model import GatewayConfig, MqttConfig
+    from gateway.payload import build_json
+    from gateway.publish import Publisher
+
+    readings = [
+        Reading("rws-1", 1764000000123456789, {"air_temp": -12.3, "n": 7, "ok": True,
+                                               "s": "grüß \"q\"", "big": 2**63 + 5}),
+        Reading("rws-1", 1764000001000000000, {"b": 1.0, "a": 2.5e-12}, {"w": "bad"}),
+        Reading("rws-1", 1764000002000000000, {}, {"x": "invalid"}),
+    ]
+    for r in readings:
+        outbox.add(r, measurement="road weather", tags={"z": "1", "a": "ü"})
+    outbox.flush()
+    [msg] = outbox.take()
+    config = GatewayConfig(
+        id="gw-1", devices=(), mqtt=MqttConfig(host="h", port=1, client_id="c"),
+    )
+    publisher = Publisher(config, outbox)
+    assert publisher._payload(msg) == build_json(
+        "gw-1", "rws-1", "road weather", {"a": "ü", "z": "1"}, readings
+    )
+
+
+def test_non_finite_values_become_invalid_instead_of_breaking_json(outbox: Outbox) -> None:
+    outbox.add(Reading("a", 1, {"x": float("nan"), "y": 1.0}), measurement="m", tags={})
+    outbox.flush()
+    [msg] = outbox.take()
+    assert msg.readings[0].values == {"y": 1.0}
+    assert msg.readings[0].quality == {"x": "invalid"}
