@@ -33,10 +33,12 @@ import logging
 import signal
 import ssl
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiomqtt
+import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -162,14 +164,17 @@ class Bridge:
 
     def __post_init__(self) -> None:
         self._batch = Batch()
-        self._queue: asyncio.Queue[Batch] = asyncio.Queue(maxsize=1)
+        self._ready: deque[Batch] = deque()  # full batches waiting for a writer
+        self._ready_event = asyncio.Event()
+        self._busy = 0  # writers writing a batch now
+        self._accepting = True
         self._client: aiomqtt.Client | None = None
         self._sink: Sink | None = None
         self._deadletters: DeadLetters | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._writers: list[asyncio.Task[Any]] = []
         self._session: asyncio.Task[Any] | None = None
-        self._consume: asyncio.Task[Any] | None = None
+        self._stop_consuming = asyncio.Event()
         self._stopping = False
         self._leave = asyncio.Event()
         self._metrics = _Metrics()
@@ -243,14 +248,17 @@ class Bridge:
     async def shutdown(self) -> None:
         systemd.stopping()
         self._stopping = True
-        if self._consume is not None:
-            self._consume.cancel()
+        # Stop taking messages (those not taken stay unacknowledged and come again), hand
+        # the last partial batch to the writers and let them finish, still connected.
+        self._accepting = False
+        self._stop_consuming.set()
+        self._flush()
         drained = True
         if self._writers:
             try:
                 async with asyncio.timeout(self.drain_timeout):
-                    await self._flush()
-                    await self._queue.join()
+                    while self._ready or self._busy:
+                        await asyncio.sleep(0.02)
             except TimeoutError:
                 drained = False
         self._leave.set()
@@ -266,7 +274,7 @@ class Bridge:
         if not drained:
             log.warning(
                 "drain timed out after %ss; %d batch(es) left unacknowledged at the broker",
-                self.drain_timeout, self._queue.qsize() + 1,
+                self.drain_timeout, len(self._ready) + self._busy,
             )
         if self._sink is not None:
             await self._sink.close()
@@ -365,7 +373,11 @@ class Bridge:
             timeout=10,
         )
         # aiomqtt 2.5 has no manual-ack option; paho has (acks go out via client.ack).
-        client._client.manual_ack_set(True)
+        paho = client._client
+        paho.manual_ack_set(True)
+        # Take messages straight from paho's callback rather than through aiomqtt's queue
+        # and iterator, which cost a task per message.
+        paho.on_message = lambda _c, _u, message: self._on_message(client, message)
         return client
 
     async def _mqtt_session(self) -> None:
@@ -374,22 +386,29 @@ class Bridge:
             assert self.config is not None
             mqtt = self.config.mqtt
             client = self._make_client(mqtt)
+            # Set before connecting: a persistent session's queued messages may arrive
+            # before the SUBACK.
+            self._client = client
             try:
                 async with client:
                     await client.subscribe(subscription(mqtt), qos=mqtt.qos)
-                    self._client = client
                     self.stats.connected = True
                     self._metrics.connected(True)
                     log.info("connected to mqtt %s:%d as %r, subscribed to %r",
                              mqtt.host, mqtt.port, mqtt.client_id, subscription(mqtt))
                     backoff = 1.0
-                    self._consume = asyncio.create_task(self._consume_messages(client))
-                    await asyncio.wait({self._consume})
+                    stop = asyncio.ensure_future(self._stop_consuming.wait())
+                    try:
+                        await asyncio.wait({client._disconnected, stop},
+                                           return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        stop.cancel()
                     if self._stopping:
                         # Stay connected while the writers drain, so they can acknowledge.
                         await self._leave.wait()
                         return
-                    self._consume.result()  # re-raises the MqttError that ended it
+                    exc = client._disconnected.exception()
+                    raise aiomqtt.MqttError(f"disconnected: {exc}")
             except aiomqtt.MqttError as exc:
                 if self._stopping:
                     return
@@ -401,33 +420,38 @@ class Bridge:
                 self._metrics.connected(False)
                 # Unwritten messages of the lost connection come again after reconnecting.
                 self._batch = Batch()
+                self._ready = deque(b for b in self._ready if b.messages[0].client is not client)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, RECONNECT_MAX)
 
-    async def _consume_messages(self, client: aiomqtt.Client) -> None:
-        assert self.config is not None and self._deadletters is not None
-        decode = ingest.decode_message
-        async for message in client.messages:
+    def _on_message(self, client: aiomqtt.Client, message: mqtt.MQTTMessage) -> None:
+        """paho's on_message, on the event loop: decode at once, add to the batch.
+
+        No queue and no task per message: the broker's receive window (receive_maximum
+        unacknowledged messages) bounds what can pile up here while the writers are busy.
+        """
+        if not self._accepting or client is not self._client:
+            return  # not acknowledged: the broker delivers it again
+        try:
             self.stats.received += 1
             self._metrics.received()
-            topic = message.topic.value
             payload = message.payload
-            if not isinstance(payload, bytes | bytearray):
-                payload = str(payload).encode()
-            result = decode(topic, bytes(payload))
+            topic = message.topic
+            result = ingest.decode_message(topic, payload)
             batch = self._batch
             if not batch.messages:
                 batch.started = time.monotonic()
-            inbound = Inbound(client, message.mid, message.qos, topic, len(batch.lines))
-            batch.messages.append(inbound)
-            if isinstance(result, ingest.Rejected):
-                self._dead_letter(topic, result.reason, bytes(payload), result.detail)
+            batch.messages.append(Inbound(client, message.mid, message.qos, topic,
+                                          len(batch.lines)))
+            if result.__class__ is list:
+                batch.lines.extend(result)  # type: ignore[arg-type]
             else:
-                batch.lines.extend(result)
-            cfg = self.config
-            if (len(batch.lines) >= cfg.influxdb.batch_size
-                    or len(batch.messages) >= max(1, cfg.mqtt.receive_maximum // 4)):
-                await self._flush()
+                assert isinstance(result, ingest.Rejected)
+                self._dead_letter(topic, result.reason, payload, result.detail)
+            if len(batch.lines) >= self._max_points or len(batch.messages) >= self._max_messages:
+                self._flush()
+        except Exception:
+            log.exception("handling a message failed; it stays unacknowledged")
 
     def _dead_letter(self, topic: str, reason: str, payload: bytes, detail: str) -> None:
         assert self._deadletters is not None
@@ -438,12 +462,25 @@ class Bridge:
 
     # -- batching and writing ----------------------------------------------------------
 
-    async def _flush(self) -> None:
+    def _flush(self) -> None:
         batch = self._batch
         if not batch.messages:
             return
         self._batch = Batch()
-        await self._queue.put(batch)
+        self._ready.append(batch)
+        self._ready_event.set()
+
+    @property
+    def _max_points(self) -> int:
+        assert self.config is not None
+        return self.config.influxdb.batch_size
+
+    @property
+    def _max_messages(self) -> int:
+        # Leave room in the receive window for the batches being written, so it never
+        # fills up with messages that only a timer would flush.
+        assert self.config is not None
+        return max(1, self.config.mqtt.receive_maximum // (WRITERS + 1))
 
     async def _ticker(self) -> None:
         while True:
@@ -452,17 +489,21 @@ class Bridge:
             await asyncio.sleep(max(0.01, interval / 4))
             batch = self._batch
             if batch.messages and time.monotonic() - batch.started >= interval:
-                await self._flush()
+                self._flush()
 
     async def _writer(self) -> None:
         while True:
-            batch = await self._queue.get()
+            while not self._ready:
+                self._ready_event.clear()
+                await self._ready_event.wait()
+            batch = self._ready.popleft()
+            self._busy += 1
             try:
                 await self._write_batch(batch)
             except Exception:
                 log.exception("writing a batch failed; its messages stay unacknowledged")
             finally:
-                self._queue.task_done()
+                self._busy -= 1
 
     async def _write_batch(self, batch: Batch) -> None:
         assert self._deadletters is not None
