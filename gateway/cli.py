@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -108,6 +109,10 @@ def dispatch(args: argparse.Namespace) -> int:
         return demo.run(args)
 
     path = args.config or default_config_path()
+    if command in ("run", "bridge"):
+        # Until the daemon's event loop installs its own handlers, a SIGTERM (systemd
+        # stopping us during start-up) means: nothing polled yet, exit cleanly with 0.
+        signal.signal(signal.SIGTERM, _exit_cleanly)
     if command == "bridge":
         if args.config is None and not os.environ.get("SENSEGATE_CONFIG"):
             path = "/etc/sensegate/bridge.yaml"
@@ -132,6 +137,10 @@ def dispatch(args: argparse.Namespace) -> int:
 
         return daemon.run(path)
     raise AssertionError(f"unhandled command {command!r}")
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(EXIT_OK)
 
 
 if __name__ == "__main__":

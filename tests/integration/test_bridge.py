@@ -364,10 +364,8 @@ def acl_broker(tmp: Path) -> Mosquitto:
         "\n"
         "pattern write sensegate/%u/#\n"
     )
-    # `user root`: a broker started as root keeps root and can read the test's temp files
-    # (otherwise it drops to user mosquitto); ignored when not started as root.
-    return Mosquitto(allow_anonymous=False,
-                     extra_conf=f"user root\npassword_file {pw}\nacl_file {acl}\n")
+    # tests/support/mosquitto.py keeps a root-started broker root, so it can read these files.
+    return Mosquitto(allow_anonymous=False, extra_conf=f"password_file {pw}\nacl_file {acl}\n")
 
 
 async def test_acl_one_gateway_cannot_publish_as_another(

@@ -17,7 +17,6 @@ from gateway.publish import Publisher
 from tests.integration.test_publish import (
     TAGS,
     Collector,
-    broker_conf,
     gw_config,
     running,
     wait_for,
@@ -32,8 +31,9 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def mosquitto() -> Iterator[Mosquitto]:
     """The broker keeps the collector's persistent session across stop/start (see
-    `broker_conf`): without it, what is published before the collector is back is lost."""
-    broker = Mosquitto(extra_conf=broker_conf())
+    tests/support/mosquitto.py): without it, what is published before the collector is back
+    is lost."""
+    broker = Mosquitto()
     broker.start()
     try:
         yield broker
@@ -49,7 +49,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 @pytest.fixture
 def tls_broker(pki: Pki) -> Iterator[tuple[Mosquitto, int]]:
     tls_port = free_port()
-    broker = Mosquitto(extra_conf=mosquitto_tls_conf(pki, tls_port) + broker_conf())
+    broker = Mosquitto(extra_conf=mosquitto_tls_conf(pki, tls_port))
     broker.start()
     try:
         yield broker, tls_port
@@ -108,7 +108,7 @@ async def test_tls_failures_are_one_clear_line(
 async def test_hostname_mismatch_refused_unless_insecure(pki: Pki, tmp_path: Path) -> None:
     tls_port = free_port()
     conf = mosquitto_tls_conf(pki, tls_port, require_certificate=False, misnamed=True)
-    with Mosquitto(extra_conf=conf + broker_conf()):
+    with Mosquitto(extra_conf=conf):
         strict = TlsConfig(ca_file=str(pki.ca_cert))
         async with running(gw_config(tls_port, tmp_path / "a", tls=strict)) as (_, publisher):
             await wait_for(lambda: publisher.last_error is not None)

@@ -31,15 +31,9 @@ REPO = Path(__file__).resolve().parents[2]
 TAGS = {"district": "xinwu", "lane": "north"}
 
 
-def broker_conf() -> str:
-    # Started as root, Mosquitto switches to user "mosquitto", which can read neither the
-    # test's password file nor its own persistence dir (both 0700 root): stay root.
-    return "user root\n" if os.geteuid() == 0 else ""
-
-
 @pytest.fixture
 def mosquitto() -> Iterator[Mosquitto]:
-    broker = Mosquitto(extra_conf=broker_conf())
+    broker = Mosquitto()
     broker.start()
     try:
         yield broker
@@ -266,7 +260,7 @@ def password_broker(tmp_path: Path) -> Mosquitto:
     subprocess.run(["mosquitto_passwd", "-b", str(pwfile), "gw", "s3cret-Pa55word"], check=True)
     pwfile.chmod(0o644)
     return Mosquitto(
-        allow_anonymous=False, extra_conf=f"password_file {pwfile}\n" + broker_conf()
+        allow_anonymous=False, extra_conf=f"password_file {pwfile}\n"
     )
 
 

@@ -7,6 +7,7 @@ broker keeps persistent sessions in memory across `stop(kill=False)` only when
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -31,6 +32,10 @@ class Mosquitto:
         self.conf = self.dir / "mosquitto.conf"
         self.log = self.dir / "mosquitto.log"
         lines = [
+            # As root, Mosquitto drops to user `mosquitto`, which can read neither its own
+            # 0700 persistence dir nor a password file the test wrote: persistent sessions
+            # would silently vanish across stop()/start(). Stay root instead.
+            *(["user root"] if os.geteuid() == 0 else []),
             f"listener {self.port} 127.0.0.1",
             f"allow_anonymous {'true' if allow_anonymous else 'false'}",
             f"persistence {'true' if persistence else 'false'}",
