@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import choose_encoder
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("sensegate.metrics")
 
 REQUEST_TIMEOUT = 10.0  # seconds to send the request head
 MAX_HEAD_BYTES = 16 * 1024

@@ -201,3 +201,71 @@ def test_kill_9_loses_nothing_that_was_committed(
     finally:
         gateway.kill()
         collector.close()
+
+
+def test_systemd_notify_watchdog_and_metrics_endpoint(
+    tmp_path: Path, broker: Mosquitto, sims: SimProcess
+) -> None:
+    """Under a (test-made) systemd: READY, STATUS, WATCHDOG at half of WATCHDOG_USEC, and
+    STOPPING; meanwhile /metrics counts scans and /healthz says ok."""
+    import os
+    import socket
+    import subprocess
+    import urllib.request
+
+    from bench._harness import PYTHON, ROOT
+
+    notify_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(notify_path))
+    sock.settimeout(0.5)
+    metrics_port = free_port()
+    config = tmp_path / "gateway.yaml"
+    config.write_text(gateway_yaml(
+        gateway_id=GATEWAY_ID, state_dir=tmp_path / "state", mqtt_port=broker.port,
+        metrics_port=metrics_port, devices=sims.devices()[:1], interval="200ms",
+    ))
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "2000000"}
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "gateway", "run", "-c", str(config)], cwd=ROOT, env=env,
+        stdout=subprocess.DEVNULL, stderr=(tmp_path / "gateway.log").open("wb"),
+    )
+    messages: list[str] = []
+
+    def receive_until(predicate: object, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():  # type: ignore[operator]
+                return True
+            try:
+                messages.append(sock.recv(4096).decode())
+            except TimeoutError:
+                pass
+        return bool(predicate())  # type: ignore[operator]
+
+    try:
+        assert receive_until(lambda: any("READY=1" in m for m in messages), 30)
+        assert receive_until(lambda: any("STATUS=" in m for m in messages), 5)
+        # WATCHDOG_USEC=2s: pings at least every second, so several within 4 s.
+        assert receive_until(lambda: sum("WATCHDOG=1" in m for m in messages) >= 3, 6)
+
+        def scrape(path: str) -> tuple[int, str]:
+            url = f"http://127.0.0.1:{metrics_port}{path}"
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                return resp.status, resp.read().decode()
+
+        assert wait_until(lambda: "sensegate_scans_total{" in scrape("/metrics")[1], 15)
+        status, text = scrape("/metrics")
+        assert status == 200
+        assert f'sensegate_scans_total{{device="{sims.devices()[0][0]}"}}' in text
+        assert "sensegate_outbox_pending_readings" in text
+        assert scrape("/healthz") == (200, "ok\n")
+
+        proc.send_signal(signal.SIGTERM)
+        assert receive_until(lambda: any("STOPPING=1" in m for m in messages), 15)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        sock.close()
