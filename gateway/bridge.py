@@ -29,12 +29,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import signal
 import ssl
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -44,8 +47,9 @@ from paho.mqtt.properties import Properties
 
 from gateway import ingest, systemd
 from gateway.deadletter import DeadLetters
-from gateway.errors import ConfigError, SensegateError, SinkError
+from gateway.errors import ConfigError, PublishError, SensegateError, SinkError
 from gateway.model import BridgeConfig, BridgeMqttConfig
+from gateway.mqtt_tls import build_tls_context, describe_mqtt_error
 from gateway.sink import Sink, create_sink, write_isolating
 
 log = logging.getLogger("sensegate.bridge")
@@ -59,6 +63,7 @@ STATUS_EVERY = 5.0
 BACKOFF_START = 0.5
 BACKOFF_MAX = 30.0
 RECONNECT_MAX = 30.0
+SUBSCRIPTION_FILE = "subscription.json"  # in state_dir: the filter this session holds
 
 
 def subscription(mqtt: BridgeMqttConfig) -> str:
@@ -69,14 +74,13 @@ def subscription(mqtt: BridgeMqttConfig) -> str:
 
 
 def tls_context(mqtt: BridgeMqttConfig) -> ssl.SSLContext | None:
+    """The broker TLS context (`gateway.mqtt_tls`, as the gateway's publisher), or None.
+
+    Raises `PublishError` naming the file (never its content) when a file cannot be used.
+    """
     if mqtt.tls is None:
         return None
-    ctx = ssl.create_default_context(cafile=mqtt.tls.ca_file)
-    if mqtt.tls.cert_file:
-        ctx.load_cert_chain(mqtt.tls.cert_file, mqtt.tls.key_file)
-    if mqtt.tls.insecure:
-        ctx.check_hostname = False
-    return ctx
+    return build_tls_context(mqtt.tls)
 
 
 @dataclass(slots=True)
@@ -177,6 +181,8 @@ class Bridge:
         self._stop_consuming = asyncio.Event()
         self._stopping = False
         self._leave = asyncio.Event()
+        self._force = asyncio.Event()  # a second SIGINT: cut the drain
+        self._busy_messages = 0  # messages in the batches being written now
         self._metrics = _Metrics()
         self._metrics_server: Any = None
         self._loaded_at = 0.0
@@ -206,6 +212,7 @@ class Bridge:
 
             self.config = load_bridge_config(self.config_path)
         cfg = self.config
+        tls_context(cfg.mqtt)  # unreadable TLS files: fail at start (exit 1), not later
         self._deadletters = DeadLetters(cfg.state_dir)
         self._deadletters._open()  # fail at start, not at the first dead letter
         self._sink = create_sink(cfg.influxdb, workers=WRITERS)
@@ -254,13 +261,18 @@ class Bridge:
         self._stop_consuming.set()
         self._flush()
         drained = True
-        if self._writers:
-            try:
-                async with asyncio.timeout(self.drain_timeout):
-                    while self._ready or self._busy:
-                        await asyncio.sleep(0.02)
-            except TimeoutError:
-                drained = False
+        if self._writers and (self._ready or self._busy):
+            log.info("stopping: writing %d taken message(s) before disconnecting, at most "
+                     "%.0fs (SIGINT again to stop at once)", self._pending_messages(),
+                     self.drain_timeout)
+            deadline = time.monotonic() + self.drain_timeout
+            while self._ready or self._busy:
+                if self._force.is_set() or time.monotonic() >= deadline:
+                    drained = False
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._force.wait(), 0.02)
+        left = self._pending_messages()
         self._leave.set()
         leftover = [t for t in [*self._writers, *self._tasks] if not t.done()]
         for task in leftover:
@@ -272,10 +284,10 @@ class Bridge:
                 self._session.cancel()
         await asyncio.gather(*leftover, return_exceptions=True)
         if not drained:
-            log.warning(
-                "drain timed out after %ss; %d batch(es) left unacknowledged at the broker",
-                self.drain_timeout, len(self._ready) + self._busy,
-            )
+            why = ("drain cut by a second SIGINT" if self._force.is_set()
+                   else f"drain timed out after {self.drain_timeout:g}s")
+            log.warning("%s; %d message(s) left unacknowledged at the broker (delivered "
+                        "again on the next start)", why, left)
         if self._sink is not None:
             await self._sink.close()
         if self._deadletters is not None:
@@ -304,6 +316,12 @@ class Bridge:
             systemd.ready(self._status_text())
             return
         old = self.config
+        try:
+            tls_context(new.mqtt)
+        except PublishError as exc:
+            log.error("reload refused: %s; old config kept", exc)
+            systemd.ready(self._status_text())
+            return
         if new.state_dir != old.state_dir:
             log.error("reload refused: state_dir changed; restart to apply")
             systemd.ready(self._status_text())
@@ -349,9 +367,15 @@ class Bridge:
 
     def _handle_exit(self, sig: signal.Signals) -> None:
         if sig == signal.SIGINT and self.should_exit.is_set():
+            # A second Ctrl-C: stop waiting for the writers, even mid-drain. Whatever is
+            # not acknowledged yet stays at the broker and comes again on the next start.
             self.force_exit = True
             self.drain_timeout = 0.0
+            self._force.set()
         self.should_exit.set()
+
+    def _pending_messages(self) -> int:
+        return sum(len(b.messages) for b in self._ready) + self._busy_messages
 
     # -- MQTT --------------------------------------------------------------------------
 
@@ -380,18 +404,53 @@ class Bridge:
         paho.on_message = lambda _c, _u, message: self._on_message(client, message)
         return client
 
+    async def _forget_old_subscription(self, client: aiomqtt.Client,
+                                       mqtt: BridgeMqttConfig) -> None:
+        """Unsubscribe the filter of an earlier config from this persistent session.
+
+        The broker keeps a session's subscriptions across connections: without this a
+        changed `subscribe` or `shared_group` (by SIGHUP or across a restart) would add to
+        the old filter instead of replacing it. The last filter is kept in `state_dir`.
+        """
+        assert self.config is not None
+        path = Path(self.config.state_dir) / SUBSCRIPTION_FILE
+        session = {"host": mqtt.host, "port": mqtt.port, "client_id": mqtt.client_id}
+        current = subscription(mqtt)
+        try:
+            previous = json.loads(path.read_text())
+        except (OSError, ValueError):
+            previous = None
+        if isinstance(previous, dict) and previous.get("filter") != current and all(
+            previous.get(k) == v for k, v in session.items()
+        ):
+            old = str(previous.get("filter"))
+            await client.unsubscribe(old)
+            log.info("unsubscribed %r (no longer in the config)", old)
+        if previous != {**session, "filter": current}:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({**session, "filter": current}) + "\n")
+            os.replace(tmp, path)
+
     async def _mqtt_session(self) -> None:
         backoff = 1.0
         while not self._stopping:
             assert self.config is not None
             mqtt = self.config.mqtt
-            client = self._make_client(mqtt)
+            try:
+                client = self._make_client(mqtt)
+            except PublishError as exc:  # a TLS file went missing since start-up
+                self.stats.last_error = str(exc)
+                log.error("%s; retrying in %.0fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, RECONNECT_MAX)
+                continue
             # Set before connecting: a persistent session's queued messages may arrive
             # before the SUBACK.
             self._client = client
             try:
                 async with client:
                     await client.subscribe(subscription(mqtt), qos=mqtt.qos)
+                    await self._forget_old_subscription(client, mqtt)
                     self.stats.connected = True
                     self._metrics.connected(True)
                     log.info("connected to mqtt %s:%d as %r, subscribed to %r",
@@ -409,11 +468,11 @@ class Bridge:
                         return
                     exc = client._disconnected.exception()
                     raise aiomqtt.MqttError(f"disconnected: {exc}")
-            except aiomqtt.MqttError as exc:
+            except (aiomqtt.MqttError, OSError) as exc:
                 if self._stopping:
                     return
-                log.warning("mqtt %s:%d: %s; reconnecting in %.0fs",
-                            mqtt.host, mqtt.port, exc, backoff)
+                self.stats.last_error = describe_mqtt_error(exc, mqtt.host, mqtt.port)
+                log.warning("%s; reconnecting in %.0fs", self.stats.last_error, backoff)
             finally:
                 self._client = None
                 self.stats.connected = False
@@ -498,12 +557,14 @@ class Bridge:
                 await self._ready_event.wait()
             batch = self._ready.popleft()
             self._busy += 1
+            self._busy_messages += len(batch.messages)
             try:
                 await self._write_batch(batch)
             except Exception:
                 log.exception("writing a batch failed; its messages stay unacknowledged")
             finally:
                 self._busy -= 1
+                self._busy_messages -= len(batch.messages)
 
     async def _write_batch(self, batch: Batch) -> None:
         assert self._deadletters is not None
