@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
 import sys
@@ -198,10 +197,9 @@ def run_soak(*, seconds: float = 300.0, seed: int = 1, devices: int = 8,
     record = work / "served.log"
     record.unlink(missing_ok=True)
     sims = start_simulators(devices, record=record)
-    # As root, Mosquitto drops to the `mosquitto` user and cannot write its persistence file
-    # into the test's 0700 temp dir ("Error: Permission denied"); stay root so sessions and
-    # queued messages really are saved across the broker restarts.
-    broker = Mosquitto(extra_conf="user root\n" if os.geteuid() == 0 else "")
+    # tests/support/mosquitto.py keeps a root-started broker root, so sessions and queued
+    # messages really are saved across the broker restarts.
+    broker = Mosquitto()
     influx = InfluxDB()
     gateway = bridge = None
     try:
