@@ -9,6 +9,12 @@ TCP gateway, a serial device server running RTU over TCP) share its link the sam
 A link connects lazily and reconnects with capped exponential backoff; while it waits to
 retry, transactions fail at once with a ``connection`` error instead of blocking the
 devices' scan loops.
+
+RTU frames carry no transaction id: an answer that arrives after the timeout would be
+taken for the answer to the next request to the same unit (the retry, or the next
+identical request). So after a transaction that got no valid answer, an RTU link
+(`Link.discard_late`) keeps listening for up to the timeout once more, and drops whatever
+arrives before the next request goes out.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from gateway.model import BusConfig, SerialSettings
 BACKOFF_MIN = 0.5  # seconds before the first reconnect attempt
 BACKOFF_MAX = 30.0  # cap of the exponential backoff
 _NEVER_DISCONNECT = 1 << 30  # pymodbus otherwise drops a TCP link after a few timeouts
+LATE_QUIET = 0.05  # a late answer is over once the line was silent this long
 
 
 def quiet_pymodbus() -> None:
@@ -70,6 +77,8 @@ class Link:
         self._next_attempt = 0.0
         self._last_error = ""
         self.received = b""  # bytes received during the current transaction
+        self.late_answers = 0  # answers (or bytes) discarded because they came too late
+        self._arrived = asyncio.Event()
 
     @property
     def connected(self) -> bool:
@@ -78,6 +87,7 @@ class Link:
     def _trace_packet(self, sending: bool, data: bytes) -> bytes:
         if not sending:
             self.received = data  # pymodbus hands over its whole receive buffer
+            self._arrived.set()
         return data
 
     def _build(self) -> ModbusBaseClient:
@@ -143,6 +153,37 @@ class Link:
             return False
         size = pdu_class.calculateRtuFrameSize(data)
         return bool(size) and len(data) == size
+
+    async def discard_late(self, window: float) -> bool:
+        """After a transaction without a valid answer: wait up to ``window`` for bytes that
+        arrive late (and, once some came, until the line is quiet), then drop them and
+        pymodbus's receive buffer, so the next request cannot take a late answer for its
+        own. Only RTU framing needs this (Modbus TCP answers carry a transaction id).
+        Call under the lock; returns whether anything arrived late."""
+        if self.framing != "rtu" or self._client is None:
+            return False
+        loop = asyncio.get_running_loop()
+        quiet = max(self.gap, LATE_QUIET)
+        deadline = loop.time() + window
+        seen = bool(self.received)  # a frame cut short: its rest may still be coming
+        late = False
+        self._arrived.clear()
+        while True:
+            now = loop.time()
+            wait = quiet if seen else deadline - now
+            if wait <= 0 or now > deadline + window:  # babbling: give up after 2 windows
+                break
+            try:
+                await asyncio.wait_for(self._arrived.wait(), wait)
+            except TimeoutError:
+                break
+            self._arrived.clear()
+            seen = late = True
+        if late:
+            self.late_answers += 1
+        self._client.ctx.recv_buffer = b""
+        self.received = b""
+        return late
 
     def drop(self, reason: str) -> None:
         """Close the connection; the next transaction reconnects (after the backoff)."""

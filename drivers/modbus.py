@@ -17,6 +17,15 @@ Timeouts, CRC errors and bad frames are retried ``retries`` times; exception res
 and connection failures are not. A device that answered nothing in its previous scan is
 *down*: it gets one attempt, and after its first request times out the rest of the scan
 is skipped, so a dead device costs a bus one timeout per scan, not one per request.
+
+Late answers (RTU, RTU over TCP): RTU frames carry no transaction id, so an answer that
+arrives after ``timeout`` would be taken for the answer to the next request to the unit.
+So after an attempt without a valid answer, before the retry, the rest of the scan or
+the next device's turn on the bus, the link listens up to ``timeout`` more and discards
+whatever arrives (`drivers.bus.Link.discard_late`); the error then says an answer came
+late, a hint to raise ``timeout``. A device that is down (nothing answered in its previous
+scan) skips the rest of its scan instead, so the wait costs a live device that fails up to
+one more timeout, and a dead one nothing.
 """
 
 from __future__ import annotations
@@ -113,10 +122,15 @@ class ModbusDriver(DeviceDriver):
             if skip is not None:
                 data: Sequence[Any] | DriverError = skip
             else:
-                data = await self._transact(prepared, retries=self.device.retries
-                                            if self._alive else 0)
+                data = await self._transact(
+                    prepared, retries=self.device.retries if self._alive else 0,
+                    guard_late=self._alive or answered,
+                )
                 ts = ts or time.time_ns()
             if isinstance(data, DriverError):
+                if data.kind == "late":
+                    answered = True  # slow, not dead: keep retrying and guarding the bus
+                    data = self._error(str(data), "timeout")
                 errors.append(data)
                 for name, _decoder, _offset, _size in prepared.points:
                     quality[name] = "bad"
@@ -144,8 +158,15 @@ class ModbusDriver(DeviceDriver):
         reading = Reading(self.device.name, ts or time.time_ns(), values, quality)
         return ScanResult(reading, raw, errors)
 
-    async def _transact(self, prepared: _Prepared, retries: int) -> Sequence[Any] | DriverError:
-        """One request under the link's lock: registers/bits, or why not."""
+    async def _transact(
+        self, prepared: _Prepared, retries: int, *, guard_late: bool = True
+    ) -> Sequence[Any] | DriverError:
+        """One request under the link's lock: registers/bits, or why not.
+
+        With ``guard_late`` (another request to this unit may follow), an attempt without a
+        valid answer is followed by `Link.discard_late`; an error whose answer came late has
+        kind ``late`` (the scan reports it as a ``timeout``).
+        """
         link = self.link
         timeout = self.device.timeout
         async with link.lock:
@@ -153,6 +174,7 @@ class ModbusDriver(DeviceDriver):
             if reason is not None:
                 return self._error(f"cannot connect to {link.name}: {reason}", "connection")
             error: DriverError | None = None
+            late = False
             try:
                 for _attempt in range(retries + 1):
                     result = await self._once(link, prepared, timeout)
@@ -161,7 +183,9 @@ class ModbusDriver(DeviceDriver):
                     error = result
                     if result.kind in ("exception", "connection"):
                         break
-                    if link.gap:
+                    if guard_late and await link.discard_late(timeout):
+                        late = True
+                    elif link.gap:
                         await asyncio.sleep(link.gap)
             finally:
                 link.transactions += 1
@@ -170,6 +194,9 @@ class ModbusDriver(DeviceDriver):
             assert error is not None
             if error.kind == "timeout" and retries:
                 error = self._error(f"{error} ({retries + 1} attempts)", "timeout")
+            if late and error.kind == "timeout":
+                error = self._error(f"{error}; an answer came too late and was discarded "
+                                    f"(timeout {timeout:g}s too short?)", "late")
             return error
 
     async def _once(

@@ -14,6 +14,10 @@ optional per-read hooks (e.g. a sequence number that increments at every read) a
 * ``crc``: answers a correct frame with its last byte flipped (a CRC error in RTU);
 * ``delay`` (any fault or none): waits this long before answering.
 
+A unit answers one request at a time, as a real device does: a request that arrives while
+the unit is still working on an earlier one (e.g. a late answer after the gateway's
+timeout) is answered after it, in order.
+
 Reads that touch an address outside ``0..size-1`` or listed in ``illegal`` answer
 exception 2 (illegal data address), as real devices do for holes in their map.
 
@@ -76,6 +80,7 @@ class SimUnit:
     exception_code: int = 2
     delay: float = 0.0
     reads: int = 0  # read requests answered or refused (not counted when silent)
+    busy: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     def __post_init__(self) -> None:
         for name, zero in (("holding", 0), ("input", 0), ("coil", False), ("discrete", False)):
@@ -184,8 +189,14 @@ class ModbusSimulator:
         unit = self.units.get(device_id)
         if unit is None or unit.fault == "silent":
             raise NoSuchIdException(f"unit {device_id} does not answer")
-        if unit.delay:
-            await asyncio.sleep(unit.delay)
+        async with unit.busy:  # one request at a time, as a real device
+            if unit.delay:
+                await asyncio.sleep(unit.delay)
+            return self._answer(unit, func_code, address, count)
+
+    def _answer(
+        self, unit: SimUnit, func_code: int, address: int, count: int
+    ) -> list[int] | list[bool] | ExcCodes:
         table = _FUNCTION_TABLES.get(func_code)
         if table is None:
             return ExcCodes.ILLEGAL_FUNCTION

@@ -10,7 +10,7 @@ import pytest
 from drivers import BusRegistry, create_driver
 from gateway.model import BusConfig, SerialSettings
 from gateway.simulator import ModbusRtuOverTcpSimulator, ModbusRtuSimulator
-from tests.support.modbus_sim import EXPECTED, load, rtu_device, tcp_device
+from tests.support.modbus_sim import EXPECTED, POINTS, load, rtu_device, tcp_device
 
 pytestmark = pytest.mark.integration
 
@@ -140,3 +140,72 @@ async def test_missing_port_is_a_connection_error() -> None:
     assert result.errors[0].kind == "connection"
     assert str(result.errors[0]).startswith("cannot connect to gone: ")
     assert set(result.reading.quality.values()) == {"bad"}
+
+
+async def _late_answer_is_discarded(driver: object, unit: object) -> None:
+    """A unit answers once after the timeout; the next identical request must get its own
+    answer, not the late one. The sequence number at holding 0 tells them apart: every
+    read the unit answers increments it."""
+    first = await driver.scan()  # type: ignore[attr-defined]
+    assert first.errors == []
+    seq = first.reading.values["seq"]
+    unit.delay = 0.35  # type: ignore[attr-defined]
+    late = await driver.scan()  # type: ignore[attr-defined]
+    unit.delay = 0.0  # type: ignore[attr-defined]
+    assert [e.kind for e in late.errors] == ["timeout"]
+    assert str(late.errors[0]).endswith(
+        "; an answer came too late and was discarded (timeout 0.2s too short?)")
+    assert "seq" not in late.reading.values
+    fresh = await driver.scan()  # type: ignore[attr-defined]
+    assert fresh.errors == []
+    # seq + 1 went out late and was discarded; this scan's own answer carries seq + 2
+    assert fresh.reading.values["seq"] == seq + 2
+    assert unit.reads == 3  # type: ignore[attr-defined]
+
+
+LATE_POINTS = tuple(p for p in POINTS if p.table == "holding")  # one request per scan
+
+
+async def test_late_rtu_answer_is_not_taken_for_the_next_request(
+    line: ModbusRtuSimulator, buses: BusRegistry
+) -> None:
+    driver = create_driver(
+        rtu_device("rs485-a", unit=1, timeout=0.2, retries=0, points=LATE_POINTS), None, buses
+    )
+    await _late_answer_is_discarded(driver, line.unit(1))
+
+
+async def test_late_rtu_answer_is_not_taken_for_the_retry(
+    line: ModbusRtuSimulator, buses: BusRegistry
+) -> None:
+    """With a retry the late answer would arrive while the retry waits: discarded too."""
+    unit = line.unit(1)
+    driver = create_driver(
+        rtu_device("rs485-a", unit=1, timeout=0.2, retries=1, points=LATE_POINTS), None, buses
+    )
+    seq = (await driver.scan()).reading.values["seq"]
+    unit.delay = 0.35
+    task = asyncio.ensure_future(driver.scan())
+    while unit.reads < 2:  # the first attempt is being answered late
+        await asyncio.sleep(0.01)
+    unit.delay = 0.0  # the retry is answered at once
+    result = await task
+    assert result.errors == []
+    assert result.reading.values["seq"] == seq + 2
+
+
+async def test_late_rtu_over_tcp_answer_is_discarded() -> None:
+    sim = ModbusRtuOverTcpSimulator([4])
+    load(sim.unit(4))
+    await sim.start()
+    buses = BusRegistry()
+    try:
+        driver = create_driver(
+            tcp_device(sim.port, unit=4, driver="modbus-rtu-over-tcp", timeout=0.2, retries=0,
+                       points=LATE_POINTS),
+            None, buses,
+        )
+        await _late_answer_is_discarded(driver, sim.unit(4))
+    finally:
+        await buses.close()
+        await sim.stop()
