@@ -78,13 +78,29 @@ class FailureLog:
         return bool(self._state)
 
 
-def where(device: DeviceConfig, bus: str | None = None) -> str:
-    """The ``device 'x' unit 3 bus 'rs485-a'`` prefix of log lines about ``device``."""
-    return DriverError("", device=device.name, unit=_unit_of(device), bus=bus).where()
+def where(device: DeviceConfig) -> str:
+    """The ``device 'x' unit 3 bus 'rs485-a'`` prefix of log lines about ``device``, the
+    same as `DriverError.where` of its errors (see `bus_label`, `unit_of`)."""
+    return DriverError("", device=device.name, unit=unit_of(device),
+                       bus=bus_label(device)).where()
 
 
-def _unit_of(device: DeviceConfig) -> int | None:
+def unit_of(device: DeviceConfig) -> int | None:
+    """The Modbus unit id; ``None`` for serial-line sensors, which have none."""
     return device.unit if device.driver != "serial-line" else None
+
+
+def bus_label(device: DeviceConfig) -> str | None:
+    """What a log line names as the device's bus: the RS-485 bus name (``rs485-a``), the
+    TCP endpoint (``tcp 10.0.0.21:502``, also for RTU over TCP) or the serial port of a
+    serial-line sensor (``/dev/ttyUSB1``)."""
+    if device.driver == "modbus-rtu":
+        return device.bus
+    if device.driver in ("modbus-tcp", "modbus-rtu-over-tcp"):
+        return f"tcp {device.host}:{device.port or 502}"
+    if device.serial is not None:
+        return device.serial.port
+    return None
 
 
 def create_driver(

@@ -15,6 +15,10 @@ taken for the answer to the next request to the same unit (the retry, or the nex
 identical request). So after a transaction that got no valid answer, an RTU link
 (`Link.discard_late`) keeps listening for up to the timeout once more, and drops whatever
 arrives before the next request goes out.
+
+Drivers `acquire` their link and `release` it when closed; a TCP endpoint no device uses
+any more is closed at once (a reload that removes its devices), an RS-485 bus link when
+the bus itself changes or goes (`BusRegistry.update`).
 """
 
 from __future__ import annotations
@@ -77,6 +81,7 @@ class Link:
         self._next_attempt = 0.0
         self._last_error = ""
         self.received = b""  # bytes received during the current transaction
+        self.users = 0  # drivers holding this link (`BusRegistry.acquire`)
         self.late_answers = 0  # answers (or bytes) discarded because they came too late
         self._arrived = asyncio.Event()
 
@@ -222,6 +227,20 @@ class BusRegistry:
         except KeyError:
             raise ValueError(f"unknown bus {name!r}") from None
 
+    def acquire(self, link: Link) -> Link:
+        """Count a driver as a user of ``link`` (until it calls `release`)."""
+        link.users += 1
+        return link
+
+    def release(self, link: Link) -> None:
+        """A driver is done with ``link``: a TCP endpoint no device uses is closed."""
+        link.users = max(0, link.users - 1)
+        if link.users == 0 and link.bus is None:
+            for key, known in list(self._links.items()):
+                if known is link:
+                    del self._links[key]
+            link.close()
+
     def bus(self, name: str) -> Link:
         """The link of RS-485 bus ``name``, shared by every device on it."""
         key = ("bus", name)
@@ -270,7 +289,8 @@ class BusRegistry:
         return link
 
     def update(self, buses: Iterable[BusConfig]) -> None:
-        """Take a reloaded bus list: links of changed or removed buses are closed."""
+        """Take a reloaded bus list: links of changed or removed buses are closed, and so
+        are TCP links no device uses any more."""
         new = {b.name: b for b in buses}
         for name, old in self._configs.items():
             if new.get(name) != old:
@@ -278,6 +298,15 @@ class BusRegistry:
                 if link is not None:
                     link.close()
         self._configs = new
+        for key, link in list(self._links.items()):
+            if link.bus is None and link.users == 0:
+                del self._links[key]
+                link.close()
+
+    @property
+    def links(self) -> list[Link]:
+        """The links open or ready to open (one per bus or TCP endpoint in use)."""
+        return list(self._links.values())
 
     async def close(self) -> None:
         for link in self._links.values():

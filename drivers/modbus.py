@@ -38,7 +38,7 @@ from typing import Any
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.framer import FramerRTU
 
-from drivers.base import DeviceDriver, FailureLog, ScanResult, where
+from drivers.base import DeviceDriver, FailureLog, ScanResult, bus_label, where
 from drivers.bus import BusRegistry, Link
 from gateway.decode import Decoder, build_decoder
 from gateway.errors import DriverError
@@ -89,24 +89,28 @@ class ModbusDriver(DeviceDriver):
         if device.driver == "modbus-rtu":
             if device.bus is None:
                 raise ValueError(f"device {device.name!r} has no bus")
-            self.link: Link = buses.bus(device.bus)
+            link: Link = buses.bus(device.bus)
         elif device.driver in ("modbus-tcp", "modbus-rtu-over-tcp"):
             if device.host is None:
                 raise ValueError(f"device {device.name!r} has no host")
-            self.link = buses.tcp(
+            link = buses.tcp(
                 device.host, device.port or 502, rtu=device.driver == "modbus-rtu-over-tcp"
             )
         else:
             raise ValueError(f"device {device.name!r} is not a modbus device")
         self.unit = device.unit
         self.requests = tuple(_Prepared(r) for r in plan_device(device))
-        self.where = where(device, self.link.bus)
+        self.link = buses.acquire(link)
+        self.bus = bus_label(device)
+        self.where = where(device)
+        self._buses = buses
+        self._closed = False
         self._log = FailureLog()
         self._alive = True  # answered anything in the previous scan
 
     def _error(self, message: str, kind: str, code: int | None = None) -> DriverError:
         return DriverError(
-            message, device=self.device.name, unit=self.unit, bus=self.link.bus, kind=kind,
+            message, device=self.device.name, unit=self.unit, bus=self.bus, kind=kind,
             code=code,
         )
 
@@ -262,4 +266,7 @@ class ModbusDriver(DeviceDriver):
         )
 
     async def close(self) -> None:
-        """Links are shared and belong to the `BusRegistry`; nothing of our own to close."""
+        """Let go of the shared link (the `BusRegistry` closes a TCP link nobody uses)."""
+        if not self._closed:
+            self._closed = True
+            self._buses.release(self.link)

@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import serial_asyncio_fast
 
-from drivers.base import DeviceDriver, FailureLog, ScanResult, where
+from drivers.base import DeviceDriver, FailureLog, ScanResult, bus_label, where
 from drivers.bus import BACKOFF_MAX, BACKOFF_MIN, describe_os_error
 from gateway.errors import DriverError
 from gateway.model import DeviceConfig, PointConfig, Reading, Value
@@ -99,7 +99,8 @@ class SerialLineDriver(DeviceDriver):
         self._noise_this_scan = 0
 
     def _error(self, message: str, kind: str) -> DriverError:
-        return DriverError(message, device=self.device.name, kind=kind)
+        return DriverError(message, device=self.device.name, bus=bus_label(self.device),
+                           kind=kind)
 
     async def _open(self) -> DriverError | None:
         if self._writer is not None:

@@ -263,6 +263,11 @@ class ModbusTcpSimulator(ModbusSimulator):
         self.host = host
         self.port = port  # 0: a free port, known after start (and kept across restarts)
 
+    @property
+    def connections(self) -> int:
+        """Clients connected now."""
+        return len(self._server.active_connections) if self._server is not None else 0
+
     async def start(self) -> None:
         address = (self.host, self.port)
         server = ModbusTcpServer(self._context, address=address, **self._server_kwargs())

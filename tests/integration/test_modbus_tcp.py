@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 
 import pytest
 
 from drivers import BusRegistry, create_driver
+from gateway.model import GatewayConfig, MqttConfig, Reading
+from gateway.scheduler import Poller
 from gateway.simulator import ModbusTcpSimulator
 from tests.support.modbus_sim import EXPECTED, load, tcp_device
 
@@ -68,10 +71,11 @@ async def test_exception_costs_only_its_request(
     [error] = result.errors
     assert (error.kind, error.code) == ("exception", 2)
     assert str(error) == "modbus exception 2 illegal data address reading input 100..100"
-    assert error.where() == "device 'dev' unit 1"
+    # the bus of a TCP device is its endpoint, in the error and in the log line
+    assert error.where() == f"device 'dev' unit 1 bus 'tcp 127.0.0.1:{sim.port}'"
     lines = [r.getMessage() for r in caplog.records]
-    assert lines == ["device 'dev' unit 1: modbus exception 2 illegal data address "
-                     "reading input 100..100"]
+    assert lines == [f"device 'dev' unit 1 bus 'tcp 127.0.0.1:{sim.port}': modbus exception 2 "
+                     "illegal data address reading input 100..100"]
 
 
 @pytest.mark.parametrize(
@@ -156,3 +160,46 @@ async def test_server_gone_mid_run(sim: ModbusTcpSimulator, buses: BusRegistry) 
     result = await driver.scan()
     assert result.errors and result.errors[0].kind in ("connection", "timeout")
     assert set(result.reading.quality.values()) == {"bad"}
+
+
+async def test_link_closes_when_its_last_device_closes(
+    sim: ModbusTcpSimulator, buses: BusRegistry
+) -> None:
+    one = create_driver(tcp_device(sim.port, name="a", unit=1), None, buses)
+    two = create_driver(tcp_device(sim.port, name="b", unit=2), None, buses)
+    assert (await one.scan()).errors == [] and (await two.scan()).errors == []
+    link = buses.tcp("127.0.0.1", sim.port)
+    await one.close()
+    assert link.connected and buses.links == [link]  # still used by "b"
+    await two.close()
+    assert not link.connected and buses.links == []
+    await _until(lambda: sim.connections == 0)
+
+
+async def _until(condition: Callable[[], bool], limit: float = 5.0) -> None:
+    for _ in range(int(limit / 0.02)):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    assert condition()
+
+
+async def test_reload_closes_the_link_of_a_removed_device(buses: BusRegistry) -> None:
+    """A reload that removes the only device behind an endpoint closes its connection now,
+    not at shutdown; the other endpoint's connection stays up."""
+    async with ModbusTcpSimulator([1]) as kept, ModbusTcpSimulator([1]) as removed:
+        devices = (replace(tcp_device(kept.port, name="kept"), interval=0.05),
+                   replace(tcp_device(removed.port, name="removed"), interval=0.05))
+        config = GatewayConfig("gw", MqttConfig("127.0.0.1", 1883, "c"), devices)
+        readings: list[Reading] = []
+        poller = Poller(config, readings.append, bus_factory=lambda _config: buses)
+        await poller.start()
+        try:
+            await _until(lambda: {r.device for r in readings} == {"kept", "removed"})
+            assert kept.connections == removed.connections == 1
+            await poller.apply(replace(config, devices=devices[:1]))
+            await _until(lambda: removed.connections == 0)
+            assert [link.name for link in buses.links] == [f"127.0.0.1:{kept.port}"]
+            assert kept.connections == 1
+        finally:
+            await poller.stop()

@@ -87,8 +87,8 @@ async def test_exception_exits_1_with_reason(site) -> None:
     code, out, err = await sensegate("read", "-c", path, "rws-1")
     assert code == 1
     assert "level" in out and "bad" in out
-    assert ("error: device 'rws-1' unit 1: modbus exception 2 illegal data address "
-            "reading input 100..100") in err
+    assert (f"error: device 'rws-1' unit 1 bus 'tcp 127.0.0.1:{sim.port}': modbus exception 2 "
+            "illegal data address reading input 100..100") in err
 
 
 async def test_timeout_exits_1(site) -> None:

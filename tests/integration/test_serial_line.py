@@ -94,9 +94,10 @@ async def test_noise_is_counted_and_logged_once(
             assert result.reading.values == {"pm25": 1.5, "pm10": 2.0, "n": 1}
             assert result.errors == []
         assert clean.errors == []
+        where = f"device 'pm-1' bus '{polled.path}'"  # a sensor's bus is its serial port
         assert [r.getMessage() for r in caplog.records] == [
-            "device 'pm-1': 1 line(s) not matching the pattern",
-            "device 'pm-1': no more noise on the line",
+            f"{where}: 1 line(s) not matching the pattern",
+            f"{where}: no more noise on the line",
         ]
     finally:
         await driver.close()
