@@ -535,7 +535,7 @@ class _GatewayBuilder:
             unit=unit if unit is not None else 1,
             host=host, port=port if driver in TCP_DRIVERS else None,
             bus=bus, serial=serial,
-            request=request.encode("utf-8") if request is not None else None,
+            request=request,  # bytes: escapes read by the schema
             pattern=pattern,
             max_gap=setting("max_gap", 10), max_registers=max_registers,
             profile=d.get("profile"),

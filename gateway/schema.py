@@ -162,8 +162,11 @@ DEVICE = obj("one sensor or meter", {
                 aliases=f.aliases, noun=f.noun, minimum=f.minimum, maximum=f.maximum,
                 positive=f.positive, drivers=_SERIAL)
        for k, f in _SERIAL_LINE_FIELDS.items()},
-    "request": Field("str", "sent every interval (e.g. \"R\\r\\n\"); absent: the sensor "
-                     "streams", drivers=_SERIAL),
+    "request": Field("escaped", "sent every interval; absent: the sensor streams. C-style "
+                     "escapes are read whatever the YAML quoting: `\\r`, `\\n`, `\\t`, `\\xHH` "
+                     "(one byte), `\\\\` (a backslash), so `'R\\r\\n'`, `R\\r\\n` and "
+                     "`\"R\\r\\n\"` all send R, CR, LF; other characters are sent as UTF-8",
+                     drivers=_SERIAL),
     "pattern": Field("regex", "regular expression with one named group per point",
                      drivers=_SERIAL),
     "interval": Field("duration", "time between scans", default=1.0, positive=True),
@@ -355,6 +358,7 @@ _KIND_NOUN = {
     "str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
     "duration": "a duration", "size": "a size", "listen": "a HOST:PORT address",
     "port": "a port", "regex": "a regular expression", "enum": "a value",
+    "escaped": "a string",
     "object": "a mapping", "list": "a list", "map": "a mapping",
 }
 
@@ -539,6 +543,42 @@ def _check_regex(node: Node, path: str, f: Field, issues: list[ConfigIssue]) -> 
     return node.value
 
 
+_ESCAPES = {"r": b"\r", "n": b"\n", "t": b"\t", "\\": b"\\"}
+_ESCAPE = re.compile(r"\\(x[0-9A-Fa-f]{2}|[rnt\\]|x[0-9A-Fa-f]?|.?)", re.DOTALL)
+
+
+def unescape(text: str) -> bytes:
+    """``R\\r\\n`` -> ``b"R\\r\\n"``: C-style escapes (``\\r \\n \\t \\xHH \\\\``) become the
+    bytes they name, everything else is UTF-8. Raises ``ValueError`` naming the first bad
+    escape and its position."""
+    out = bytearray()
+    pos = 0
+    for match in _ESCAPE.finditer(text):
+        out += text[pos:match.start()].encode("utf-8")
+        code = match.group(1)
+        if len(code) == 3 and code[0] == "x":
+            out.append(int(code[1:], 16))
+        elif code in _ESCAPES:
+            out += _ESCAPES[code]
+        else:
+            raise ValueError(f"unknown escape '\\{code}' at position {match.start()}")
+        pos = match.end()
+    out += text[pos:].encode("utf-8")
+    return bytes(out)
+
+
+def _check_escaped(node: Node, path: str, f: Field, issues: list[ConfigIssue]) -> Any:
+    text = _check_str(node, path, f, issues)
+    if text is INVALID:
+        return INVALID
+    try:
+        return unescape(text)
+    except ValueError as exc:
+        issues.append(node.issue(path, f"{describe(node)} has an {exc}; use \\r, \\n, \\t, "
+                                       "\\xHH or \\\\"))
+        return INVALID
+
+
 def _check_map(node: Node, path: str, f: Field, issues: list[ConfigIssue]) -> Any:
     if node.kind != MAPPING:
         issues.append(_type_issue(node, path, f))
@@ -612,6 +652,7 @@ _CHECKERS = {
     "str": _check_str, "int": _check_int, "float": _check_float, "bool": _check_bool,
     "duration": _check_duration, "size": _check_size, "enum": _check_enum,
     "listen": _check_listen, "port": _check_port, "regex": _check_regex, "map": _check_map,
+    "escaped": _check_escaped,
     "list": _check_list, "object": _check_object,
 }
 
@@ -658,7 +699,7 @@ def json_schema(f: Field) -> dict[str, Any]:
     elif f.kind == "enum":
         spellings = [*f.aliases, *(a.upper() for a in f.aliases)]
         doc = {"enum": list(dict.fromkeys([*f.choices, *spellings]))}
-    elif f.kind in ("str", "regex"):
+    elif f.kind in ("str", "regex", "escaped"):
         doc = {"type": "string"}
         if f.pattern:
             doc["pattern"] = f"^(?:{f.pattern})$"
@@ -682,7 +723,7 @@ def json_schema(f: Field) -> dict[str, Any]:
         doc = {"type": ["integer", "string"]}
     else:  # pragma: no cover - every kind is handled above
         raise AssertionError(f.kind)
-    if f.kind not in ("object", "list", "map", "str", "regex"):
+    if f.kind not in ("object", "list", "map", "str", "regex", "escaped"):
         doc = {"anyOf": [doc, _ENV_REF]}
     description = f.description
     if f.default_note:

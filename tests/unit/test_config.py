@@ -138,6 +138,46 @@ devices:
     assert pm.points[0].type == "float64" and pm.points[0].table is None
 
 
+SERIAL_DEVICE = r"""devices:
+  - name: pm-1
+    driver: serial-line
+    port: /dev/ttyUSB1
+    pattern: 'PM25=(?P<pm25>[\d.]+)'
+    points: [{name: pm25}]
+"""
+
+
+@pytest.mark.parametrize(("written", "sent"), [
+    pytest.param(r'"R\r\n"', b"R\r\n", id="double-quoted-yaml-escapes"),
+    pytest.param(r"'R\r\n'", b"R\r\n", id="single-quoted"),
+    pytest.param(r"R\r\n", b"R\r\n", id="plain-scalar"),
+    pytest.param(r'"R\\r\\n"', b"R\r\n", id="double-quoted-escaped-backslashes"),
+    pytest.param(r"'\x02READ\x03\t1'", b"\x02READ\x03\t1", id="hex-and-tab"),
+    pytest.param(r"'C:\\dir'", b"C:\\dir", id="backslash"),
+    pytest.param(r"'\xFF\xfe'", b"\xff\xfe", id="hex-any-case-raw-bytes"),
+    pytest.param("'Grüße'", "Grüße".encode(), id="non-ascii-utf8"),
+])
+def test_request_escapes_whatever_the_quoting(tmp_path: Path, written: str, sent: bytes) -> None:
+    text = HEAD + SERIAL_DEVICE + f"    request: {written}\n"
+    cfg = load_gateway_config(_write(tmp_path, text), env={})
+    assert cfg.device("pm-1").request == sent
+
+
+@pytest.mark.parametrize(("written", "message"), [
+    pytest.param(r"'R\q'", r"'R\q' has an unknown escape '\q' at position 1; use \r, \n, \t, "
+                           r"\xHH or \\", id="unknown-escape"),
+    pytest.param(r"'R\x4'", r"'R\x4' has an unknown escape '\x4' at position 1; use \r, \n, "
+                            r"\t, \xHH or \\", id="short-hex"),
+    pytest.param(r"'R\'", r"'R\' has an unknown escape '\' at position 1; use \r, \n, \t, "
+                          r"\xHH or \\", id="trailing-backslash"),
+])
+def test_bad_request_escapes_are_config_errors(
+    tmp_path: Path, written: str, message: str
+) -> None:
+    text = HEAD + SERIAL_DEVICE + f"    request: {written}\n"
+    assert _errors(tmp_path, text) == [f"gateway.yaml:9:14: devices[0].request: {message}"]
+
+
 def test_strings_keep_their_source_text(tmp_path: Path) -> None:
     cfg = load_gateway_config(_write(tmp_path, """gateway: {id: 017, tags: {floor: 3}}
 mqtt: {host: broker, username: 0042}
