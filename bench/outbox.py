@@ -45,9 +45,8 @@ TAGS = {"district": "xinwu", "site": "bench"}
 
 @contextlib.contextmanager
 def mosquitto() -> Iterator[Mosquitto]:
-    """A broker on a free port (staying root when started as root, see tests)."""
-    extra = "user root\n" if os.geteuid() == 0 else ""
-    broker = Mosquitto(persistence=False, extra_conf=extra)
+    """A broker on a free port (tests.support.mosquitto stays root when run as root)."""
+    broker = Mosquitto(persistence=False)
     try:
         yield broker
     finally:

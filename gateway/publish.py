@@ -329,7 +329,7 @@ class Publisher:
             # the stream forever. Config validation makes this unreachable in practice.
             log.error(
                 "dropping %d readings of device %r that cannot be published: %s",
-                len(message.ids), message.device, exc,
+                message.count, message.device, exc,
             )
             self._count("publish_errors_total")
             self._outbox.ack(message)
@@ -357,7 +357,7 @@ class Publisher:
                 "json", config.id, message.device, message.measurement, message.tags,
                 message.readings,
             )
-        return b"".join((head[:-2], message.json_readings().encode("utf-8"), b"]}"))
+        return b"".join((head[:-2], message.json_readings(), b"]}"))
 
     async def _publish(
         self, client: aiomqtt.Client, message: OutboxMessage, topic: str, payload: bytes
@@ -374,9 +374,9 @@ class Publisher:
         else:
             self._outbox.ack(message)
             self.published_messages += 1
-            self.published_readings += len(message.ids)
+            self.published_readings += message.count
             self._count("published_messages_total")
-            self._count("published_readings_total", len(message.ids))
+            self._count("published_readings_total", message.count)
         finally:
             self._inflight_bytes -= message.size
             self._wake.set()

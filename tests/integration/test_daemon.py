@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import random
 import signal
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ import paho.mqtt.client as paho
 import pytest
 
 from bench._harness import Proc, SimProcess, gateway_yaml, wait_until
+from gateway.buffer import committed_readings
 from tests.support.mosquitto import Mosquitto
 from tests.support.ports import free_port
 
@@ -93,11 +93,7 @@ def write_config(path: Path, state: Path, broker: Mosquitto, devices: list[tuple
 
 def committed_rows(state: Path) -> set[tuple[str, int]]:
     """(device, ts) of every reading in the outbox file: what the dead gateway had committed."""
-    conn = sqlite3.connect(state / "outbox.db")
-    try:
-        return {(d, int(ts)) for d, ts in conn.execute("SELECT device, ts FROM readings")}
-    finally:
-        conn.close()
+    return committed_readings(str(state))
 
 
 def test_sigterm_stops_cleanly_and_leaves_offline_status(

@@ -172,7 +172,7 @@ async def test_max_bytes_during_an_outage_drops_oldest_counted_and_bounded_on_di
                  asyncio.create_task(publisher.run())]
         values = {f"p{i}": 1000.0 + i for i in range(20)}
         added, peak = 0, 0
-        for _ in range(60):
+        for _ in range(100):  # ~3 MiB of readings on disk: past the bound
             for _ in range(100):
                 added += 1
                 outbox.add(Reading(f"d{added % 5}", added, dict(values)),

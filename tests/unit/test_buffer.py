@@ -84,8 +84,11 @@ def test_take_respects_max_messages_and_never_offers_twice(outbox: Outbox) -> No
     first = outbox.take(2)
     assert len(first) == 2
     rest = all_messages(outbox)
-    ids = [i for m in first + rest for i in m.ids]
-    assert len(ids) == len(set(ids)) == 50
+    parts = [p for m in first + rest for p in m.parts]
+    assert len(parts) == len(set(parts))
+    offered = [(m.device, r.ts) for m in first + rest for r in m.readings]
+    assert len(offered) == len(set(offered)) == 50
+    assert sum(m.count for m in first + rest) == 50
 
 
 def test_ack_deletes_on_next_commit_and_rewind_offers_only_unacked(
@@ -373,3 +376,80 @@ def test_non_finite_values_become_invalid_instead_of_breaking_json(outbox: Outbo
     [msg] = outbox.take()
     assert msg.readings[0].values == {"y": 1.0}
     assert msg.readings[0].quality == {"x": "invalid"}
+
+
+def make_v1_outbox(state_dir: Path, rows: list[tuple[str, int, str, str | None]]) -> None:
+    """An outbox in format version 1 (one row per reading) with pending rows."""
+    conn = sqlite3.connect(state_dir / "outbox.db", isolation_level=None)
+    conn.execute("PRAGMA page_size=4096")
+    conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+    conn.execute("PRAGMA journal_mode=WAL")
+    for statement in buffer._SCHEMA_V1:
+        conn.execute(statement)
+    conn.execute("UPDATE meta SET value = 7 WHERE key = 'dropped'")
+    tags = '{"district":"xinwu","lane":"north"}'
+    conn.executemany(
+        "INSERT INTO readings (device, measurement, tags, ts, vals, quality, size) "
+        "VALUES (?, 'm', ?, ?, ?, ?, ?)",
+        [(d, tags, ts, vals, q, len(vals) + 60) for d, ts, vals, q in rows],
+    )
+    conn.execute(f"PRAGMA application_id={buffer.APPLICATION_ID}")
+    conn.execute("PRAGMA user_version=1")
+    conn.close()
+
+
+def test_version_1_outbox_is_migrated_and_its_rows_are_offered(tmp_path: Path) -> None:
+    rows = [("a", ts, f'{{"t":{ts}.5}}', None) for ts in range(1, 301)]
+    rows += [("b", 5, '{"x":1}', '{"y":"bad"}'), ("a", 301, "{}", '{"t":"invalid"}')]
+    make_v1_outbox(tmp_path, rows)
+    assert buffer.committed_readings(str(tmp_path)) == {(d, ts) for d, ts, _, _ in rows}
+    assert read_status(str(tmp_path), OutboxConfig())["readings"] == len(rows)
+    box = Outbox.open(str(tmp_path), OutboxConfig(max_message_bytes=4096))
+    try:
+        conn = sqlite3.connect(tmp_path / "outbox.db")
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == FORMAT_VERSION == 2
+        assert conn.execute(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'readings'"
+        ).fetchone()[0] == 0
+        conn.close()
+        stats = box.stats()
+        assert (stats.pending_readings, stats.dropped) == (len(rows), 7)
+        assert buffer.committed_readings(str(tmp_path)) == {(d, ts) for d, ts, _, _ in rows}
+        msgs = all_messages(box)
+        got = [(m.device, r.ts, r.values, r.quality) for m in msgs for r in m.readings]
+        assert [g for g in got if g[0] == "a"] == (
+            [("a", ts, {"t": ts + 0.5}, {}) for ts in range(1, 301)]
+            + [("a", 301, {}, {"t": "invalid"})]
+        )
+        assert [g for g in got if g[0] == "b"] == [("b", 5, {"x": 1}, {"y": "bad"})]
+        for m in msgs:
+            box.ack(m)
+        box.flush()
+        assert box.stats().pending_readings == 0
+        assert buffer.committed_readings(str(tmp_path)) == set()
+    finally:
+        box.close()
+
+
+def test_partly_acked_chunk_survives_a_restart_without_its_acked_part(tmp_path: Path) -> None:
+    box = Outbox.open(str(tmp_path), OutboxConfig())
+    fill(box, "a", 3)
+    fill(box, "b", 2)
+    box.flush()  # one chunk, two parts
+    [a] = [m for m in box.take() if m.device == "a"]
+    box.ack(a)
+    box.flush()  # records the acked part
+    assert buffer.committed_readings(str(tmp_path)) == {("b", 1), ("b", 2)}
+    assert read_status(str(tmp_path), OutboxConfig())["readings"] == 2
+    box._writer.close()  # as after kill -9: no close(), no final commit
+    box = Outbox.open(str(tmp_path), OutboxConfig())
+    try:
+        assert box.stats().pending_readings == 2
+        [b] = box.take()
+        assert (b.device, [r.ts for r in b.readings]) == ("b", [1, 2])
+        box.ack(b)
+        box.flush()
+        assert box.stats().pending_readings == 0
+        assert box._writer.execute("SELECT count(*) FROM chunks").fetchone()[0] == 0
+    finally:
+        box.close()
