@@ -15,6 +15,7 @@ import logging
 import signal
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway import systemd
 from gateway.config import load_gateway_config
@@ -60,6 +61,8 @@ class Daemon:
     config_path: str
     drain_timeout: float = 10.0
     install_signals: bool = True  # False when embedded (the demo owns the signals)
+    # keyword options of `gateway.publish.Publisher`, e.g. {"reconnect_max": 2.0}
+    publisher_options: dict[str, Any] = field(default_factory=dict)
     config: GatewayConfig | None = None
     started: bool = False
     should_exit: asyncio.Event = field(default_factory=asyncio.Event)
@@ -103,7 +106,9 @@ class Daemon:
         self._envelopes = envelopes(config)
         self.metrics = GatewayMetrics()
         self.outbox = Outbox.open(config.state_dir, config.outbox, metrics=self.metrics)
-        self.publisher = Publisher(config, self.outbox, metrics=self.metrics)
+        self.publisher = Publisher(
+            config, self.outbox, metrics=self.metrics, **self.publisher_options
+        )
         self.poller = Poller(config, self._sink, metrics=self.metrics)
         self._spawn(self.outbox.run_committer(), "outbox-committer")
         self._spawn(self.publisher.run(), "publisher")

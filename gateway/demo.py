@@ -430,8 +430,6 @@ class DemoDaemon(Daemon):
             self.tally(message.device).delivered += len(new)
 
         self.outbox.ack = counted_ack  # type: ignore[method-assign]
-        if hasattr(self.publisher, "_reconnect_max"):
-            self.publisher._reconnect_max = RECONNECT_CAP
 
     def tally(self, device: str) -> Tally:
         return self.tallies.setdefault(device, Tally())
@@ -570,7 +568,8 @@ class Demo:
             self.units = {d.name: {p.name: p.unit for p in d.points} for d in config.devices}
             self.drivers = {d.name: d.driver for d in config.devices}
 
-            self.daemon = DemoDaemon(str(path), install_signals=False)
+            self.daemon = DemoDaemon(str(path), install_signals=False,
+                                     publisher_options={"reconnect_max": RECONNECT_CAP})
             daemon_task = asyncio.create_task(self.daemon.run(), name="demo-gateway")
             while not self.daemon.started and not daemon_task.done():
                 await asyncio.sleep(0.05)

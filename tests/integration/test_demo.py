@@ -57,3 +57,42 @@ def test_demo_survives_a_broker_outage_without_losing_readings() -> None:
     state = re.search(r"outbox in (\S+)/state", proc.stderr)
     assert state is not None, detail
     assert not Path(state.group(1)).exists()
+
+
+class _RecordingPublisher:
+    """Stands in for gateway.publish.Publisher and keeps what it was built with."""
+
+    built: list[dict[str, object]] = []
+
+    def __init__(self, config: object, outbox: object, **options: object) -> None:
+        self.built.append(options)
+        self.connected = False
+
+    async def run(self) -> None:
+        return None
+
+    async def stop(self, timeout: float) -> None:
+        return None
+
+
+async def test_daemon_forwards_publisher_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo tunes the publisher through `Daemon(publisher_options=...)`, not by
+    reaching into its private attributes."""
+    import gateway.publish
+    from gateway.daemon import Daemon
+
+    monkeypatch.setattr(gateway.publish, "Publisher", _RecordingPublisher)
+    _RecordingPublisher.built.clear()
+    config = tmp_path / "gateway.yaml"
+    config.write_text(f"gateway: {{id: gw, state_dir: {tmp_path / 'state'}}}\n"
+                      "mqtt: {host: 127.0.0.1}\ndevices: []\n")
+    daemon = Daemon(str(config), install_signals=False,
+                    publisher_options={"reconnect_max": 2.0, "window": 7})
+    await daemon.startup()
+    await daemon.shutdown()
+    assert len(_RecordingPublisher.built) == 1
+    options = _RecordingPublisher.built[0]
+    assert (options["reconnect_max"], options["window"]) == (2.0, 7)
+    assert "metrics" in options
