@@ -20,8 +20,14 @@ fi
 
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e '.[test]'
+# pip and setuptools are chatty (build warnings); keep their output unless it failed.
+pip_log=.venv/pip-install.log
+if ! { .venv/bin/python -m pip install -q --upgrade pip &&
+       .venv/bin/python -m pip install -q -e '.[test]'; } >"$pip_log" 2>&1; then
+  cat "$pip_log" >&2
+  echo "installing sensegate failed (log above, also in $pip_log)" >&2
+  exit 1
+fi
 
 .venv/bin/ruff check .
 # pytest exits 5 when it collected no test: that is a failure here too, not a pass.
