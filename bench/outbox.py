@@ -7,8 +7,8 @@ Measures, against a real Mosquitto started on a free loopback port in the same r
 * ``commit``: readings per second through ``Outbox.add`` + commit (WAL, synchronous=FULL),
   in batches of ``--batch`` readings per commit (one fsync each);
 * ``drain``: readings per second from a backlog of ``--readings`` readings, filled while no
-  broker runs, to the broker once it is up, until every message is acknowledged (PUBACK)
-  and deleted from the outbox;
+  broker runs, to the broker once it is up, until every message is acknowledged (PUBACK;
+  the deletes ride on the next commit, in the committer thread, during the drain);
 * ``raw``: raw paho-mqtt QoS 1 publishing (network thread, 100 in flight, as the publisher's
   window) of the very payloads the drain sent (same count and sizes), until every PUBACK;
 
