@@ -9,29 +9,27 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import tempfile
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 from tests.support.ports import free_port
+from tests.support.server import ServerProcess
 
 INFLUXD = shutil.which("influxd") or "/usr/bin/influxd"
 
 
-class InfluxDB:
+class InfluxDB(ServerProcess):
+    log_name = "influxd.log"
+
     def __init__(self, *, database: str = "sensing", auth: tuple[str, str] | None = None) -> None:
+        super().__init__("sensegate-influx-")
         self.port = free_port()
         self.rpc_port = free_port()
         self.database = database
         self.auth = auth
-        self.dir = Path(tempfile.mkdtemp(prefix="sensegate-influx-"))
         self.conf = self.dir / "influxdb.conf"
-        self.log = self.dir / "influxd.log"
         self.conf.write_text(
             "\n".join(
                 [
@@ -56,67 +54,29 @@ class InfluxDB:
                 ]
             )
         )
-        self.proc: subprocess.Popen[bytes] | None = None
         self._created = False
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> InfluxDB:
-        if self.proc is not None and self.proc.poll() is None:
-            return self
-        logf = self.log.open("ab")
-        self.proc = subprocess.Popen(
-            [INFLUXD, "-config", str(self.conf)],
-            stdout=logf, stderr=logf, stdin=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.url}/ping", timeout=1) as resp:
-                    if resp.status == 204:
-                        break
-            except (OSError, urllib.error.URLError):
-                pass
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"influxd exited: {self.log.read_text()[-2000:]}")
-            if time.monotonic() > deadline:
-                raise TimeoutError("influxd did not answer /ping")
-            time.sleep(0.05)
-        if not self._created:
-            if self.auth:
-                user, password = self.auth
-                self.query(
-                    f"CREATE USER \"{user}\" WITH PASSWORD '{password}' WITH ALL PRIVILEGES",
-                    post=True, use_auth=False,
-                )
-            self.query(f'CREATE DATABASE "{self.database}"', post=True)
-            self._created = True
-        return self
+    def command(self) -> list[str]:
+        return [INFLUXD, "-config", str(self.conf)]
 
-    def stop(self, *, kill: bool = False) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+    def wait_ready(self) -> None:
+        self.wait_http(f"{self.url}/ping", 204)
+
+    def after_start(self) -> None:
+        if self._created:
             return
-        if kill:
-            self.proc.kill()
-        else:
-            self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-    def close(self) -> None:
-        self.stop(kill=True)
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> InfluxDB:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        if self.auth:
+            user, password = self.auth
+            self.query(
+                f"CREATE USER \"{user}\" WITH PASSWORD '{password}' WITH ALL PRIVILEGES",
+                post=True, use_auth=False,
+            )
+        self.query(f'CREATE DATABASE "{self.database}"', post=True)
+        self._created = True
 
     # -- HTTP helpers ------------------------------------------------------------------
 

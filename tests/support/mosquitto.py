@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import tempfile
-from pathlib import Path
 
 from tests.support.ports import free_port, wait_for_port
+from tests.support.server import ServerProcess
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
-class Mosquitto:
+class Mosquitto(ServerProcess):
+    log_name = "mosquitto.log"
+    close_kills = False  # a terminated broker saves its persistence file
+
     def __init__(
         self,
         *,
@@ -27,10 +28,9 @@ class Mosquitto:
         persistence: bool = True,
         allow_anonymous: bool = True,
     ) -> None:
+        super().__init__("sensegate-mosq-")
         self.port = port or free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="sensegate-mosq-"))
         self.conf = self.dir / "mosquitto.conf"
-        self.log = self.dir / "mosquitto.log"
         lines = [
             # As root, Mosquitto drops to user `mosquitto`, which can read neither its own
             # 0700 persistence dir nor a password file the test wrote: persistent sessions
@@ -48,37 +48,9 @@ class Mosquitto:
             "log_type warning",
         ]
         self.conf.write_text("\n".join(lines) + "\n" + extra_conf)
-        self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> Mosquitto:
-        if self.proc is not None and self.proc.poll() is None:
-            return self
-        logf = self.log.open("ab")
-        self.proc = subprocess.Popen(
-            [MOSQUITTO, "-c", str(self.conf)], stdout=logf, stderr=logf, stdin=subprocess.DEVNULL
-        )
+    def command(self) -> list[str]:
+        return [MOSQUITTO, "-c", str(self.conf)]
+
+    def wait_ready(self) -> None:
         wait_for_port(self.port)
-        return self
-
-    def stop(self, *, kill: bool = False) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        if kill:
-            self.proc.kill()
-        else:
-            self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> Mosquitto:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
