@@ -265,3 +265,37 @@ def test_systemd_notify_watchdog_and_metrics_endpoint(
             proc.kill()
             proc.wait()
         sock.close()
+
+
+@pytest.mark.parametrize(
+    ("config", "code", "message"),
+    [
+        pytest.param(
+            "gateway: {id: x}\nmqtt: {host: 127.0.0.1}\ndevices:\n"
+            "  - {name: a, driver: modbus-tcp, host: 127.0.0.1,\n"
+            "     points: [{name: p, table: holding, address: 0, typ: int16}]}\n",
+            2, "gateway.yaml:5:53: devices[0].points[0].typ: unknown key 'typ'; "
+            "did you mean 'type'?", id="bad-config-exits-2",
+        ),
+        pytest.param(
+            "gateway: {id: x, state_dir: STATE/afile/sub}\nmqtt: {host: 127.0.0.1, port: 1}\n"
+            "devices:\n  - {name: a, driver: modbus-tcp, host: 127.0.0.1, port: 1,\n"
+            "     points: [{name: p, table: holding, address: 0, type: int16}]}\n",
+            1, "startup failed: cannot create state_dir", id="unusable-state-dir-exits-1",
+        ),
+    ],
+)
+def test_run_exit_codes(tmp_path: Path, config: str, code: int, message: str) -> None:
+    import subprocess
+
+    from bench._harness import PYTHON, ROOT
+
+    (tmp_path / "afile").write_text("a file where a directory should be")
+    path = tmp_path / "gateway.yaml"
+    path.write_text(config.replace("STATE", str(tmp_path)))
+    done = subprocess.run([PYTHON, "-m", "gateway", "run", "-c", "gateway.yaml"], cwd=tmp_path,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == code, done.stderr
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
