@@ -56,12 +56,15 @@ def build_converter(point: PointConfig) -> Converter:
 
         return to_bool
     is_float = point.type in ("float32", "float64")
+    sentinels = frozenset(point.invalid_values)
 
     def to_number(text: str) -> tuple[Value | None, str]:
         try:
             raw: float | int = float(text) if is_float else int(text.strip(), 10)
         except ValueError:
             return None, "bad"
+        if sentinels and raw in sentinels:
+            return None, "invalid"
         if identity:
             value: float | int = raw
         else:

@@ -261,17 +261,59 @@ def _point(
     return _make_point(p, dtype, table, address, order, bit, length, issues, start)
 
 
+_INTEGER_RANGES: dict[str, tuple[int, int]] = {
+    "int16": (-(1 << 15), (1 << 15) - 1), "uint16": (0, (1 << 16) - 1),
+    "int32": (-(1 << 31), (1 << 31) - 1), "uint32": (0, (1 << 32) - 1),
+    "int64": (-(1 << 63), (1 << 63) - 1), "uint64": (0, (1 << 64) - 1),
+}
+
+
+def _invalid_values(
+    p: Section, dtype: str | None, issues: list[ConfigIssue]
+) -> tuple[int | float, ...]:
+    """A point's ``invalid_values``, each a raw value its type can hold."""
+    values = p.get("invalid_values") or []
+    if not isinstance(values, list) or not values or dtype is None:
+        return ()
+    if dtype in ("bool", "string") or p.given("bit"):
+        issues.append(p.key_at("invalid_values").issue(
+            p.sub("invalid_values"), f"'invalid_values' does not apply to {dtype} points"))
+        return ()
+    limits = _INTEGER_RANGES.get(dtype)
+    if limits is None:  # float32, float64
+        return tuple(float(v) for v in values if v is not schema.INVALID)
+    nodes = p.at("invalid_values").value
+    out: list[int | float] = []
+    for i, value in enumerate(values):
+        if value is schema.INVALID:
+            continue  # reported by the schema
+        node = nodes[i] if isinstance(nodes, list) and i < len(nodes) else p.at("invalid_values")
+        path = f"{p.sub('invalid_values')}[{i}]"
+        if isinstance(value, float) and not value.is_integer():
+            issues.append(node.issue(path, f"{describe(node)} is not an integer, and a "
+                                           f"'{dtype}' point reads only integers"))
+        elif not limits[0] <= value <= limits[1]:
+            issues.append(node.issue(path, f"{describe(node)} is out of range "
+                                           f"{limits[0]}..{limits[1]} of '{dtype}': the "
+                                           f"point can never read it"))
+        else:
+            out.append(int(value))
+    return tuple(out)
+
+
 def _make_point(
     p: Section, dtype: str | None, table: str | None, address: int | None, order: str,
     bit: int | None, length: int | None, issues: list[ConfigIssue], start: int,
 ) -> PointConfig | None:
     name = p.get("name")
+    invalid = _invalid_values(p, dtype, issues)
     if len(issues) != start or name is None or dtype is None:
         return None
     return PointConfig(
         name=name, type=dtype, table=table, address=address,  # type: ignore[arg-type]
         byte_order=order, scale=p.get("scale", 1.0),  # type: ignore[arg-type]
         offset=p.get("offset", 0.0), unit=p.get("unit"), bit=bit, length=length,
+        invalid_values=invalid,
     )
 
 

@@ -6,7 +6,9 @@ returns ``(value, quality)``:
 
 * ``good``: the value decoded, with ``value = raw * scale + offset`` applied. Integer types
   stay ``int`` when ``scale == 1`` and ``offset == 0``, otherwise the value is a ``float``.
-* ``invalid``: decoded, but not a finite number (NaN, +inf, -inf); the value is ``None``.
+* ``invalid``: decoded, but not a finite number (NaN, +inf, -inf), or a raw value the point
+  lists in ``invalid_values`` (a sensor's "no reading" sentinel such as 32767, compared with
+  the integer or float the registers hold, before scale and offset); the value is ``None``.
 * ``bad``: the registers cannot be decoded (wrong count, a string that is not ASCII); the
   value is ``None``.
 
@@ -92,6 +94,7 @@ def _numeric(point: PointConfig) -> Decoder:
     offset = float(point.offset)
     identity = scale == 1 and offset == 0
     isfinite = math.isfinite
+    sentinels = frozenset(point.invalid_values)
 
     def decode(registers: Sequence[int] | Sequence[bool]) -> Decoded:
         if len(registers) != width:
@@ -100,6 +103,8 @@ def _numeric(point: PointConfig) -> Decoder:
             raw = unpack(pack(*(registers[::-1] if reverse else registers)))[0]
         except struct.error:
             return BAD
+        if sentinels and raw in sentinels:
+            return INVALID
         if is_float:
             if not isfinite(raw):
                 return INVALID

@@ -130,6 +130,8 @@ class PointConfig:
     unit: str | None = None
     bit: int | None = None  # read one bit (0 = LSB) of a 16-bit register
     length: int | None = None  # registers a string occupies
+    # raw values (before scale/offset) that mean "no reading": quality invalid
+    invalid_values: tuple[int | float, ...] = ()
 
     @property
     def register_count(self) -> int:

@@ -137,6 +137,11 @@ POINT = obj("one value read from the device", {
                  "type must be bool", minimum=0, maximum=15),
     "length": Field("int", "registers a string occupies (two characters each)",
                     minimum=1, maximum=model.MAX_READ_REGISTERS),
+    "invalid_values": Field("list", "raw values (before scale and offset) that mean \"no "
+                            "reading\", e.g. [32767] on an int16 or [65535] on a uint16 "
+                            "register: the point gets quality invalid instead of a value; "
+                            "numeric points only, each value within the point's type",
+                            items=Field("number"), default=[]),
 })
 
 _MODBUS = model.MODBUS_DRIVERS
@@ -358,7 +363,7 @@ _KIND_NOUN = {
     "str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
     "duration": "a duration", "size": "a size", "listen": "a HOST:PORT address",
     "port": "a port", "regex": "a regular expression", "enum": "a value",
-    "escaped": "a string",
+    "escaped": "a string", "number": "a number",
     "object": "a mapping", "list": "a list", "map": "a mapping",
 }
 
@@ -430,6 +435,18 @@ def _check_float(node: Node, path: str, f: Field, issues: list[ConfigIssue]) -> 
         issues.append(node.issue(path, f"{describe(node)} is not a finite number"))
         return INVALID
     return float(value) if _range(value, node, path, f, issues) else INVALID
+
+
+def _check_number(node: Node, path: str, f: Field, issues: list[ConfigIssue]) -> Any:
+    """A finite number kept as written: ``32767`` stays an int (exact for 64-bit values)."""
+    value = node.value
+    if node.kind != SCALAR or isinstance(value, bool) or not isinstance(value, int | float):
+        issues.append(_type_issue(node, path, f))
+        return INVALID
+    if isinstance(value, float) and not math.isfinite(value):
+        issues.append(node.issue(path, f"{describe(node)} is not a finite number"))
+        return INVALID
+    return value
 
 
 def _check_bool(node: Node, path: str, f: Field, issues: list[ConfigIssue]) -> Any:
@@ -650,6 +667,7 @@ def _default(f: Field, node: Node, path: str) -> Any:
 
 _CHECKERS = {
     "str": _check_str, "int": _check_int, "float": _check_float, "bool": _check_bool,
+    "number": _check_number,
     "duration": _check_duration, "size": _check_size, "enum": _check_enum,
     "listen": _check_listen, "port": _check_port, "regex": _check_regex, "map": _check_map,
     "escaped": _check_escaped,
@@ -703,7 +721,7 @@ def json_schema(f: Field) -> dict[str, Any]:
         doc = {"type": "string"}
         if f.pattern:
             doc["pattern"] = f"^(?:{f.pattern})$"
-    elif f.kind in ("int", "float"):
+    elif f.kind in ("int", "float", "number"):
         doc = {"type": "integer" if f.kind == "int" else "number"}
         if f.minimum is not None:
             doc["minimum"] = f.minimum

@@ -9,7 +9,7 @@ import pytest
 
 from drivers import create_driver
 from drivers.bus import BusRegistry
-from drivers.serial_line import SerialLineDriver
+from drivers.serial_line import SerialLineDriver, build_converter
 from gateway.model import DeviceConfig, PointConfig, SerialSettings
 from gateway.simulator import SerialLineSimulator
 
@@ -147,3 +147,20 @@ async def test_missing_port() -> None:
     await driver.close()
     assert result.errors[0].kind == "connection"
     assert str(result.errors[0]).startswith("cannot open /dev/no-such-sensegate-port: ")
+
+
+@pytest.mark.parametrize(
+    ("point", "text", "expected"),
+    [
+        pytest.param(PointConfig("pm25", "float64", invalid_values=(-999.0,), scale=0.1),
+                     "-999", (None, "invalid"), id="float-sentinel-before-scale"),
+        pytest.param(PointConfig("pm25", "float64", invalid_values=(-999.0,), scale=0.1),
+                     "-99.9", (pytest.approx(-9.99), "good"), id="float-other-value"),
+        pytest.param(PointConfig("n", "int32", invalid_values=(9999,)), " 9999",
+                     (None, "invalid"), id="int-sentinel"),
+        pytest.param(PointConfig("n", "int32", invalid_values=(9999,)), "42", (42, "good"),
+                     id="int-good"),
+    ],
+)
+def test_serial_line_invalid_values(point: PointConfig, text: str, expected: tuple) -> None:
+    assert build_converter(point)(text) == expected

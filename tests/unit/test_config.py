@@ -178,6 +178,47 @@ def test_bad_request_escapes_are_config_errors(
     assert _errors(tmp_path, text) == [f"gateway.yaml:9:14: devices[0].request: {message}"]
 
 
+def test_invalid_values(tmp_path: Path) -> None:
+    cfg = load_gateway_config(_write(tmp_path, HEAD + """devices:
+  - name: rws-1
+    driver: modbus-tcp
+    host: 10.0.0.21
+    points:
+      - {name: t, table: input, address: 0, type: int16, invalid_values: [32767, -32768.0]}
+      - {name: w, table: input, address: 1, invalid_values: [65535]}
+      - {name: f, table: input, address: 2, type: float32, invalid_values: [-9999, 1.5]}
+      - {name: n, table: input, address: 4}
+"""), env={})
+    t, w, f, n = cfg.devices[0].points
+    assert t.invalid_values == (32767, -32768) and all(type(v) is int for v in t.invalid_values)
+    assert w.invalid_values == (65535,)
+    assert f.invalid_values == (-9999.0, 1.5)
+    assert n.invalid_values == ()
+
+
+def test_invalid_values_errors(tmp_path: Path) -> None:
+    assert _errors(tmp_path, HEAD + """devices:
+  - name: rws-1
+    driver: modbus-tcp
+    host: 10.0.0.21
+    points:
+      - {name: a, table: input, address: 0, type: int16, invalid_values: [32767, 65535]}
+      - {name: b, table: input, address: 1, invalid_values: [-1, 2.5]}
+      - {name: c, table: coil, address: 0, invalid_values: [1]}
+      - {name: d, table: input, address: 2, invalid_values: [x]}
+""") == [
+        "gateway.yaml:8:82: devices[0].points[0].invalid_values[1]: 65535 is out of range "
+        "-32768..32767 of 'int16': the point can never read it",
+        "gateway.yaml:9:62: devices[0].points[1].invalid_values[0]: -1 is out of range "
+        "0..65535 of 'uint16': the point can never read it",
+        "gateway.yaml:9:66: devices[0].points[1].invalid_values[1]: 2.5 is not an integer, "
+        "and a 'uint16' point reads only integers",
+        "gateway.yaml:10:44: devices[0].points[2].invalid_values: 'invalid_values' does not "
+        "apply to bool points",
+        "gateway.yaml:11:62: devices[0].points[3].invalid_values[0]: 'x' is not a number",
+    ]
+
+
 def test_strings_keep_their_source_text(tmp_path: Path) -> None:
     cfg = load_gateway_config(_write(tmp_path, """gateway: {id: 017, tags: {floor: 3}}
 mqtt: {host: broker, username: 0042}
@@ -273,3 +314,19 @@ def test_bridge_errors(tmp_path: Path, influx: str, errors: list[str]) -> None:
     with pytest.raises(ConfigError) as info:
         load_bridge_config(path, env={})
     assert [str(i).removeprefix(str(tmp_path) + "/") for i in info.value.issues] == errors
+
+
+def test_wxt530_profile_marks_its_sentinels_invalid(tmp_path: Path) -> None:
+    """The guide's "invalid or unavailable" values: 32767 in signed, 65535 in unsigned
+    registers (a WXT532 has no PTU module: its dew point reads 32767)."""
+    from gateway.decode import build_decoder
+
+    cfg = load_gateway_config(_write(tmp_path, HEAD + """devices:
+  - {name: rws-1, driver: modbus-rtu-over-tcp, host: 10.0.0.9, profile: vaisala-wxt530}
+"""), env={})
+    points = {p.name: p for p in cfg.devices[0].points}
+    assert {p.invalid_values for p in points.values() if p.type == "int16"} == {(32767,)}
+    assert points["wind_quality"].invalid_values == (65535,)
+    assert build_decoder(points["dew_point"])([0x7FFF]) == (None, "invalid")
+    assert build_decoder(points["dew_point"])([0xFF85]) == (pytest.approx(-12.3), "good")
+    assert build_decoder(points["wind_quality"])([0xFFFF]) == (None, "invalid")

@@ -121,6 +121,44 @@ def test_decoder_cases(point: PointConfig, registers: list[int], expected: tuple
         assert type(value) is type(expected[0])
 
 
+def _sentinel(type_: str, *values: float, **kw: float) -> PointConfig:
+    return PointConfig("t", type_, "input", 0, invalid_values=values, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("point", "registers", "expected"),
+    [
+        pytest.param(_sentinel("int16", 32767, scale=0.1), [0x7FFF], (None, "invalid"),
+                     id="int16-32767-before-scale"),
+        pytest.param(_sentinel("int16", 32767, scale=0.1), [0x7FFE], (3276.6, "good"),
+                     id="int16-next-to-sentinel-good"),
+        pytest.param(_sentinel("int16", 32767, 65535), [0xFFFF], (-1, "good"),
+                     id="int16-0xffff-is-minus-1-not-65535"),
+        pytest.param(_sentinel("int16", -32768), [0x8000], (None, "invalid"),
+                     id="int16-negative-sentinel"),
+        pytest.param(_sentinel("uint16", 32767, 65535), [0xFFFF], (None, "invalid"),
+                     id="uint16-65535"),
+        pytest.param(_sentinel("uint16", 65535, offset=-40), [0xFFFF], (None, "invalid"),
+                     id="uint16-before-offset"),
+        pytest.param(_sentinel("uint16", 65535, offset=-40), [65495], (65455.0, "good"),
+                     id="uint16-scaled-value-equal-to-sentinel-is-good"),
+        pytest.param(_sentinel("uint32", 0xFFFFFFFF), [0xFFFF, 0xFFFF], (None, "invalid"),
+                     id="uint32"),
+        pytest.param(_sentinel("int32", -1, byte_order="CDAB"), [0xFFFF, 0xFFFF],
+                     (None, "invalid"), id="int32-word-swapped"),
+        pytest.param(_sentinel("float32", -9999.0), wire("float32", "ABCD", -9999.0),
+                     (None, "invalid"), id="float32-sentinel"),
+        pytest.param(_sentinel("float32", -9999.0), wire("float32", "ABCD", -9998.0),
+                     (-9998.0, "good"), id="float32-other-value-good"),
+        pytest.param(_sentinel("uint16"), [0xFFFF], (65535, "good"), id="no-sentinels"),
+    ],
+)
+def test_invalid_values(point: PointConfig, registers: list[int], expected: tuple) -> None:
+    value, quality = build_decoder(point)(registers)
+    assert (quality, value) == (expected[1], pytest.approx(expected[0]) if isinstance(
+        expected[0], float) else expected[0])
+
+
 @pytest.mark.parametrize(
     ("point", "message"),
     [
