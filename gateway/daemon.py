@@ -14,6 +14,7 @@ import contextlib
 import logging
 import signal
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,7 +111,8 @@ class Daemon:
             config, self.outbox, metrics=self.metrics, **self.publisher_options
         )
         self.poller = Poller(config, self._sink, metrics=self.metrics)
-        self._spawn(self.outbox.run_committer(), "outbox-committer")
+        # The committer runs until shutdown cancels it; close() then commits what is left.
+        self._committer = self._spawn(self.outbox.run_committer(), "outbox-committer")
         self._spawn(self.publisher.run(), "publisher")
         await self.poller.start()
         self.metrics_server = None
@@ -172,11 +174,15 @@ class Daemon:
                 await asyncio.wait_for(self.publisher.stop(remaining), timeout=remaining + 1.0)
         if getattr(self, "metrics_server", None) is not None:
             self.metrics_server.close()
+        if hasattr(self, "_committer"):
+            self._committer.cancel()
+            await asyncio.gather(self._committer, return_exceptions=True)
         pending = [t for t in self._tasks if not t.done()]
         for task in pending:
             task.cancel()
         if pending:
-            log.info("cancelled %d task(s) still running at shutdown", len(pending))
+            names = ", ".join(t.get_name() for t in pending)
+            log.warning("cancelled %d task(s) still running at shutdown: %s", len(pending), names)
             await asyncio.gather(*pending, return_exceptions=True)
         if hasattr(self, "outbox"):
             with contextlib.suppress(Exception):
@@ -225,9 +231,10 @@ class Daemon:
             f"outbox {stats.pending_readings} readings pending, {stats.dropped} dropped"
         )
 
-    def _spawn(self, coro: object, name: str) -> None:
-        self._tasks.append(asyncio.ensure_future(coro, loop=None))  # type: ignore[arg-type]
-        self._tasks[-1].set_name(name)
+    def _spawn(self, coro: Coroutine[Any, Any, object], name: str) -> asyncio.Task[object]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.append(task)
+        return task
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
