@@ -362,6 +362,7 @@ class Outbox:
         self._closed = False
         self._committed = asyncio.Event()
         self._listeners: list[Callable[[], None]] = []
+        self._ack_listeners: list[Callable[[str, int], None]] = []
         self._wal_budget, wal_pages = _wal_budget(cfg.max_bytes)
         self._data_budget = max(cfg.max_bytes - self._wal_budget, 16 * PAGE_SIZE)
         # Drops for the bound go a chunk at a time: small chunks under small bounds.
@@ -484,6 +485,14 @@ class Outbox:
         self._listeners.append(callback)
         return lambda: self._listeners.remove(callback) if callback in self._listeners else None
 
+    def on_ack(self, callback: Callable[[str, int], None]) -> Callable[[], None]:
+        """Call ``callback(device, readings)`` when an ack delivers readings for the first
+        time (a resent part is not counted twice). Returns a function that removes it."""
+        self._ack_listeners.append(callback)
+        return lambda: (
+            self._ack_listeners.remove(callback) if callback in self._ack_listeners else None
+        )
+
     def _notify(self) -> None:
         self._committed.set()
         for callback in list(self._listeners):
@@ -602,6 +611,7 @@ class Outbox:
     def ack(self, message: OutboxMessage) -> None:
         """The broker acknowledged ``message``: its chunks go with the next commit that
         follows the ack of their last part."""
+        delivered = 0
         with self._qlock:
             for cid, index, nparts, n, size in message._acks:
                 if cid <= self._dropped_upto:
@@ -612,6 +622,7 @@ class Outbox:
                 elif index in acked:
                     continue
                 acked.add(index)
+                delivered += n
                 counts = self._acked_counts.get(cid)
                 if counts is None:
                     counts = self._acked_counts[cid] = [0, 0]
@@ -624,6 +635,9 @@ class Outbox:
                     self._acked_dirty.discard(cid)
                 else:
                     self._acked_dirty.add(cid)
+        if delivered:
+            for callback in list(self._ack_listeners):
+                callback(message.device, delivered)
 
     def rewind(self) -> None:
         """Offer again every committed reading offered but never acked (on reconnect)."""

@@ -415,21 +415,15 @@ class DemoDaemon(Daemon):
     """The real daemon, counting readings per device as they are polled and acknowledged."""
 
     tallies: dict[str, Tally] = field(default_factory=dict)
-    _delivered_ids: set[int] = field(default_factory=set)
 
     async def startup(self) -> None:
         await super().startup()
-        # Wrapping the instance's ack sees exactly the rows the broker acknowledged; nothing
-        # can have been acked yet (the outbox was empty and is committed only after a poll).
-        ack = self.outbox.ack
+        # Counts readings the broker acknowledged, each once (resends are not counted
+        # again); nothing can have been acked yet, the outbox was empty at start.
+        self.outbox.on_ack(self._delivered)
 
-        def counted_ack(message: Any) -> None:
-            ack(message)
-            new = [i for i in message.ids if i not in self._delivered_ids]
-            self._delivered_ids.update(new)
-            self.tally(message.device).delivered += len(new)
-
-        self.outbox.ack = counted_ack  # type: ignore[method-assign]
+    def _delivered(self, device: str, readings: int) -> None:
+        self.tally(device).delivered += readings
 
     def tally(self, device: str) -> Tally:
         return self.tallies.setdefault(device, Tally())

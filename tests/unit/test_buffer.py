@@ -117,6 +117,20 @@ def test_ack_deletes_on_next_commit_and_rewind_offers_only_unacked(
         reopened.close()
 
 
+def test_on_ack_counts_each_delivered_reading_once(outbox: Outbox) -> None:
+    delivered: list[tuple[str, int]] = []
+    outbox.on_ack(lambda device, n: delivered.append((device, n)))
+    fill(outbox, "a", 3)
+    fill(outbox, "b", 2)
+    outbox.flush()
+    msgs = outbox.take()
+    for message in msgs:
+        outbox.ack(message)
+    for message in msgs:  # the same messages acked again (a resend): not counted twice
+        outbox.ack(message)
+    assert sorted(delivered) == [("a", 3), ("b", 2)]
+
+
 def test_unacked_rows_survive_close_without_ack(tmp_path: Path) -> None:
     box = Outbox.open(str(tmp_path), OutboxConfig())
     fill(box, "a", 3)
