@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from drivers.base import bus_label, unit_of, where
 from gateway.errors import DriverError
 from gateway.model import BusConfig, DeviceConfig, GatewayConfig, Reading
 
@@ -168,24 +169,6 @@ class DeviceStats:
         return self.scans + self.overruns + self.backoff_skips
 
 
-def describe(device: DeviceConfig) -> str:
-    """``device 'x' unit 3 bus 'rs485-a'``: every log line about a device names all three.
-
-    TCP devices name their endpoint as the bus, serial-line sensors their port.
-    """
-    return f"device {device.name!r} unit {device.unit} bus {bus_name(device)!r}"
-
-
-def bus_name(device: DeviceConfig) -> str:
-    if device.bus is not None:
-        return device.bus
-    if device.host is not None:
-        return f"{device.host}:{device.port if device.port is not None else 502}"
-    if device.serial is not None:
-        return device.serial.port
-    return "-"
-
-
 def bad_reading(device: DeviceConfig) -> Reading:
     """The reading of a scan that got nothing: every point bad."""
     return Reading(
@@ -211,7 +194,7 @@ class _DeviceRunner:
     def __init__(self, poller: Poller, device: DeviceConfig, t0: float) -> None:
         self.poller = poller
         self.device = device
-        self.where = describe(device)
+        self.where = where(device)
         self.tolerance = late_tolerance(device.interval)
         self.hang_timeout = max(HANG_MIN, 4 * device.interval)
         self.stats = DeviceStats(device.name, device.interval, t0=t0)
@@ -383,7 +366,7 @@ class _DeviceRunner:
 
 
 def _error(device: DeviceConfig, message: str, kind: str) -> DriverError:
-    return DriverError(message, device=device.name, unit=device.unit, bus=bus_name(device),
+    return DriverError(message, device=device.name, unit=unit_of(device), bus=bus_label(device),
                        kind=kind)
 
 

@@ -450,7 +450,7 @@ def test_driver_exceptions_do_not_kill_the_poller(caplog: pytest.LogCaptureFixtu
         assert len(failed) == 10
         assert all(r.device == "buggy" and r.quality == {"a": "bad", "b": "bad"} for r in failed)
         line = next(r.getMessage() for r in caplog.records if "driver bug" in r.getMessage())
-        assert line.startswith("device 'buggy' unit 1 bus '127.0.0.1:502': scan raised")
+        assert line.startswith("device 'buggy' unit 1 bus 'tcp 127.0.0.1:502': scan raised")
 
     run_virtual(main)
 
