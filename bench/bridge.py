@@ -1,17 +1,24 @@
-"""Bridge throughput against posting the same line protocol straight to InfluxDB 1.x `/write`.
+"""Bridge throughput against posting the same lines to InfluxDB 1.x `/write`, and against paho.
 
-    .venv/bin/python bench/bridge.py [--messages 10000] [--scans 20] [--batch-size 5000]
+    .venv/bin/python bench/bridge.py [--points 60000] [--batch-size 5000] [--shapes 1x4,5x4,...]
 
 Starts its own Mosquitto and InfluxDB 1.x on free loopback ports. Builds real gateway
-payloads (`gateway.payload.build_json`, several scans per message, four fields per scan).
+payloads (`gateway.payload.build_json`) of several shapes, `SCANSxFIELDS`: scans per message
+and fields per scan (4: two floats, an integer, a boolean; 20: a road-weather station's
+scan, mostly floats). For each shape, in the same run and on the same messages:
 
-- direct: the exact lines the bridge writes, POSTed to `/write?db=direct` in batches of
-  `batch_size` over one kept-alive HTTP connection, one request at a time.
-- bridge: the messages are queued at the broker in the bridge's persistent session while
-  it is stopped; then the bridge starts and the clock runs until InfluxDB accepted every
-  point (`db=bridge`): MQTT receive, decode, batching, writes, acknowledgements.
+- direct: the exact lines the bridge writes, POSTed to `/write?db=direct_<shape>` in batches
+  of `batch_size` over one kept-alive HTTP connection, one request at a time.
+- raw paho: a bare paho-mqtt v5 client (persistent session, QoS 1, Receive Maximum as the
+  bridge's, automatic PUBACK, an `on_message` that only counts) receives every message.
+  That is the ceiling of any Python bridge on paho for small messages.
+- bridge: `gateway.bridge.Bridge` in this process; the clock runs from its start until
+  InfluxDB accepted every point (`db=bridge_<shape>`): connect, subscribe, MQTT receive,
+  decode, batching, writes, acknowledgements.
 
-Prints one JSON line with both rates and their ratio (target: bridge ≥ 50 % of direct).
+Both MQTT sessions are created first, then every message is published once and queued at
+the broker for both. One JSON line per shape with the rates and both ratios (target: bridge
+≥ 50 % of direct). `BENCH_PROFILE=FILE` writes a cProfile of the last shape's bridge drain.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 from pathlib import Path
@@ -32,6 +40,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import aiomqtt  # noqa: E402
+import paho.mqtt.client as paho  # noqa: E402
+from paho.mqtt.packettypes import PacketTypes  # noqa: E402
+from paho.mqtt.properties import Properties  # noqa: E402
 
 from gateway import ingest  # noqa: E402
 from gateway.bridge import Bridge  # noqa: E402
@@ -40,15 +51,34 @@ from gateway.model import (  # noqa: E402
     BridgeMqttConfig,
     InfluxConfig,
     Reading,
+    Value,
 )
 from gateway.payload import build_json, data_topic  # noqa: E402
 from tests.support.influxdb import InfluxDB  # noqa: E402
 from tests.support.mosquitto import Mosquitto  # noqa: E402
 
 T0 = 1_764_000_000_000_000_000
+RECEIVE_MAXIMUM = 2000
+DEFAULT_SHAPES = "1x4,5x4,20x4,60x4,20x20"
+
+# a road-weather station's scan: 20 points, mostly floats
+STATION = ("air_temp", "road_temp", "subsurface_temp", "dew_point", "humidity", "pressure",
+           "wind_speed", "wind_gust", "wind_dir", "precip_rate", "precip_total", "visibility",
+           "water_film", "ice_pct", "salinity", "friction", "solar_rad", "battery_v")
 
 
-def messages(n: int, scans: int) -> list[tuple[str, bytes]]:
+def values(k: int, n_fields: int) -> dict[str, Value]:
+    if n_fields == 4:
+        return {"air_temp": k * 0.01 - 20.0, "humidity": 40.0 + (k % 500) / 10,
+                "count": k, "ok": k % 2 == 0}
+    out: dict[str, Value] = {name: round((k % 977) * 0.37 + i, 2)
+                             for i, name in enumerate(STATION[:n_fields - 2])}
+    out["road_state"] = k % 7
+    out["heater_on"] = k % 2 == 0
+    return out
+
+
+def messages(n: int, scans: int, n_fields: int, prefix: str) -> list[tuple[str, bytes]]:
     out = []
     k = 0
     for i in range(n):
@@ -56,20 +86,17 @@ def messages(n: int, scans: int) -> list[tuple[str, bytes]]:
         readings = []
         for _ in range(scans):
             k += 1
-            readings.append(Reading(dev, T0 + k * 1000, {
-                "air_temp": k * 0.01 - 20.0, "humidity": 40.0 + (k % 500) / 10,
-                "count": k, "ok": k % 2 == 0,
-            }))
+            readings.append(Reading(dev, T0 + k * 1000, values(k, n_fields)))
         payload = build_json(gw, dev, "road_weather", {"district": "xinwu", "lane": "north"},
                              readings)
-        out.append((data_topic("sensegate", gw, dev), payload))
+        out.append((data_topic(prefix, gw, dev), payload))
     return out
 
 
-def direct(db: InfluxDB, lines: list[str], batch_size: int) -> float:
+def direct(db: InfluxDB, database: str, lines: list[str], batch_size: int) -> float:
     url = urllib.parse.urlsplit(db.url)
     conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=60)
-    path = "/write?db=direct&precision=ns"
+    path = f"/write?db={database}&precision=ns"
     start = time.perf_counter()
     for i in range(0, len(lines), batch_size):
         body = "\n".join(lines[i:i + batch_size]).encode()
@@ -83,33 +110,83 @@ def direct(db: InfluxDB, lines: list[str], batch_size: int) -> float:
     return elapsed
 
 
-async def through_bridge(
-    broker: Mosquitto, db: InfluxDB, msgs: list[tuple[str, bytes]], n_points: int,
-    batch_size: int, state_dir: str,
-) -> float:
-    config = BridgeConfig(
-        mqtt=BridgeMqttConfig(host="127.0.0.1", port=broker.port, client_id="bench-bridge",
-                              shared_group="bench"),
-        influxdb=InfluxConfig(url=db.url, api="v1", database="bridge", batch_size=batch_size,
+class RawPaho:
+    """A bare paho v5 QoS 1 subscriber with a persistent session: the receive ceiling."""
+
+    def __init__(self, port: int, client_id: str, prefix: str) -> None:
+        self.port = port
+        self.prefix = prefix
+        self.client_id = client_id
+        self.count = 0
+        self.subscribed = threading.Event()
+
+    def _client(self) -> paho.Client:
+        client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                             protocol=paho.MQTTv5)
+        client.on_connect = lambda c, *_: c.subscribe(f"{self.prefix}/+/+/data", qos=1)
+        client.on_subscribe = lambda *_: self.subscribed.set()
+        client.on_message = self._on_message
+        return client
+
+    def _on_message(self, _c: object, _u: object, _m: paho.MQTTMessage) -> None:
+        self.count += 1
+
+    def _connect(self, client: paho.Client) -> None:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        props.ReceiveMaximum = RECEIVE_MAXIMUM
+        client.connect("127.0.0.1", self.port, clean_start=False, properties=props)
+
+    def create_session(self) -> None:
+        client = self._client()
+        self._connect(client)
+        while not self.subscribed.is_set():
+            client.loop(0.05)
+        client.disconnect()
+
+    def drain(self, n: int) -> float:
+        client = self._client()
+        start = time.perf_counter()
+        self._connect(client)
+        while self.count < n:
+            client.loop(0.05)
+        elapsed = time.perf_counter() - start
+        client.disconnect()
+        return elapsed
+
+
+def bridge_config(port: int, db: InfluxDB, database: str, batch_size: int,
+                  state_dir: str, client_id: str, prefix: str) -> BridgeConfig:
+    return BridgeConfig(
+        mqtt=BridgeMqttConfig(host="127.0.0.1", port=port, client_id=client_id,
+                              subscribe=f"{prefix}/+/+/data", shared_group="bench",
+                              receive_maximum=RECEIVE_MAXIMUM),
+        influxdb=InfluxConfig(url=db.url, api="v1", database=database, batch_size=batch_size,
                               flush_interval=0.1),
         state_dir=state_dir,
     )
-    # 1. create the persistent session, then leave
+
+
+async def create_bridge_session(config: BridgeConfig) -> None:
     bridge = Bridge("(bench)", config=config)
     task = asyncio.create_task(bridge.run())
     while not bridge.stats.connected:
         await asyncio.sleep(0.02)
     bridge.should_exit.set()
     await task
-    # 2. queue every message at the broker while the bridge is away
-    async with aiomqtt.Client("127.0.0.1", broker.port, identifier="bench-pub",
+
+
+async def publish(port: int, msgs: list[tuple[str, bytes]]) -> None:
+    async with aiomqtt.Client("127.0.0.1", port, identifier="bench-pub",
                               max_inflight_messages=1000) as client:
         for i in range(0, len(msgs), 500):  # aiomqtt slows down with many pending calls
             await asyncio.gather(*(client.publish(t, p, qos=1) for t, p in msgs[i:i + 500]))
-    # 3. drain through the bridge
+
+
+async def drain_bridge(config: BridgeConfig, n_points: int, profile_to: str | None) -> float:
     bridge = Bridge("(bench)", config=config)
     profile = None
-    if os.environ.get("BENCH_PROFILE"):
+    if profile_to:
         import cProfile
 
         profile = cProfile.Profile()
@@ -121,52 +198,74 @@ async def through_bridge(
         if task.done():
             raise RuntimeError("bridge stopped early")
     elapsed = time.perf_counter() - start
-    if profile is not None:
+    if profile is not None and profile_to:
         profile.disable()
-        profile.dump_stats(os.environ["BENCH_PROFILE"])
+        profile.dump_stats(profile_to)
     bridge.should_exit.set()
     await task
     return elapsed
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=10000)
-    parser.add_argument("--scans", type=int, default=20, help="scans (points) per message")
-    parser.add_argument("--batch-size", type=int, default=5000)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("mqtt").setLevel(logging.ERROR)
-
-    msgs = messages(args.messages, args.scans)
+async def run_shape(broker: Mosquitto, db: InfluxDB, scans: int, n_fields: int,
+                    n_points: int, batch_size: int, profile_to: str | None) -> dict[str, object]:
+    name = f"s{scans}_f{n_fields}"
+    n_messages = max(1, n_points // scans)
+    msgs = messages(n_messages, scans, n_fields, name)  # topics of their own per shape
     lines: list[str] = []
     for topic, payload in msgs:
         result = ingest.decode_message(topic, payload)
         assert isinstance(result, list)
         lines.extend(result)
-    n_points = len(lines)
-
-    with Mosquitto() as broker, InfluxDB(database="bridge") as db, \
-            tempfile.TemporaryDirectory() as state_dir:
-        db.query('CREATE DATABASE "direct"', post=True)
-        # warm up both paths' shard creation with one point each
-        db.write(lines[0].encode())
-        t_direct = direct(db, lines, args.batch_size)
-        t_bridge = await through_bridge(broker, db, msgs, n_points, args.batch_size, state_dir)
-        stored = db.count("road_weather", "air_temp")
-    direct_rate = n_points / t_direct
-    bridge_rate = n_points / t_bridge
-    print(json.dumps({
-        "bench": "bridge",
-        "messages": len(msgs),
-        "points": n_points,
-        "fields_per_point": 4,
-        "batch_size": args.batch_size,
+    for database in (f"direct_{name}", f"bridge_{name}"):
+        db.query(f'CREATE DATABASE "{database}"', post=True)
+    db.write(b"warmup x=1 1")  # shard creation of the year 1970 on the default database
+    with tempfile.TemporaryDirectory() as state_dir:
+        raw = RawPaho(broker.port, f"bench-raw-{name}", name)
+        config = bridge_config(broker.port, db, f"bridge_{name}", batch_size, state_dir,
+                               f"bench-bridge-{name}", name)
+        await asyncio.to_thread(raw.create_session)
+        await create_bridge_session(config)
+        await publish(broker.port, msgs)
+        t_direct = direct(db, f"direct_{name}", lines, batch_size)
+        t_raw = await asyncio.to_thread(raw.drain, len(msgs))
+        t_bridge = await drain_bridge(config, len(lines), profile_to)
+    rows = db.rows(f'SELECT count("humidity") FROM "bridge_{name}".."road_weather"')
+    stored = int(rows[0]["count"]) if rows else 0
+    direct_rate = len(lines) / t_direct
+    bridge_rate = len(lines) / t_bridge
+    raw_rate = len(lines) / t_raw
+    payload_bytes = sum(len(p) for _, p in msgs)
+    return {
+        "bench": "bridge", "shape": f"{scans}x{n_fields}", "scans_per_message": scans,
+        "fields_per_scan": n_fields, "messages": len(msgs), "points": len(lines),
+        "bytes_per_message": payload_bytes // len(msgs), "batch_size": batch_size,
         "direct_points_per_s": round(direct_rate),
+        "raw_paho_points_per_s": round(raw_rate),
+        "raw_paho_messages_per_s": round(len(msgs) / t_raw),
         "bridge_points_per_s": round(bridge_rate),
-        "ratio": round(bridge_rate / direct_rate, 3),
+        "bridge_messages_per_s": round(len(msgs) / t_bridge),
+        "ratio_vs_direct": round(bridge_rate / direct_rate, 3),
+        "ratio_vs_raw_paho": round(bridge_rate / raw_rate, 3),
         "stored_points": stored,
-    }))
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--points", type=int, default=60000, help="points per shape")
+    parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--shapes", default=DEFAULT_SHAPES,
+                        help=f"SCANSxFIELDS,... (default {DEFAULT_SHAPES})")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("mqtt").setLevel(logging.ERROR)
+    shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")]
+    with Mosquitto() as broker, InfluxDB(database="bench") as db:
+        for i, (scans, n_fields) in enumerate(shapes):
+            profile_to = os.environ.get("BENCH_PROFILE") if i == len(shapes) - 1 else None
+            result = await run_shape(broker, db, scans, n_fields, args.points,
+                                     args.batch_size, profile_to)
+            print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

@@ -82,8 +82,68 @@ def _field_key(key: str) -> str:
         escaped = lineproto.escape_field_key(key)
         if len(_field_keys) >= _FIELD_KEY_CACHE:
             _field_keys.clear()
+            _field_eq.clear()
         _field_keys[key] = escaped
+        _field_eq[key] = escaped + "="
     return escaped
+
+
+# `measurement,tags` prefixes by (measurement, gateway, device, payload tags): the same
+# few per device, message after message.
+_prefixes: dict[tuple[object, ...], str] = {}
+_PREFIX_CACHE = 10_000
+# `escaped_key=` by raw field key, for the fast path of `_fields`.
+_field_eq: dict[str, str] = {}
+
+
+def _fields(values: dict[str, Any]) -> str | None:
+    """The field set of one reading, or None when a value needs the careful path.
+
+    Fast path for the common case: keys seen before, finite floats, int64 integers,
+    booleans and strings. Anything else (a new key, NaN, a big integer, null, an object)
+    returns None and `_fields_checked` decides, with the exact reason.
+    """
+    parts: list[str] = []
+    append = parts.append
+    for key, value in values.items():
+        k = _field_eq.get(key)
+        if k is None:
+            return None
+        cls = value.__class__
+        if cls is float:
+            if value - value != 0.0:  # NaN or ±Infinity
+                return None
+            append(f"{k}{value!r}")
+        elif cls is int:
+            if not INT64_MIN <= value <= INT64_MAX:
+                return None
+            append(f"{k}{value}i")
+        elif cls is bool:
+            append(k + ("true" if value else "false"))
+        elif cls is str:
+            append(k + lineproto.format_field_value(value))
+        else:
+            return None
+    return ",".join(parts)
+
+
+def _fields_checked(i: int, values: dict[str, Any]) -> str:
+    fmt_value = lineproto.format_field_value
+    fields: list[str] = []
+    for key, value in values.items():
+        try:
+            escaped = _field_key(key)
+        except ValueError as exc:
+            raise _Refuse(BAD_NAME, f"readings[{i}].values: {exc}") from None
+        if value is None or isinstance(value, dict | list):
+            kind = "null" if value is None else type(value).__name__
+            raise _Refuse(BAD_VALUE, f"readings[{i}].values.{key}: a {kind} is not a value")
+        try:
+            fields.append(f"{escaped}={fmt_value(value)}")
+        except ValueError as exc:
+            reason = NON_FINITE if isinstance(value, float) else BAD_VALUE
+            raise _Refuse(reason, f"readings[{i}].values.{key}: {exc}") from None
+    return ",".join(fields)
 
 
 def topic_source(topic: str) -> tuple[str, str] | None:
@@ -158,14 +218,30 @@ def _from_json(text: str, gateway: str, device: str) -> list[str]:
     readings = doc.get("readings")
     if not isinstance(readings, list):
         raise _Refuse(BAD_SHAPE, "readings is missing or not a list")
-    try:
-        prefix = _prefix(measurement, {**raw_tags, "gateway": gateway, "device": device})
-    except ValueError as exc:
-        raise _Refuse(BAD_NAME, str(exc)) from None
+    cache_key = (measurement, gateway, device, *raw_tags.items())
+    prefix = _prefixes.get(cache_key)
+    if prefix is None:
+        try:
+            prefix = _prefix(measurement, {**raw_tags, "gateway": gateway, "device": device})
+        except ValueError as exc:
+            raise _Refuse(BAD_NAME, str(exc)) from None
+        if len(_prefixes) >= _PREFIX_CACHE:
+            _prefixes.clear()
+        _prefixes[cache_key] = prefix
 
     lines: list[str] = []
-    fmt_value = lineproto.format_field_value
+    append = lines.append
     for i, reading in enumerate(readings):
+        if reading.__class__ is dict:
+            ts = reading.get("ts")
+            values = reading.get("values")
+            if (ts.__class__ is int and INT64_MIN < ts < INT64_MAX
+                    and values.__class__ is dict and values):
+                field_set = _fields(values)
+                if field_set is not None:
+                    append(f"{prefix} {field_set} {ts}")
+                    continue
+        # the careful path: says exactly what is wrong, or handles the unusual
         if not isinstance(reading, dict):
             raise _Refuse(BAD_SHAPE, f"readings[{i}] is not an object")
         ts = reading.get("ts")
@@ -178,21 +254,7 @@ def _from_json(text: str, gateway: str, device: str) -> list[str]:
             raise _Refuse(BAD_SHAPE, f"readings[{i}].values is missing or not an object")
         if not values:
             continue  # every point of that scan failed: nothing to store
-        fields: list[str] = []
-        for key, value in values.items():
-            try:
-                escaped = _field_key(key)
-            except ValueError as exc:
-                raise _Refuse(BAD_NAME, f"readings[{i}].values: {exc}") from None
-            if value is None or isinstance(value, dict | list):
-                kind = "null" if value is None else type(value).__name__
-                raise _Refuse(BAD_VALUE, f"readings[{i}].values.{key}: a {kind} is not a value")
-            try:
-                fields.append(f"{escaped}={fmt_value(value)}")
-            except ValueError as exc:
-                reason = NON_FINITE if isinstance(value, float) else BAD_VALUE
-                raise _Refuse(reason, f"readings[{i}].values.{key}: {exc}") from None
-        lines.append(f"{prefix} {','.join(fields)} {ts}")
+        append(f"{prefix} {_fields_checked(i, values)} {ts}")
     return lines
 
 

@@ -153,3 +153,32 @@ def test_hostile_payload(case: dict[str, Any]) -> None:
         assert sorted(fields) == sorted(case.get("fields", ["x"]))
         series.add(series_key(measurement, tags))
     assert sorted(series) == sorted(case["series"])
+
+
+@pytest.mark.parametrize("values", [
+    {"f": 1.5, "i": -7, "b": True, "s": 'a "q" \\ b', "big": 2**63 - 1, "neg": -(2**63) + 1},
+    {"f": 1e300, "tiny": 5e-324, "z": -0.0, "u": 2**63},  # u: uint64, careful path
+    {"new key, with=space": 1.0},
+])
+def test_fast_path_equals_format_line(values: dict[str, Any]) -> None:
+    """The second decode of a message (caches warm: fast path) equals the first and equals
+    lineproto.format_line, value for value."""
+    doc = {**SPEC_PAYLOAD, "readings": [{"ts": 5, "values": values}, {"ts": 6, "values": {}}]}
+    payload = json.dumps(doc).encode()
+    first = decode_message(TOPIC, payload)
+    second = decode_message(TOPIC, payload)
+    tags = {"district": "xinwu", "lane": "north", "gateway": "xinwu-road-017",
+            "device": "rws-1"}
+    assert first == second == [lineproto.format_line("road_weather", tags, values, 5)]
+
+
+@pytest.mark.parametrize(("value", "reason"), [
+    (float("nan"), "non_finite"), (float("inf"), "non_finite"), (None, "bad_value"),
+    ([1], "bad_value"), ({"a": 1}, "bad_value"), (-(2**63) - 1, "bad_value"),
+])
+def test_fast_path_refuses_as_the_careful_one(value: object, reason: str) -> None:
+    good = json.dumps({**SPEC_PAYLOAD, "readings": [{"ts": 5, "values": {"x": 1.0}}]})
+    assert isinstance(decode_message(TOPIC, good.encode()), list)  # "x" now cached
+    doc = {**SPEC_PAYLOAD, "readings": [{"ts": 5, "values": {"x": value}}]}
+    result = decode_message(TOPIC, json.dumps(doc).encode())
+    assert isinstance(result, Rejected) and result.reason == reason, result
