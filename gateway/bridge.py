@@ -4,17 +4,17 @@ Flow (one asyncio loop, blocking HTTP in a small thread pool):
 
     broker ──► consume: decode (gateway.ingest) ──► Batch ──► write queue ──► writers
                dead letters appended at once         │ flush at batch_size points,
-                                                      │ at a quarter of the receive
+                                                      │ at a third of the receive
                                                       │ window, or flush_interval
     writers: write_isolating (gateway.sink; bisects rejected batches) → dead-letter the
              rejected points → fsync the dead-letter file → PUBACK every message of the batch
 
 MQTT: v5, fixed client id, `clean_start=False` with a session expiry, QoS 1, through
 `$share/<group>/<filter>` when a shared group is set, manual acknowledgements. The broker
-sends at most `receive_maximum` unacknowledged messages; a batch is flushed when it holds a
-quarter of them, so the window never fills with messages waiting for a timer. While
-InfluxDB is down the writers retry with capped backoff, the window fills, and the broker
-keeps the rest: nothing is acknowledged early and nothing is lost.
+sends at most `receive_maximum` unacknowledged messages; a batch is flushed when it holds
+1/(WRITERS + 1) of them (a third), so the window never fills with messages waiting for a
+timer. While InfluxDB is down the writers retry with capped backoff, the window fills, and
+the broker keeps the rest: nothing is acknowledged early and nothing is lost.
 
 A message is acknowledged on the connection that delivered it, or not at all: after a
 reconnect the broker delivers the unacknowledged messages again (same `ts`, so InfluxDB
