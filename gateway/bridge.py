@@ -48,6 +48,7 @@ from paho.mqtt.properties import Properties
 from gateway import ingest, systemd
 from gateway.deadletter import DeadLetters
 from gateway.errors import ConfigError, PublishError, SensegateError, SinkError
+from gateway.lifecycle import signal_handlers
 from gateway.model import BridgeConfig, BridgeMqttConfig
 from gateway.mqtt_tls import build_tls_context, describe_mqtt_error
 from gateway.sink import Sink, create_sink, write_isolating
@@ -190,8 +191,7 @@ class Bridge:
     # -- lifecycle -------------------------------------------------------------------
 
     async def run(self) -> int:
-        self._install_signal_handlers()
-        try:
+        with signal_handlers(self._handle_exit, self.reload_requested.set):
             try:
                 await self.startup()
             except ConfigError:
@@ -203,8 +203,6 @@ class Bridge:
             await self.main_loop()
             await self.shutdown()
             return EXIT_OK
-        finally:
-            self._remove_signal_handlers()
 
     async def startup(self) -> None:
         if self.config is None:
@@ -351,19 +349,6 @@ class Bridge:
         await sink.close()
 
     # -- signals -----------------------------------------------------------------------
-
-    def _install_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGTERM, self._handle_exit, signal.SIGTERM)
-            loop.add_signal_handler(signal.SIGINT, self._handle_exit, signal.SIGINT)
-            loop.add_signal_handler(signal.SIGHUP, self.reload_requested.set)
-
-    def _remove_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.remove_signal_handler(sig)
 
     def _handle_exit(self, sig: signal.Signals) -> None:
         if sig == signal.SIGINT and self.should_exit.is_set():

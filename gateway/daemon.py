@@ -21,6 +21,7 @@ from typing import Any
 from gateway import systemd
 from gateway.config import load_gateway_config
 from gateway.errors import ConfigError, SensegateError, StorageError
+from gateway.lifecycle import signal_handlers
 from gateway.model import GatewayConfig, Reading
 
 log = logging.getLogger("sensegate.daemon")
@@ -75,9 +76,11 @@ class Daemon:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def run(self) -> int:
-        if self.install_signals:
-            self._install_signal_handlers()
-        try:
+        signals = (
+            signal_handlers(self._on_exit_signal, self.reload_requested.set)
+            if self.install_signals else contextlib.nullcontext()
+        )
+        with signals:
             try:
                 await self.startup()
             except ConfigError as exc:
@@ -91,9 +94,6 @@ class Daemon:
             await self.main_loop()
             await self.shutdown()
             return EXIT_OK
-        finally:
-            if self.install_signals:
-                self._remove_signal_handlers()
 
     async def startup(self) -> None:
         # Imported here so `check`, `schema` and friends never pay for these imports.
@@ -235,19 +235,6 @@ class Daemon:
         task = asyncio.create_task(coro, name=name)
         self._tasks.append(task)
         return task
-
-    def _install_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGTERM, self._on_exit_signal, signal.SIGTERM)
-            loop.add_signal_handler(signal.SIGINT, self._on_exit_signal, signal.SIGINT)
-            loop.add_signal_handler(signal.SIGHUP, self.reload_requested.set)
-
-    def _remove_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.remove_signal_handler(sig)
 
     def _on_exit_signal(self, sig: signal.Signals) -> None:
         if self.should_exit.is_set() and sig == signal.SIGINT:
