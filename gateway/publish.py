@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections import deque
@@ -110,6 +111,9 @@ class Publisher:
         self._drain_deadline: float | None = None
         self._task: asyncio.Task[Any] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        # (deadline, task) per publish in send order: the publish timeout, checked by the
+        # pump (cheaper than a timer per publish)
+        self._deadlines: deque[tuple[float, asyncio.Task[None]]] = deque()
         self._inflight_bytes = 0
         self._session_error: BaseException | None = None
         self._connected_once = False
@@ -278,6 +282,7 @@ class Publisher:
                     raise aiomqtt.MqttError("disconnected")
                 if self._session_error is not None:
                     raise self._session_error
+                self._check_deadlines(loop.time())
                 if self._reconfigure.is_set():
                     return
                 if self._stop.is_set() and (
@@ -285,9 +290,11 @@ class Publisher:
                 ):
                     return
                 self._wake.clear()
-                if not staged:
+                if len(staged) < self._window:
                     # Read ahead a few MiB so the scans of many devices group into few
-                    # messages; the window then limits what is in flight.
+                    # messages; the window then limits what is in flight. Taken while a
+                    # window's worth is still staged, i.e. while the window is full and
+                    # the broker busy, so the window never waits for `take`.
                     staged.extend(self._outbox.take(STAGE_MESSAGES, max_bytes=self._stage_bytes))
                 sent = 0
                 while (
@@ -341,6 +348,19 @@ class Publisher:
         task = asyncio.ensure_future(self._publish(client, message, topic, payload))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
+        mqtt = self._config.mqtt
+        self._deadlines.append(
+            (task.get_loop().time() + max(60.0, 4 * mqtt.keepalive), task)
+        )
+
+    def _check_deadlines(self, now: float) -> None:
+        """Fail the session when a publish waited longer than its timeout for the broker's
+        ack (the oldest unacknowledged publish decides; acks may come out of order)."""
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][1].done():
+            deadlines.popleft()
+        if deadlines and deadlines[0][0] <= now:
+            raise aiomqtt.MqttError("Operation timed out")
 
     def _payload(self, message: OutboxMessage) -> bytes:
         config = self._config
@@ -364,10 +384,9 @@ class Publisher:
     ) -> None:
         mqtt = self._config.mqtt
         try:
-            await client.publish(
-                topic, payload, qos=mqtt.qos, retain=False,
-                timeout=max(60.0, 4 * mqtt.keepalive),
-            )
+            # No timer per publish (aiomqtt's wait_for would wrap each wait in another
+            # task and a timer): the pump enforces the timeout, see _check_deadlines.
+            await client.publish(topic, payload, qos=mqtt.qos, retain=False, timeout=math.inf)
         except aiomqtt.MqttError as exc:
             if self._session_error is None:
                 self._session_error = exc
@@ -388,6 +407,7 @@ class Publisher:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         self._inflight.clear()
+        self._deadlines.clear()
         self._inflight_bytes = 0
 
     # -- metrics -----------------------------------------------------------------------

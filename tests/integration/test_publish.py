@@ -410,3 +410,24 @@ async def test_last_will_says_offline_when_the_process_is_killed(
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+
+
+async def test_publish_timeout_is_enforced_by_the_pump(tmp_path: Path) -> None:
+    # Publishes wait for their PUBACK without a timer each; the pump fails the session
+    # once the oldest unacknowledged publish is past its deadline.
+    config = gw_config(1, tmp_path)
+    outbox = Outbox.open(config.state_dir, config.outbox)
+    try:
+        publisher = Publisher(config, outbox)
+        loop = asyncio.get_running_loop()
+        acked = loop.create_future()
+        acked.set_result(None)
+        waiting = loop.create_future()
+        publisher._deadlines.extend([(0.0, acked), (100.0, waiting)])  # type: ignore[list-item]
+        publisher._check_deadlines(50.0)  # the expired one was acknowledged: fine
+        assert [d for d, _ in publisher._deadlines] == [100.0]
+        with pytest.raises(aiomqtt.MqttError, match="timed out"):
+            publisher._check_deadlines(100.0)
+        waiting.cancel()
+    finally:
+        outbox.close()
