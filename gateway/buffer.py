@@ -786,10 +786,10 @@ class Outbox:
                 "UPDATE meta SET value = value + ? WHERE key = 'dropped'",
                 (dropped_unacked + dropped_mem,),
             )
-        if not dropped:
-            self._maybe_vacuum()
         w.execute("COMMIT")
         self._dropped_upto = self._dropped_upto_pending
+        if not dropped:
+            self._maybe_vacuum()
         return dropped, dropped_size, dropped_unacked
 
     def _used_bytes(self) -> tuple[int, int, int]:
@@ -825,14 +825,29 @@ class Outbox:
         return dropped, dropped_size
 
     def _maybe_vacuum(self) -> None:
-        """Give free pages back to the file system once a backlog has drained."""
-        _used, pages, free = self._used_bytes()
-        if free >= VACUUM_MIN_FREE_PAGES and free * 4 >= pages:
-            # Python's sqlite3 steps a statement without result columns once, and each step
-            # of incremental_vacuum frees one page: so one execute per page, bounded per
-            # commit (about 5 µs a page) so a commit never stalls for long.
-            for _ in range(min(free, VACUUM_MAX_PAGES_PER_COMMIT)):
-                self._writer.execute("PRAGMA incremental_vacuum(1)")
+        """Give free pages back to the file system once a backlog has drained.
+
+        After the commit, as a transaction of its own: a failure here costs nothing but
+        space. Not while a backlog drains (more than a MiB committed and unacknowledged):
+        the free pages are reused by the next inserts anyway, and the publisher needs the
+        CPU meanwhile.
+        """
+        with self._qlock:
+            backlog = self._rows_size - self._acked_size
+        if backlog > VACUUM_MIN_FREE_PAGES * PAGE_SIZE:
+            return
+        try:
+            _used, pages, free = self._used_bytes()
+            if free >= VACUUM_MIN_FREE_PAGES and free * 4 >= pages:
+                # Python's sqlite3 `execute` steps a statement without result columns once,
+                # and a step of incremental_vacuum frees one page; `executescript` steps it
+                # to the end in C, without the GIL (it would commit an open transaction
+                # first: there is none here). Bounded per commit so it never stalls long.
+                self._writer.executescript(
+                    f"PRAGMA incremental_vacuum({min(free, VACUUM_MAX_PAGES_PER_COMMIT)});"
+                )
+        except sqlite3.Error as exc:
+            log.debug("outbox incremental vacuum failed: %s", _describe(exc))
 
     def _forget_deleted(self) -> None:
         # Runs on the event loop thread only (take, rewind, flush), never concurrently with

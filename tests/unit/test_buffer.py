@@ -218,6 +218,31 @@ def test_drained_backlog_gives_disk_space_back(tmp_path: Path) -> None:
     assert disk_bytes(tmp_path) < full / 4
 
 
+def test_space_is_given_back_once_the_backlog_drained_not_while_it_drains(
+    tmp_path: Path,
+) -> None:
+    box = Outbox.open(str(tmp_path), OutboxConfig())
+    values = {f"p{i}": 1000.0 + i for i in range(20)}
+    for ts in range(20000):
+        box.add(Reading("a", ts, dict(values)), measurement="m", tags=TAGS)
+    box.flush()
+    full = disk_bytes(tmp_path)
+    messages = all_messages(box)
+    for m in messages[: len(messages) // 2]:
+        box.ack(m)
+    box.flush()  # half of the backlog left: free pages stay for the next inserts
+    _used, pages, free = box._used_bytes()
+    assert free * 4 >= pages  # enough to vacuum, and not vacuumed
+    for m in messages[len(messages) // 2:]:
+        box.ack(m)
+    box.flush()  # drained: the free pages are given back
+    assert box.stats().pending_readings == 0
+    _used, pages, free = box._used_bytes()
+    assert free < 16  # the free pages were given back
+    box.close()
+    assert disk_bytes(tmp_path) < full / 4
+
+
 def test_future_format_version_is_refused(tmp_path: Path) -> None:
     Outbox.open(str(tmp_path), OutboxConfig()).close()
     conn = sqlite3.connect(tmp_path / "outbox.db")
