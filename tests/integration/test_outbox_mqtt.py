@@ -28,19 +28,6 @@ from tests.support.ports import free_port
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def mosquitto() -> Iterator[Mosquitto]:
-    """The broker keeps the collector's persistent session across stop/start (see
-    tests/support/mosquitto.py): without it, what is published before the collector is back
-    is lost."""
-    broker = Mosquitto()
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.close()
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return make_pki(tmp_path_factory.mktemp("pki"))

@@ -13,7 +13,7 @@ import sys
 import textwrap
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiomqtt
@@ -29,16 +29,6 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 TAGS = {"district": "xinwu", "lane": "north"}
-
-
-@pytest.fixture
-def mosquitto() -> Iterator[Mosquitto]:
-    broker = Mosquitto()
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.close()
 
 
 def gw_config(
