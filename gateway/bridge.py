@@ -481,7 +481,13 @@ class Bridge:
             self._metrics.received()
             payload = message.payload
             topic = message.topic
-            result = ingest.decode_message(topic, payload)
+            try:
+                result = ingest.decode_message(topic, payload)
+            except Exception as exc:
+                # A decoder bug must not leave the message unacknowledged: the broker would
+                # deliver it again and again, holding a slot of the receive window forever.
+                log.exception("decoding a message from %r failed", topic)
+                result = ingest.Rejected(ingest.INTERNAL_ERROR, f"decoding raised {exc!r}")
             batch = self._batch
             if not batch.messages:
                 batch.started = time.monotonic()

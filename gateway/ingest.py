@@ -40,10 +40,12 @@ BAD_LINE_PROTOCOL = "bad_line_protocol"
 MISSING_TIMESTAMP = "missing_timestamp"
 EMPTY = "empty"
 REJECTED = "rejected"  # InfluxDB refused the point (set by the bridge, not here)
+INTERNAL_ERROR = "internal_error"  # decoding raised: a bug, dead-lettered rather than stuck
 
 REASONS: tuple[str, ...] = (
     BAD_TOPIC, TOO_LARGE, BAD_ENCODING, BAD_JSON, BAD_SHAPE, BAD_VALUE, NON_FINITE,
     BAD_NAME, TOPIC_MISMATCH, BAD_LINE_PROTOCOL, MISSING_TIMESTAMP, EMPTY, REJECTED,
+    INTERNAL_ERROR,
 )
 
 INT64_MIN = -(2**63)

@@ -484,3 +484,29 @@ async def test_rejected_point_does_not_poison_its_batch(
     assert "field type conflict" in letter["detail"]
     assert letter["payload"].startswith(
         "weather,device=rws-1,district=xinwu,gateway=gw-a state=12.5")
+
+
+async def test_a_decoder_bug_dead_letters_the_message_instead_of_blocking(
+    mosquitto: Mosquitto, influx: InfluxDB, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway import ingest
+
+    real = ingest.decode_message
+
+    def buggy(topic: str, payload: bytes, **kw: Any) -> Any:
+        if b"POISON" in payload:
+            raise KeyError("a bug")
+        return real(topic, payload, **kw)
+
+    monkeypatch.setattr(ingest, "decode_message", buggy)
+    running = await start_bridge(bridge_config(mosquitto, tmp_path, v1(influx)))
+    good = make_messages(["gw-1"], ["dev-1"], 4, 1, fmt="json")
+    poison = ("sensegate/gw-1/dev-1/data", b'{"POISON": 1}')
+    await publish(mosquitto, [good[0], poison, *good[1:]])
+    await wait_for(lambda: running.bridge.stats.acked >= len(good) + 1, timeout=20,
+                   what="every message acked", info=lambda: running.bridge.stats)
+    await wait_for_rows(influx, 'SELECT * FROM "weather"', len(good))
+    assert await running.stop() == 0
+    [letter] = dead_letters(tmp_path)
+    assert letter["reason"] == "internal_error"
+    assert "KeyError" in letter["detail"]
