@@ -48,16 +48,12 @@ from paho.mqtt.properties import Properties
 from gateway import ingest, systemd
 from gateway.deadletter import DeadLetters
 from gateway.errors import ConfigError, PublishError, SensegateError, SinkError
-from gateway.lifecycle import signal_handlers
+from gateway.lifecycle import EXIT_OK, run_phases, signal_handlers
 from gateway.model import BridgeConfig, BridgeMqttConfig
 from gateway.mqtt_tls import build_tls_context, describe_mqtt_error
 from gateway.sink import Sink, create_sink, write_isolating
 
 log = logging.getLogger("sensegate.bridge")
-
-EXIT_OK = 0
-EXIT_FATAL = 1
-EXIT_CONFIG = 2
 
 WRITERS = 2  # batches written concurrently
 STATUS_EVERY = 5.0
@@ -192,17 +188,7 @@ class Bridge:
 
     async def run(self) -> int:
         with signal_handlers(self._handle_exit, self.reload_requested.set):
-            try:
-                await self.startup()
-            except ConfigError:
-                raise  # the CLI prints every issue as FILE:LINE:COL and exits 2
-            except (SensegateError, OSError) as exc:
-                log.error("bridge failed to start: %s", exc)
-                await self.shutdown()
-                return EXIT_FATAL
-            await self.main_loop()
-            await self.shutdown()
-            return EXIT_OK
+            return await run_phases(self, "bridge")
 
     async def startup(self) -> None:
         if self.config is None:

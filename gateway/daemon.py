@@ -20,15 +20,11 @@ from typing import Any
 
 from gateway import systemd
 from gateway.config import load_gateway_config
-from gateway.errors import ConfigError, SensegateError, StorageError
-from gateway.lifecycle import signal_handlers
+from gateway.errors import ConfigError, StorageError
+from gateway.lifecycle import EXIT_OK, run_phases, signal_handlers
 from gateway.model import GatewayConfig, Reading
 
 log = logging.getLogger("sensegate.daemon")
-
-EXIT_OK = 0
-EXIT_FATAL = 1
-EXIT_CONFIG = 2
 
 STATUS_EVERY = 5.0  # seconds between STATUS= updates to systemd
 
@@ -81,19 +77,7 @@ class Daemon:
             if self.install_signals else contextlib.nullcontext()
         )
         with signals:
-            try:
-                await self.startup()
-            except ConfigError as exc:
-                for issue in exc.issues:
-                    log.error("%s", issue)
-                return EXIT_CONFIG
-            except SensegateError as exc:
-                log.error("startup failed: %s", exc)
-                await self.shutdown()
-                return EXIT_FATAL
-            await self.main_loop()
-            await self.shutdown()
-            return EXIT_OK
+            return await run_phases(self, "gateway")
 
     async def startup(self) -> None:
         # Imported here so `check`, `schema` and friends never pay for these imports.

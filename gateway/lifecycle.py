@@ -1,4 +1,7 @@
-"""Signals of the long-running commands (`run`, `bridge`): the handlers only call back.
+"""The lifecycle shared by the long-running commands (`run`, `bridge`).
+
+`run_phases` runs startup, main loop and shutdown with the exit codes of SPEC §1;
+`signal_handlers` installs the signal handlers, which only call back.
 
 SIGTERM and SIGINT ask for a stop (a second SIGINT is the caller's to treat as "now"),
 SIGHUP for a reload. Handlers are installed on the running loop and removed on exit, so an
@@ -9,8 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 from collections.abc import Callable, Iterator
+from typing import Protocol
+
+from gateway.errors import ConfigError, SensegateError
+
+log = logging.getLogger("sensegate.lifecycle")
+
+EXIT_OK = 0
+EXIT_FATAL = 1
 
 
 @contextlib.contextmanager
@@ -34,3 +46,29 @@ def signal_handlers(
         for sig in installed:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(sig)
+
+
+class Service(Protocol):
+    async def startup(self) -> None: ...
+    async def main_loop(self) -> None: ...
+    async def shutdown(self) -> None: ...
+
+
+async def run_phases(service: Service, name: str) -> int:
+    """startup → main_loop → shutdown, with the exit codes of SPEC §1.
+
+    A bad config (`ConfigError`) propagates: the CLI prints every issue as FILE:LINE:COL
+    and exits 2. Anything else that stops the start (storage, TLS files, sockets) is
+    logged in one line, what did start is shut down, and the exit code is 1.
+    """
+    try:
+        await service.startup()
+    except ConfigError:
+        raise
+    except (SensegateError, OSError) as exc:
+        log.error("%s failed to start: %s", name, exc)
+        await service.shutdown()
+        return EXIT_FATAL
+    await service.main_loop()
+    await service.shutdown()
+    return EXIT_OK

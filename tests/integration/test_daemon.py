@@ -281,7 +281,7 @@ def test_systemd_notify_watchdog_and_metrics_endpoint(
             "gateway: {id: x, state_dir: STATE/afile/sub}\nmqtt: {host: 127.0.0.1, port: 1}\n"
             "devices:\n  - {name: a, driver: modbus-tcp, host: 127.0.0.1, port: 1,\n"
             "     points: [{name: p, table: holding, address: 0, type: int16}]}\n",
-            1, "startup failed: cannot create state_dir", id="unusable-state-dir-exits-1",
+            1, "gateway failed to start: cannot create state_dir", id="unusable-state-dir-exits-1",
         ),
     ],
 )
