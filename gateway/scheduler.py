@@ -57,6 +57,7 @@ STAGGER_MAX = 1.0  # seconds over which device phases are spread ...
 STAGGER_STEP = 0.05  # ... in steps of this many seconds (devices of one step wake together)
 HANG_MIN = 30.0  # a scan running longer than this (and than 4 intervals) is cancelled
 STOP_GRACE = 2.0  # seconds a stopping device may take to finish the scan in flight
+FIRST_SCAN_WAIT = 5.0  # a device whose first grid slot is further off is scanned at once
 
 
 # -- the schedule, as pure functions ----------------------------------------------------------
@@ -238,6 +239,11 @@ class _DeviceRunner:
 
     async def _run(self) -> None:
         """The scan loop, restarted on its grid should a bug ever break it."""
+        loop = asyncio.get_running_loop()
+        if self.stats.t0 - loop.time() > FIRST_SCAN_WAIT:
+            # A 15-minute device should not stay silent for up to 15 minutes after a start
+            # or a reload: one scan now, off the grid, then the grid.
+            await self._scan(loop)
         while not self._stopping:
             try:
                 await self._loop()

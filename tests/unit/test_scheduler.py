@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -295,6 +296,45 @@ def test_scans_stay_on_the_grid_for_hours() -> None:
             assert t == pytest.approx(stats.t0 + k * 1.0, abs=1e-6)
         assert stats.overruns == 0
         assert stats.scans == len(starts) == len(rig.readings)
+
+    run_virtual(main)
+
+
+@pytest.mark.parametrize(
+    ("interval", "wall", "initial_scan"),
+    [
+        pytest.param(900.0, 1000.0, True, id="15min-device-first-slot-far-off"),
+        pytest.param(900.0, 898.0, False, id="15min-device-first-slot-in-2s"),
+        pytest.param(1.0, 1000.0, False, id="1s-device"),
+    ],
+)
+def test_first_scan_does_not_wait_for_a_far_slot(
+    monkeypatch: pytest.MonkeyPatch, interval: float, wall: float, initial_scan: bool
+) -> None:
+    # The grid is aligned to the wall clock: pin it so the first slot is where we say.
+    import types
+
+    from gateway import scheduler
+
+    monkeypatch.setattr(scheduler, "time", types.SimpleNamespace(
+        time=lambda: wall, time_ns=time.time_ns))
+    monkeypatch.setattr(scheduler, "phase", lambda name, interval: 0.0)
+    rig = Rig()
+    config = gateway(tcp("d", interval=interval))
+
+    async def main(loop: VirtualClockLoop) -> None:
+        start = loop.time()
+        poller = rig.poller(config)
+        await poller.start()
+        t0 = poller.stats()["d"].t0
+        await until(poller, "d", interval + 0.5)  # past slots 0 and 1
+        await poller.stop()
+        starts = rig.of("d")[0].starts
+        grid = [pytest.approx(t0, abs=1e-6), pytest.approx(t0 + interval, abs=1e-6)]
+        if initial_scan:
+            assert starts == [pytest.approx(start, abs=1e-6), *grid]
+        else:
+            assert starts == grid
 
     run_virtual(main)
 
