@@ -47,7 +47,7 @@ from paho.mqtt.properties import Properties
 
 from gateway import ingest, systemd
 from gateway.deadletter import DeadLetters
-from gateway.errors import ConfigError, PublishError, SensegateError, SinkError
+from gateway.errors import ConfigError, PublishError, SinkError
 from gateway.lifecycle import EXIT_OK, run_phases, signal_handlers
 from gateway.model import BridgeConfig, BridgeMqttConfig
 from gateway.mqtt_tls import build_tls_context, describe_mqtt_error
@@ -173,6 +173,7 @@ class Bridge:
         self._sink: Sink | None = None
         self._deadletters: DeadLetters | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self.failed = False  # a component died of a bug: stop, and exit 1
         self._writers: list[asyncio.Task[Any]] = []
         self._session: asyncio.Task[Any] | None = None
         self._stop_consuming = asyncio.Event()
@@ -223,9 +224,18 @@ class Bridge:
             while not self.should_exit.is_set():
                 await asyncio.wait({reload_wait, exit_wait}, timeout=tick,
                                    return_when=asyncio.FIRST_COMPLETED)
-                if self._session is not None and self._session.done():
-                    exc = self._session.exception()
-                    raise SensegateError(f"mqtt session ended: {exc}")
+                died = [t for t in (self._session, *self._writers, *self._tasks)
+                        if t is not None and t.done() and not t.cancelled()
+                        and t.exception() is not None]
+                if died or (self._session is not None and self._session.done()):
+                    # A component died of a bug: shut down cleanly, then exit 1 so that
+                    # systemd's Restart=on-failure brings the bridge back.
+                    for task in died:
+                        log.error("%s stopped: %r", task.get_name(), task.exception())
+                    if not died:
+                        log.error("mqtt session ended")
+                    self.failed = True
+                    break
                 if self.reload_requested.is_set():
                     self.reload_requested.clear()
                     reload_wait = asyncio.ensure_future(self.reload_requested.wait())

@@ -66,6 +66,7 @@ class Daemon:
     should_exit: asyncio.Event = field(default_factory=asyncio.Event)
     reload_requested: asyncio.Event = field(default_factory=asyncio.Event)
     force_exit: bool = False
+    failed: bool = False  # a component died of a bug: stop, and exit 1
     _envelopes: dict[str, Envelope] = field(default_factory=dict)
     _tasks: list[asyncio.Task[object]] = field(default_factory=list)
 
@@ -137,6 +138,7 @@ class Daemon:
                 if task.done() and not task.cancelled() and task.exception() is not None:
                     # A component died of a bug: that is fatal, but shut down cleanly.
                     log.error("%s stopped: %r", task.get_name(), task.exception())
+                    self.failed = True
                     self.should_exit.set()
 
     async def shutdown(self) -> None:

@@ -59,7 +59,8 @@ async def run_phases(service: Service, name: str) -> int:
 
     A bad config (`ConfigError`) propagates: the CLI prints every issue as FILE:LINE:COL
     and exits 2. Anything else that stops the start (storage, TLS files, sockets) is
-    logged in one line, what did start is shut down, and the exit code is 1.
+    logged in one line, what did start is shut down, and the exit code is 1; so is a
+    service that sets `failed` before its main loop returns.
     """
     try:
         await service.startup()
@@ -71,4 +72,6 @@ async def run_phases(service: Service, name: str) -> int:
         return EXIT_FATAL
     await service.main_loop()
     await service.shutdown()
-    return EXIT_OK
+    # A component that died of a bug stopped the main loop: exit 1 so that systemd's
+    # Restart=on-failure brings the service back.
+    return EXIT_FATAL if getattr(service, "failed", False) else EXIT_OK

@@ -510,3 +510,17 @@ async def test_a_decoder_bug_dead_letters_the_message_instead_of_blocking(
     [letter] = dead_letters(tmp_path)
     assert letter["reason"] == "internal_error"
     assert "KeyError" in letter["detail"]
+
+
+async def test_a_component_dying_of_a_bug_stops_the_bridge_with_exit_1(
+    mosquitto: Mosquitto, influx: InfluxDB, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken_writer(self: Bridge) -> None:
+        raise RuntimeError("a bug in a writer")
+
+    monkeypatch.setattr(Bridge, "_writer", broken_writer)
+    running = await start_bridge(bridge_config(mosquitto, tmp_path, v1(influx)))
+    # Not a hang with messages piling up unwritten: a clean stop and exit 1, so that
+    # systemd's Restart=on-failure brings the bridge back.
+    assert await asyncio.wait_for(running.task, timeout=30) == 1
+    assert running.bridge.failed
