@@ -8,7 +8,6 @@ crashes are `kill -9` on a real `sensegate bridge` process.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import os
@@ -28,6 +27,7 @@ from gateway import lineproto
 from gateway.bridge import Bridge
 from gateway.model import BridgeConfig, BridgeMqttConfig, InfluxConfig, Reading
 from gateway.payload import build_influx, build_json, data_topic
+from tests.support.hostile import hostile_cases, hostile_payload
 from tests.support.influxdb import InfluxDB
 from tests.support.mosquitto import Mosquitto
 from tests.support.victoria import Victoria
@@ -35,7 +35,6 @@ from tests.support.victoria import Victoria
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-CORPUS = ROOT / "tests" / "cases" / "hostile_payloads" / "cases.json"
 T0 = 1_764_000_000_000_000_000
 
 
@@ -397,33 +396,16 @@ async def test_acl_one_gateway_cannot_publish_as_another(
 # -- hostile payloads, rejected points -----------------------------------------------------
 
 
-def corpus() -> tuple[str, list[dict[str, Any]]]:
-    doc = json.loads(CORPUS.read_text())
-    return doc["default_topic"], doc["cases"]
-
-
-def corpus_payload(case: dict[str, Any]) -> bytes:
-    if "payload_b64" in case:
-        return base64.b64decode(case["payload_b64"])
-    if "payload_repeat" in case:
-        head, n, tail = case["payload_repeat"]
-        return (head + "x" * n + tail).encode()
-    if "payload_nested" in case:
-        n = case["payload_nested"]
-        return ('{"a":' * n + "1" + "}" * n).encode()
-    return case["payload"].encode()
-
-
 async def test_hostile_payloads_inject_nothing(
     mosquitto: Mosquitto, influx: InfluxDB, tmp_path: Path
 ) -> None:
-    default_topic, cases = corpus()
+    default_topic, cases = hostile_cases()
     # Cases on topics outside the subscription never reach the bridge (unit-tested only).
     cases = [c for c in cases
              if topic_matches_sub("sensegate/+/+/data", c.get("topic", default_topic))]
     running = await start_bridge(bridge_config(mosquitto, tmp_path, v1(influx)))
     good = make_messages(["gw-1"], ["dev-1"], 3, 1, fmt="json")
-    msgs = [(c.get("topic", default_topic), corpus_payload(c)) for c in cases]
+    msgs = [(c.get("topic", default_topic), hostile_payload(c)) for c in cases]
     await publish(mosquitto, [*msgs, *good])
     total = len(msgs) + len(good)
     await wait_for(lambda: running.bridge.stats.acked >= total, timeout=20,

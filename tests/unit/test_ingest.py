@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import base64
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gateway import lineproto
 from gateway.ingest import Rejected, decode_message, topic_source
+from tests.support.hostile import hostile_cases, hostile_payload
 
-CORPUS = Path(__file__).parent.parent / "cases" / "hostile_payloads" / "cases.json"
 TOPIC = "sensegate/xinwu-road-017/rws-1/data"
 
 SPEC_PAYLOAD = {
@@ -23,23 +21,6 @@ SPEC_PAYLOAD = {
          "quality": {"wind_speed": "bad"}},
     ],
 }
-
-
-def hostile_cases() -> tuple[str, list[dict[str, Any]]]:
-    doc = json.loads(CORPUS.read_text())
-    return doc["default_topic"], doc["cases"]
-
-
-def hostile_payload(case: dict[str, Any]) -> bytes:
-    if "payload_b64" in case:
-        return base64.b64decode(case["payload_b64"])
-    if "payload_repeat" in case:
-        head, n, tail = case["payload_repeat"]
-        return (head + "x" * n + tail).encode()
-    if "payload_nested" in case:
-        n = case["payload_nested"]
-        return ('{"a":' * n + "1" + "}" * n).encode()
-    return case["payload"].encode()
 
 
 def series_key(measurement: str, tags: dict[str, str]) -> str:
