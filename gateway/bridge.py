@@ -50,6 +50,7 @@ from gateway.deadletter import DeadLetters
 from gateway.errors import ConfigError, PublishError, SinkError
 from gateway.lifecycle import EXIT_OK, run_phases, signal_handlers
 from gateway.model import BridgeConfig, BridgeMqttConfig
+from gateway.mqtt_receive import BulkReceiveClient
 from gateway.mqtt_tls import build_tls_context, describe_mqtt_error
 from gateway.sink import Sink, create_sink, write_isolating
 
@@ -377,11 +378,15 @@ class Bridge:
             tls_insecure=mqtt.tls.insecure if mqtt.tls else None,
             timeout=10,
         )
-        # aiomqtt 2.5 has no manual-ack option; paho has (acks go out via client.ack).
-        paho = client._client
+        # Take messages straight from the paho client rather than through aiomqtt's queue
+        # and iterator, which cost a task per message. QoS 1 PUBLISH packets come through
+        # the bulk receive path (gateway.mqtt_receive); anything else through on_message.
+        paho = BulkReceiveClient.adopt(
+            client._client,
+            lambda topic, payload, mid: self._on_publish(client, topic, payload, mid, 1),
+        )
+        # aiomqtt 2.5 has no manual-ack option; paho has (acks go out in _write_batch).
         paho.manual_ack_set(True)
-        # Take messages straight from paho's callback rather than through aiomqtt's queue
-        # and iterator, which cost a task per message.
         paho.on_message = lambda _c, _u, message: self._on_message(client, message)
         return client
 
@@ -465,7 +470,16 @@ class Bridge:
             backoff = min(backoff * 2, RECONNECT_MAX)
 
     def _on_message(self, client: aiomqtt.Client, message: mqtt.MQTTMessage) -> None:
-        """paho's on_message, on the event loop: decode at once, add to the batch.
+        """paho's on_message (QoS 0 and 2, and packets the bulk path leaves to paho)."""
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:  # a broker should refuse such a topic; still, no loop
+            topic = repr(message._topic)
+        self._on_publish(client, topic, message.payload, message.mid, message.qos)
+
+    def _on_publish(self, client: aiomqtt.Client, topic: str, payload: bytes, mid: int,
+                    qos: int) -> None:
+        """A message, on the event loop: decode at once, add to the batch.
 
         No queue and no task per message: the broker's receive window (receive_maximum
         unacknowledged messages) bounds what can pile up here while the writers are busy.
@@ -475,8 +489,6 @@ class Bridge:
         try:
             self.stats.received += 1
             self._metrics.received()
-            payload = message.payload
-            topic = message.topic
             try:
                 result = ingest.decode_message(topic, payload)
             except Exception as exc:
@@ -487,8 +499,7 @@ class Bridge:
             batch = self._batch
             if not batch.messages:
                 batch.started = time.monotonic()
-            batch.messages.append(Inbound(client, message.mid, message.qos, topic,
-                                          len(batch.lines)))
+            batch.messages.append(Inbound(client, mid, qos, topic, len(batch.lines)))
             if result.__class__ is list:
                 batch.lines.extend(result)  # type: ignore[arg-type]
             else:
@@ -584,12 +595,21 @@ class Bridge:
         self.stats.points_written += written
         self.stats.batches_written += 1
         self._metrics.batch_written(written)
-        acked = 0
-        for m in batch.messages:
-            if m.client is self._client:
-                m.client._client.ack(m.mid, m.qos)
-                acked += 1
-        self.stats.acked += acked
+        self.stats.acked += self._acknowledge(batch.messages)
+
+    def _acknowledge(self, messages: list[Inbound]) -> int:
+        """PUBACK (PUBCOMP for QoS 2) the messages that came on the current connection."""
+        client = self._client
+        if client is None:
+            return 0
+        paho = client._client
+        assert isinstance(paho, BulkReceiveClient)
+        current = [m for m in messages if m.client is client]
+        paho.ack_many([m.mid for m in current if m.qos == 1])
+        for m in current:
+            if m.qos == 2:
+                paho.ack(m.mid, m.qos)
+        return len(current)
 
     # -- status and metrics ------------------------------------------------------------
 
