@@ -3,7 +3,9 @@
 Pure: no I/O, no MQTT, no InfluxDB. Both payload formats of SPEC §3 are read:
 
 - JSON (`{"gateway": …, "device": …, "measurement": …, "tags": {…}, "readings": [{"ts": …,
-  "values": {…}}, …]}`): decoded once, one point per reading, one field per value.
+  "values": {…}}, …]}`): decoded once, one point per reading, one field per value. orjson
+  decodes; a payload it refuses, or one with an integer it would turn into a float, is
+  decoded again by the stdlib, whose refusal names the exact reason.
 - InfluxDB line protocol (`format: influx`): parsed with `gateway.lineproto`, one point
   per line, and written again from the parsed form.
 
@@ -19,8 +21,11 @@ dead-letter reason and the metric label, `detail` says what and where.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from gateway import lineproto
 
@@ -70,6 +75,10 @@ def _no_constants(name: str) -> Any:
 
 
 _json_decode = json.JSONDecoder(parse_constant=_no_constants).decode
+_orjson_loads = orjson.loads
+# An integer literal orjson would turn into a float (below int64 or above uint64), or
+# something that merely looks like one: the stdlib decodes those payloads, exactly.
+_BEYOND_INT64 = re.compile(rb"-[0-9]{19}|[0-9]{20}")
 
 # Escaped field keys by raw key: field names repeat in every message of a device.
 _field_keys: dict[str, str] = {}
@@ -166,12 +175,22 @@ def decode_message(
     if len(payload) > max_payload:
         return Rejected(TOO_LARGE, f"payload of {len(payload)} bytes exceeds {max_payload}")
     try:
-        text = payload.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return Rejected(BAD_ENCODING, f"payload is not utf-8: {exc.reason} at byte {exc.start}")
-    try:
+        if payload[:1] == b"{" and not _BEYOND_INT64.search(payload):
+            # The usual case, with orjson. Whatever orjson refuses the stdlib reads below,
+            # so that the reason given is exactly the careful path's (NaN, huge numbers...).
+            try:
+                doc = _orjson_loads(payload)
+            except orjson.JSONDecodeError:
+                pass
+            else:
+                return _from_doc(doc, *source)
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return Rejected(BAD_ENCODING,
+                            f"payload is not utf-8: {exc.reason} at byte {exc.start}")
         if text.lstrip()[:1] == "{":
-            return _from_json(text, *source)
+            return _from_doc(_json_document(text), *source)
         return _from_line_protocol(text, *source)
     except _Refuse as exc:
         return Rejected(exc.reason, exc.detail)
@@ -195,13 +214,16 @@ def _check_source(kind: str, claimed: object, actual: str) -> None:
         raise _Refuse(TOPIC_MISMATCH, f"payload {kind} {claimed!r} is not the topic's {actual!r}")
 
 
-def _from_json(text: str, gateway: str, device: str) -> list[str]:
+def _json_document(text: str) -> Any:
     try:
-        doc = _json_decode(text)
+        return _json_decode(text)
     except ValueError as exc:
         raise _Refuse(BAD_JSON, f"invalid json: {exc}") from None
     except RecursionError:
         raise _Refuse(BAD_JSON, "invalid json: nested too deeply") from None
+
+
+def _from_doc(doc: Any, gateway: str, device: str) -> list[str]:
     if not isinstance(doc, dict):
         raise _Refuse(BAD_SHAPE, f"payload is a json {type(doc).__name__}, not an object")
     _check_source("gateway", doc.get("gateway"), gateway)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from gateway import lineproto
+from gateway import ingest, lineproto
 from gateway.ingest import Rejected, decode_message, topic_source
 from tests.support.hostile import hostile_cases, hostile_payload
 
@@ -163,3 +166,38 @@ def test_fast_path_refuses_as_the_careful_one(value: object, reason: str) -> Non
     doc = {**SPEC_PAYLOAD, "readings": [{"ts": 5, "values": {"x": value}}]}
     result = decode_message(TOPIC, json.dumps(doc).encode())
     assert isinstance(result, Rejected) and result.reason == reason, result
+
+
+# --- orjson (the usual path) and the stdlib (exact reasons) give the same answer ---------
+
+def _stdlib_only(topic: str, payload: bytes, monkeypatch: pytest.MonkeyPatch) -> object:
+    def refuse(_payload: bytes) -> object:
+        raise orjson.JSONDecodeError("forced", "", 0)
+
+    with monkeypatch.context() as m:
+        m.setattr(ingest, "_orjson_loads", refuse)
+        return decode_message(topic, payload)
+
+
+@pytest.mark.parametrize("case", _CASES, ids=[c["id"] for c in _CASES])
+def test_orjson_and_stdlib_agree_on_the_hostile_corpus(
+        case: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    topic, payload = case.get("topic", _DEFAULT_TOPIC), hostile_payload(case)
+    assert decode_message(topic, payload) == _stdlib_only(topic, payload, monkeypatch)
+
+
+_json_values = st.one_of(
+    st.floats(), st.integers(min_value=-(2**70), max_value=2**70), st.booleans(),
+    st.text(max_size=8), st.none(), st.lists(st.integers(), max_size=2),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.dictionaries(st.text(min_size=1, max_size=6), _json_values, max_size=4),
+       ts=st.integers(min_value=-(2**64), max_value=2**64))
+def test_orjson_and_stdlib_agree_on_any_values(values: dict[str, Any], ts: int) -> None:
+    doc = {**SPEC_PAYLOAD, "readings": [{"ts": ts, "values": values}]}
+    payload = json.dumps(doc).encode()  # NaN and Infinity as the stdlib writes them
+    with pytest.MonkeyPatch.context() as m:
+        expected = _stdlib_only(TOPIC, payload, m)
+    assert decode_message(TOPIC, payload) == expected
