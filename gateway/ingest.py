@@ -3,9 +3,10 @@
 Pure: no I/O, no MQTT, no InfluxDB. Both payload formats of SPEC §3 are read:
 
 - JSON (`{"gateway": …, "device": …, "measurement": …, "tags": {…}, "readings": [{"ts": …,
-  "values": {…}}, …]}`): decoded once, one point per reading, one field per value. orjson
-  decodes; a payload it refuses, or one with an integer it would turn into a float, is
-  decoded again by the stdlib, whose refusal names the exact reason.
+  "values": {…}}, …]}`): one point per reading, one field per value. orjson decodes the
+  usual message; one that leaves the fast path (a refusal, NaN, a number orjson may have
+  turned from a huge integer into a float, an unusual value) is decoded again by the
+  stdlib, so numbers and reasons are exactly the stdlib's.
 - InfluxDB line protocol (`format: influx`): parsed with `gateway.lineproto`, one point
   per line, and written again from the parsed form.
 
@@ -20,8 +21,8 @@ dead-letter reason and the metric label, `detail` says what and where.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,9 +77,13 @@ def _no_constants(name: str) -> Any:
 
 _json_decode = json.JSONDecoder(parse_constant=_no_constants).decode
 _orjson_loads = orjson.loads
-# An integer literal orjson would turn into a float (below int64 or above uint64), or
-# something that merely looks like one: the stdlib decodes those payloads, exactly.
-_BEYOND_INT64 = re.compile(rb"-[0-9]{19}|[0-9]{20}")
+# orjson turns an integer below int64 or above uint64 into a float; a float this large
+# may be one, so it leaves the fast path (and an orjson document goes to the stdlib).
+_FLOAT_LIMIT = 9.2e18  # just under 2**63
+
+
+class _NotFast(Exception):
+    """An orjson document left the fast path: the stdlib decodes the payload again."""
 
 # Escaped field keys by raw key: field names repeat in every message of a device.
 _field_keys: dict[str, str] = {}
@@ -122,7 +127,7 @@ def _fields(values: dict[str, Any]) -> str | None:
             return None
         cls = value.__class__
         if cls is float:
-            if value - value != 0.0:  # NaN or ±Infinity
+            if not -_FLOAT_LIMIT < value < _FLOAT_LIMIT:  # also NaN and ±Infinity
                 return None
             append(f"{k}{value!r}")
         elif cls is int:
@@ -157,6 +162,11 @@ def _fields_checked(i: int, values: dict[str, Any]) -> str:
     return ",".join(fields)
 
 
+# (gateway, device) by topic: one per device, message after message.
+_sources: dict[str, tuple[str, str]] = {}
+_SOURCE_CACHE = 100_000
+
+
 def topic_source(topic: str) -> tuple[str, str] | None:
     """`(gateway, device)` of a data topic `…/{gateway}/{device}/data`, else None."""
     parts = topic.split("/")
@@ -169,21 +179,26 @@ def decode_message(
     topic: str, payload: bytes, *, max_payload: int = MAX_PAYLOAD
 ) -> list[str] | Rejected:
     """The line-protocol lines (one per point, no newline) a message carries, or why not."""
-    source = topic_source(topic)
+    source = _sources.get(topic)
+    if source is None:
+        source = topic_source(topic)
+        if source is not None:
+            if len(_sources) >= _SOURCE_CACHE:
+                _sources.clear()
+            _sources[topic] = source
     if source is None:
         return Rejected(BAD_TOPIC, f"topic {topic!r} is not .../<gateway>/<device>/data")
     if len(payload) > max_payload:
         return Rejected(TOO_LARGE, f"payload of {len(payload)} bytes exceeds {max_payload}")
     try:
-        if payload[:1] == b"{" and not _BEYOND_INT64.search(payload):
-            # The usual case, with orjson. Whatever orjson refuses the stdlib reads below,
-            # so that the reason given is exactly the careful path's (NaN, huge numbers...).
+        if payload[:1] == b"{":
+            # The usual case, with orjson, as long as every reading takes the fast path.
+            # Anything else (a refusal, NaN, a huge number, an unusual value) the stdlib
+            # decodes again below, so that numbers and reasons are exactly its own.
             try:
-                doc = _orjson_loads(payload)
-            except orjson.JSONDecodeError:
+                return _from_doc(_orjson_loads(payload), *source, fast_only=True)
+            except (orjson.JSONDecodeError, _Refuse, _NotFast):
                 pass
-            else:
-                return _from_doc(doc, *source)
         try:
             text = payload.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -214,6 +229,18 @@ def _check_source(kind: str, claimed: object, actual: str) -> None:
         raise _Refuse(TOPIC_MISMATCH, f"payload {kind} {claimed!r} is not the topic's {actual!r}")
 
 
+def _check_header(measurement: object, tags: object, gateway: str, device: str) -> None:
+    if not isinstance(measurement, str):
+        raise _Refuse(BAD_SHAPE, "measurement is not a string")
+    if not isinstance(tags, dict):
+        raise _Refuse(BAD_SHAPE, "tags is not an object")
+    for key, value in tags.items():
+        if not isinstance(value, str):
+            raise _Refuse(BAD_SHAPE, f"tag {key!r} is a {type(value).__name__}, not a string")
+    _check_source("gateway", tags.get("gateway"), gateway)
+    _check_source("device", tags.get("device"), device)
+
+
 def _json_document(text: str) -> Any:
     try:
         return _json_decode(text)
@@ -223,27 +250,24 @@ def _json_document(text: str) -> Any:
         raise _Refuse(BAD_JSON, "invalid json: nested too deeply") from None
 
 
-def _from_doc(doc: Any, gateway: str, device: str) -> list[str]:
+def _from_doc(doc: Any, gateway: str, device: str, *, fast_only: bool = False) -> list[str]:
     if not isinstance(doc, dict):
         raise _Refuse(BAD_SHAPE, f"payload is a json {type(doc).__name__}, not an object")
     _check_source("gateway", doc.get("gateway"), gateway)
     _check_source("device", doc.get("device"), device)
     measurement = doc.get("measurement", device)
-    if not isinstance(measurement, str):
-        raise _Refuse(BAD_SHAPE, "measurement is not a string")
     raw_tags = doc.get("tags") or {}
-    if not isinstance(raw_tags, dict):
-        raise _Refuse(BAD_SHAPE, "tags is not an object")
-    for key, value in raw_tags.items():
-        if not isinstance(value, str):
-            raise _Refuse(BAD_SHAPE, f"tag {key!r} is a {type(value).__name__}, not a string")
-    _check_source("gateway", raw_tags.get("gateway"), gateway)
-    _check_source("device", raw_tags.get("device"), device)
+    prefix = None
+    if raw_tags.__class__ is dict:
+        # Only checked headers are cached (string measurement and tag values, tags that
+        # agree with the topic), so a hit stands for the checks below.
+        with contextlib.suppress(TypeError):  # an unhashable tag value: checked below
+            prefix = _prefixes.get((measurement, gateway, device, *raw_tags.items()))
+    if prefix is None:
+        _check_header(measurement, raw_tags, gateway, device)
     readings = doc.get("readings")
     if not isinstance(readings, list):
         raise _Refuse(BAD_SHAPE, "readings is missing or not a list")
-    cache_key = (measurement, gateway, device, *raw_tags.items())
-    prefix = _prefixes.get(cache_key)
     if prefix is None:
         try:
             prefix = _prefix(measurement, {**raw_tags, "gateway": gateway, "device": device})
@@ -251,7 +275,7 @@ def _from_doc(doc: Any, gateway: str, device: str) -> list[str]:
             raise _Refuse(BAD_NAME, str(exc)) from None
         if len(_prefixes) >= _PREFIX_CACHE:
             _prefixes.clear()
-        _prefixes[cache_key] = prefix
+        _prefixes[(measurement, gateway, device, *raw_tags.items())] = prefix
 
     lines: list[str] = []
     append = lines.append
@@ -266,6 +290,8 @@ def _from_doc(doc: Any, gateway: str, device: str) -> list[str]:
                     append(f"{prefix} {field_set} {ts}")
                     continue
         # the careful path: says exactly what is wrong, or handles the unusual
+        if fast_only:
+            raise _NotFast
         if not isinstance(reading, dict):
             raise _Refuse(BAD_SHAPE, f"readings[{i}] is not an object")
         ts = reading.get("ts")
