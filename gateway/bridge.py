@@ -4,15 +4,16 @@ Flow (one asyncio loop, blocking HTTP in a small thread pool):
 
     broker ──► consume: decode (gateway.ingest) ──► Batch ──► write queue ──► writers
                dead letters appended at once         │ flush at batch_size points,
-                                                      │ at a third of the receive
+                                                      │ at a fifth of the receive
                                                       │ window, or flush_interval
     writers: write_isolating (gateway.sink; bisects rejected batches) → dead-letter the
              rejected points → fsync the dead-letter file → PUBACK every message of the batch
 
-MQTT: v5, fixed client id, `clean_start=False` with a session expiry, QoS 1, through
+MQTT: v5 (aiomqtt for the connection; QoS 1 PUBLISH packets read in bulk by
+`gateway.mqtt_receive`), fixed client id, `clean_start=False` with a session expiry, QoS 1, through
 `$share/<group>/<filter>` when a shared group is set, manual acknowledgements. The broker
 sends at most `receive_maximum` unacknowledged messages; a batch is flushed when it holds
-1/(WRITERS + 1) of them (a third), so the window never fills with messages waiting for a
+1/(WRITERS + 1) of them (a fifth), so the window never fills with messages waiting for a
 timer. While InfluxDB is down the writers retry with capped backoff, the window fills, and
 the broker keeps the rest: nothing is acknowledged early and nothing is lost.
 
@@ -56,7 +57,7 @@ from gateway.sink import Sink, create_sink, write_isolating
 
 log = logging.getLogger("sensegate.bridge")
 
-WRITERS = 2  # batches written concurrently
+WRITERS = 4  # batches written concurrently (bench/bridge.py: 4 beat 2 and 3)
 STATUS_EVERY = 5.0
 BACKOFF_START = 0.5
 BACKOFF_MAX = 30.0
