@@ -10,15 +10,19 @@ scan, mostly floats). For each shape, in the same run and on the same messages:
 - direct: the exact lines the bridge writes, POSTed to `/write?db=direct_<shape>` in batches
   of `batch_size` over one kept-alive HTTP connection, one request at a time.
 - raw paho: a bare paho-mqtt v5 client (persistent session, QoS 1, Receive Maximum as the
-  bridge's, automatic PUBACK, an `on_message` that only counts) receives every message.
-  That is the ceiling of any Python bridge on paho for small messages.
+  bridge's, automatic PUBACK, an `on_message` that only counts) receives every message:
+  stock paho's receive rate, for comparison with the bridge's bulk receive path
+  (gateway.mqtt_receive).
 - bridge: `gateway.bridge.Bridge` in this process; the clock runs from its start until
   InfluxDB accepted every point (`db=bridge_<shape>`): connect, subscribe, MQTT receive,
   decode, batching, writes, acknowledgements.
 
 Both MQTT sessions are created first, then every message is published once and queued at
 the broker for both. One JSON line per shape with the rates and both ratios (target: bridge
-≥ 50 % of direct). `BENCH_PROFILE=FILE` writes a cProfile of the last shape's bridge drain.
+≥ 50 % of direct), and the CPU each process used (in cores: CPU seconds ÷ wall seconds)
+during the direct write and during the bridge's drain, which shows when the machine
+itself is the limit. `BENCH_PROFILE=FILE` writes a cProfile of the last shape's bridge
+drain.
 """
 
 from __future__ import annotations
@@ -91,6 +95,30 @@ def messages(n: int, scans: int, n_fields: int, prefix: str) -> list[tuple[str, 
                              readings)
         out.append((data_topic(prefix, gw, dev), payload))
     return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """Cores each process used between `start()` and `stop()`."""
+
+    def __init__(self, **pids: int) -> None:
+        self.pids = pids
+        self.cores: dict[str, float] = {}
+
+    def start(self) -> None:
+        self._t0 = time.perf_counter()
+        self._c0 = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+
+    def stop(self) -> dict[str, float]:
+        wall = time.perf_counter() - self._t0
+        return {name: round((cpu_seconds(pid) - self._c0[name]) / wall, 2)
+                for name, pid in self.pids.items()}
 
 
 def direct(db: InfluxDB, database: str, lines: list[str], batch_size: int) -> float:
@@ -226,9 +254,15 @@ async def run_shape(broker: Mosquitto, db: InfluxDB, scans: int, n_fields: int,
         await asyncio.to_thread(raw.create_session)
         await create_bridge_session(config)
         await publish(broker.port, msgs)
+        assert db.proc is not None and broker.proc is not None
+        meter = CpuMeter(bridge=os.getpid(), influxd=db.proc.pid, mosquitto=broker.proc.pid)
+        meter.start()
         t_direct = direct(db, f"direct_{name}", lines, batch_size)
+        cores_direct = meter.stop()
         t_raw = await asyncio.to_thread(raw.drain, len(msgs))
+        meter.start()
         t_bridge = await drain_bridge(config, len(lines), profile_to)
+        cores_bridge = meter.stop()
     rows = db.rows(f'SELECT count("humidity") FROM "bridge_{name}".."road_weather"')
     stored = int(rows[0]["count"]) if rows else 0
     direct_rate = len(lines) / t_direct
@@ -247,6 +281,8 @@ async def run_shape(broker: Mosquitto, db: InfluxDB, scans: int, n_fields: int,
         "ratio_vs_direct": round(bridge_rate / direct_rate, 3),
         "ratio_vs_raw_paho": round(bridge_rate / raw_rate, 3),
         "stored_points": stored,
+        "influxd_cores_direct": cores_direct["influxd"],
+        "cores_during_bridge": cores_bridge,
     }
 
 
