@@ -21,7 +21,6 @@ dead-letter reason and the metric label, `detail` says what and where.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -261,8 +260,10 @@ def _from_doc(doc: Any, gateway: str, device: str, *, fast_only: bool = False) -
     if raw_tags.__class__ is dict:
         # Only checked headers are cached (string measurement and tag values, tags that
         # agree with the topic), so a hit stands for the checks below.
-        with contextlib.suppress(TypeError):  # an unhashable tag value: checked below
+        try:
             prefix = _prefixes.get((measurement, gateway, device, *raw_tags.items()))
+        except TypeError:  # an unhashable tag value: _check_header says which
+            pass
     if prefix is None:
         _check_header(measurement, raw_tags, gateway, device)
     readings = doc.get("readings")
