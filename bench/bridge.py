@@ -62,8 +62,8 @@ from tests.support.influxdb import InfluxDB  # noqa: E402
 from tests.support.mosquitto import Mosquitto  # noqa: E402
 
 T0 = 1_764_000_000_000_000_000
-RECEIVE_MAXIMUM = 2000
-DEFAULT_SHAPES = "1x4,5x4,20x4,60x4,20x20"
+RECEIVE_MAXIMUM = 2000  # the bridge's default (--receive-maximum to change)
+DEFAULT_SHAPES = "1x4,1x20,5x4,20x4,60x4,20x20"
 
 # a road-weather station's scan: 20 points, mostly floats
 STATION = ("air_temp", "road_temp", "subsurface_temp", "dew_point", "humidity", "pressure",
@@ -141,8 +141,9 @@ def direct(db: InfluxDB, database: str, lines: list[str], batch_size: int) -> fl
 class RawPaho:
     """A bare paho v5 QoS 1 subscriber with a persistent session: the receive ceiling."""
 
-    def __init__(self, port: int, client_id: str, prefix: str) -> None:
+    def __init__(self, port: int, client_id: str, prefix: str, receive_maximum: int) -> None:
         self.port = port
+        self.receive_maximum = receive_maximum
         self.prefix = prefix
         self.client_id = client_id
         self.count = 0
@@ -162,7 +163,7 @@ class RawPaho:
     def _connect(self, client: paho.Client) -> None:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600
-        props.ReceiveMaximum = RECEIVE_MAXIMUM
+        props.ReceiveMaximum = self.receive_maximum
         client.connect("127.0.0.1", self.port, clean_start=False, properties=props)
 
     def create_session(self) -> None:
@@ -184,11 +185,12 @@ class RawPaho:
 
 
 def bridge_config(port: int, db: InfluxDB, database: str, batch_size: int,
-                  state_dir: str, client_id: str, prefix: str) -> BridgeConfig:
+                  state_dir: str, client_id: str, prefix: str,
+                  receive_maximum: int) -> BridgeConfig:
     return BridgeConfig(
         mqtt=BridgeMqttConfig(host="127.0.0.1", port=port, client_id=client_id,
                               subscribe=f"{prefix}/+/+/data", shared_group="bench",
-                              receive_maximum=RECEIVE_MAXIMUM),
+                              receive_maximum=receive_maximum),
         influxdb=InfluxConfig(url=db.url, api="v1", database=database, batch_size=batch_size,
                               flush_interval=0.1),
         state_dir=state_dir,
@@ -235,7 +237,8 @@ async def drain_bridge(config: BridgeConfig, n_points: int, profile_to: str | No
 
 
 async def run_shape(broker: Mosquitto, db: InfluxDB, scans: int, n_fields: int,
-                    n_points: int, batch_size: int, profile_to: str | None) -> dict[str, object]:
+                    n_points: int, batch_size: int, receive_maximum: int,
+                    profile_to: str | None) -> dict[str, object]:
     name = f"s{scans}_f{n_fields}"
     n_messages = max(1, n_points // scans)
     msgs = messages(n_messages, scans, n_fields, name)  # topics of their own per shape
@@ -248,9 +251,9 @@ async def run_shape(broker: Mosquitto, db: InfluxDB, scans: int, n_fields: int,
         db.query(f'CREATE DATABASE "{database}"', post=True)
     db.write(b"warmup x=1 1")  # shard creation of the year 1970 on the default database
     with tempfile.TemporaryDirectory() as state_dir:
-        raw = RawPaho(broker.port, f"bench-raw-{name}", name)
+        raw = RawPaho(broker.port, f"bench-raw-{name}", name, receive_maximum)
         config = bridge_config(broker.port, db, f"bridge_{name}", batch_size, state_dir,
-                               f"bench-bridge-{name}", name)
+                               f"bench-bridge-{name}", name, receive_maximum)
         await asyncio.to_thread(raw.create_session)
         await create_bridge_session(config)
         await publish(broker.port, msgs)
@@ -281,6 +284,7 @@ async def run_shape(broker: Mosquitto, db: InfluxDB, scans: int, n_fields: int,
         "ratio_vs_direct": round(bridge_rate / direct_rate, 3),
         "ratio_vs_raw_paho": round(bridge_rate / raw_rate, 3),
         "stored_points": stored,
+        "receive_maximum": receive_maximum,
         "influxd_cores_direct": cores_direct["influxd"],
         "cores_during_bridge": cores_bridge,
     }
@@ -290,6 +294,8 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--points", type=int, default=60000, help="points per shape")
     parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--receive-maximum", type=int, default=RECEIVE_MAXIMUM,
+                        help=f"the bridge's (and raw paho's) window (default {RECEIVE_MAXIMUM})")
     parser.add_argument("--shapes", default=DEFAULT_SHAPES,
                         help=f"SCANSxFIELDS,... (default {DEFAULT_SHAPES})")
     args = parser.parse_args()
@@ -300,7 +306,7 @@ async def main() -> None:
         for i, (scans, n_fields) in enumerate(shapes):
             profile_to = os.environ.get("BENCH_PROFILE") if i == len(shapes) - 1 else None
             result = await run_shape(broker, db, scans, n_fields, args.points,
-                                     args.batch_size, profile_to)
+                                     args.batch_size, args.receive_maximum, profile_to)
             print(json.dumps(result), flush=True)
 
 
