@@ -275,10 +275,15 @@ async def test_tls_with_client_certificate(influx: InfluxDB, tmp_path: Path, pki
         bridge = BridgeProcess(cfg, tmp_path / "bridge.log")
         try:
             await bridge.wait_log("subscribed to")
-            msgs = make_messages(["gw-a"], ["rws-1"], 10, 2)
+            # Small messages, and large ones that span many TLS records and recv chunks
+            # (gateway.mqtt_receive hands those to paho part by part).
+            small = make_messages(["gw-a"], ["rws-1"], 300, 1)
+            large = make_messages(["gw-a"], ["rws-2"], 3, 3000, start=1000, fmt="json")
+            assert min(len(p) for _, p, *_ in large) > 200_000
+            msgs = small[:100] + large[:1] + small[100:200] + large[1:] + small[200:]
             await publish(broker, msgs)
-            rows = await wait_for_rows(influx, 'SELECT * FROM "weather"', 20)
-            assert len(rows) == 20
+            rows = await wait_for_rows(influx, 'SELECT * FROM "weather"', 9300)
+            assert len(rows) == 9300
             assert bridge.stop() == 0
         finally:
             bridge.kill()
