@@ -62,7 +62,7 @@ from tests.support.influxdb import InfluxDB  # noqa: E402
 from tests.support.mosquitto import Mosquitto  # noqa: E402
 
 T0 = 1_764_000_000_000_000_000
-RECEIVE_MAXIMUM = 2000  # the bridge's default (--receive-maximum to change)
+RECEIVE_MAXIMUM = 10000  # the bridge's default (--receive-maximum to change)
 DEFAULT_SHAPES = "1x4,1x20,5x4,20x4,60x4,20x20"
 
 # a road-weather station's scan: 20 points, mostly floats

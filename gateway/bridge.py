@@ -57,7 +57,11 @@ from gateway.sink import Sink, create_sink, write_isolating
 
 log = logging.getLogger("sensegate.bridge")
 
-WRITERS = 4  # batches written concurrently (bench/bridge.py: 4 beat 2 and 3)
+WRITERS = 4  # batches written concurrently (bench/bridge.py: 4 beat 2, 3 and 8)
+# Reading pauses while the batches waiting for or in a writer hold more than this many
+# batch_size's worth of points, and resumes at half: memory is bounded by points, whatever
+# the size of the messages in the receive window.
+HELD_BATCHES = 2 * WRITERS
 STATUS_EVERY = 5.0
 BACKOFF_START = 0.5
 BACKOFF_MAX = 30.0
@@ -118,6 +122,7 @@ class Stats:
     batches_written: int = 0
     acked: int = 0
     write_errors: int = 0
+    read_pauses: int = 0  # times reading the broker paused for InfluxDB to catch up
     dead_letters: dict[str, int] = field(default_factory=dict)
     connected: bool = False
     store_ok: bool = True
@@ -183,6 +188,7 @@ class Bridge:
         self._leave = asyncio.Event()
         self._force = asyncio.Event()  # a second SIGINT: cut the drain
         self._busy_messages = 0  # messages in the batches being written now
+        self._busy_points = 0  # and their points
         self._metrics = _Metrics()
         self._metrics_server: Any = None
         self._loaded_at = 0.0
@@ -385,11 +391,18 @@ class Bridge:
         paho = BulkReceiveClient.adopt(
             client._client,
             lambda topic, payload, mid: self._on_publish(client, topic, payload, mid, 1),
+            lambda exc: self._read_failed(client, exc),
         )
         # aiomqtt 2.5 has no manual-ack option; paho has (acks go out in _write_batch).
         paho.manual_ack_set(True)
         paho.on_message = lambda _c, _u, message: self._on_message(client, message)
         return client
+
+    @staticmethod
+    def _read_failed(client: aiomqtt.Client, exc: Exception) -> None:
+        # as aiomqtt's own reader callback: the session loop sees a lost connection
+        if not client._disconnected.done():
+            client._disconnected.set_exception(exc)
 
     async def _forget_old_subscription(self, client: aiomqtt.Client,
                                        mqtt: BridgeMqttConfig) -> None:
@@ -527,6 +540,24 @@ class Bridge:
         self._batch = Batch()
         self._ready.append(batch)
         self._ready_event.set()
+        self._apply_backpressure()
+
+    def _apply_backpressure(self) -> None:
+        """Pause reading the broker while too many points wait for InfluxDB (HELD_BATCHES)."""
+        client = self._client
+        if client is None:
+            return
+        paho = client._client
+        assert isinstance(paho, BulkReceiveClient)
+        held = sum(len(b.lines) for b in self._ready) + self._busy_points
+        limit = self._max_points * HELD_BATCHES
+        if not paho.paused and held > limit:
+            paho.pause_reading()
+            self.stats.read_pauses += 1
+            log.debug("reading paused: %d points wait for influxdb", held)
+        elif paho.paused and held <= limit // 2:
+            paho.resume_reading()
+            log.debug("reading resumed: %d points wait for influxdb", held)
 
     @property
     def _max_points(self) -> int:
@@ -557,6 +588,7 @@ class Bridge:
             batch = self._ready.popleft()
             self._busy += 1
             self._busy_messages += len(batch.messages)
+            self._busy_points += len(batch.lines)
             try:
                 await self._write_batch(batch)
             except Exception:
@@ -564,6 +596,8 @@ class Bridge:
             finally:
                 self._busy -= 1
                 self._busy_messages -= len(batch.messages)
+                self._busy_points -= len(batch.lines)
+                self._apply_backpressure()
 
     async def _write_batch(self, batch: Batch) -> None:
         assert self._deadletters is not None

@@ -197,7 +197,7 @@ class BridgeMqttConfig:
     qos: int = 1
     keepalive: float = 30.0
     session_expiry: float = 7 * 24 * 3600.0  # how long the broker keeps our queue while away
-    receive_maximum: int = 2000  # unacknowledged messages the broker may send us at once (v5)
+    receive_maximum: int = 10000  # unacknowledged messages the broker may send us at once (v5)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,15 +18,21 @@ QoS 0 and 2, malformed packets, disconnects) and changes only how bytes come in:
   cleanly, a packet cut by the end of the chunk) goes to paho's own `_packet_read`, served
   from the same bytes, so paho handles it exactly as it would have from the socket;
 - `ack_many(mids)` queues the PUBACKs of a whole batch as one write, instead of one
-  `send` (and one wake-up byte) per message.
+  `send` (and one wake-up byte) per message;
+- `pause_reading()` / `resume_reading()` stop and restart reading the socket (TCP
+  backpressure: the broker keeps what is not read), so the bridge can bound what it holds
+  in memory by points, whatever the size of the messages in its receive window.
 
 This leans on paho 2.x internals (`_sock`, `_sock_recv`, `_packet_read`, `_packet_queue`,
-`_loop_rc_handle`, `_in_packet`, `_last_bytes_received`): paho is pinned below 3, and
-tests/unit/test_mqtt_receive.py fails at once if one of them changes.
+`_loop_rc_handle`, `_in_packet`, `_last_bytes_received`) and, while paused, replaces
+aiomqtt 2.x's reader callback with its own equivalent (`_read_ready`): paho and aiomqtt
+are pinned below 3, and tests/unit/test_mqtt_receive.py fails at once if one of them
+changes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import struct
 from collections.abc import Callable
@@ -39,6 +45,7 @@ PUBLISH_QOS1 = 0x32  # PUBLISH, QoS 1; the DUP (0x08) and RETAIN (0x01) bits may
 FLAGS_MASK = 0xF6  # packet type and QoS bits of the first byte
 
 OnPublish = Callable[[str, bytes, int], None]
+OnReadError = Callable[[Exception], None]
 
 
 def split_fixed_header(buf: bytes, pos: int, end: int) -> tuple[int, int] | None:
@@ -106,17 +113,62 @@ class BulkReceiveClient(mqtt.Client):
     """
 
     on_publish_qos1: OnPublish
+    on_read_error: OnReadError
+    paused: bool
     _chunk: bytes
     _chunk_pos: int
 
     @classmethod
-    def adopt(cls, client: mqtt.Client, on_publish: OnPublish) -> BulkReceiveClient:
+    def adopt(cls, client: mqtt.Client, on_publish: OnPublish,
+              on_read_error: OnReadError) -> BulkReceiveClient:
+        """Make `client` one of these. `on_read_error(exc)`: reading raised (as aiomqtt
+        does, the connection is then to be taken as lost)."""
         client.__class__ = cls
         assert isinstance(client, BulkReceiveClient)
         client.on_publish_qos1 = on_publish
+        client.on_read_error = on_read_error
+        client.paused = False
         client._chunk = b""
         client._chunk_pos = 0
         return client
+
+    def pause_reading(self) -> None:
+        """Read nothing more from the socket until `resume_reading()` (call on the loop)."""
+        if self.paused or self._sock is None:
+            return
+        self.paused = True
+        asyncio.get_running_loop().remove_reader(self._sock.fileno())
+
+    def resume_reading(self) -> None:
+        if not self.paused:
+            return
+        self.paused = False
+        if self._sock is None:
+            return
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self._sock.fileno(), self._read_ready)
+        # Bytes TLS has already decrypted raise no readable event: read them now.
+        loop.call_soon(self._read_ready)
+
+    def _read_ready(self) -> None:
+        """The socket is readable: what aiomqtt's reader callback does."""
+        try:
+            while not self.paused:
+                self.loop_read()
+                sock = self._sock
+                if sock is None or not (hasattr(sock, "pending") and sock.pending() > 0):
+                    break
+        except Exception as exc:  # as aiomqtt: the connection is to be taken as lost
+            self.on_read_error(exc)
+
+    def loop_misc(self) -> MQTTErrorCode:
+        if self.paused:
+            # Nothing is read while paused, PINGRESPs included, and paho would take the
+            # broker for dead. It keeps sending PINGREQs (so the broker keeps us), and the
+            # connection is checked again as soon as reading resumes.
+            self._last_bytes_received = mqtt.time_func()
+            self._ping_t = 0
+        return super().loop_misc()
 
     def _sock_recv(self, bufsize: int) -> bytes:
         # paho's own reads come from the chunk this loop_read received.
@@ -132,6 +184,11 @@ class BulkReceiveClient(mqtt.Client):
         sock = self._sock
         if sock is None:
             return MQTTErrorCode.MQTT_ERR_NO_CONN
+        if self.paused and not (hasattr(sock, "pending") and sock.pending() > 0):
+            # A wake-up that was already due when reading paused. Bytes TLS has already
+            # decrypted (at most a record) are still read: aiomqtt's callback loops until
+            # there are none.
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
         try:
             data = sock.recv(CHUNK)
         except (BlockingIOError, ssl.SSLWantReadError):

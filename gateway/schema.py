@@ -281,7 +281,7 @@ BRIDGE = obj("sensegate bridge config (MQTT to InfluxDB)", {
         "session_expiry": Field("duration", "how long the broker keeps the queue while the "
                                 "bridge is away", default=7 * 24 * 3600.0, positive=True),
         "receive_maximum": Field("int", "unacknowledged messages the broker may send at once "
-                                 "(MQTT v5)", default=2000, minimum=1, maximum=65535),
+                                 "(MQTT v5)", default=10000, minimum=1, maximum=65535),
     }, required=True),
     "influxdb": obj("where readings are written", {
         "url": Field("str", "e.g. http://127.0.0.1:8086", required=True,

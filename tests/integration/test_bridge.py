@@ -253,6 +253,34 @@ async def test_influxdb_outage_loses_nothing(
     assert dead_letters(tmp_path) == []
 
 
+async def test_memory_is_bounded_by_points_while_influxdb_is_down(
+    mosquitto: Mosquitto, influx: InfluxDB, tmp_path: Path
+) -> None:
+    """Large messages fill the receive window (10 000 messages) with 20 000 points; the
+    bridge stops reading once 8 batches' worth wait, and takes the rest afterwards."""
+    msgs = make_messages(["gw-a"], ["rws-1", "pm-1"], 202, 100)
+    running = await start_bridge(bridge_config(mosquitto, tmp_path, v1(influx, batch_size=50)))
+    bridge = running.bridge
+    await publish(mosquitto, msgs[:2], client_id="p1")
+    await wait_for_rows(influx, 'SELECT * FROM "weather"', 200)
+    influx.stop()
+    await publish(mosquitto, msgs[2:], client_id="p2")
+    await wait_for(lambda: bridge.stats.write_errors > 0 and bridge.stats.read_pauses > 0,
+                   what="a failed write and a paused read")
+    await asyncio.sleep(1.0)  # time enough to take all 200 messages, were it reading
+    held = (len(bridge._batch.lines) + sum(len(b.lines) for b in bridge._ready)
+            + bridge._busy_points)
+    # 8 batches of 50 points, plus what the 256 KiB chunk being read when it paused held
+    assert held < 5000, held
+    assert bridge.stats.received - 2 < 100, bridge.stats.received
+    influx.start()
+    expected = expected_rows(msgs)
+    await wait_for_rows(influx, 'SELECT * FROM "weather"', len(expected))
+    assert await running.stop() == 0
+    assert stored_rows(influx) == expected
+    assert dead_letters(tmp_path) == []
+
+
 def write_config(path: Path, broker: Mosquitto, db: InfluxDB, state_dir: Path,
                  extra_mqtt: str = "") -> Path:
     path.write_text(

@@ -6,6 +6,7 @@ each packet shape is fed byte by byte as the broker would send it.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import struct
 from collections.abc import Iterator
@@ -109,7 +110,9 @@ class Fixture:
         self.fast: list[tuple[str, bytes, int]] = []
         self.slow: list[tuple[str, bytes, int, int]] = []
         self.disconnects: list[object] = []
-        self.client = BulkReceiveClient.adopt(paho, lambda *m: self.fast.append(m))
+        self.errors: list[Exception] = []
+        self.client = BulkReceiveClient.adopt(paho, lambda *m: self.fast.append(m),
+                                              self.errors.append)
         self.client.manual_ack_set(True)
         self.client.on_message = lambda _c, _u, m: self.slow.append(
             (m.topic, m.payload, m.mid, m.qos))
@@ -191,3 +194,55 @@ def test_ack_many_is_one_write_of_every_puback(fx: Fixture) -> None:
     assert len(fx.client._out_packet) == 1
     fx.client.loop_write()
     assert fx.broker.recv(100) == puback_packets([5, 6, 700])
+
+
+# -- pausing (the bridge's memory bound) --------------------------------------------------
+
+async def until(cond: object, what: str) -> None:
+    for _ in range(200):
+        if callable(cond) and cond():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_paused_reads_nothing_until_resumed(fx: Fixture) -> None:
+    loop = asyncio.get_running_loop()
+    fd = fx.client._sock.fileno()
+    loop.add_reader(fd, fx.client._read_ready)  # as aiomqtt does on connect
+    try:
+        fx.broker.sendall(publish("s/g/d/data", b"one", mid=1))
+        await until(lambda: len(fx.fast) == 1, "the first message")
+        fx.client.pause_reading()
+        assert fx.client.paused
+        fx.broker.sendall(publish("s/g/d/data", b"two", mid=2))
+        await asyncio.sleep(0.1)
+        assert fx.client.loop_read() == MQTTErrorCode.MQTT_ERR_SUCCESS  # a stray wake-up
+        assert len(fx.fast) == 1
+        fx.client.resume_reading()
+        await until(lambda: len(fx.fast) == 2, "the message sent while paused")
+        assert fx.fast[1] == ("s/g/d/data", b"two", 2)
+    finally:
+        loop.remove_reader(fd)
+
+
+async def test_paused_client_keeps_the_connection_alive_for_paho(fx: Fixture) -> None:
+    fx.client._state = mqtt._ConnectionState.MQTT_CS_CONNECTED
+    fx.client.pause_reading()
+    fx.client._ping_t = fx.client._last_bytes_received = 1.0  # a PINGRESP long unread
+    fx.client.loop_misc()
+    assert fx.client._sock is not None  # paused: not taken for dead
+    fx.client.resume_reading()
+    fx.client._ping_t = fx.client._last_bytes_received = 1.0
+    fx.client.loop_misc()
+    assert fx.client._sock is None  # reading: paho's own keepalive check applies
+
+
+async def test_a_read_that_raises_is_reported(fx: Fixture) -> None:
+    def boom() -> MQTTErrorCode:
+        raise RuntimeError("bug")
+
+    fx.client._packet_read = boom  # type: ignore[method-assign]
+    fx.broker.sendall(PINGRESP)
+    fx.client._read_ready()
+    assert [str(e) for e in fx.errors] == ["bug"]
