@@ -1,6 +1,6 @@
 """Bridge throughput against posting the same lines to InfluxDB 1.x `/write`, and against paho.
 
-    .venv/bin/python bench/bridge.py [--points 60000] [--batch-size 5000] [--shapes 1x4,5x4,...]
+    .venv/bin/python bench/bridge.py [--points 200000] [--batch-size 5000] [--shapes 1x4,...]
 
 Starts its own Mosquitto and InfluxDB 1.x on free loopback ports. Builds real gateway
 payloads (`gateway.payload.build_json`) of several shapes, `SCANSxFIELDS`: scans per message
@@ -8,7 +8,10 @@ and fields per scan (4: two floats, an integer, a boolean; 20: a road-weather st
 scan, mostly floats). For each shape, in the same run and on the same messages:
 
 - direct: the exact lines the bridge writes, POSTed to `/write?db=direct_<shape>` in batches
-  of `batch_size` over one kept-alive HTTP connection, one request at a time.
+  of `batch_size` over one kept-alive HTTP connection, one request at a time; once before
+  the bridge runs and once after (into another database), and the ratio is taken to their
+  mean, so that InfluxDB's own drift over the run (compactions, a growing index) weighs
+  on both sides.
 - raw paho: a bare paho-mqtt v5 client (persistent session, QoS 1, Receive Maximum as the
   bridge's, automatic PUBACK, an `on_message` that only counts) receives every message:
   stock paho's receive rate, for comparison with the bridge's bulk receive path
@@ -247,7 +250,7 @@ async def run_shape(broker: Mosquitto, db: InfluxDB, scans: int, n_fields: int,
         result = ingest.decode_message(topic, payload)
         assert isinstance(result, list)
         lines.extend(result)
-    for database in (f"direct_{name}", f"bridge_{name}"):
+    for database in (f"direct_{name}", f"direct_after_{name}", f"bridge_{name}"):
         db.query(f'CREATE DATABASE "{database}"', post=True)
     db.write(b"warmup x=1 1")  # shard creation of the year 1970 on the default database
     with tempfile.TemporaryDirectory() as state_dir:
@@ -266,9 +269,10 @@ async def run_shape(broker: Mosquitto, db: InfluxDB, scans: int, n_fields: int,
         meter.start()
         t_bridge = await drain_bridge(config, len(lines), profile_to)
         cores_bridge = meter.stop()
+        t_direct_after = direct(db, f"direct_after_{name}", lines, batch_size)
     rows = db.rows(f'SELECT count("humidity") FROM "bridge_{name}".."road_weather"')
     stored = int(rows[0]["count"]) if rows else 0
-    direct_rate = len(lines) / t_direct
+    direct_rate = len(lines) / ((t_direct + t_direct_after) / 2)
     bridge_rate = len(lines) / t_bridge
     raw_rate = len(lines) / t_raw
     payload_bytes = sum(len(p) for _, p in msgs)
@@ -277,6 +281,8 @@ async def run_shape(broker: Mosquitto, db: InfluxDB, scans: int, n_fields: int,
         "fields_per_scan": n_fields, "messages": len(msgs), "points": len(lines),
         "bytes_per_message": payload_bytes // len(msgs), "batch_size": batch_size,
         "direct_points_per_s": round(direct_rate),
+        "direct_before_after_points_per_s": [round(len(lines) / t_direct),
+                                             round(len(lines) / t_direct_after)],
         "raw_paho_points_per_s": round(raw_rate),
         "raw_paho_messages_per_s": round(len(msgs) / t_raw),
         "bridge_points_per_s": round(bridge_rate),
@@ -292,7 +298,7 @@ async def run_shape(broker: Mosquitto, db: InfluxDB, scans: int, n_fields: int,
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--points", type=int, default=60000, help="points per shape")
+    parser.add_argument("--points", type=int, default=200000, help="points per shape")
     parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--receive-maximum", type=int, default=RECEIVE_MAXIMUM,
                         help=f"the bridge's (and raw paho's) window (default {RECEIVE_MAXIMUM})")
