@@ -10,12 +10,15 @@ Flow (one asyncio loop, blocking HTTP in a small thread pool):
              rejected points → fsync the dead-letter file → PUBACK every message of the batch
 
 MQTT: v5 (aiomqtt for the connection; QoS 1 PUBLISH packets read in bulk by
-`gateway.mqtt_receive`), fixed client id, `clean_start=False` with a session expiry, QoS 1, through
-`$share/<group>/<filter>` when a shared group is set, manual acknowledgements. The broker
-sends at most `receive_maximum` unacknowledged messages; a batch is flushed when it holds
-1/(WRITERS + 1) of them (a fifth), so the window never fills with messages waiting for a
-timer. While InfluxDB is down the writers retry with capped backoff, the window fills, and
-the broker keeps the rest: nothing is acknowledged early and nothing is lost.
+`gateway.mqtt_receive`), fixed client id, `clean_start=False` with a session expiry, QoS 1,
+through `$share/<group>/<filter>` when a shared group is set, manual acknowledgements. The
+broker sends at most `receive_maximum` unacknowledged messages; a batch is flushed when it
+holds 1/(WRITERS + 1) of them (a fifth), so the window never fills with messages waiting
+for a timer. Reading pauses while more than HELD_BATCHES batches' worth of points wait
+for InfluxDB (TCP backpressure), so memory is bounded by points, not by message size.
+While InfluxDB is down the writers retry with capped backoff, reading pauses (or the
+window fills), and the broker keeps the rest: nothing is acknowledged early and nothing is
+lost.
 
 A message is acknowledged on the connection that delivered it, or not at all: after a
 reconnect the broker delivers the unacknowledged messages again (same `ts`, so InfluxDB
@@ -495,8 +498,8 @@ class Bridge:
                     qos: int) -> None:
         """A message, on the event loop: decode at once, add to the batch.
 
-        No queue and no task per message: the broker's receive window (receive_maximum
-        unacknowledged messages) bounds what can pile up here while the writers are busy.
+        No queue and no task per message: what can pile up here while the writers are busy
+        is bounded by the receive window and by `_apply_backpressure`.
         """
         if not self._accepting or client is not self._client:
             return  # not acknowledged: the broker delivers it again
