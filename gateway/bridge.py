@@ -372,22 +372,7 @@ class Bridge:
     # -- MQTT --------------------------------------------------------------------------
 
     def _make_client(self, mqtt: BridgeMqttConfig) -> aiomqtt.Client:
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = int(mqtt.session_expiry)
-        props.ReceiveMaximum = max(1, min(65535, mqtt.receive_maximum))
-        client = aiomqtt.Client(
-            mqtt.host, mqtt.port,
-            identifier=mqtt.client_id,
-            username=mqtt.username,
-            password=mqtt.password.reveal() if mqtt.password else None,
-            protocol=aiomqtt.ProtocolVersion.V5,
-            clean_start=False,
-            properties=props,
-            keepalive=int(mqtt.keepalive),
-            tls_context=tls_context(mqtt),
-            tls_insecure=mqtt.tls.insecure if mqtt.tls else None,
-            timeout=10,
-        )
+        client = self._new_client(mqtt)
         # Take messages straight from the paho client rather than through aiomqtt's queue
         # and iterator, which cost a task per message. QoS 1 PUBLISH packets come through
         # the bulk receive path (gateway.mqtt_receive); anything else through on_message.
@@ -400,6 +385,25 @@ class Bridge:
         paho.manual_ack_set(True)
         paho.on_message = lambda _c, _u, message: self._on_message(client, message)
         return client
+
+    def _new_client(self, mqtt: BridgeMqttConfig) -> aiomqtt.Client:
+        """The aiomqtt client of one connection: MQTT v5, persistent session, TLS."""
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = int(mqtt.session_expiry)
+        props.ReceiveMaximum = max(1, min(65535, mqtt.receive_maximum))
+        return aiomqtt.Client(
+            mqtt.host, mqtt.port,
+            identifier=mqtt.client_id,
+            username=mqtt.username,
+            password=mqtt.password.reveal() if mqtt.password else None,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=False,
+            properties=props,
+            keepalive=int(mqtt.keepalive),
+            tls_context=tls_context(mqtt),
+            tls_insecure=mqtt.tls.insecure if mqtt.tls else None,
+            timeout=10,
+        )
 
     @staticmethod
     def _read_failed(client: aiomqtt.Client, exc: Exception) -> None:

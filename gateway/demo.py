@@ -443,13 +443,12 @@ def make_bridge(path: str) -> Any:
     from gateway.bridge import Bridge
 
     class DemoBridge(Bridge):
-        def _make_client(self, mqtt: Any) -> aiomqtt.Client:
-            client = aiomqtt.Client(
+        def _new_client(self, mqtt: Any) -> aiomqtt.Client:
+            # the bridge wires it up as any other (bulk receive, manual acks)
+            return aiomqtt.Client(
                 mqtt.host, mqtt.port, identifier=mqtt.client_id, clean_session=False,
                 keepalive=int(mqtt.keepalive), timeout=10,
             )
-            client._client.manual_ack_set(True)  # as the bridge does: ack once stored
-            return client
 
     return DemoBridge(path)
 

@@ -59,6 +59,41 @@ def test_demo_survives_a_broker_outage_without_losing_readings() -> None:
     assert not Path(state.group(1)).exists()
 
 
+INFLUX_LINE = re.compile(r"^demo: influxdb=\S+ database=(\S+) points_written=(\d+) "
+                         r"dead_letters=(\d+)$")
+
+
+def test_demo_with_influx_stores_every_delivered_reading() -> None:
+    from tests.support.influxdb import InfluxDB
+
+    with InfluxDB(database="unused") as db:
+        proc = subprocess.run(
+            [sys.executable, "-m", "gateway", "demo", "--duration", "12", "--no-live",
+             "--influx", db.url],
+            cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, capture_output=True,
+            text=True, timeout=90,
+        )
+        detail = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        assert proc.returncode == 0, detail
+        lines = proc.stdout.splitlines()
+        totals = [m for m in map(TOTAL_LINE.match, lines) if m]
+        stored = [m for m in map(INFLUX_LINE.match, lines) if m]
+        assert len(totals) == 1 and len(stored) == 1, detail
+        delivered = int(totals[0].group(2))
+        database, written, dead = stored[0].groups()
+        assert delivered > 0 and int(written) == delivered and dead == "0", detail
+        # one point per delivered scan, counted back from InfluxDB, device by device
+        per_device = {m["name"]: int(m["delivered"]) for m in map(DEVICE_LINE.match, lines)
+                      if m}
+        assert per_device and set(per_device) == DEVICES, detail
+        counted: dict[str, int] = {}
+        for series in db.query(f'SELECT count(*) FROM "{database}"../.*/ GROUP BY "device"')[
+                "results"][0]["series"]:
+            counted[series["tags"]["device"]] = max(
+                v for v in series["values"][0][1:] if v is not None)
+        assert counted == per_device, detail
+
+
 class _RecordingPublisher:
     """Stands in for gateway.publish.Publisher and keeps what it was built with."""
 
