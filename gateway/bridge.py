@@ -155,6 +155,11 @@ class _Metrics:
             self.impl.write_errors_total.inc()
             self.impl.influx_up.set(0)
 
+    def backpressure(self, pending_points: int, paused: bool) -> None:
+        if self.impl is not None:
+            self.impl.pending_points.set(pending_points)
+            self.impl.reading_paused.set(1 if paused else 0)
+
     def batch_written(self, points: int) -> None:
         if self.impl is not None:
             self.impl.points_written_total.inc(points)
@@ -565,6 +570,7 @@ class Bridge:
         elif paho.paused and held <= limit // 2:
             paho.resume_reading()
             log.debug("reading resumed: %d points wait for influxdb", held)
+        self._metrics.backpressure(held, paho.paused)
 
     @property
     def _max_points(self) -> int:

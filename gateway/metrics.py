@@ -122,6 +122,12 @@ class BridgeMetrics:
             "influx_up", "1 while the last InfluxDB write succeeded", namespace=ns, registry=reg)
         self.mqtt_connected = Gauge(
             "mqtt_connected", "1 while connected to the MQTT broker", namespace=ns, registry=reg)
+        self.pending_points = Gauge(
+            "pending_points", "Points in batches waiting for or in an InfluxDB write",
+            namespace=ns, registry=reg)
+        self.reading_paused = Gauge(
+            "reading_paused", "1 while reading the broker is paused for InfluxDB to catch up",
+            namespace=ns, registry=reg)
 
 
 # --- HTTP -----------------------------------------------------------------------------

@@ -227,6 +227,8 @@ async def test_metrics_and_healthz_of_a_real_process(
         assert metric(text, "sensegate_bridge_write_errors_total") == 0
         assert metric(text, "sensegate_bridge_mqtt_connected") == 1
         assert metric(text, "sensegate_bridge_influx_up") == 1
+        assert metric(text, "sensegate_bridge_pending_points") == 0
+        assert metric(text, "sensegate_bridge_reading_paused") == 0
         assert "# TYPE sensegate_bridge_write_batches_total counter" in text
         assert await asyncio.to_thread(http_get, base + "/healthz") == (200, "ok\n")
 
@@ -238,6 +240,7 @@ async def test_metrics_and_healthz_of_a_real_process(
         text = await scrape()
         assert metric(text, "sensegate_bridge_write_errors_total") >= 1
         assert metric(text, "sensegate_bridge_influx_up") == 0
+        assert metric(text, "sensegate_bridge_pending_points") == 3  # the 3 waiting
         influx.start()
         await wait_for(lambda: http_get(base + "/healthz")[0] == 200, what="healthz 200")
         await wait_for_rows(influx, 'SELECT * FROM "weather"', 39)

@@ -83,7 +83,8 @@ def test_bridge_metrics() -> None:
                   reason="bad_json") == 1
     assert sample(metrics.registry, "sensegate_bridge_points_written_total") == 5000
     text = text_of(metrics.registry)
-    for name in ("messages", "write_errors", "write_batches", "mqtt_connected", "influx_up"):
+    for name in ("messages", "write_errors", "write_batches", "mqtt_connected", "influx_up",
+                 "pending_points", "reading_paused"):
         assert f"sensegate_bridge_{name}" in text
 
 
