@@ -3,8 +3,8 @@
 paho-mqtt reads each packet with three or four `recv` calls, and for every MQTT v5 PUBLISH
 builds a `Properties` object and an `MQTTMessage` and matches the topic against its
 callbacks: about 45 µs per message, a ceiling near 22 000 messages/s on the benchmark
-machine. Gateways in steady state send one to five scans per message, so that ceiling,
-not InfluxDB, would bound the bridge (docs/benchmarks.md).
+machine. Gateways in steady state send one scan per message, so that ceiling, not
+InfluxDB, would bound the bridge (docs/benchmarks.md).
 
 `BulkReceiveClient` keeps paho for everything else (connect, subscribe, keepalive, TLS,
 QoS 0 and 2, malformed packets, disconnects) and changes only how bytes come in:
