@@ -565,8 +565,9 @@ class Bridge:
         limit = self._max_points * HELD_BATCHES
         if not paho.paused and held > limit:
             paho.pause_reading()
-            self.stats.read_pauses += 1
-            log.debug("reading paused: %d points wait for influxdb", held)
+            if paho.paused:  # not when the connection is already gone
+                self.stats.read_pauses += 1
+                log.debug("reading paused: %d points wait for influxdb", held)
         elif paho.paused and held <= limit // 2:
             paho.resume_reading()
             log.debug("reading resumed: %d points wait for influxdb", held)
