@@ -230,10 +230,7 @@ class Proc:
             return None
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the process so far (/proc/<pid>/stat)."""
-        with open(f"/proc/{self.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return cpu_seconds(self.pid)
 
     def status_mb(self, key: str = "VmHWM") -> float:
         """A ``kB`` field of /proc/<pid>/status in MiB (VmHWM: peak RSS, VmRSS: now)."""
@@ -242,6 +239,13 @@ class Proc:
                 if line.startswith(key + ":"):
                     return int(line.split()[1]) / 1024
         return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def scrape(port: int, timeout: float = 2.0) -> dict[str, float]:

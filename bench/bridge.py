@@ -51,6 +51,7 @@ import paho.mqtt.client as paho  # noqa: E402
 from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.properties import Properties  # noqa: E402
 
+from bench._harness import cpu_seconds  # noqa: E402
 from gateway import ingest  # noqa: E402
 from gateway.bridge import Bridge  # noqa: E402
 from gateway.model import (  # noqa: E402
@@ -98,13 +99,6 @@ def messages(n: int, scans: int, n_fields: int, prefix: str) -> list[tuple[str, 
                              readings)
         out.append((data_topic(prefix, gw, dev), payload))
     return out
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far (/proc/PID/stat)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class CpuMeter:
