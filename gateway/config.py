@@ -13,9 +13,9 @@ from __future__ import annotations
 import gc
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway import schema
 from gateway.errors import ConfigError, ConfigIssue
@@ -53,27 +53,27 @@ def load_gateway_config(path: str, env: Mapping[str, str] | None = None) -> Gate
 
     Raises `ConfigError` carrying every issue of the file and of the profiles it uses.
     """
-    env = os.environ if env is None else env
-    issues: list[ConfigIssue] = []
-    with _gc_paused():
-        data = _read(path, schema.GATEWAY, env, issues)
-        config = None
-        if data is not None:
-            config = _GatewayBuilder(path, env, issues).build(data)
-    _raise_if(issues)
-    assert config is not None
-    return config
+    return _load(path, schema.GATEWAY, env,
+                 lambda data, env, issues: _GatewayBuilder(path, env, issues).build(data))
 
 
 def load_bridge_config(path: str, env: Mapping[str, str] | None = None) -> BridgeConfig:
     """Load, validate and default the bridge config at ``path`` (SPEC §4)."""
+    return _load(path, schema.BRIDGE, env,
+                 lambda data, _env, issues: _build_bridge(path, data, issues))
+
+
+_Config = TypeVar("_Config")
+
+
+def _load(path: str, kind: schema.Field, env: Mapping[str, str] | None,
+          build: Callable[[Any, Mapping[str, str], list[ConfigIssue]], _Config]) -> _Config:
+    """Read `path` against the schema `kind` and build the config, or raise every issue."""
     env = os.environ if env is None else env
     issues: list[ConfigIssue] = []
     with _gc_paused():
-        data = _read(path, schema.BRIDGE, env, issues)
-        config = None
-        if data is not None:
-            config = _build_bridge(path, data, issues)
+        data = _read(path, kind, env, issues)
+        config = None if data is None else build(data, env, issues)
     _raise_if(issues)
     assert config is not None
     return config
