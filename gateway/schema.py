@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -456,32 +456,33 @@ def _check_bool(node: Node, path: str, f: Field, issues: list[ConfigIssue]) -> A
     return node.value
 
 
-def _check_duration(node: Node, path: str, f: Field, issues: list[ConfigIssue]) -> Any:
+def _parse_scalar(node: Node, path: str, f: Field, issues: list[ConfigIssue],
+                  parse: Callable[[Any], Any], hint: str) -> Any:
+    """`parse(value)` of a scalar, or INVALID with an issue saying what to write instead."""
     if node.kind != SCALAR:
         issues.append(_type_issue(node, path, f))
         return INVALID
     try:
         if node.value is None:
             raise ValueError
-        seconds = parse_duration(node.value)
+        return parse(node.value)
     except ValueError:
-        issues.append(node.issue(path, f"{describe(node)} is not a duration; "
-                                       "write e.g. 500ms, 10s, 5m, 1h"))
+        issues.append(node.issue(path, f"{describe(node)} {hint}"))
+        return INVALID
+
+
+def _check_duration(node: Node, path: str, f: Field, issues: list[ConfigIssue]) -> Any:
+    seconds = _parse_scalar(node, path, f, issues, parse_duration,
+                            "is not a duration; write e.g. 500ms, 10s, 5m, 1h")
+    if seconds is INVALID:
         return INVALID
     return seconds if _range(seconds, node, path, f, issues) else INVALID
 
 
 def _check_size(node: Node, path: str, f: Field, issues: list[ConfigIssue]) -> Any:
-    if node.kind != SCALAR:
-        issues.append(_type_issue(node, path, f))
-        return INVALID
-    try:
-        if node.value is None:
-            raise ValueError
-        size = parse_size(node.value)
-    except ValueError:
-        issues.append(node.issue(path, f"{describe(node)} is not a size; "
-                                       "write e.g. 512KiB, 512MiB, 1GiB"))
+    size = _parse_scalar(node, path, f, issues, parse_size,
+                         "is not a size; write e.g. 512KiB, 512MiB, 1GiB")
+    if size is INVALID:
         return INVALID
     if f.minimum is not None and size < f.minimum:
         issues.append(node.issue(
