@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -198,9 +198,9 @@ def test_ack_many_is_one_write_of_every_puback(fx: Fixture) -> None:
 
 # -- pausing (the bridge's memory bound) --------------------------------------------------
 
-async def until(cond: object, what: str) -> None:
+async def until(cond: Callable[[], bool], what: str) -> None:
     for _ in range(200):
-        if callable(cond) and cond():
+        if cond():
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"timed out waiting for {what}")
