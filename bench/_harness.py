@@ -42,7 +42,7 @@ MEASUREMENT = "bench"
 
 
 async def _serve(count: int, first: int, out: IO[str] | None) -> None:
-    from gateway.simulator import ModbusTcpSimulator, SimUnit
+    from gateway.sim.simulator import ModbusTcpSimulator, SimUnit
 
     sims = []
     for n in range(first, first + count):

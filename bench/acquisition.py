@@ -2,9 +2,9 @@
 
     .venv/bin/python bench/acquisition.py [--devices 50,200,500] [--seconds 30]
 
-For each N it starts simulator processes (pymodbus servers from `gateway.simulator`, one
+For each N it starts simulator processes (pymodbus servers from `gateway.sim.simulator`, one
 port per device, so every device has its own TCP link as separate field devices would),
-then the measured gateway process: a `gateway.scheduler.Poller` with the real drivers and a
+then the measured gateway process: a `gateway.edge.scheduler.Poller` with the real drivers and a
 sink that only counts. CPU and peak RSS are read in the gateway process alone
 (``resource.getrusage`` and ``/proc/self/status``), over a window that starts after a warm-up
 (connections made), so the simulators' CPU is never counted. One JSON line per N.
@@ -33,7 +33,7 @@ PORTS_PER_SIMULATOR_PROCESS = 250
 
 
 def _points() -> tuple[Any, ...]:
-    from gateway.model import PointConfig
+    from gateway.core.model import PointConfig
 
     points = []
     address = 0
@@ -54,8 +54,8 @@ def _points() -> tuple[Any, ...]:
 
 
 async def _serve(count: int) -> None:
-    from gateway.decode import encode_registers
-    from gateway.simulator import ModbusTcpSimulator
+    from gateway.core.decode import encode_registers
+    from gateway.sim.simulator import ModbusTcpSimulator
 
     points = _points()
     sims = []
@@ -93,8 +93,8 @@ def _proc_status(field: str) -> float:
 
 
 async def _poll(ports: list[int], seconds: float) -> dict[str, Any]:
-    from gateway.model import DeviceConfig, GatewayConfig, MqttConfig, Reading
-    from gateway.scheduler import Poller
+    from gateway.core.model import DeviceConfig, GatewayConfig, MqttConfig, Reading
+    from gateway.edge.scheduler import Poller
 
     points = _points()
     devices = tuple(
@@ -219,7 +219,7 @@ def main() -> None:
     if args.poll is not None:
         import logging
 
-        from gateway import logs
+        from gateway.runtime import logs
 
         logs.setup("warning")
         logging.getLogger("pymodbus").setLevel(logging.CRITICAL)

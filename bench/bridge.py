@@ -3,7 +3,7 @@
     .venv/bin/python bench/bridge.py [--points 200000] [--batch-size 5000] [--shapes 1x4,...]
 
 Starts its own Mosquitto and InfluxDB 1.x on free loopback ports. Builds real gateway
-payloads (`gateway.payload.build_json`) of several shapes, `SCANSxFIELDS`: scans per message
+payloads (`gateway.core.payload.build_json`) of several shapes, `SCANSxFIELDS`: scans per message
 and fields per scan (4: two floats, an integer, a boolean; 20: a road-weather station's
 scan, mostly floats). For each shape, in the same run and on the same messages:
 
@@ -15,8 +15,8 @@ scan, mostly floats). For each shape, in the same run and on the same messages:
 - raw paho: a bare paho-mqtt v5 client (persistent session, QoS 1, Receive Maximum as the
   bridge's, automatic PUBACK, an `on_message` that only counts) receives every message:
   stock paho's receive rate, for comparison with the bridge's bulk receive path
-  (gateway.mqtt_receive).
-- bridge: `gateway.bridge.Bridge` in this process; the clock runs from its start until
+  (gateway.bridge.receive).
+- bridge: `gateway.bridge.service.Bridge` in this process; the clock runs from its start until
   InfluxDB accepted every point (`db=bridge_<shape>`): connect, subscribe, MQTT receive,
   decode, batching, writes, acknowledgements.
 
@@ -52,16 +52,16 @@ from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.properties import Properties  # noqa: E402
 
 from bench._harness import cpu_seconds  # noqa: E402
-from gateway import ingest  # noqa: E402
-from gateway.bridge import Bridge  # noqa: E402
-from gateway.model import (  # noqa: E402
+from gateway.bridge import ingest  # noqa: E402
+from gateway.bridge.service import Bridge  # noqa: E402
+from gateway.core.model import (  # noqa: E402
     BridgeConfig,
     BridgeMqttConfig,
     InfluxConfig,
     Reading,
     Value,
 )
-from gateway.payload import build_json, data_topic  # noqa: E402
+from gateway.core.payload import build_json, data_topic  # noqa: E402
 from tests.support.influxdb import InfluxDB  # noqa: E402
 from tests.support.mosquitto import Mosquitto  # noqa: E402
 

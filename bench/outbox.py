@@ -34,10 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import paho.mqtt.client as paho
 
-from gateway.buffer import Outbox
-from gateway.model import GatewayConfig, MqttConfig, OutboxConfig, Reading
-from gateway.payload import data_topic
-from gateway.publish import STAGE_MESSAGES, Publisher
+from gateway.core.model import GatewayConfig, MqttConfig, OutboxConfig, Reading
+from gateway.core.payload import data_topic
+from gateway.edge.outbox import Outbox
+from gateway.edge.publish import STAGE_MESSAGES, Publisher
 from tests.support.mosquitto import Mosquitto
 
 TAGS = {"district": "xinwu", "site": "bench"}

@@ -55,7 +55,7 @@ from bench._harness import (
     start_simulators,
     wait_until,
 )
-from gateway.units import parse_duration
+from gateway.core.units import parse_duration
 from tests.support.influxdb import InfluxDB
 from tests.support.mosquitto import Mosquitto
 from tests.support.ports import free_port

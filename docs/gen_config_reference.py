@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write docs/config-reference.md from the JSON Schemas in `gateway.schema`.
+"""Write docs/config-reference.md from the JSON Schemas in `gateway.config.schema`.
 
 The schemas are the single source of truth for config keys (the loader validates with the
 same field model), so the reference is generated, never edited by hand:
@@ -23,8 +23,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gateway import schema  # noqa: E402
-from gateway.units import DURATION_PATTERN, SIZE_PATTERN  # noqa: E402
+from gateway.config import schema  # noqa: E402
+from gateway.core.units import DURATION_PATTERN, SIZE_PATTERN  # noqa: E402
 
 OUTPUT = ROOT / "docs" / "config-reference.md"
 

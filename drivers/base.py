@@ -14,8 +14,8 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from gateway.errors import DriverError
-from gateway.model import DeviceConfig, GatewayConfig, Reading
+from gateway.core.errors import DriverError
+from gateway.core.model import DeviceConfig, GatewayConfig, Reading
 
 if TYPE_CHECKING:
     from drivers.bus import BusRegistry

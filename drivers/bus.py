@@ -34,7 +34,7 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.client.base import ModbusBaseClient
 from pymodbus.framer import FramerType
 
-from gateway.model import BusConfig, SerialSettings
+from gateway.core.model import BusConfig, SerialSettings
 
 BACKOFF_MIN = 0.5  # seconds before the first reconnect attempt
 BACKOFF_MAX = 30.0  # cap of the exponential backoff

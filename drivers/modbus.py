@@ -1,6 +1,6 @@
 """Modbus TCP, RTU (over an RS-485 bus) and RTU over TCP: one driver, three links.
 
-A scan performs exactly the requests ``gateway.plan.plan_device`` makes, in order, each
+A scan performs exactly the requests ``gateway.core.plan.plan_device`` makes, in order, each
 one a transaction on the device's `drivers.bus.Link` (holding its lock). A request that
 fails costs only the points it carried: they get quality ``bad`` and the scan gets one
 `DriverError`. Failure kinds:
@@ -40,10 +40,10 @@ from pymodbus.framer import FramerRTU
 
 from drivers.base import DeviceDriver, FailureLog, ScanResult, bus_label, where
 from drivers.bus import BusRegistry, Link
-from gateway.decode import Decoder, build_decoder
-from gateway.errors import DriverError
-from gateway.model import BIT_TABLES, DeviceConfig, Reading, Value
-from gateway.plan import ReadRequest, plan_device
+from gateway.core.decode import Decoder, build_decoder
+from gateway.core.errors import DriverError
+from gateway.core.model import BIT_TABLES, DeviceConfig, Reading, Value
+from gateway.core.plan import ReadRequest, plan_device
 
 EXCEPTION_NAMES: dict[int, str] = {
     1: "illegal function",

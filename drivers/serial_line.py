@@ -27,8 +27,8 @@ import serial_asyncio_fast
 
 from drivers.base import DeviceDriver, FailureLog, ScanResult, bus_label, where
 from drivers.bus import BACKOFF_MAX, BACKOFF_MIN, describe_os_error
-from gateway.errors import DriverError
-from gateway.model import DeviceConfig, PointConfig, Reading, Value
+from gateway.core.errors import DriverError
+from gateway.core.model import DeviceConfig, PointConfig, Reading, Value
 
 MAX_LINE = 4096  # a longer "line" is noise
 _TRUE = frozenset({"1", "true", "on", "yes"})

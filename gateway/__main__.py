@@ -1,5 +1,5 @@
 """`python -m gateway` is the same as the `sensegate` console script."""
 
-from gateway.cli import main
+from gateway.commands.cli import main
 
 raise SystemExit(main())

@@ -1,6 +1,6 @@
 """`sensegate bridge` end to end: real Mosquitto, real InfluxDB 1.x / VictoriaMetrics.
 
-Payloads are the gateway's own (`gateway.payload`), published over MQTT; every value is
+Payloads are the gateway's own (`gateway.core.payload`), published over MQTT; every value is
 read back from the store and compared. Outages are real (servers stopped and started),
 crashes are `kill -9` on a real `sensegate bridge` process.
 """
@@ -23,10 +23,10 @@ import aiomqtt
 import pytest
 from paho.mqtt.client import topic_matches_sub
 
-from gateway import lineproto
-from gateway.bridge import Bridge
-from gateway.model import BridgeConfig, BridgeMqttConfig, InfluxConfig, Reading
-from gateway.payload import build_influx, build_json, data_topic
+from gateway.bridge.service import Bridge
+from gateway.core import lineproto
+from gateway.core.model import BridgeConfig, BridgeMqttConfig, InfluxConfig, Reading
+from gateway.core.payload import build_influx, build_json, data_topic
 from tests.support.hostile import hostile_cases, hostile_payload
 from tests.support.influxdb import InfluxDB
 from tests.support.mosquitto import Mosquitto
@@ -58,7 +58,7 @@ def bridge_config(
     client_id: str = "bridge-test", shared_group: str | None = None,
     username: str | None = None, password: str | None = None,
 ) -> BridgeConfig:
-    from gateway.model import Secret
+    from gateway.core.model import Secret
 
     return BridgeConfig(
         mqtt=BridgeMqttConfig(
@@ -499,7 +499,7 @@ async def test_rejected_point_does_not_poison_its_batch(
 async def test_a_decoder_bug_dead_letters_the_message_instead_of_blocking(
     mosquitto: Mosquitto, influx: InfluxDB, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gateway import ingest
+    from gateway.bridge import ingest
 
     real = ingest.decode_message
 

@@ -12,8 +12,8 @@ import asyncio
 import pytest
 
 from drivers import BusRegistry, create_driver
-from gateway.model import BusConfig, SerialSettings
-from gateway.simulator import ModbusRtuSimulator
+from gateway.core.model import BusConfig, SerialSettings
+from gateway.sim.simulator import ModbusRtuSimulator
 from tests.support.modbus_sim import load, rtu_device
 
 pytestmark = pytest.mark.integration

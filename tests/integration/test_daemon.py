@@ -20,7 +20,7 @@ import paho.mqtt.client as paho
 import pytest
 
 from bench._harness import Proc, SimProcess, gateway_yaml, wait_until
-from gateway.buffer import committed_readings
+from gateway.edge.outbox import committed_readings
 from tests.support.mosquitto import Mosquitto
 from tests.support.ports import free_port
 

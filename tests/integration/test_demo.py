@@ -95,7 +95,7 @@ def test_demo_with_influx_stores_every_delivered_reading() -> None:
 
 
 class _RecordingPublisher:
-    """Stands in for gateway.publish.Publisher and keeps what it was built with."""
+    """Stands in for gateway.edge.publish.Publisher and keeps what it was built with."""
 
     built: list[dict[str, object]] = []
 
@@ -115,10 +115,10 @@ async def test_daemon_forwards_publisher_options(
 ) -> None:
     """The demo tunes the publisher through `Daemon(publisher_options=...)`, not by
     reaching into its private attributes."""
-    import gateway.publish
-    from gateway.daemon import Daemon
+    import gateway.edge.publish
+    from gateway.edge.daemon import Daemon
 
-    monkeypatch.setattr(gateway.publish, "Publisher", _RecordingPublisher)
+    monkeypatch.setattr(gateway.edge.publish, "Publisher", _RecordingPublisher)
     _RecordingPublisher.built.clear()
     config = tmp_path / "gateway.yaml"
     config.write_text(f"gateway: {{id: gw, state_dir: {tmp_path / 'state'}}}\n"

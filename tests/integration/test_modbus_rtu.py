@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from drivers import BusRegistry, create_driver
-from gateway.model import BusConfig, SerialSettings
-from gateway.simulator import ModbusRtuOverTcpSimulator, ModbusRtuSimulator
+from gateway.core.model import BusConfig, SerialSettings
+from gateway.sim.simulator import ModbusRtuOverTcpSimulator, ModbusRtuSimulator
 from tests.support.modbus_sim import EXPECTED, POINTS, load, rtu_device, tcp_device
 
 pytestmark = pytest.mark.integration

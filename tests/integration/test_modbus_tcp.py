@@ -1,4 +1,4 @@
-"""Modbus TCP driver against pymodbus's own server (gateway.simulator)."""
+"""Modbus TCP driver against pymodbus's own server (gateway.sim.simulator)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from dataclasses import replace
 import pytest
 
 from drivers import BusRegistry, create_driver
-from gateway.model import GatewayConfig, MqttConfig, Reading
-from gateway.scheduler import Poller
-from gateway.simulator import ModbusTcpSimulator
+from gateway.core.model import GatewayConfig, MqttConfig, Reading
+from gateway.edge.scheduler import Poller
+from gateway.sim.simulator import ModbusTcpSimulator
 from tests.support.modbus_sim import EXPECTED, load, tcp_device
 
 pytestmark = pytest.mark.integration

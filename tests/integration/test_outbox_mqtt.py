@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway.buffer import Outbox
-from gateway.errors import PublishError
-from gateway.metrics import GatewayMetrics
-from gateway.model import OutboxConfig, Reading, TlsConfig
-from gateway.mqtt_tls import build_tls_context
-from gateway.publish import Publisher
+from gateway.core.errors import PublishError
+from gateway.core.model import OutboxConfig, Reading, TlsConfig
+from gateway.edge.outbox import Outbox
+from gateway.edge.publish import Publisher
+from gateway.runtime.metrics import GatewayMetrics
+from gateway.runtime.tls import build_tls_context
 from tests.integration.test_publish import (
     TAGS,
     Collector,

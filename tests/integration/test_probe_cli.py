@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.simulator import ModbusTcpSimulator
+from gateway.sim.simulator import ModbusTcpSimulator
 from tests.support.modbus_sim import load
 
 pytestmark = pytest.mark.integration

@@ -19,10 +19,10 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from gateway.buffer import Outbox
-from gateway.lineproto import parse_lines
-from gateway.model import GatewayConfig, MqttConfig, OutboxConfig, Reading, Secret, TlsConfig
-from gateway.publish import Publisher
+from gateway.core.lineproto import parse_lines
+from gateway.core.model import GatewayConfig, MqttConfig, OutboxConfig, Reading, Secret, TlsConfig
+from gateway.edge.outbox import Outbox
+from gateway.edge.publish import Publisher
 from tests.support.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.integration
@@ -366,8 +366,8 @@ async def test_last_will_says_offline_when_the_process_is_killed(
     script = textwrap.dedent(f"""
         import asyncio, sys
         sys.path.insert(0, {str(REPO)!r})
-        from gateway.buffer import Outbox
-        from gateway.publish import Publisher
+        from gateway.edge.outbox import Outbox
+        from gateway.edge.publish import Publisher
         from tests.integration.test_publish import gw_config
         from pathlib import Path
 

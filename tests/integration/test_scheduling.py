@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway.model import (
+from gateway.core.model import (
     BusConfig,
     DeviceConfig,
     GatewayConfig,
@@ -20,8 +20,8 @@ from gateway.model import (
     Reading,
     SerialSettings,
 )
-from gateway.scheduler import Poller
-from gateway.simulator import ModbusRtuSimulator, ModbusTcpSimulator
+from gateway.edge.scheduler import Poller
+from gateway.sim.simulator import ModbusRtuSimulator, ModbusTcpSimulator
 
 pytestmark = pytest.mark.integration
 

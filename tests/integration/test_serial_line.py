@@ -10,8 +10,8 @@ import pytest
 from drivers import create_driver
 from drivers.bus import BusRegistry
 from drivers.serial_line import SerialLineDriver, build_converter
-from gateway.model import DeviceConfig, PointConfig, SerialSettings
-from gateway.simulator import SerialLineSimulator
+from gateway.core.model import DeviceConfig, PointConfig, SerialSettings
+from gateway.sim.simulator import SerialLineSimulator
 
 pytestmark = pytest.mark.integration
 

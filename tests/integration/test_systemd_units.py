@@ -167,7 +167,7 @@ MDWE_PROBE = """
 import mmap, sqlite3, ssl, asyncio
 import aiomqtt, influxdb_client, paho.mqtt.client, prometheus_client, pymodbus.client
 import ruamel.yaml, serial, serial_asyncio_fast
-import gateway.cli
+import gateway.commands.cli
 sqlite3.connect(":memory:").execute("create table t (x)")
 try:
     mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)

@@ -1,8 +1,8 @@
-"""Test-only helpers around gateway.simulator: device configs pointing at simulators."""
+"""Test-only helpers around gateway.sim.simulator: device configs pointing at simulators."""
 
 from __future__ import annotations
 
-from gateway.model import DeviceConfig, PointConfig
+from gateway.core.model import DeviceConfig, PointConfig
 
 POINTS = (
     PointConfig("seq", "uint16", "holding", 0),

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway import buffer
-from gateway.buffer import FORMAT_VERSION, Outbox, read_status
-from gateway.errors import StorageError
-from gateway.model import OutboxConfig, Reading
+from gateway.core.errors import StorageError
+from gateway.core.model import OutboxConfig, Reading
+from gateway.edge import outbox as buffer
+from gateway.edge.outbox import FORMAT_VERSION, Outbox, read_status
 
 TAGS = {"district": "xinwu", "lane": "north"}
 
@@ -375,7 +375,7 @@ def test_read_status_while_open_and_print(tmp_path: Path, monkeypatch) -> None:
     import gateway
 
     fake = type("config", (), {"load_gateway_config": staticmethod(lambda path: Cfg())})
-    monkeypatch.setitem(__import__("sys").modules, "gateway.config", fake)
+    monkeypatch.setitem(__import__("sys").modules, "gateway.config.load", fake)
     monkeypatch.setattr(gateway, "config", fake, raising=False)
     out = io.StringIO()
     assert buffer.print_status("gw.yaml", out) == 0
@@ -386,9 +386,9 @@ def test_read_status_while_open_and_print(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_publisher_json_splice_is_byte_for_byte_build_json(outbox: Outbox) -> None:
-    from gateway.model import GatewayConfig, MqttConfig
-    from gateway.payload import build_json
-    from gateway.publish import Publisher
+    from gateway.core.model import GatewayConfig, MqttConfig
+    from gateway.core.payload import build_json
+    from gateway.edge.publish import Publisher
 
     readings = [
         Reading("rws-1", 1764000000123456789, {"air_temp": -12.3, "n": 7, "ok": True,

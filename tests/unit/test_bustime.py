@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.bustime import (
+from gateway.core.bustime import (
     char_time,
     device_scan_time,
     estimate_bus,
@@ -12,8 +12,8 @@ from gateway.bustime import (
     response_bytes,
     transaction_time,
 )
-from gateway.model import BusConfig, DeviceConfig, PointConfig, SerialSettings
-from gateway.plan import ReadRequest
+from gateway.core.model import BusConfig, DeviceConfig, PointConfig, SerialSettings
+from gateway.core.plan import ReadRequest
 
 
 def serial(baud: int, parity: str = "N", stopbits: int = 1, bytesize: int = 8) -> SerialSettings:

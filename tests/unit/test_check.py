@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway import check, cli
+from gateway.commands import check, cli
 
 SITE = r"""gateway: {id: site-1}
 mqtt: {host: broker.example.org, password: '${PW}'}

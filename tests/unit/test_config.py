@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import load_bridge_config, load_gateway_config
-from gateway.errors import ConfigError
-from gateway.model import Secret
+from gateway.config.load import load_bridge_config, load_gateway_config
+from gateway.core.errors import ConfigError
+from gateway.core.model import Secret
 
 HEAD = "gateway: {id: site-1}\nmqtt: {host: broker}\n"
 
@@ -319,7 +319,7 @@ def test_bridge_errors(tmp_path: Path, influx: str, errors: list[str]) -> None:
 def test_wxt530_profile_marks_its_sentinels_invalid(tmp_path: Path) -> None:
     """The guide's "invalid or unavailable" values: 32767 in signed, 65535 in unsigned
     registers (a WXT532 has no PTU module: its dew point reads 32767)."""
-    from gateway.decode import build_decoder
+    from gateway.core.decode import build_decoder
 
     cfg = load_gateway_config(_write(tmp_path, HEAD + """devices:
   - {name: rws-1, driver: modbus-rtu-over-tcp, host: 10.0.0.9, profile: vaisala-wxt530}

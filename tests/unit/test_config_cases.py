@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import load_gateway_config
-from gateway.errors import ConfigError
+from gateway.config.load import load_gateway_config
+from gateway.core.errors import ConfigError
 
 CASES = Path(__file__).resolve().parent.parent / "cases"
 

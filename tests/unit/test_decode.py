@@ -7,8 +7,8 @@ import struct
 
 import pytest
 
-from gateway.decode import build_decoder, decode_all_orders, encode_registers
-from gateway.model import PointConfig
+from gateway.core.decode import build_decoder, decode_all_orders, encode_registers
+from gateway.core.model import PointConfig
 
 # Where each byte of the big-endian value (index 0 = most significant) sits on the wire.
 LAYOUT = {

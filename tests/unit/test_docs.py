@@ -1,7 +1,7 @@
 """The documentation cannot drift from the code and the shipped configs.
 
 - docs/config-reference.md is exactly what docs/gen_config_reference.py generates from
-  gateway.schema.
+  gateway.config.schema.
 - The Grafana dashboard parses, has `gateway` and `device` variables, and every query names
   only measurements, fields and tags that the shipped example sites and profiles produce.
 - Every doc page README.md links to exists, and every relative link inside docs/ resolves.
@@ -91,7 +91,7 @@ def test_dashboard_query_names_real_measurements_fields_and_tags(query: str) -> 
 
 
 def test_operations_lists_every_metric() -> None:
-    from gateway import metrics
+    from gateway.runtime import metrics
 
     text = (DOCS / "operations.md").read_text()
     for registry in (metrics.GatewayMetrics().registry, metrics.BridgeMetrics().registry):

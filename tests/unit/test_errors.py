@@ -1,5 +1,5 @@
-from gateway.errors import ConfigError, ConfigIssue, DriverError
-from gateway.model import Secret
+from gateway.core.errors import ConfigError, ConfigIssue, DriverError
+from gateway.core.model import Secret
 
 
 def test_config_error_sorts_issues_by_position() -> None:

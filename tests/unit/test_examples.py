@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway import check
-from gateway.config import load_bridge_config
-from gateway.profiles import check_profile
+from gateway.commands import check
+from gateway.config.load import load_bridge_config
+from gateway.config.profiles import check_profile
 
 CONFIG = Path(__file__).resolve().parent.parent.parent / "config"
 PROFILES = CONFIG / "profiles"

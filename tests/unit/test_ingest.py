@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway import ingest, lineproto
-from gateway.ingest import Rejected, decode_message, topic_source
+from gateway.bridge import ingest
+from gateway.bridge.ingest import Rejected, decode_message, topic_source
+from gateway.core import lineproto
 from tests.support.hostile import hostile_cases, hostile_payload
 
 TOPIC = "sensegate/xinwu-road-017/rws-1/data"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.errors import ConfigError, ConfigIssue, StorageError
-from gateway.lifecycle import run_phases
+from gateway.core.errors import ConfigError, ConfigIssue, StorageError
+from gateway.runtime.lifecycle import run_phases
 
 
 class FakeService:

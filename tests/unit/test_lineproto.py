@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.lineproto import (
+from gateway.core.lineproto import (
     escape_field_key,
     escape_measurement,
     escape_tag,
@@ -17,7 +17,7 @@ from gateway.lineproto import (
     parse_line,
     parse_lines,
 )
-from gateway.model import Value
+from gateway.core.model import Value
 
 
 @pytest.mark.parametrize(

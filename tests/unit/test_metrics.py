@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from gateway.metrics import BridgeMetrics, GatewayMetrics, serve_metrics
+from gateway.runtime.metrics import BridgeMetrics, GatewayMetrics, serve_metrics
 
 
 def text_of(registry: CollectorRegistry) -> str:

@@ -1,4 +1,4 @@
-"""The bridge's bulk MQTT receive path (gateway.mqtt_receive), on a socketpair.
+"""The bridge's bulk MQTT receive path (gateway.bridge.receive), on a socketpair.
 
 The integration tests (tests/integration/test_bridge*.py) run it against Mosquitto; here
 each packet shape is fed byte by byte as the broker would send it.
@@ -15,7 +15,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import MQTTErrorCode
 
-from gateway.mqtt_receive import (
+from gateway.bridge.receive import (
     BulkReceiveClient,
     puback_packets,
     split_fixed_header,

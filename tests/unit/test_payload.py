@@ -7,9 +7,9 @@ import math
 
 import pytest
 
-from gateway.lineproto import parse_lines
-from gateway.model import Reading
-from gateway.payload import (
+from gateway.core.lineproto import parse_lines
+from gateway.core.model import Reading
+from gateway.core.payload import (
     build_influx,
     build_json,
     build_payload,

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.model import DeviceConfig, PointConfig, SerialSettings
-from gateway.plan import ReadRequest, plan_device, plan_requests
+from gateway.core.model import DeviceConfig, PointConfig, SerialSettings
+from gateway.core.plan import ReadRequest, plan_device, plan_requests
 
 
 def pt(name: str, address: int, type_: str = "uint16", table: str = "holding", **kw: object

@@ -6,8 +6,8 @@ import io
 
 import pytest
 
-from gateway.model import GatewayConfig, MqttConfig, PointConfig
-from gateway.probe import _hex, _row, probe
+from gateway.commands.read import _hex, _row, probe
+from gateway.core.model import GatewayConfig, MqttConfig, PointConfig
 
 
 @pytest.mark.parametrize(

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway import profiles
-from gateway.config import load_gateway_config
-from gateway.errors import ConfigError
+from gateway.config import profiles
+from gateway.config.load import load_gateway_config
+from gateway.core.errors import ConfigError
 
 METER = """model: Test Meter
 description: a meter for tests

@@ -1,6 +1,6 @@
 """The shipped sensor profiles and example sites stay loadable and consistent.
 
-Every profile under config/profiles/ passes `gateway.config.check_profile`, names its source
+Every profile under config/profiles/ passes `gateway.config.load.check_profile`, names its source
 manual in its header comment, and is used by at least one example site; every example site
 (config/site-*.yaml) loads and passes `sensegate check`.
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from gateway import check
-from gateway.config import check_profile, load_gateway_config
+from gateway.commands import check
+from gateway.config.load import check_profile, load_gateway_config
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILES = sorted((ROOT / "config" / "profiles").glob("*.yaml"))

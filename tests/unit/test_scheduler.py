@@ -18,10 +18,8 @@ from typing import Any
 
 import pytest
 
-from gateway import scheduler
-from gateway.errors import DriverError
-from gateway.metrics import GatewayMetrics
-from gateway.model import (
+from gateway.core.errors import DriverError
+from gateway.core.model import (
     BusConfig,
     DeviceConfig,
     GatewayConfig,
@@ -30,7 +28,8 @@ from gateway.model import (
     Reading,
     SerialSettings,
 )
-from gateway.scheduler import (
+from gateway.edge import scheduler
+from gateway.edge.scheduler import (
     Poller,
     answered,
     backoff_cap,
@@ -41,6 +40,7 @@ from gateway.scheduler import (
     next_slot,
     phase,
 )
+from gateway.runtime.metrics import GatewayMetrics
 
 # -- a virtual clock ----------------------------------------------------------------------------
 
@@ -314,7 +314,7 @@ def test_first_scan_does_not_wait_for_a_far_slot(
     # The grid is aligned to the wall clock: pin it so the first slot is where we say.
     import types
 
-    from gateway import scheduler
+    from gateway.edge import scheduler
 
     monkeypatch.setattr(scheduler, "time", types.SimpleNamespace(
         time=lambda: wall, time_ns=time.time_ns))

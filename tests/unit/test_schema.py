@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from gateway import cli, schema
-from gateway.errors import ConfigIssue
-from gateway.yamlsrc import parse
+from gateway.commands import cli
+from gateway.config import schema
+from gateway.config.source import parse
+from gateway.core.errors import ConfigIssue
 
 _TYPES: dict[str, Any] = {
     "object": dict, "array": list, "string": str, "boolean": bool,
@@ -25,7 +26,7 @@ def _type_ok(value: Any, name: str) -> bool:
 
 
 def conforms(value: Any, s: dict[str, Any]) -> list[str]:
-    """A small validator for the JSON Schema subset `gateway.schema` emits."""
+    """A small validator for the JSON Schema subset `gateway.config.schema` emits."""
     errors: list[str] = []
     if "anyOf" in s and all(conforms(value, alt) for alt in s["anyOf"]):
         errors.append(f"{value!r} matches no alternative")

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.deadletter import DeadLetters, record
-from gateway.errors import SinkError
-from gateway.model import InfluxConfig, Secret
-from gateway.sink import Sink, V1Sink, write_isolating
+from gateway.bridge.deadletter import DeadLetters, record
+from gateway.bridge.sink import Sink, V1Sink, write_isolating
+from gateway.core.errors import SinkError
+from gateway.core.model import InfluxConfig, Secret
 
 
 class FakeSink(Sink):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway import systemd
+from gateway.runtime import systemd
 
 
 @pytest.fixture

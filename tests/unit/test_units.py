@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.units import format_duration, format_size, parse_duration, parse_size
+from gateway.core.units import format_duration, format_size, parse_duration, parse_size
 
 
 @pytest.mark.parametrize(("text", "seconds"), [

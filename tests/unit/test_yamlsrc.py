@@ -5,9 +5,9 @@ from typing import Any
 
 import pytest
 
-from gateway import logs
-from gateway.errors import ConfigIssue
-from gateway.yamlsrc import Node, describe, parse, resolve_plain, substitute
+from gateway.config.source import Node, describe, parse, resolve_plain, substitute
+from gateway.core.errors import ConfigIssue
+from gateway.runtime import logs
 
 
 def _parse(text: str, env: dict[str, str] | None = None) -> tuple[Node | None, list[str]]:
@@ -148,7 +148,7 @@ def test_describe(text: str, described: str) -> None:
 def test_pure_python_fallback_gives_the_same_tree(monkeypatch: pytest.MonkeyPatch) -> None:
     text = "a: [1, x, {b: '2'}]\nc: ${V}\nc: 3\n"
     fast = _parse(text, {"V": "on"})
-    monkeypatch.setattr("gateway.yamlsrc._FAST_LOADER", None)
+    monkeypatch.setattr("gateway.config.source._FAST_LOADER", None)
     slow = _parse(text, {"V": "on"})
     assert fast[0] is not None and slow[0] is not None
     assert fast[0].plain() == slow[0].plain() == {"a": [1, "x", {"b": "2"}], "c": "on"}

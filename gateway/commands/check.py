@@ -1,8 +1,8 @@
 """`sensegate check`: validate a config without touching hardware or network, and summarise.
 
 The summary shows what the gateway will do: devices and points, Modbus requests per scan
-after coalescing (`gateway.plan`), and for each RS-485 bus the bus time one round of scans
-takes and the share of the bus the configured intervals need (`gateway.bustime`), with a
+after coalescing (`gateway.core.plan`), and for each RS-485 bus the bus time one round of scans
+takes and the share of the bus the configured intervals need (`gateway.core.bustime`), with a
 warning past 100 %. An invalid config raises `ConfigError`; the CLI prints every issue and
 exits 2.
 """
@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from gateway.bustime import estimate_bus
-from gateway.config import load_gateway_config
-from gateway.model import MODBUS_DRIVERS, DeviceConfig, GatewayConfig
-from gateway.plan import plan_device
-from gateway.units import format_duration
+from gateway.config.load import load_gateway_config
+from gateway.core.bustime import estimate_bus
+from gateway.core.model import MODBUS_DRIVERS, DeviceConfig, GatewayConfig
+from gateway.core.plan import plan_device
+from gateway.core.units import format_duration
 
 EXIT_OK = 0
 

@@ -45,8 +45,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from gateway.errors import StorageError
-from gateway.model import OutboxConfig, Reading, Value
+from gateway.core.errors import StorageError
+from gateway.core.model import OutboxConfig, Reading, Value
 
 log = logging.getLogger("sensegate.outbox")
 
@@ -285,7 +285,7 @@ def _head_parts(head: str) -> list[tuple[str, str, str, int, int, int]]:
 
 
 def _dumps(obj: object) -> str:
-    """Compact JSON as `gateway.payload` writes it (insertion order, UTF-8, no NaN)."""
+    """Compact JSON as `gateway.core.payload` writes it (insertion order, UTF-8, no NaN)."""
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
@@ -1135,7 +1135,7 @@ def _size(n: int) -> str:
 
 def print_status(config_path: str, out: IO[str]) -> int:
     """`sensegate outbox -c FILE`: pending messages and readings, bytes, oldest age, dropped."""
-    from gateway.config import load_gateway_config
+    from gateway.config.load import load_gateway_config
 
     config = load_gateway_config(config_path)
     try:

@@ -1,6 +1,6 @@
 """`sensegate run`: the gateway daemon.
 
-Acquisition (gateway.scheduler) → durable outbox (gateway.buffer) → MQTT (gateway.publish).
+Acquisition (edge.scheduler) → durable outbox (edge.outbox) → MQTT (edge.publish).
 The lifecycle follows uvicorn's server: `startup()`, `main_loop()`, `shutdown()`. Signal
 handlers only set events; the main loop acts on them. Shutdown stops polling, commits what
 was polled, lets the publisher finish what is in flight within `drain_timeout`, then cancels
@@ -18,11 +18,11 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway import systemd
-from gateway.config import load_gateway_config
-from gateway.errors import ConfigError, StorageError
-from gateway.lifecycle import EXIT_OK, run_phases, signal_handlers
-from gateway.model import GatewayConfig, Reading
+from gateway.config.load import load_gateway_config
+from gateway.core.errors import ConfigError, StorageError
+from gateway.core.model import GatewayConfig, Reading
+from gateway.runtime import systemd
+from gateway.runtime.lifecycle import EXIT_OK, run_phases, signal_handlers
 
 log = logging.getLogger("sensegate.daemon")
 
@@ -59,7 +59,7 @@ class Daemon:
     config_path: str
     drain_timeout: float = 10.0
     install_signals: bool = True  # False when embedded (the demo owns the signals)
-    # keyword options of `gateway.publish.Publisher`, e.g. {"reconnect_max": 2.0}
+    # keyword options of `gateway.edge.publish.Publisher`, e.g. {"reconnect_max": 2.0}
     publisher_options: dict[str, Any] = field(default_factory=dict)
     config: GatewayConfig | None = None
     started: bool = False
@@ -82,10 +82,10 @@ class Daemon:
 
     async def startup(self) -> None:
         # Imported here so `check`, `schema` and friends never pay for these imports.
-        from gateway.buffer import Outbox
-        from gateway.metrics import GatewayMetrics, serve_metrics
-        from gateway.publish import Publisher
-        from gateway.scheduler import Poller
+        from gateway.edge.outbox import Outbox
+        from gateway.edge.publish import Publisher
+        from gateway.edge.scheduler import Poller
+        from gateway.runtime.metrics import GatewayMetrics, serve_metrics
 
         config = load_gateway_config(self.config_path)
         self.config = config

@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from gateway.model import (
+from gateway.core.model import (
     BIT_TABLES,
     MAX_READ_BITS,
     MAX_READ_REGISTERS,

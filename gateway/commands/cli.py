@@ -13,7 +13,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from gateway.errors import ConfigError
+from gateway.core.errors import ConfigError
 
 DEFAULT_CONFIG = "/etc/sensegate/gateway.yaml"
 
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def setup_logging(level: str) -> None:
-    from gateway.logs import setup
+    from gateway.runtime.logs import setup
 
     setup(level)
 
@@ -98,13 +98,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def dispatch(args: argparse.Namespace) -> int:
     command = args.command
     if command == "schema":
-        from gateway import schema
+        from gateway.config import schema
 
         doc = schema.bridge_json_schema() if args.bridge else schema.gateway_json_schema()
         print(json.dumps(doc, indent=2))
         return EXIT_OK
     if command == "demo":
-        from gateway import demo
+        from gateway.sim import demo
 
         return demo.run(args)
 
@@ -116,24 +116,24 @@ def dispatch(args: argparse.Namespace) -> int:
     if command == "bridge":
         if args.config is None and not os.environ.get("SENSEGATE_CONFIG"):
             path = "/etc/sensegate/bridge.yaml"
-        from gateway import bridge
+        from gateway.bridge import service as bridge
 
         return bridge.run(path)
     if command == "check":
-        from gateway import check
+        from gateway.commands import check
 
         return check.run(path, sys.stdout)
     if command == "read":
-        from gateway import probe
+        from gateway.commands import read as probe
 
         return probe.run(path, args.device, sys.stdout, as_json=args.json,
                          all_orders=args.all_orders)
     if command == "outbox":
-        from gateway import buffer
+        from gateway.edge import outbox as buffer
 
         return buffer.print_status(path, sys.stdout)
     if command == "run":
-        from gateway import daemon
+        from gateway.edge import daemon
 
         return daemon.run(path)
     raise AssertionError(f"unhandled command {command!r}")

@@ -16,8 +16,8 @@ from __future__ import annotations
 import re
 import ssl
 
-from gateway.errors import PublishError
-from gateway.model import TlsConfig
+from gateway.core.errors import PublishError
+from gateway.core.model import TlsConfig
 
 
 def _no_password() -> bytes:

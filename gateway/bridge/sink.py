@@ -1,6 +1,6 @@
 """InfluxDB writers for the bridge: `api: v1` (plain HTTP `/write`) and `api: v2` (influxdb-client).
 
-A sink takes a body of line protocol (already escaped by `gateway.lineproto`, precision ns)
+A sink takes a body of line protocol (already escaped by `gateway.core.lineproto`, precision ns)
 and either accepts all of it or raises `SinkError`:
 
 - `retryable=True`: the store is down, slow, overloaded or refuses our credentials
@@ -28,8 +28,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from gateway.errors import SinkError
-from gateway.model import InfluxConfig
+from gateway.core.errors import SinkError
+from gateway.core.model import InfluxConfig
 
 log = logging.getLogger("sensegate.sink")
 

@@ -18,8 +18,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from gateway.decode import decode_all_orders, is_multi_register
-from gateway.model import BIT_TABLES, DeviceConfig, GatewayConfig, PointConfig
+from gateway.core.decode import decode_all_orders, is_multi_register
+from gateway.core.model import BIT_TABLES, DeviceConfig, GatewayConfig, PointConfig
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -28,7 +28,7 @@ EXIT_UNKNOWN = 2
 
 def run(path: str, device: str, out: TextIO, *, as_json: bool = False,
         all_orders: bool = False) -> int:
-    from gateway.config import load_gateway_config
+    from gateway.config.load import load_gateway_config
 
     config = load_gateway_config(path)
     return probe(config, device, out, as_json=as_json, all_orders=all_orders)

@@ -45,8 +45,8 @@ from pymodbus.exceptions import NoSuchIdException
 from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 
-from gateway.decode import encode_registers
-from gateway.model import PointConfig, Value
+from gateway.core.decode import encode_registers
+from gateway.core.model import PointConfig, Value
 
 FAULTS = ("silent", "exception", "garbage", "truncated", "crc")
 _FUNCTION_TABLES = {1: "coil", 2: "discrete", 3: "holding", 4: "input"}

@@ -36,7 +36,7 @@ import math
 import re
 from collections.abc import Mapping
 
-from gateway.model import Value
+from gateway.core.model import Value
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1

@@ -25,8 +25,8 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from gateway.model import BIT_TABLES, BusConfig, DeviceConfig, SerialSettings
-from gateway.plan import ReadRequest, plan_device
+from gateway.core.model import BIT_TABLES, BusConfig, DeviceConfig, SerialSettings
+from gateway.core.plan import ReadRequest, plan_device
 
 REQUEST_BYTES = 8  # FC 1-4: address, function, start (2), quantity (2), CRC (2)
 RESPONSE_OVERHEAD_BYTES = 5  # address, function, byte count, CRC (2)

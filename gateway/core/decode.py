@@ -47,7 +47,7 @@ import struct
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from gateway.model import BIT_TABLES, BYTE_ORDERS, PointConfig, Quality, Value
+from gateway.core.model import BIT_TABLES, BYTE_ORDERS, PointConfig, Quality, Value
 
 Decoded = tuple[Value | None, Quality]
 Decoder = Callable[[Sequence[int] | Sequence[bool]], Decoded]

@@ -25,8 +25,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gateway.lineproto import format_line
-from gateway.model import Reading
+from gateway.core.lineproto import format_line
+from gateway.core.model import Reading
 
 _TOPIC_FORBIDDEN = ("+", "#", "/", "\x00")
 

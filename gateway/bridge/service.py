@@ -2,15 +2,15 @@
 
 Flow (one asyncio loop, blocking HTTP in a small thread pool):
 
-    broker ──► consume: decode (gateway.ingest) ──► Batch ──► write queue ──► writers
+    broker ──► consume: decode (gateway.bridge.ingest) ──► Batch ──► write queue ──► writers
                dead letters appended at once         │ flush at batch_size points,
                                                       │ at a fifth of the receive
                                                       │ window, or flush_interval
-    writers: write_isolating (gateway.sink; bisects rejected batches) → dead-letter the
+    writers: write_isolating (gateway.bridge.sink; bisects rejected batches) → dead-letter the
              rejected points → fsync the dead-letter file → PUBACK every message of the batch
 
 MQTT: v5 (aiomqtt for the connection; QoS 1 PUBLISH packets read in bulk by
-`gateway.mqtt_receive`), fixed client id, `clean_start=False` with a session expiry, QoS 1,
+`gateway.bridge.receive`), fixed client id, `clean_start=False` with a session expiry, QoS 1,
 through `$share/<group>/<filter>` when a shared group is set, manual acknowledgements. The
 broker sends at most `receive_maximum` unacknowledged messages; a batch is flushed when it
 holds 1/(WRITERS + 1) of them (a fifth), so the window never fills with messages waiting
@@ -24,7 +24,7 @@ A message is acknowledged on the connection that delivered it, or not at all: af
 reconnect the broker delivers the unacknowledged messages again (same `ts`, so InfluxDB
 stores the points once).
 
-Lifecycle as `gateway.daemon`: `startup()`, `main_loop()` (SIGHUP reload, watchdog,
+Lifecycle as `gateway.edge.daemon`: `startup()`, `main_loop()` (SIGHUP reload, watchdog,
 STATUS=), `shutdown()` (stop consuming, flush, drain the writers within `drain_timeout`
 while still connected so the written messages get acknowledged, then disconnect).
 """
@@ -49,14 +49,15 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway import ingest, systemd
-from gateway.deadletter import DeadLetters
-from gateway.errors import ConfigError, PublishError, SinkError
-from gateway.lifecycle import EXIT_OK, run_phases, signal_handlers
-from gateway.model import BridgeConfig, BridgeMqttConfig
-from gateway.mqtt_receive import BulkReceiveClient
-from gateway.mqtt_tls import build_tls_context, describe_mqtt_error
-from gateway.sink import Sink, create_sink, write_isolating
+from gateway.bridge import ingest
+from gateway.bridge.deadletter import DeadLetters
+from gateway.bridge.receive import BulkReceiveClient
+from gateway.bridge.sink import Sink, create_sink, write_isolating
+from gateway.core.errors import ConfigError, PublishError, SinkError
+from gateway.core.model import BridgeConfig, BridgeMqttConfig
+from gateway.runtime import systemd
+from gateway.runtime.lifecycle import EXIT_OK, run_phases, signal_handlers
+from gateway.runtime.tls import build_tls_context, describe_mqtt_error
 
 log = logging.getLogger("sensegate.bridge")
 
@@ -80,7 +81,7 @@ def subscription(mqtt: BridgeMqttConfig) -> str:
 
 
 def tls_context(mqtt: BridgeMqttConfig) -> ssl.SSLContext | None:
-    """The broker TLS context (`gateway.mqtt_tls`, as the gateway's publisher), or None.
+    """The broker TLS context (`gateway.runtime.tls`, as the gateway's publisher), or None.
 
     Raises `PublishError` naming the file (never its content) when a file cannot be used.
     """
@@ -133,7 +134,7 @@ class Stats:
 
 
 class _Metrics:
-    """Updates gateway.metrics.BridgeMetrics when metrics are configured; no-op otherwise."""
+    """Updates runtime.metrics.BridgeMetrics when metrics are configured; no-op otherwise."""
 
     def __init__(self, impl: Any = None) -> None:
         self.impl = impl
@@ -209,7 +210,7 @@ class Bridge:
 
     async def startup(self) -> None:
         if self.config is None:
-            from gateway.config import load_bridge_config
+            from gateway.config.load import load_bridge_config
 
             self.config = load_bridge_config(self.config_path)
         cfg = self.config
@@ -315,7 +316,7 @@ class Bridge:
         systemd.reloading()
         assert self.config is not None
         try:
-            from gateway.config import load_bridge_config
+            from gateway.config.load import load_bridge_config
 
             new = load_bridge_config(self.config_path)
         except ConfigError as exc:
@@ -380,7 +381,7 @@ class Bridge:
         client = self._new_client(mqtt)
         # Take messages straight from the paho client rather than through aiomqtt's queue
         # and iterator, which cost a task per message. QoS 1 PUBLISH packets come through
-        # the bulk receive path (gateway.mqtt_receive); anything else through on_message.
+        # the bulk receive path (gateway.bridge.receive); anything else through on_message.
         paho = BulkReceiveClient.adopt(
             client._client,
             lambda topic, payload, mid: self._on_publish(client, topic, payload, mid, 1),
@@ -676,7 +677,7 @@ class Bridge:
     async def _start_metrics(self, cfg: BridgeConfig) -> None:
         if cfg.metrics is None:
             return
-        from gateway import metrics
+        from gateway.runtime import metrics
 
         impl = metrics.BridgeMetrics()
         self._metrics = _Metrics(impl)

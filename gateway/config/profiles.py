@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import gateway
-from gateway import schema, yamlsrc
-from gateway.errors import ConfigIssue
-from gateway.schema import Section
-from gateway.yamlsrc import Node, describe
+from gateway.config import schema
+from gateway.config import source as yamlsrc
+from gateway.config.schema import Section
+from gateway.config.source import Node, describe
+from gateway.core.errors import ConfigIssue
 
 SHIPPED_DIR = str(Path(gateway.__file__).resolve().parent.parent / "config" / "profiles")
 SYSTEM_DIR = "/usr/share/sensegate/profiles"
@@ -110,6 +111,6 @@ class ProfileLoader:
 
 def check_profile(path: str, env: Mapping[str, str] | None = None) -> list[ConfigIssue]:
     """Every issue of one profile file on its own (for tests and `sensegate check`)."""
-    from gateway.config import check_profile as check
+    from gateway.config.load import check_profile as check
 
     return check(path, env)

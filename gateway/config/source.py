@@ -21,8 +21,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.errors import ConfigIssue
-from gateway.logs import register_secret
+from gateway.core.errors import ConfigIssue
+from gateway.runtime.logs import register_secret
 
 SCALAR = 0
 MAPPING = 1

@@ -7,10 +7,10 @@ Pure: no I/O, no MQTT, no InfluxDB. Both payload formats of SPEC §3 are read:
   usual message; one that leaves the fast path (a refusal, NaN, a number orjson may have
   turned from a huge integer into a float, an unusual value) is decoded again by the
   stdlib, so numbers and reasons are exactly the stdlib's.
-- InfluxDB line protocol (`format: influx`): parsed with `gateway.lineproto`, one point
+- InfluxDB line protocol (`format: influx`): parsed with `gateway.core.lineproto`, one point
   per line, and written again from the parsed form.
 
-Every point is formatted by `gateway.lineproto` (escaped, control characters refused), so
+Every point is formatted by `gateway.core.lineproto` (escaped, control characters refused), so
 whatever a payload holds it cannot add tags, fields or points. Tags `gateway` and `device`
 come from the topic (`…/{gateway}/{device}/data`), which broker ACLs bind to each gateway's
 credentials; a payload that names another gateway or device is refused.
@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from gateway import lineproto
+from gateway.core import lineproto
 
 MAX_PAYLOAD = 4 * 1024 * 1024  # bytes; a larger message is dead-lettered unread
 

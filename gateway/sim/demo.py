@@ -2,15 +2,15 @@
 
 What runs, all in one process and one asyncio loop:
 
-* simulated field devices from `gateway.simulator`: three Modbus TCP devices (a Vaisala
+* simulated field devices from `gateway.sim.simulator`: three Modbus TCP devices (a Vaisala
   WXT530 road weather station, a traffic counter, an Eastron SDM630 energy meter), one
   RS-485 bus on a pty with two XY-MD02 T/H transmitters (units 1 and 2), and a Met One
   Aerocet 531S particle monitor streaming CSV records on a pty; their values move over time;
 * the real gateway: a YAML config written to a temp dir (``state_dir`` inside it), loaded by
-  the real loader and run by `gateway.daemon.Daemon`, embedded;
+  the real loader and run by `gateway.edge.daemon.Daemon`, embedded;
 * an embedded MQTT broker (amqtt) on a free loopback port; ``--outage 20s`` stops it for
   that long and then starts a new one on the same port;
-* with ``--influx URL``, the bridge (`gateway.bridge`) into database ``sensegate_demo``.
+* with ``--influx URL``, the bridge (`gateway.bridge.service`) into database ``sensegate_demo``.
 
 The view (rich ``Live`` on a terminal, a status line every few seconds otherwise) shows
 readings per device, readings polled and delivered (acknowledged by the broker), the outbox
@@ -41,10 +41,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from gateway.daemon import Daemon
-from gateway.errors import ConfigError
-from gateway.model import DeviceConfig, PointConfig, Reading, Value
-from gateway.units import parse_duration
+from gateway.core.errors import ConfigError
+from gateway.core.model import DeviceConfig, PointConfig, Reading, Value
+from gateway.core.units import parse_duration
+from gateway.edge.daemon import Daemon
 
 log = logging.getLogger("sensegate.demo")
 
@@ -173,7 +173,11 @@ class Site:
     """The simulated devices and the values they show, moving plausibly over time."""
 
     def __init__(self) -> None:
-        from gateway.simulator import ModbusRtuSimulator, ModbusTcpSimulator, SerialLineSimulator
+        from gateway.sim.simulator import (
+            ModbusRtuSimulator,
+            ModbusTcpSimulator,
+            SerialLineSimulator,
+        )
 
         self.tcp = {name: ModbusTcpSimulator([1]) for name in ("rws-1", "traffic-1", "meter-1")}
         self.rtu = ModbusRtuSimulator([1, 2])
@@ -440,7 +444,7 @@ def make_bridge(path: str) -> Any:
     """The bridge, speaking MQTT 3.1.1: amqtt (the embedded broker) has no MQTT 5."""
     import aiomqtt
 
-    from gateway.bridge import Bridge
+    from gateway.bridge.service import Bridge
 
     class DemoBridge(Bridge):
         def _new_client(self, mqtt: Any) -> aiomqtt.Client:
@@ -536,9 +540,10 @@ class Demo:
                 bpath = Path(tmp) / "bridge.yaml"
                 bpath.write_text(bridge_yaml(str(Path(tmp) / "bridge"), self.broker.port,
                                              self.influx))
-                import gateway.bridge
+                import gateway.bridge.service
 
-                gateway.bridge.RECONNECT_MAX = BRIDGE_RECONNECT_CAP  # back soon after an outage
+                # back soon after an outage
+                gateway.bridge.service.RECONNECT_MAX = BRIDGE_RECONNECT_CAP
                 self.bridge = make_bridge(str(bpath))
                 await self.bridge.startup()
                 bridge_task = asyncio.create_task(self.bridge.main_loop(), name="demo-bridge")
@@ -553,7 +558,7 @@ class Demo:
             path = Path(tmp) / "gateway.yaml"
             path.write_text(gateway_yaml(str(Path(tmp) / "state"), gateway_port,
                                          site.tcp_ports, site.rtu.path, site.aq.path))
-            from gateway.config import load_gateway_config
+            from gateway.config.load import load_gateway_config
 
             config = load_gateway_config(str(path))  # the daemon loads it again, the same way
             site.devices = {d.name: d for d in config.devices}

@@ -1,6 +1,6 @@
-"""Config loading: YAML file -> validated, defaulted `gateway.model` objects.
+"""Config loading: YAML file -> validated, defaulted `gateway.core.model` objects.
 
-`gateway.schema` checks each field on its own (type, range, enum, pattern) and applies the
+`gateway.config.schema` checks each field on its own (type, range, enum, pattern) and applies the
 plain defaults; this module adds what spans several fields: per-driver requirements,
 computed defaults (MQTT port and client id, TCP port 502, measurement), unique names,
 serial ports used twice, Modbus units used twice on a bus, register ranges, serial-line
@@ -17,9 +17,12 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from gateway import schema
-from gateway.errors import ConfigError, ConfigIssue
-from gateway.model import (
+from gateway.config import schema
+from gateway.config.profiles import Profile, ProfileLoader
+from gateway.config.schema import Section
+from gateway.config.source import Node, describe
+from gateway.core.errors import ConfigError, ConfigIssue
+from gateway.core.model import (
     BIT_TABLES,
     MAX_READ_REGISTERS,
     MODBUS_DRIVERS,
@@ -38,9 +41,6 @@ from gateway.model import (
     SerialSettings,
     TlsConfig,
 )
-from gateway.profiles import Profile, ProfileLoader
-from gateway.schema import Section
-from gateway.yamlsrc import Node, describe
 
 RESERVED_TAGS = ("gateway", "device")
 TCP_DRIVERS = ("modbus-tcp", "modbus-rtu-over-tcp")
@@ -126,7 +126,7 @@ def _raise_if(issues: list[ConfigIssue]) -> None:
 def _read(
     path: str, root: schema.Field, env: Mapping[str, str], issues: list[ConfigIssue],
 ) -> Section | None:
-    from gateway import yamlsrc
+    from gateway.config import source as yamlsrc
 
     node = yamlsrc.load(path, env, issues)
     if node is None:

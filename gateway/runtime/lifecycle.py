@@ -17,7 +17,7 @@ import signal
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
-from gateway.errors import ConfigError, SensegateError
+from gateway.core.errors import ConfigError, SensegateError
 
 log = logging.getLogger("sensegate.lifecycle")
 

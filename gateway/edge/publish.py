@@ -5,7 +5,7 @@ drains the outbox oldest first; ``await publisher.stop(drain_timeout)`` lets wha
 go out within the time limit, publishes the retained ``offline`` status and disconnects.
 
 * Connection: ``async with aiomqtt.Client(...)`` per attempt, wrapped, never reached into;
-  client id, username/password, TLS (`gateway.mqtt_tls`), keepalive. The last will is the
+  client id, username/password, TLS (`gateway.runtime.tls`), keepalive. The last will is the
   retained ``offline`` status on ``{prefix}/{id}/status``; ``online`` is published retained on
   every connect. Failures are one log line (``tls handshake with host:port failed: ...``,
   ``cannot connect to host:port: connection refused``) and a retry after a capped,
@@ -35,17 +35,17 @@ from typing import Any
 
 import aiomqtt
 
-from gateway.buffer import Outbox, OutboxMessage
-from gateway.errors import PublishError
-from gateway.model import GatewayConfig, MqttConfig
-from gateway.mqtt_tls import build_tls_context, describe_mqtt_error
-from gateway.payload import (
+from gateway.core.errors import PublishError
+from gateway.core.model import GatewayConfig, MqttConfig
+from gateway.core.payload import (
     build_json,
     build_payload,
     data_topic,
     status_payload,
     status_topic,
 )
+from gateway.edge.outbox import Outbox, OutboxMessage
+from gateway.runtime.tls import build_tls_context, describe_mqtt_error
 
 log = logging.getLogger("sensegate.publish")
 
@@ -369,7 +369,7 @@ class Publisher:
                 config.mqtt.format, config.id, message.device, message.measurement,
                 message.tags, message.readings,
             )
-        # The envelope from gateway.payload, the readings spliced in from the stored JSON
+        # The envelope from gateway.core.payload, the readings spliced in from the stored JSON
         # (no decode and re-encode per reading: this is most of a backlog drain's CPU).
         head = build_json(config.id, message.device, message.measurement, message.tags, [])
         if not head.endswith(b"[]}"):  # the envelope changed shape: take the slow path

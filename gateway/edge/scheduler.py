@@ -43,8 +43,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from drivers.base import bus_label, unit_of, where
-from gateway.errors import DriverError
-from gateway.model import BusConfig, DeviceConfig, GatewayConfig, Reading
+from gateway.core.errors import DriverError
+from gateway.core.model import BusConfig, DeviceConfig, GatewayConfig, Reading
 
 log = logging.getLogger("sensegate.scheduler")
 
@@ -407,7 +407,7 @@ class Poller:
     ``sink`` is called synchronously with each reading and must be cheap (``Outbox.add``).
     ``metrics`` is optional: any object with ``scans_total``, ``scan_overruns_total`` and
     ``device_errors_total`` counters (prometheus-client style ``.labels(...).inc()``;
-    labels ``device``, and ``device``, ``kind`` for errors), as `gateway.metrics.GatewayMetrics`;
+    labels ``device``, and ``device``, ``kind`` for errors), as `runtime.metrics.GatewayMetrics`;
     its ``forget_device`` (if any) is called for each device a reload removes.
     """
 

@@ -1,6 +1,6 @@
 """Typed, validated configuration and reading objects shared by every module.
 
-`gateway.config` builds these from YAML (after validation, with defaults applied);
+`gateway.config.load` builds these from YAML (after validation, with defaults applied);
 everything else only ever sees these objects, never raw YAML. Durations are float
 seconds, sizes are int bytes. The objects are frozen: a SIGHUP reload builds new ones.
 """

@@ -1,10 +1,10 @@
 """The config language in one place: every field with its type, default, limits and help.
 
 This declarative field model drives three things, so they cannot drift apart:
-validation and defaults (`validate`, used by `gateway.config` and `gateway.profiles`), the
+validation and defaults (`validate`, used by `config.load` and `config.profiles`), the
 JSON Schema printed by `sensegate schema` (`gateway_json_schema`, `bridge_json_schema`) and
 the config reference in the docs. Rules that span several fields (per-driver requirements,
-duplicate names, register ranges) live in `gateway.config`.
+duplicate names, register ranges) live in `gateway.config.load`.
 
 Hand-written on purpose (no pydantic): the gateway runs on small boxes.
 """
@@ -18,9 +18,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway import model
-from gateway.errors import ConfigIssue
-from gateway.units import (
+from gateway.config.source import MAPPING, SCALAR, SEQUENCE, Node, describe
+from gateway.core import model
+from gateway.core.errors import ConfigIssue
+from gateway.core.units import (
     DURATION_PATTERN,
     SIZE_PATTERN,
     format_duration,
@@ -28,7 +29,6 @@ from gateway.units import (
     parse_duration,
     parse_size,
 )
-from gateway.yamlsrc import MAPPING, SCALAR, SEQUENCE, Node, describe
 
 NO_DEFAULT: Any = object()
 INVALID: Any = object()  # a value that produced an issue; cross-field checks skip it

@@ -1,0 +1,1 @@
+"""The central bridge (`sensegate bridge`): MQTT session, ingest, batching, sinks, dead letters."""

@@ -1,0 +1,1 @@
+"""The command line: parsing and dispatch, and the commands that are not a daemon."""

@@ -1,0 +1,1 @@
+"""Config: the YAML source with positions, the declarations, profiles, the JSON Schema."""

@@ -1,0 +1,1 @@
+"""The edge daemon (`sensegate run`): scheduler, outbox, publisher, daemon."""

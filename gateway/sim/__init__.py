@@ -1,0 +1,1 @@
+"""Simulated devices and `sensegate demo`: never imported by the product's other parts."""
