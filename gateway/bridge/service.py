@@ -56,7 +56,9 @@ from gateway.bridge.sink import Sink, create_sink, write_isolating
 from gateway.core.errors import ConfigError, PublishError, SinkError
 from gateway.core.model import BridgeConfig, BridgeMqttConfig
 from gateway.runtime import systemd
+from gateway.runtime.backoff import Backoff
 from gateway.runtime.lifecycle import EXIT_OK, run_phases, signal_handlers
+from gateway.runtime.metrics import BridgeMetrics, serve_metrics
 from gateway.runtime.tls import build_tls_context, describe_mqtt_error
 
 log = logging.getLogger("sensegate.bridge")
@@ -133,46 +135,12 @@ class Stats:
     last_error: str = ""
 
 
-class _Metrics:
-    """Updates runtime.metrics.BridgeMetrics when metrics are configured; no-op otherwise."""
-
-    def __init__(self, impl: Any = None) -> None:
-        self.impl = impl
-
-    def received(self) -> None:
-        if self.impl is not None:
-            self.impl.messages_total.inc()
-
-    def connected(self, up: bool) -> None:
-        if self.impl is not None:
-            self.impl.mqtt_connected.set(1 if up else 0)
-
-    def dead_letter(self, reason: str) -> None:
-        if self.impl is not None:
-            self.impl.dead_letters_total.labels(reason).inc()
-
-    def write_error(self) -> None:
-        if self.impl is not None:
-            self.impl.write_errors_total.inc()
-            self.impl.influx_up.set(0)
-
-    def backpressure(self, pending_points: int, paused: bool) -> None:
-        if self.impl is not None:
-            self.impl.pending_points.set(pending_points)
-            self.impl.reading_paused.set(1 if paused else 0)
-
-    def batch_written(self, points: int) -> None:
-        if self.impl is not None:
-            self.impl.points_written_total.inc(points)
-            self.impl.write_batches_total.inc()
-            self.impl.influx_up.set(1)
-
-
 @dataclass
 class Bridge:
     config_path: str
     config: BridgeConfig | None = None
     drain_timeout: float = 10.0
+    reconnect_max: float = RECONNECT_MAX  # cap of the MQTT reconnect backoff (the demo lowers it)
     should_exit: asyncio.Event = field(default_factory=asyncio.Event)
     reload_requested: asyncio.Event = field(default_factory=asyncio.Event)
     force_exit: bool = False
@@ -198,7 +166,7 @@ class Bridge:
         self._force = asyncio.Event()  # a second SIGINT: cut the drain
         self._busy_messages = 0  # messages in the batches being written now
         self._busy_points = 0  # and their points
-        self._metrics = _Metrics()
+        self._metrics = BridgeMetrics()
         self._metrics_server: Any = None
         self._loaded_at = 0.0
 
@@ -445,7 +413,7 @@ class Bridge:
             os.replace(tmp, path)
 
     async def _mqtt_session(self) -> None:
-        backoff = 1.0
+        backoff = Backoff(1.0, self.reconnect_max)
         while not self._stopping:
             assert self.config is not None
             mqtt = self.config.mqtt
@@ -453,9 +421,9 @@ class Bridge:
                 client = self._make_client(mqtt)
             except PublishError as exc:  # a TLS file went missing since start-up
                 self.stats.last_error = str(exc)
-                log.error("%s; retrying in %.0fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, RECONNECT_MAX)
+                delay = backoff.next()
+                log.error("%s; retrying in %.0fs", exc, delay)
+                await asyncio.sleep(delay)
                 continue
             # Set before connecting: a persistent session's queued messages may arrive
             # before the SUBACK.
@@ -468,7 +436,7 @@ class Bridge:
                     self._metrics.connected(True)
                     log.info("connected to mqtt %s:%d as %r, subscribed to %r",
                              mqtt.host, mqtt.port, mqtt.client_id, subscription(mqtt))
-                    backoff = 1.0
+                    backoff.reset()
                     stop = asyncio.ensure_future(self._stop_consuming.wait())
                     try:
                         await asyncio.wait({client._disconnected, stop},
@@ -485,7 +453,7 @@ class Bridge:
                 if self._stopping:
                     return
                 self.stats.last_error = describe_mqtt_error(exc, mqtt.host, mqtt.port)
-                log.warning("%s; reconnecting in %.0fs", self.stats.last_error, backoff)
+                log.warning("%s; reconnecting in %.0fs", self.stats.last_error, backoff.upcoming)
             finally:
                 self._client = None
                 self.stats.connected = False
@@ -493,8 +461,7 @@ class Bridge:
                 # Unwritten messages of the lost connection come again after reconnecting.
                 self._batch = Batch()
                 self._ready = deque(b for b in self._ready if b.messages[0].client is not client)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, RECONNECT_MAX)
+            await asyncio.sleep(backoff.next())
 
     def _on_message(self, client: aiomqtt.Client, message: mqtt.MQTTMessage) -> None:
         """paho's on_message (QoS 0 and 2, and packets the bulk path leaves to paho)."""
@@ -515,7 +482,7 @@ class Bridge:
             return  # not acknowledged: the broker delivers it again
         try:
             self.stats.received += 1
-            self._metrics.received()
+            self._metrics.messages_total.inc()
             try:
                 result = ingest.decode_message(topic, payload)
             except Exception as exc:
@@ -541,7 +508,7 @@ class Bridge:
         assert self._deadletters is not None
         self._deadletters.append(topic, reason, payload, detail=detail)
         self.stats.dead_letters[reason] = self.stats.dead_letters.get(reason, 0) + 1
-        self._metrics.dead_letter(reason)
+        self._metrics.dead_letters_total.labels(reason).inc()
         log.warning("dead letter from %r: %s: %s", topic, reason, detail[:200])
 
     # -- batching and writing ----------------------------------------------------------
@@ -616,7 +583,7 @@ class Bridge:
 
     async def _write_batch(self, batch: Batch) -> None:
         assert self._deadletters is not None
-        backoff = BACKOFF_START
+        backoff = Backoff(BACKOFF_START, BACKOFF_MAX)
         while True:
             if batch.messages[0].client is not self._client:
                 return  # connection lost: the broker delivers these again
@@ -630,10 +597,10 @@ class Bridge:
                 self.stats.store_ok = False
                 self.stats.last_error = str(exc)
                 self._metrics.write_error()
+                delay = backoff.next()
                 log.warning("%s; %d points kept, retrying in %.1fs",
-                            exc, len(batch.lines), backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
+                            exc, len(batch.lines), delay)
+                await asyncio.sleep(delay)
         if not self.stats.store_ok:
             log.info("influxdb %s accepts writes again", sink.describe())
         self.stats.store_ok = True
@@ -677,12 +644,8 @@ class Bridge:
     async def _start_metrics(self, cfg: BridgeConfig) -> None:
         if cfg.metrics is None:
             return
-        from gateway.runtime import metrics
-
-        impl = metrics.BridgeMetrics()
-        self._metrics = _Metrics(impl)
-        self._metrics_server = await metrics.serve_metrics(
-            impl.registry, cfg.metrics.host, cfg.metrics.port, self.healthy
+        self._metrics_server = await serve_metrics(
+            self._metrics.registry, cfg.metrics.host, cfg.metrics.port, self.healthy
         )
 
 

@@ -47,6 +47,8 @@ from typing import IO, Any
 
 from gateway.core.errors import StorageError
 from gateway.core.model import OutboxConfig, Reading, Value
+from gateway.runtime.backoff import Backoff
+from gateway.runtime.metrics import GatewayMetrics
 
 log = logging.getLogger("sensegate.outbox")
 
@@ -55,6 +57,7 @@ FORMAT_VERSION = 2
 APPLICATION_ID = 0x53474F42  # "SGOB": this SQLite file is a sensegate outbox
 PAGE_SIZE = 4096
 MAX_QUEUED_READINGS = 200_000  # held in memory while the disk refuses commits
+COMMIT_RETRY_MAX = 5.0  # seconds between commit attempts while the disk refuses them
 TAKE_CHUNK = 64  # chunk rows read per query by `take`
 CHUNK_BYTES = 512 * 1024  # estimated message bytes per chunk row, at most (see _chunk_limit)
 MIGRATE_ROWS = 5000  # version-1 rows turned into chunks at a time
@@ -327,12 +330,12 @@ class Outbox:
         writer: sqlite3.Connection,
         reader: sqlite3.Connection,
         *,
-        metrics: Any = None,
+        metrics: GatewayMetrics | None = None,
         max_queued: int = MAX_QUEUED_READINGS,
     ) -> None:
         self.path = path
         self.cfg = cfg
-        self._metrics = metrics
+        self._metrics = metrics if metrics is not None else GatewayMetrics()
         self._max_queued = max_queued
         self._writer = writer
         self._reader = reader
@@ -397,7 +400,7 @@ class Outbox:
         state_dir: str,
         cfg: OutboxConfig,
         *,
-        metrics: Any = None,
+        metrics: GatewayMetrics | None = None,
         max_queued: int = MAX_QUEUED_READINGS,
     ) -> Outbox:
         """Open (creating or migrating) ``state_dir/outbox.db``; raises StorageError."""
@@ -505,6 +508,7 @@ class Outbox:
         for the disk. Failures are logged once per episode and retried with backoff.
         """
         interval = max(0.01, self.cfg.commit_interval)
+        backoff = Backoff(interval, max(interval, COMMIT_RETRY_MAX))
         delay = interval
         while True:
             await asyncio.sleep(delay)
@@ -515,8 +519,9 @@ class Outbox:
             try:
                 inserted = await asyncio.to_thread(self._commit)
             except StorageError:
-                delay = min(max(delay * 2, interval), 5.0)
+                delay = backoff.next()
                 continue
+            backoff.reset()
             delay = interval
             if inserted:
                 self._notify()
@@ -904,26 +909,10 @@ class Outbox:
     # -- metrics -----------------------------------------------------------------------
 
     def _count_commit_error(self) -> None:
-        if self._metrics is None:
-            return
-        counter = getattr(self._metrics, "outbox_commit_errors_total", None)
-        registry = getattr(self._metrics, "registry", None)
-        if counter is None and registry is not None:
-            from prometheus_client import Counter
-
-            counter = Counter(
-                "outbox_commit_errors", "Outbox commits that failed (disk full, read-only)",
-                namespace="sensegate", registry=registry,
-            )
-            self._metrics.outbox_commit_errors_total = counter
-        if counter is not None:
-            counter.inc()
+        self._metrics.outbox_commit_errors_total.inc()
 
     def _update_metrics(self) -> None:
         """Push depth, bytes, age and the dropped total to the metrics (writer lock held)."""
-        set_outbox = getattr(self._metrics, "set_outbox", None)
-        if set_outbox is None:
-            return
         with self._qlock:
             pending = self._rows - self._acked_readings + len(self._queue)
             size = self._rows_size - self._acked_size
@@ -936,7 +925,7 @@ class Outbox:
             if row is not None:
                 oldest_ts = int(row[0])
         age = 0.0 if oldest_ts is None or pending <= 0 else max(0.0, time.time() - oldest_ts / 1e9)
-        set_outbox(
+        self._metrics.set_outbox(
             pending_readings=max(pending, 0),
             pending_messages=math.ceil(max(size, 0) / self.cfg.max_message_bytes),
             size_bytes=self.disk_bytes(),

@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import random
 import time
 from collections import deque
 from typing import Any
@@ -45,6 +44,8 @@ from gateway.core.payload import (
     status_topic,
 )
 from gateway.edge.outbox import Outbox, OutboxMessage
+from gateway.runtime.backoff import JITTER, Backoff
+from gateway.runtime.metrics import GatewayMetrics
 from gateway.runtime.tls import build_tls_context, describe_mqtt_error
 
 log = logging.getLogger("sensegate.publish")
@@ -89,7 +90,7 @@ class Publisher:
         config: GatewayConfig,
         outbox: Outbox,
         *,
-        metrics: Any = None,
+        metrics: GatewayMetrics | None = None,
         window: int = WINDOW,
         window_bytes: int = WINDOW_BYTES,
         reconnect_min: float = RECONNECT_MIN,
@@ -97,7 +98,7 @@ class Publisher:
     ) -> None:
         self._config = config
         self._outbox = outbox
-        self._metrics = metrics
+        self._metrics = metrics if metrics is not None else GatewayMetrics()
         self._window = max(1, window)
         self._window_bytes = max(1, window_bytes)
         self._stage_bytes = max(STAGE_BYTES, self._window_bytes, config.outbox.max_message_bytes)
@@ -135,7 +136,7 @@ class Publisher:
         self._finished.clear()
         remove_listener = self._outbox.on_commit(self._wake.set)
         self._paho_log.addFilter(self._socket_errors)
-        delay = self._reconnect_min
+        backoff = Backoff(self._reconnect_min, self._reconnect_max, jitter=JITTER)
         loop = asyncio.get_running_loop()
         try:
             while not self._stop.is_set():
@@ -163,17 +164,16 @@ class Publisher:
                 if self._stop.is_set():
                     break
                 if failure is None:  # reconfigured: connect again with the new settings
-                    delay = self._reconnect_min
+                    backoff.reset()
                     continue
                 self.last_error = failure
-                self._count("publish_errors_total")
+                self._metrics.publish_errors_total.inc()
                 if loop.time() - started >= STABLE_AFTER:
-                    delay = self._reconnect_min
-                wait = delay * random.uniform(0.8, 1.2)
+                    backoff.reset()
+                wait = backoff.next()
                 log.warning("%s; retrying in %.1fs", failure, wait)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), wait)
-                delay = min(delay * 2, self._reconnect_max)
         finally:
             remove_listener()
             self._paho_log.removeFilter(self._socket_errors)
@@ -338,7 +338,7 @@ class Publisher:
                 "dropping %d readings of device %r that cannot be published: %s",
                 message.count, message.device, exc,
             )
-            self._count("publish_errors_total")
+            self._metrics.publish_errors_total.inc()
             self._outbox.ack(message)
             return
         if not payload:  # influx format and no scan has a good value: nothing to carry
@@ -394,8 +394,8 @@ class Publisher:
             self._outbox.ack(message)
             self.published_messages += 1
             self.published_readings += message.count
-            self._count("published_messages_total")
-            self._count("published_readings_total", message.count)
+            self._metrics.published_messages_total.inc()
+            self._metrics.published_readings_total.inc(message.count)
         finally:
             self._inflight_bytes -= message.size
             self._wake.set()
@@ -414,11 +414,4 @@ class Publisher:
 
     def _set_connected(self, value: bool) -> None:
         self._connected = value
-        gauge = getattr(self._metrics, "mqtt_connected", None)
-        if gauge is not None:
-            gauge.set(1 if value else 0)
-
-    def _count(self, name: str, amount: float = 1) -> None:
-        counter = getattr(self._metrics, name, None)
-        if counter is not None:
-            counter.inc(amount)
+        self._metrics.mqtt_connected.set(1 if value else 0)

@@ -45,6 +45,7 @@ from typing import Any, Protocol
 from drivers.base import bus_label, unit_of, where
 from gateway.core.errors import DriverError
 from gateway.core.model import BusConfig, DeviceConfig, GatewayConfig, Reading
+from gateway.runtime.metrics import GatewayMetrics
 
 log = logging.getLogger("sensegate.scheduler")
 
@@ -204,10 +205,9 @@ class _DeviceRunner:
         self._scanning = False
         self._stopping = False
         self._hung = False
-        m = poller.metrics
-        self._m_scans = _child(m, "scans_total", device=device.name)
-        self._m_overruns = _child(m, "scan_overruns_total", device=device.name)
-        self._m_errors: dict[str, Any] = {}
+        self._metrics = poller.metrics
+        self._m_scans = poller.metrics.scans_total.labels(device=device.name)
+        self._m_overruns = poller.metrics.scan_overruns_total.labels(device=device.name)
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(
@@ -288,8 +288,7 @@ class _DeviceRunner:
         if missed <= 0:
             return
         self.stats.overruns += missed
-        if self._m_overruns is not None:
-            self._m_overruns.inc(missed)
+        self._m_overruns.inc(missed)
         log.debug("%s: %d scan(s) could not start on time; skipped", self.where, missed)
 
     async def _scan(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -340,19 +339,11 @@ class _DeviceRunner:
     def _account(self, reading: Reading, errors: list[Any]) -> None:
         stats = self.stats
         stats.scans += 1
-        if self._m_scans is not None:
-            self._m_scans.inc()
+        self._m_scans.inc()
         for err in errors:
             kind = getattr(err, "kind", "io")
             stats.failures[kind] = stats.failures.get(kind, 0) + 1
-            if self.poller.metrics is not None:
-                counter = self._m_errors.get(kind)
-                if counter is None:
-                    counter = self._m_errors[kind] = _child(
-                        self.poller.metrics, "device_errors_total",
-                        device=self.device.name, kind=kind)
-                if counter is not None:
-                    counter.inc()
+            self._metrics.device_errors_total.labels(device=self.device.name, kind=kind).inc()
         if answered(reading, errors):
             # The driver logs each failure and recovery; this logs only the backoff.
             if stats.backoff > 1:
@@ -376,16 +367,6 @@ def _error(device: DeviceConfig, message: str, kind: str) -> DriverError:
                        kind=kind)
 
 
-def _child(metrics: Any, name: str, **labels: str) -> Any:
-    """The labelled child of counter ``name`` on ``metrics``, or None when there is none."""
-    if metrics is None:
-        return None
-    counter = getattr(metrics, name, None)
-    if counter is None:
-        return None
-    return counter.labels(**labels) if hasattr(counter, "labels") else counter
-
-
 # -- the poller --------------------------------------------------------------------------------
 
 
@@ -405,10 +386,8 @@ class Poller:
     """Runs every device's scan loop; `apply` a new config without stopping the others.
 
     ``sink`` is called synchronously with each reading and must be cheap (``Outbox.add``).
-    ``metrics`` is optional: any object with ``scans_total``, ``scan_overruns_total`` and
-    ``device_errors_total`` counters (prometheus-client style ``.labels(...).inc()``;
-    labels ``device``, and ``device``, ``kind`` for errors), as `runtime.metrics.GatewayMetrics`;
-    its ``forget_device`` (if any) is called for each device a reload removes.
+    ``metrics`` is the daemon's `GatewayMetrics` (a private one when not given); its
+    ``forget_device`` is called for each device a reload removes.
     """
 
     def __init__(
@@ -416,13 +395,13 @@ class Poller:
         config: GatewayConfig,
         sink: Callable[[Reading], None],
         *,
-        metrics: Any = None,
+        metrics: GatewayMetrics | None = None,
         driver_factory: DriverFactory | None = None,
         bus_factory: BusFactory | None = None,
     ) -> None:
         self.config = config
         self.sink = sink
-        self.metrics = metrics
+        self.metrics = metrics if metrics is not None else GatewayMetrics()
         self._driver_factory = driver_factory or _default_driver_factory
         self._bus_factory = bus_factory or _default_bus_factory
         self._buses: Any = None
@@ -463,10 +442,8 @@ class Poller:
         to_stop = [self._runners.pop(n) for n in (*plan.removed, *plan.changed)
                    if n in self._runners]
         await asyncio.gather(*(r.stop() for r in to_stop), return_exceptions=True)
-        forget = getattr(self.metrics, "forget_device", None)
-        if forget is not None:
-            for name in plan.removed:
-                forget(name)
+        for name in plan.removed:
+            self.metrics.forget_device(name)
         if changed_buses:
             await self._rebuild_buses(new)
         for name in (*plan.changed, *plan.added):

@@ -2,7 +2,9 @@
 
 Each daemon builds its own `GatewayMetrics` or `BridgeMetrics`, which owns a dedicated
 ``CollectorRegistry`` (never the process-global one), so tests and the demo can run several
-side by side. `serve_metrics` answers ``GET /metrics`` (Prometheus text, or OpenMetrics when
+side by side. The object is always there, whether or not ``metrics.listen`` serves it: every
+part updates it the same one way (``metrics.<name>.inc()``), with no "are metrics on?" test.
+`serve_metrics` answers ``GET /metrics`` (Prometheus text, or OpenMetrics when
 the scraper asks for it) and ``GET /healthz`` (200 ``ok`` / 503 ``unhealthy``) from the
 daemon's own asyncio loop: no thread, no extra dependency. Connections are one request each
 (HTTP/1.0 semantics, ``Connection: close``), with a time and size limit on the request head.
@@ -63,6 +65,9 @@ class GatewayMetrics:
             namespace=ns, registry=reg)
         self.mqtt_connected = Gauge(
             "mqtt_connected", "1 while connected to the MQTT broker", namespace=ns, registry=reg)
+        self.outbox_commit_errors_total = Counter(
+            "outbox_commit_errors", "Outbox commits that failed (disk full, read-only)",
+            namespace=ns, registry=reg)
         self._dropped_seen = 0
 
     def set_outbox(
@@ -128,6 +133,22 @@ class BridgeMetrics:
         self.reading_paused = Gauge(
             "reading_paused", "1 while reading the broker is paused for InfluxDB to catch up",
             namespace=ns, registry=reg)
+
+    def connected(self, up: bool) -> None:
+        self.mqtt_connected.set(1 if up else 0)
+
+    def write_error(self) -> None:
+        self.write_errors_total.inc()
+        self.influx_up.set(0)
+
+    def backpressure(self, pending_points: int, paused: bool) -> None:
+        self.pending_points.set(pending_points)
+        self.reading_paused.set(1 if paused else 0)
+
+    def batch_written(self, points: int) -> None:
+        self.points_written_total.inc(points)
+        self.write_batches_total.inc()
+        self.influx_up.set(1)
 
 
 # --- HTTP -----------------------------------------------------------------------------

@@ -454,7 +454,7 @@ def make_bridge(path: str) -> Any:
                 keepalive=int(mqtt.keepalive), timeout=10,
             )
 
-    return DemoBridge(path)
+    return DemoBridge(path, reconnect_max=BRIDGE_RECONNECT_CAP)  # back soon after an outage
 
 
 def create_influx_database(url: str) -> None:
@@ -540,10 +540,6 @@ class Demo:
                 bpath = Path(tmp) / "bridge.yaml"
                 bpath.write_text(bridge_yaml(str(Path(tmp) / "bridge"), self.broker.port,
                                              self.influx))
-                import gateway.bridge.service
-
-                # back soon after an outage
-                gateway.bridge.service.RECONNECT_MAX = BRIDGE_RECONNECT_CAP
                 self.bridge = make_bridge(str(bpath))
                 await self.bridge.startup()
                 bridge_task = asyncio.create_task(self.bridge.main_loop(), name="demo-bridge")
