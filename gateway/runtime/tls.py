@@ -16,6 +16,9 @@ from __future__ import annotations
 import re
 import ssl
 
+from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.reasoncodes import ReasonCode
+
 from gateway.core.errors import PublishError
 from gateway.core.model import TlsConfig
 
@@ -75,12 +78,51 @@ def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
     return None
 
 
+# CONNACK refusals by code: MQTT 3.1.1 return codes 1-5 and MQTT 5 reason codes >= 0x80.
+CONNACK_REFUSALS = {
+    1: "unacceptable protocol version",
+    2: "client identifier rejected",
+    3: "server unavailable",
+    4: "bad username or password",
+    5: "not authorised (check username, password and client certificate)",
+    0x84: "unsupported protocol version",
+    0x85: "client identifier not valid",
+    0x86: "bad username or password",
+    0x87: "not authorised (check username, password and client certificate)",
+    0x88: "server unavailable",
+    0x89: "server busy",
+    0x8A: "banned",
+    0x8C: "bad authentication method",
+}
+
+
+def connack_code(exc: BaseException) -> int | None:
+    """The CONNACK refusal code of ``exc`` when it is one (aiomqtt's ``MqttConnectError``)."""
+    if not isinstance(exc, MqttConnectError):
+        return None
+    rc = exc.rc
+    if isinstance(rc, ReasonCode):
+        return int(rc.value)
+    return rc
+
+
 def describe_mqtt_error(exc: BaseException, host: str, port: int) -> str:
-    """One lower-case line saying what went wrong talking to ``host:port``."""
+    """One lower-case line saying what went wrong talking to ``host:port``.
+
+    Recognised by type and code where the library gives them (TLS errors, CONNACK refusals);
+    by text only where aiomqtt passes on nothing else (it re-raises socket errors and time-outs
+    as a plain ``MqttError`` carrying the message).
+    """
     where = f"{host}:{port}"
     ssl_exc = _ssl_cause(exc)
     if ssl_exc is not None:
         return f"tls handshake with {where} failed: {_reason(ssl_exc)}"
+    code = connack_code(exc)
+    if code is not None:
+        reason = CONNACK_REFUSALS.get(code, f"reason code {code}")
+        return f"broker {where} refused the connection: {reason}"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"cannot connect to {where}: connection refused"
     text = str(exc)
     low = text.lower()
     alert = re.search(r"\[ssl: [a-z0-9_]+\] ([^(]+)", low)
@@ -88,18 +130,8 @@ def describe_mqtt_error(exc: BaseException, host: str, port: int) -> str:
         return f"tls handshake with {where} failed: {alert.group(1).strip()}"
     if "certificate" in low or "ssl" in low or "tls" in low:
         return f"tls handshake with {where} failed: {low}"
-    refused = "connection refused" in low and "[code" not in low
-    if isinstance(exc, ConnectionRefusedError) or refused:
+    if "connection refused" in low:  # aiomqtt re-raised ConnectionRefusedError as text
         return f"cannot connect to {where}: connection refused"
-    if "bad username or password" in low or "not authorised" in low or "not authorized" in low:
-        if "password" in low:
-            return f"broker {where} refused the connection: bad username or password"
-        return (
-            f"broker {where} refused the connection: not authorised "
-            "(check username, password and client certificate)"
-        )
-    if "connection refused" in low:
-        return f"broker {where} refused the connection: {low}"
     if "timed out" in low:
         return f"mqtt connection to {where} timed out"
     if isinstance(exc, OSError) and exc.strerror:
