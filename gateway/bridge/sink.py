@@ -7,8 +7,8 @@ and either accepts all of it or raises `SinkError`:
   (connection errors, timeouts, 5xx, 429, 401/403/404). Nothing is lost: the bridge keeps
   the messages unacknowledged and retries with capped backoff.
 - `retryable=False`: the store rejected the data itself (400 bad or conflicting points,
-  413 body too large, 422). `write_isolating` bisects the batch to find the points to blame,
-  writes the others, and hands back the rejected ones for the dead-letter file.
+  413 body too large, 422). `gateway.bridge.writer.write_isolating` bisects the batch to
+  find the points to blame, writes the others, and dead-letters the rejected ones.
 
 Both writers are blocking libraries run in a small thread pool, so the event loop keeps
 receiving and decoding while a batch is on the wire. No error message carries a secret:
@@ -25,7 +25,6 @@ import logging
 import threading
 import urllib.parse
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from gateway.core.errors import SinkError
@@ -188,31 +187,3 @@ def create_sink(config: InfluxConfig, *, workers: int = 2) -> Sink:
     if config.api == "v1":
         return V1Sink(config, workers=workers)
     return V2Sink(config, workers=workers)
-
-
-async def write_isolating(sink: Sink, lines: Sequence[str]) -> list[tuple[int, str]]:
-    """Write `lines`; return the (index, reason) of the lines the store rejected.
-
-    A rejected batch is bisected until each rejected line stands alone, so one bad point
-    never poisons the others (rewriting accepted points is harmless: same series, same
-    timestamp, same values). Raises `SinkError(retryable=True)` when the store is
-    unavailable; the caller retries the whole batch later.
-    """
-    rejected: list[tuple[int, str]] = []
-
-    async def attempt(lo: int, hi: int) -> None:
-        try:
-            await sink.write("\n".join(lines[lo:hi]).encode())
-        except SinkError as exc:
-            if exc.retryable:
-                raise
-            if hi - lo == 1:
-                rejected.append((lo, str(exc)))
-                return
-            mid = (lo + hi) // 2
-            await attempt(lo, mid)
-            await attempt(mid, hi)
-
-    if lines:
-        await attempt(0, len(lines))
-    return rejected

@@ -1,4 +1,4 @@
-"""Sink error mapping, batch bisection and the dead-letter file (no real store needed)."""
+"""Sink error mapping and the dead-letter file (no real store needed)."""
 
 from __future__ import annotations
 
@@ -11,65 +11,9 @@ from pathlib import Path
 import pytest
 
 from gateway.bridge.deadletter import DeadLetters, record
-from gateway.bridge.sink import Sink, V1Sink, write_isolating
+from gateway.bridge.sink import V1Sink
 from gateway.core.errors import SinkError
 from gateway.core.model import InfluxConfig, Secret
-
-
-class FakeSink(Sink):
-    """Rejects any body containing a line in `bad`; counts writes."""
-
-    def __init__(self, bad: set[bytes], *, down: bool = False) -> None:
-        super().__init__(InfluxConfig(url="http://127.0.0.1:1", api="v1"))
-        self.bad = bad
-        self.down = down
-        self.accepted: list[bytes] = []
-        self.calls = 0
-
-    def _write_blocking(self, body: bytes) -> None:
-        self.calls += 1
-        if self.down:
-            raise SinkError("down", retryable=True)
-        lines = body.split(b"\n")
-        if any(line in self.bad for line in lines):
-            raise SinkError("field type conflict", retryable=False, status=400)
-        self.accepted.extend(lines)
-
-
-@pytest.mark.parametrize(
-    ("n", "bad_at"),
-    [
-        pytest.param(1, [], id="one-good"),
-        pytest.param(1, [0], id="one-bad"),
-        pytest.param(10, [3], id="one-bad-in-ten"),
-        pytest.param(10, [0, 9], id="first-and-last"),
-        pytest.param(33, [5, 6, 7, 20], id="several"),
-        pytest.param(8, list(range(8)), id="all-bad"),
-    ],
-)
-async def test_write_isolating_writes_all_good_lines(n: int, bad_at: list[int]) -> None:
-    lines = [f"m x={i}" for i in range(n)]
-    sink = FakeSink({lines[i].encode() for i in bad_at})
-    rejected = await write_isolating(sink, lines)
-    assert sorted(i for i, _ in rejected) == bad_at
-    assert all("field type conflict" in reason for _, reason in rejected)
-    assert set(sink.accepted) == {line.encode() for i, line in enumerate(lines) if i not in bad_at}
-    await sink.close()
-
-
-async def test_write_isolating_one_request_when_all_good() -> None:
-    sink = FakeSink(set())
-    assert await write_isolating(sink, ["m x=1", "m x=2"]) == []
-    assert sink.calls == 1
-    await sink.close()
-
-
-async def test_write_isolating_raises_when_store_down() -> None:
-    sink = FakeSink(set(), down=True)
-    with pytest.raises(SinkError) as info:
-        await write_isolating(sink, ["m x=1"])
-    assert info.value.retryable
-    await sink.close()
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
