@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import ssl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from gateway.bridge.deadletter import DeadLetters, record
-from gateway.bridge.sink import V1Sink
+from gateway.bridge.sink import V1Sink, V2Sink
 from gateway.core.errors import SinkError
 from gateway.core.model import InfluxConfig, Secret
+from tests.support.certs import Pki, make_pki
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -88,6 +90,83 @@ async def test_v1_request_shape(fake_influx: tuple[str, type[_Handler]]) -> None
     assert body == b"m x=1"
     assert len(handler.seen) == 2
     await sink.close()
+
+
+async def test_v2_request_shape(fake_influx: tuple[str, type[_Handler]]) -> None:
+    url, handler = fake_influx
+    sink = V2Sink(InfluxConfig(url=url + "/", api="v2", org="city & co", bucket="sensing",
+                               token=Secret("tok-123")))
+    await sink.write(b"m x=1")
+    await sink.write(b"m x=2")
+    path, headers, body = handler.seen[0]
+    assert path == "/api/v2/write?org=city+%26+co&bucket=sensing&precision=ns"
+    assert headers["Authorization"] == "Token tok-123"
+    assert headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert body == b"m x=1"
+    assert [b for _, _, b in handler.seen] == [b"m x=1", b"m x=2"]
+    await sink.close()
+
+
+@pytest.mark.parametrize(
+    ("status", "retryable"),
+    [
+        pytest.param(400, False, id="400-rejected"),
+        pytest.param(413, False, id="413-too-large"),
+        pytest.param(422, False, id="422-unprocessable"),
+        pytest.param(401, True, id="401-token"),
+        pytest.param(404, True, id="404-no-bucket"),
+        pytest.param(503, True, id="503"),
+    ],
+)
+async def test_v2_status_mapping(
+    fake_influx: tuple[str, type[_Handler]], status: int, retryable: bool
+) -> None:
+    url, handler = fake_influx
+    handler.status = status
+    handler.body = json.dumps({"code": "invalid", "message": "failure writing points"}).encode()
+    sink = V2Sink(InfluxConfig(url=url, api="v2", org="o", bucket="b", token=Secret("t0k3n")))
+    with pytest.raises(SinkError) as info:
+        await sink.write(b"m x=1")
+    assert info.value.retryable is retryable
+    assert info.value.status == status
+    assert str(info.value) == (f"influxdb v2 {url} answered {status}: failure writing points")
+    await sink.close()
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.mark.parametrize("trusted", [True, False], ids=["test-ca", "other-ca"])
+async def test_v2_over_https_verifies_the_server(
+    pki: Pki, monkeypatch: pytest.MonkeyPatch, trusted: bool
+) -> None:
+    handler = type("H", (_Handler,), {"seen": [], "status": 204, "body": b""})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki.server_cert, pki.server_key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    # the system CAs as OpenSSL finds them: SSL_CERT_FILE names the bundle
+    monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca_cert if trusted else pki.other_ca_cert))
+    url = f"https://127.0.0.1:{server.server_address[1]}"
+    sink = V2Sink(InfluxConfig(url=url, api="v2", org="o", bucket="b", token=Secret("tok")))
+    try:
+        if trusted:
+            await sink.write(b"m x=1")
+            assert [b for _, _, b in handler.seen] == [b"m x=1"]
+        else:
+            with pytest.raises(SinkError) as info:
+                await sink.write(b"m x=1")
+            assert info.value.retryable
+            assert "CERTIFICATE_VERIFY_FAILED" in str(info.value)
+            assert handler.seen == []
+    finally:
+        await sink.close()
+        server.shutdown()
+        server.server_close()
 
 
 async def test_v1_unreachable_is_retryable() -> None:
