@@ -33,6 +33,7 @@ import base64
 import http.client
 import json
 import logging
+import shlex
 import ssl
 import threading
 import urllib.parse
@@ -173,6 +174,56 @@ class V1Sink(HttpSink):
             register_secret(token)
             headers["Authorization"] = f"Basic {token}"
         super().__init__(config, "/write", params, headers, workers=workers)
+        self._query_path = f"{self._base}/query"
+        self._create_lock = threading.Lock()
+
+    def _write_blocking(self, body: bytes) -> None:
+        status, data = self._post(self._path, body, self._headers)
+        if 200 <= status < 300:
+            return
+        if status == 404 and "database not found" in _error_text(data):
+            self._create_database()  # raises SinkError when it cannot
+            status, data = self._post(self._path, body, self._headers)
+            if 200 <= status < 300:
+                return
+        raise self._refusal(status, data)
+
+    def _create_database(self) -> None:
+        """`CREATE DATABASE` (a no-op when it exists) when `create_database` allows it, else
+        a SinkError saying the command to run."""
+        name = self.config.database or ""
+        statement = create_database_statement(name)
+        command = f"influx -execute {shlex.quote(statement)}"
+        where = f"influxdb {self.describe()}"
+        if not self.config.create_database:
+            raise SinkError(f"{where}: database {name!r} does not exist; create it with: "
+                            f"{command} (or set influxdb.create_database: true)", retryable=True)
+        with self._create_lock:
+            form = urllib.parse.urlencode({"q": statement}).encode()
+            headers = {**self._headers, "Content-Type": "application/x-www-form-urlencoded"}
+            status, data = self._post(self._query_path, form, headers)
+            error = _error_text(data) if not 200 <= status < 300 else _statement_error(data)
+            if error is not None:
+                raise SinkError(f"{where}: database {name!r} does not exist and creating it "
+                                f"failed ({status}: {error}); create it with: {command}",
+                                retryable=True)
+        log.warning("%s: created database %r (influxdb.create_database)", where, name)
+
+
+def create_database_statement(name: str) -> str:
+    """The InfluxQL that creates database `name` (an identifier in double quotes)."""
+    quoted = name.replace("\\", "\\\\").replace('"', '\\"')
+    return f'CREATE DATABASE "{quoted}"'
+
+
+def _statement_error(data: bytes) -> str | None:
+    """The error of the first statement of an InfluxDB 1.x `/query` answer, if any."""
+    try:
+        results = json.loads(data).get("results") or [{}]
+        error = results[0].get("error")
+    except (ValueError, AttributeError, IndexError):
+        return "unreadable answer"
+    return None if error is None else " ".join(scrub(str(error)).split())
 
 
 class V2Sink(HttpSink):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gateway.bridge.deadletter import DeadLetters, record
-from gateway.bridge.sink import V1Sink, V2Sink
+from gateway.bridge.sink import V1Sink, V2Sink, create_database_statement
 from gateway.core.errors import SinkError
 from gateway.core.model import InfluxConfig, Secret
 from tests.support.certs import Pki, make_pki
@@ -214,3 +214,57 @@ def test_deadletters_append_and_rotate(tmp_path: Path) -> None:
     last = (tmp_path / "state" / "deadletter.jsonl").read_text().splitlines()
     assert json.loads(last[-1])["payload"] == "payload 19"
     assert dl.written == 20
+
+
+# -- a missing v1 database ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "statement"),
+    [
+        pytest.param("sensing", 'CREATE DATABASE "sensing"', id="plain"),
+        pytest.param('a"b\\c', 'CREATE DATABASE "a\\"b\\\\c"', id="quote-backslash"),
+    ],
+)
+def test_create_database_statement(name: str, statement: str) -> None:
+    assert create_database_statement(name) == statement
+
+
+async def test_v1_database_creation_refused_says_the_command(
+    fake_influx: tuple[str, type[_Handler]]
+) -> None:
+    url, handler = fake_influx
+    handler.status = 404
+    handler.body = b'{"error":"database not found: \\"sensing\\""}'
+
+    class Refusing(handler):  # type: ignore[misc,valid-type]
+        def do_POST(self) -> None:
+            if self.path.startswith("/query"):
+                type(self).status, type(self).body = 403, (
+                    b'{"error":"error authorizing query: u not authorized to execute '
+                    b"statement 'CREATE DATABASE sensing', requires admin privilege\"}")
+            super().do_POST()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    sink = V1Sink(InfluxConfig(url=url, api="v1", database="sensing", username="u",
+                               password=Secret("pw-123")))
+    try:
+        with pytest.raises(SinkError) as info:
+            await sink.write(b"m x=1")
+    finally:
+        await sink.close()
+        server.shutdown()
+        server.server_close()
+    assert info.value.retryable
+    assert str(info.value) == (
+        f"influxdb v1 {url}: database 'sensing' does not exist and creating it failed (403: "
+        "error authorizing query: u not authorized to execute statement 'CREATE DATABASE "
+        "sensing', requires admin privilege); create it with: "
+        """influx -execute 'CREATE DATABASE "sensing"'""")
+    path, headers, body = Refusing.seen[1]
+    assert path == "/query"
+    assert body == b"q=CREATE+DATABASE+%22sensing%22"
+    assert headers["Content-Type"] == "application/x-www-form-urlencoded"
