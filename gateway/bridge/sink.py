@@ -83,7 +83,14 @@ class Sink(ABC):
         await loop.run_in_executor(self._pool, self._write_blocking, body)
 
     def describe(self) -> str:
-        return f"{self.config.api} {self.config.url}"
+        """`v1 http://host:8086` for log lines: no user info or query the URL may hold."""
+        url = urllib.parse.urlsplit(self.config.url)
+        host = url.hostname or ""
+        netloc = f"[{host}]" if ":" in host else host
+        if url.port is not None:
+            netloc += f":{url.port}"
+        shown = urllib.parse.urlunsplit((url.scheme, netloc, url.path, "", ""))
+        return f"{self.config.api} {shown}"
 
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

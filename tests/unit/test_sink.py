@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import http.server
 import json
+import logging
 import ssl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +18,7 @@ from gateway.bridge.deadletter import DeadLetters, record
 from gateway.bridge.sink import V1Sink, V2Sink, create_database_statement
 from gateway.core.errors import SinkError
 from gateway.core.model import InfluxConfig, Secret
+from gateway.runtime.metrics import BridgeMetrics
 from tests.support.certs import Pki, make_pki
 
 
@@ -268,3 +272,100 @@ async def test_v1_database_creation_refused_says_the_command(
     assert path == "/query"
     assert body == b"q=CREATE+DATABASE+%22sensing%22"
     assert headers["Content-Type"] == "application/x-www-form-urlencoded"
+
+
+# -- no secret in errors or logs ------------------------------------------------------------
+
+
+class _Echo(http.server.BaseHTTPRequestHandler):
+    """Answers every write with 401 (or 400) and the request's headers in the body, as a
+    misbehaving proxy or server may: as text, and inside a JSON error."""
+
+    status = 401
+    as_json = False
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        echoed = "".join(f"{k}: {v}\n" for k, v in self.headers.items())
+        body = (json.dumps({"error": f"unauthorized, you sent {echoed}"}) if self.as_json
+                else f"you sent:\n{echoed}").encode()
+        self.send_response(self.status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+@pytest.mark.parametrize("status", [401, 400])
+@pytest.mark.parametrize("api", ["v1", "v2"])
+async def test_an_echoed_credential_reaches_no_error_and_no_log(
+    api: str, status: int, as_json: bool, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from gateway.bridge import writer
+
+    monkeypatch.setattr(writer, "BACKOFF_START", 0.001)
+    monkeypatch.setattr(writer, "BACKOFF_MAX", 0.002)
+    handler = type("Echo", (_Echo,), {"status": status, "as_json": as_json})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    password = f"pw-{api}-{status}-{as_json}-Zq9"
+    if api == "v1":
+        config = InfluxConfig(url=url, api="v1", database="db", username="bridge",
+                              password=Secret(password))
+        forms = [password, base64.b64encode(f"bridge:{password}".encode()).decode()]
+    else:
+        config = InfluxConfig(url=url, api="v2", org="o", bucket="b", token=Secret(password))
+        forms = [password]
+    sink = V1Sink(config) if api == "v1" else V2Sink(config)
+    stats = writer_stats()
+    letters: list[writer.Poison] = []
+    try:
+        with caplog.at_level(logging.DEBUG):
+            if status == 401:  # retried: give up after the first failure
+                attempts = iter([True, False])
+                done = await writer.write_batch(
+                    ["m x=1"], sink=lambda: sink, wanted=lambda: next(attempts),
+                    dead_letter=letters.append, sync=lambda: None, stats=stats,
+                    metrics=BridgeMetrics())
+                assert not done
+            else:  # refused: dead-lettered with the server's words
+                assert await writer.write_batch(
+                    ["m x=1"], sink=lambda: sink, wanted=lambda: True,
+                    dead_letter=letters.append, sync=lambda: None, stats=stats,
+                    metrics=BridgeMetrics())
+    finally:
+        await sink.close()
+        server.shutdown()
+        server.server_close()
+    said = [caplog.text, stats.last_error, *(p.detail for p in letters)]
+    assert "***" in "".join(said)  # the echo was there, scrubbed
+    for text in said:
+        for form in forms:
+            assert form not in text
+
+
+def writer_stats() -> Any:
+    from dataclasses import make_dataclass
+
+    return make_dataclass("Stats", [("write_errors", int, 0), ("store_ok", bool, True),
+                                    ("last_error", str, ""), ("points_written", int, 0),
+                                    ("batches_written", int, 0)])()
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        pytest.param("http://127.0.0.1:8086", "v1 http://127.0.0.1:8086", id="plain"),
+        pytest.param("https://bridge:s3cr3t-pw@influx.example.org/x/?u=a&p=s3cr3t-pw",
+                     "v1 https://influx.example.org/x/", id="user-info-and-query"),
+        pytest.param("http://[::1]:8086", "v1 http://[::1]:8086", id="ipv6"),
+    ],
+)
+def test_describe_shows_no_credential_of_the_url(url: str, shown: str) -> None:
+    assert V1Sink(InfluxConfig(url=url, api="v1", database="d")).describe() == shown
