@@ -7,7 +7,9 @@ One JSON object per line in `state_dir/deadletter.jsonl`:
      "bytes": 17, "payload": "not json at all {"}
 
 `payload` holds the payload as text when it is valid UTF-8, else `payload_b64` holds it
-base64-encoded; either is cut to `max_payload` bytes (`"truncated": true`). Past `max_bytes`
+base64-encoded; either is cut to `max_payload` bytes (`"truncated": true`). A topic or detail
+that is not valid Unicode (a lone surrogate) is written with that character as `\\udXXX`
+text, so a record can be written whatever the message held. Past `max_bytes`
 the file is rotated to `deadletter.jsonl.1` (… up to `keep` old files), like logrotate.
 `sync()` flushes and fsyncs; the bridge calls it before it acknowledges the messages, so a
 dead letter is on disk before the broker forgets the message.
@@ -30,13 +32,20 @@ def _utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
 
 
+def _text(text: str) -> str:
+    """`text` as valid Unicode: a character UTF-8 cannot carry becomes `\\udXXX` text."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def record(
     topic: str, reason: str, payload: bytes, *, detail: str | None = None, max_payload: int
 ) -> dict[str, Any]:
     """The JSON object written for one dead letter (pure, apart from the clock)."""
-    rec: dict[str, Any] = {"time": _utc_now(), "topic": topic, "reason": reason}
+    rec: dict[str, Any] = {"time": _utc_now(), "topic": _text(topic), "reason": _text(reason)}
     if detail:
-        rec["detail"] = detail[:500]
+        rec["detail"] = _text(detail[:500])
     rec["bytes"] = len(payload)
     cut = payload[:max_payload]
     if len(payload) > max_payload:
@@ -81,7 +90,7 @@ class DeadLetters:
     def _open(self) -> IO[str]:
         if self._file is None:
             self.dir.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("a", encoding="utf-8")
+            self._file = self.path.open("a", encoding="utf-8", errors="backslashreplace")
             self._size = self._file.tell()
         return self._file
 
@@ -97,7 +106,7 @@ class DeadLetters:
             self._rotate()
             f = self._open()
         f.write(line)
-        self._size += len(line.encode("utf-8"))
+        self._size += len(line.encode("utf-8", "backslashreplace"))
         self._dirty = True
         self.written += 1
 

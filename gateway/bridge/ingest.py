@@ -11,7 +11,10 @@ Pure: no I/O, no MQTT, no InfluxDB. Both payload formats of SPEC §3 are read:
   per line, and written again from the parsed form.
 
 Every point is formatted by `gateway.core.lineproto` (escaped, control characters refused), so
-whatever a payload holds it cannot add tags, fields or points. Tags `gateway` and `device`
+whatever a payload holds it cannot add tags, fields or points. A string with no UTF-8 encoding
+(a lone surrogate from a JSON `\\ud800` escape, which orjson refuses and the stdlib accepts)
+is refused as `bad_encoding`, a tag or field named `time` (InfluxDB drops it) as `bad_name`:
+every line this module returns can be encoded and stored as it is. Tags `gateway` and `device`
 come from the topic (`…/{gateway}/{device}/data`), which broker ACLs bind to each gateway's
 credentials; a payload that names another gateway or device is refused.
 
@@ -45,12 +48,13 @@ BAD_LINE_PROTOCOL = "bad_line_protocol"
 MISSING_TIMESTAMP = "missing_timestamp"
 EMPTY = "empty"
 REJECTED = "rejected"  # InfluxDB refused the point (set by the bridge, not here)
+WRITE_FAILED = "write_failed"  # writing raised, not for InfluxDB's reason (set by the bridge)
 INTERNAL_ERROR = "internal_error"  # decoding raised: a bug, dead-lettered rather than stuck
 
 REASONS: tuple[str, ...] = (
     BAD_TOPIC, TOO_LARGE, BAD_ENCODING, BAD_JSON, BAD_SHAPE, BAD_VALUE, NON_FINITE,
     BAD_NAME, TOPIC_MISMATCH, BAD_LINE_PROTOCOL, MISSING_TIMESTAMP, EMPTY, REJECTED,
-    INTERNAL_ERROR,
+    WRITE_FAILED, INTERNAL_ERROR,
 )
 
 INT64_MIN = -(2**63)
@@ -136,7 +140,10 @@ def _fields(values: dict[str, Any]) -> str | None:
         elif cls is bool:
             append(k + ("true" if value else "false"))
         elif cls is str:
-            append(k + lineproto.format_field_value(value))
+            try:
+                append(k + lineproto.format_field_value(value))
+            except ValueError:  # no UTF-8 encoding (stdlib documents only)
+                return None
         else:
             return None
     return ",".join(parts)
@@ -148,6 +155,8 @@ def _fields_checked(i: int, values: dict[str, Any]) -> str:
     for key, value in values.items():
         try:
             escaped = _field_key(key)
+        except lineproto.BadText as exc:
+            raise _Refuse(BAD_ENCODING, f"readings[{i}].values: {exc}") from None
         except ValueError as exc:
             raise _Refuse(BAD_NAME, f"readings[{i}].values: {exc}") from None
         if value is None or isinstance(value, dict | list):
@@ -155,6 +164,8 @@ def _fields_checked(i: int, values: dict[str, Any]) -> str:
             raise _Refuse(BAD_VALUE, f"readings[{i}].values.{key}: a {kind} is not a value")
         try:
             fields.append(f"{escaped}={fmt_value(value)}")
+        except lineproto.BadText as exc:
+            raise _Refuse(BAD_ENCODING, f"readings[{i}].values.{key}: {exc}") from None
         except ValueError as exc:
             reason = NON_FINITE if isinstance(value, float) else BAD_VALUE
             raise _Refuse(reason, f"readings[{i}].values.{key}: {exc}") from None
@@ -214,9 +225,7 @@ def _prefix(measurement: str, tags: dict[str, str]) -> str:
     """`measurement,k=v,...` escaped by lineproto, tags sorted, empty tag values omitted."""
     parts = [lineproto.escape_measurement(measurement)]
     for key in sorted(tags):
-        if key == "":
-            raise ValueError("tag key must not be empty")
-        escaped_key = lineproto.escape_tag(key, kind="tag key")
+        escaped_key = lineproto.escape_tag_key(key)
         escaped_value = lineproto.escape_tag(tags[key], kind="tag value")
         if escaped_value:
             parts.append(f"{escaped_key}={escaped_value}")
@@ -272,6 +281,8 @@ def _from_doc(doc: Any, gateway: str, device: str, *, fast_only: bool = False) -
     if prefix is None:
         try:
             prefix = _prefix(measurement, {**raw_tags, "gateway": gateway, "device": device})
+        except lineproto.BadText as exc:
+            raise _Refuse(BAD_ENCODING, str(exc)) from None
         except ValueError as exc:
             raise _Refuse(BAD_NAME, str(exc)) from None
         if len(_prefixes) >= _PREFIX_CACHE:
@@ -326,6 +337,8 @@ def _from_line_protocol(text: str, gateway: str, device: str) -> list[str]:
         tags["device"] = device
         try:
             lines.append(lineproto.format_line(measurement, tags, fields, ts))
+        except lineproto.BadName as exc:
+            raise _Refuse(BAD_NAME, f"point {n}: {exc}") from None
         except ValueError as exc:
             raise _Refuse(BAD_VALUE, f"point {n}: {exc}") from None
     return lines

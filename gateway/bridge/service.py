@@ -6,8 +6,8 @@ Flow (one asyncio loop, blocking HTTP in a small thread pool):
                dead letters appended at once         │ flush at batch_size points,
                                                       │ at a fifth of the receive
                                                       │ window, or flush_interval
-    writers: write_isolating (gateway.bridge.sink; bisects rejected batches) → dead-letter the
-             rejected points → fsync the dead-letter file → PUBACK every message of the batch
+    writers: gateway.bridge.writer (retries, bisects rejected or failing batches) → dead-letter
+             the poison points → fsync the dead-letter file → PUBACK every message of the batch
 
 MQTT: v5 (aiomqtt for the connection; QoS 1 PUBLISH packets read in bulk by
 `gateway.bridge.receive`), fixed client id, `clean_start=False` with a session expiry, QoS 1,
@@ -52,8 +52,9 @@ from paho.mqtt.properties import Properties
 from gateway.bridge import ingest
 from gateway.bridge.deadletter import DeadLetters
 from gateway.bridge.receive import BulkReceiveClient
-from gateway.bridge.sink import Sink, create_sink, write_isolating
-from gateway.core.errors import ConfigError, PublishError, SinkError
+from gateway.bridge.sink import Sink, create_sink
+from gateway.bridge.writer import write_batch
+from gateway.core.errors import ConfigError, PublishError
 from gateway.core.model import BridgeConfig, BridgeMqttConfig
 from gateway.runtime import systemd
 from gateway.runtime.backoff import Backoff
@@ -69,8 +70,6 @@ WRITERS = 4  # batches written concurrently (bench/bridge.py: 4 beat 2, 3 and 8)
 # the size of the messages in the receive window.
 HELD_BATCHES = 2 * WRITERS
 STATUS_EVERY = 5.0
-BACKOFF_START = 0.5
-BACKOFF_MAX = 30.0
 RECONNECT_MAX = 30.0
 SUBSCRIPTION_FILE = "subscription.json"  # in state_dir: the filter this session holds
 
@@ -583,36 +582,16 @@ class Bridge:
 
     async def _write_batch(self, batch: Batch) -> None:
         assert self._deadletters is not None
-        backoff = Backoff(BACKOFF_START, BACKOFF_MAX)
-        while True:
-            if batch.messages[0].client is not self._client:
-                return  # connection lost: the broker delivers these again
-            sink = self._sink
-            assert sink is not None
-            try:
-                rejected = await write_isolating(sink, batch.lines)
-                break
-            except SinkError as exc:
-                self.stats.write_errors += 1
-                self.stats.store_ok = False
-                self.stats.last_error = str(exc)
-                self._metrics.write_error()
-                delay = backoff.next()
-                log.warning("%s; %d points kept, retrying in %.1fs",
-                            exc, len(batch.lines), delay)
-                await asyncio.sleep(delay)
-        if not self.stats.store_ok:
-            log.info("influxdb %s accepts writes again", sink.describe())
-        self.stats.store_ok = True
-        for index, reason in rejected:
-            owner = batch.owner(index)
-            self._dead_letter(owner.topic, ingest.REJECTED, batch.lines[index].encode(), reason)
-        self._deadletters.sync()
-        written = len(batch.lines) - len(rejected)
-        self.stats.points_written += written
-        self.stats.batches_written += 1
-        self._metrics.batch_written(written)
-        self.stats.acked += self._acknowledge(batch.messages)
+        if await write_batch(
+            batch.lines,
+            sink=lambda: self._sink,
+            # connection lost: the broker delivers these again
+            wanted=lambda: batch.messages[0].client is self._client,
+            dead_letter=lambda p: self._dead_letter(
+                batch.owner(p.index).topic, p.reason, p.payload, p.detail),
+            sync=self._deadletters.sync, stats=self.stats, metrics=self._metrics,
+        ):
+            self.stats.acked += self._acknowledge(batch.messages)
 
     def _acknowledge(self, messages: list[Inbound]) -> int:
         """PUBACK (PUBCOMP for QoS 2) the messages that came on the current connection."""

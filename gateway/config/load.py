@@ -597,7 +597,7 @@ def _build_bridge(path: str, data: Section, issues: list[ConfigIssue]) -> Bridge
             if not i.given(key):
                 issues.append(i.node.issue(i.path, f"missing required key '{key}' for "
                                                    f"api '{api}'"))
-        other = ("database", "retention_policy") if api == "v2" else (
+        other = ("database", "retention_policy", "create_database") if api == "v2" else (
             "org", "bucket", "token") if api == "v1" else ()
         for key in other:
             if i.given(key):
@@ -618,7 +618,8 @@ def _build_bridge(path: str, data: Section, issues: list[ConfigIssue]) -> Bridge
         url=i.get("url"), api=i.get("api"), org=i.get("org"), bucket=i.get("bucket"),
         token=_secret(i, "token"), database=i.get("database"),
         retention_policy=i.get("retention_policy"), username=i.get("username"),
-        password=_secret(i, "password"), batch_size=i.get("batch_size"),
+        password=_secret(i, "password"), create_database=i.get("create_database"),
+        batch_size=i.get("batch_size"),
         flush_interval=i.get("flush_interval"), timeout=i.get("timeout"),
     )
     return BridgeConfig(mqtt=mqtt, influxdb=influx, state_dir=data.get("state_dir"),

@@ -296,6 +296,8 @@ BRIDGE = obj("sensegate bridge config (MQTT to InfluxDB)", {
         "retention_policy": Field("str", "retention policy (v1)"),
         "username": Field("str", "user name (v1)"),
         "password": Field("str", "password (v1; use ${VAR})", secret=True),
+        "create_database": Field("bool", "create the database when InfluxDB says it is missing "
+                                 "(v1; needs a user with ALL PRIVILEGES)", default=True),
         "batch_size": Field("int", "points per write", default=5000, minimum=1,
                             maximum=1_000_000),
         "flush_interval": Field("duration", "longest wait before a partial batch is written",

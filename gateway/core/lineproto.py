@@ -15,6 +15,11 @@ payload would try to inject extra tags, fields or points, so the rules here are 
   tag value: refused with ``ValueError`` so the caller can dead-letter the message. An empty
   measurement, tag key or field key is refused; an empty tag value omits the tag (InfluxDB
   does not store empty tag values). A measurement may not start with ``#`` (a comment line).
+* a tag key or field key named ``time`` is refused (`BadName`): InfluxDB drops such a tag or
+  field without a word (or the whole point, when it was its only field).
+* text that has no UTF-8 encoding (a lone surrogate such as ``\\ud800``, which a JSON
+  escape can produce) is refused with `BadText`, in names and string values alike: the
+  line could not be sent.
 * string fields are double-quoted with ``"`` and ``\\`` escaped. Line protocol cannot carry a
   raw newline even in a quoted string, so newline and carriage return are written as
   ``\\n`` and ``\\r``: InfluxDB and Telegraf store those two characters, `parse_line` turns
@@ -25,9 +30,11 @@ payload would try to inject extra tags, fields or points, so the rules here are 
   refused. Booleans are ``true``/``false``.
 * tags are sorted by key, as InfluxDB recommends; fields keep the caller's order.
 
-`parse_line`/`parse_lines` read everything `format_line` writes, plus the other spellings of
-the protocol (``u`` unsigned integers, ``t``/``T``/``True``/``FALSE`` booleans, no
-timestamp), and raise ``ValueError`` with the reason on malformed input. Pure: no I/O.
+Every refusal is a ``ValueError``; `BadName` and `BadText` (subclasses) say which kind, so a
+caller can name the reason. `parse_line`/`parse_lines` read everything `format_line` writes,
+plus the other spellings of the protocol (``u`` unsigned integers, ``t``/``T``/``True``/
+``FALSE`` booleans, no timestamp), and raise ``ValueError`` with the reason on malformed
+input. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -53,12 +60,34 @@ _BOOLS = {
     "f": False, "F": False, "false": False, "False": False, "FALSE": False,
 }
 
+# Keys InfluxDB drops silently: a tag or field named `time` (the timestamp's column).
+RESERVED_KEYS = frozenset({"time"})
+
 Point = tuple[str, dict[str, str], dict[str, Value], int | None]
+
+
+class BadName(ValueError):
+    """A tag key or field key InfluxDB would drop (`RESERVED_KEYS`)."""
+
+
+class BadText(ValueError):
+    """Text with no UTF-8 encoding (a lone surrogate): no line can carry it."""
+
+
+def check_text(kind: str, text: str) -> None:
+    """Raise `BadText` when `text` cannot be encoded as UTF-8 (cheap for ASCII text)."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise BadText(f"{kind} {text!r} is not valid unicode ({exc.reason} at "
+                          f"character {exc.start})") from None
 
 
 def _check_name(kind: str, text: str) -> None:
     if not isinstance(text, str):
         raise ValueError(f"{kind} must be a string, got {type(text).__name__}")
+    check_text(kind, text)
     if _CONTROL.search(text):
         raise ValueError(f"{kind} {text!r} contains a control character")
     if _AMBIGUOUS_BACKSLASH.search(text):
@@ -81,11 +110,24 @@ def escape_tag(text: str, *, kind: str = "tag") -> str:
     return text.replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
 
 
+def escape_tag_key(key: str) -> str:
+    """Escape a tag key; empty keys and `RESERVED_KEYS` are refused."""
+    return _escape_key(key, "tag key")
+
+
 def escape_field_key(key: str) -> str:
-    """Escape a field key: comma, equals sign and space; empty keys are refused."""
+    """Escape a field key: comma, equals sign and space; empty keys and `RESERVED_KEYS`
+    are refused."""
+    return _escape_key(key, "field key")
+
+
+def _escape_key(key: str, kind: str) -> str:
     if key == "":
-        raise ValueError("field key must not be empty")
-    return escape_tag(key, kind="field key")
+        raise ValueError(f"{kind} must not be empty")
+    escaped = escape_tag(key, kind=kind)
+    if key in RESERVED_KEYS:
+        raise BadName(f"{kind} {key!r} is reserved: InfluxDB would drop it")
+    return escaped
 
 
 def _escape_string(text: str) -> str:
@@ -109,6 +151,7 @@ def format_field_value(value: Value) -> str:
             raise ValueError(f"float {value!r} is not finite")
         return repr(value)
     if isinstance(value, str):
+        check_text("string", value)
         return f'"{_escape_string(value)}"'
     raise ValueError(f"unsupported field value type {type(value).__name__}")
 
@@ -125,9 +168,7 @@ def format_line(
     parts = [escape_measurement(measurement)]
     for key in sorted(tags):
         value = tags[key]
-        if key == "":
-            raise ValueError("tag key must not be empty")
-        escaped_key = escape_tag(key, kind="tag key")
+        escaped_key = escape_tag_key(key)
         escaped_value = escape_tag(value, kind="tag value")
         if escaped_value:
             parts.append(f"{escaped_key}={escaped_value}")

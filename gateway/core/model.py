@@ -211,6 +211,7 @@ class InfluxConfig:
     retention_policy: str | None = None  # v1
     username: str | None = None  # v1
     password: Secret | None = None  # v1
+    create_database: bool = True  # v1: create the database when /write says it is missing
     batch_size: int = 5000
     flush_interval: float = 1.0
     timeout: float = 10.0

@@ -23,7 +23,8 @@ INFLUXD = shutil.which("influxd") or "/usr/bin/influxd"
 class InfluxDB(ServerProcess):
     log_name = "influxd.log"
 
-    def __init__(self, *, database: str = "sensing", auth: tuple[str, str] | None = None) -> None:
+    def __init__(self, *, database: str = "sensing", auth: tuple[str, str] | None = None,
+                 create: bool = True) -> None:
         super().__init__("sensegate-influx-")
         self.port = free_port()
         self.rpc_port = free_port()
@@ -54,7 +55,7 @@ class InfluxDB(ServerProcess):
                 ]
             )
         )
-        self._created = False
+        self._created = not create  # create=False: no user, no database (the test's job)
 
     @property
     def url(self) -> str:

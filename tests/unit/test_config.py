@@ -302,6 +302,10 @@ def test_bridge_metrics_default_port(tmp_path: Path) -> None:
                  ["bridge.yaml:2:11: influxdb: missing required key 'database' for api 'v1'",
                   "bridge.yaml:2:43: influxdb.bucket: 'bucket' does not apply to api 'v1'"],
                  id="v1-needs-database"),
+    pytest.param("{url: 'http://i:8086', api: v2, org: o, bucket: b, create_database: false}",
+                 ["bridge.yaml:2:62: influxdb.create_database: 'create_database' does not "
+                  "apply to api 'v2'"],
+                 id="create-database-is-v1"),
     pytest.param("{url: 'i:8086', api: v3, database: x}",
                  ["bridge.yaml:2:17: influxdb.url: 'i:8086' is not a valid url; write "
                   "http://HOST:PORT",

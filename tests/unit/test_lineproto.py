@@ -9,9 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.core.lineproto import (
+    RESERVED_KEYS,
+    BadName,
+    BadText,
     escape_field_key,
     escape_measurement,
     escape_tag,
+    escape_tag_key,
     format_field_value,
     format_line,
     parse_line,
@@ -161,6 +165,40 @@ def test_format_line_refused(args: tuple[str, dict[str, str], dict[str, Value], 
 
 
 @pytest.mark.parametrize(
+    ("args", "error", "message"),
+    [
+        pytest.param(("m", {}, {"s": "a\ud800"}, 1), BadText,
+                     "string 'a\\ud800' is not valid unicode (surrogates not allowed at "
+                     "character 1)", id="lone surrogate in a string"),
+        pytest.param(("m", {}, {"\udc00": 1}, 1), BadText,
+                     "field key '\\udc00' is not valid unicode (surrogates not allowed at "
+                     "character 0)", id="lone surrogate in a field key"),
+        pytest.param(("m", {"t": "\ud83d"}, {"v": 1}, 1), BadText,
+                     "tag value '\\ud83d' is not valid unicode (surrogates not allowed at "
+                     "character 0)", id="lone surrogate in a tag value"),
+        pytest.param(("m\udfff", {}, {"v": 1}, 1), BadText,
+                     "measurement 'm\\udfff' is not valid unicode (surrogates not allowed at "
+                     "character 1)", id="lone surrogate in a measurement"),
+        pytest.param(("m", {}, {"v": 1, "time": 2}, 1), BadName,
+                     "field key 'time' is reserved: InfluxDB would drop it", id="field time"),
+        pytest.param(("m", {"time": "noon"}, {"v": 1}, 1), BadName,
+                     "tag key 'time' is reserved: InfluxDB would drop it", id="tag time"),
+    ],
+)
+def test_format_line_refused_by_kind(args: tuple[str, dict[str, str], dict[str, Value], int],
+                                     error: type[ValueError], message: str) -> None:
+    with pytest.raises(error) as info:
+        format_line(*args)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("text", ["Time", "times", "_time", "東京 😀"])
+def test_keys_near_the_refusals_are_kept(text: str) -> None:
+    assert escape_tag_key(text) == escape_field_key(text) == text.replace(" ", "\\ ")
+    assert format_field_value(text) == f'"{text}"'
+
+
+@pytest.mark.parametrize(
     ("line", "expected"),
     [
         pytest.param("m,a=1 v=1i 10", ("m", {"a": "1"}, {"v": 1}, 10), id="int"),
@@ -249,6 +287,7 @@ def formatable(text: str) -> bool:
 
 
 names = HOSTILE.filter(formatable)
+keys = names.filter(lambda s: s not in RESERVED_KEYS)
 measurements = names.filter(lambda s: not s.startswith("#"))
 values = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False),
@@ -261,8 +300,8 @@ values = st.one_of(
 @settings(max_examples=300, deadline=None)
 @given(
     measurement=measurements,
-    tags=st.dictionaries(names, names, max_size=4),
-    fields=st.dictionaries(names, values, min_size=1, max_size=4),
+    tags=st.dictionaries(keys, names, max_size=4),
+    fields=st.dictionaries(keys, values, min_size=1, max_size=4),
     ts=st.integers(-(2**63), 2**63 - 1),
 )
 def test_round_trip(measurement: str, tags: dict[str, str], fields: dict[str, Value],
