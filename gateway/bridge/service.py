@@ -56,7 +56,8 @@ from gateway.bridge.sink import Sink, create_sink, write_isolating
 from gateway.core.errors import ConfigError, PublishError, SinkError
 from gateway.core.model import BridgeConfig, BridgeMqttConfig
 from gateway.runtime import systemd
-from gateway.runtime.lifecycle import EXIT_OK, run_phases, signal_handlers
+from gateway.runtime.exitcodes import ExitCode
+from gateway.runtime.lifecycle import run_phases, signal_handlers
 from gateway.runtime.tls import build_tls_context, describe_mqtt_error
 
 log = logging.getLogger("sensegate.bridge")
@@ -691,4 +692,4 @@ def run(path: str) -> int:
     try:
         return asyncio.run(Bridge(path).run())
     except KeyboardInterrupt:
-        return EXIT_OK
+        return ExitCode.OK

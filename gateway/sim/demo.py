@@ -45,11 +45,9 @@ from gateway.core.errors import ConfigError
 from gateway.core.model import DeviceConfig, PointConfig, Reading, Value
 from gateway.core.units import parse_duration
 from gateway.edge.daemon import Daemon
+from gateway.runtime.exitcodes import ExitCode
 
 log = logging.getLogger("sensegate.demo")
-
-EXIT_OK = 0
-EXIT_FATAL = 1
 
 GATEWAY_ID = "demo-site"
 INFLUX_DB = "sensegate_demo"
@@ -574,7 +572,7 @@ class Demo:
             if daemon_task.done():
                 print(f"demo: the gateway failed to start (exit {daemon_task.result()})",
                       file=sys.stderr)
-                return EXIT_FATAL
+                return ExitCode.FAILED
             self.t0 = time.monotonic()
             if self.outage:
                 at = self.duration / 3 if self.duration else OUTAGE_AT
@@ -594,11 +592,11 @@ class Demo:
                 await self._stop_bridge(bridge_task)
                 bridge_task = None
             self._summary(drained)
-            return EXIT_OK if ok else EXIT_FATAL
+            return ExitCode.OK if ok else ExitCode.FAILED
         except ConfigError as exc:  # a bug in the demo's own YAML: show it as the CLI would
             for issue in exc.issues:
                 print(issue, file=sys.stderr)
-            return EXIT_FATAL
+            return ExitCode.FAILED
         finally:
             self._remove_signals()
             if daemon_task is not None and self.daemon is not None:
@@ -936,4 +934,4 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     try:
         return asyncio.run(Demo(args, out or sys.stdout).run())
     except KeyboardInterrupt:
-        return EXIT_OK
+        return ExitCode.OK
