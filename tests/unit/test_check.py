@@ -48,8 +48,10 @@ gateway 'site-1': 4 devices, 7 points, 5 Modbus requests per scan
 mqtt: broker.example.org:1883, qos 1, format json, topics sensegate/site-1/...
 devices:
   rws-1   modbus-tcp (10.0.0.21:502, unit 1), every 1s, 3 points, 2 requests per scan
-  loop-7  modbus-rtu (bus rs485-a, unit 7), every 2s, 1 point, 1 request per scan
-  slow-1  modbus-rtu (bus rs485-b, unit 1), every 100ms, 2 points, 2 requests per scan
+  loop-7  modbus-rtu (bus rs485-a, unit 7), every 2s, 1 point, 1 request per scan, \
+35.0 ms bus time
+  slow-1  modbus-rtu (bus rs485-b, unit 1), every 100ms, 2 points, 2 requests per scan, \
+486.7 ms bus time
   pm-1    serial-line (/dev/ttyUSB3), every 1s, 1 point
 buses:
   rs485-a: /dev/ttyUSB0 9600 8N1, 1 device, 1 request per scan, 35.0 ms bus time per scan, \
