@@ -94,7 +94,7 @@ set +e
 out=$("$sensegate" demo --duration 20 --no-live 2>"$work/demo.err"); code=$?
 set -e
 last=$(printf '%s\n' "$out" | tail -n 1)
-if [ "$code" != 0 ] || ! [[ $last =~ ^demo:\ polled=([0-9]+)\ delivered=([0-9]+)\ lost=0 ]] ||
+if [ "$code" != 0 ] || ! [[ $last =~ ^demo:\ polled=([0-9]+)\ delivered=[0-9]+\ received=[0-9]+\ lost=0$ ]] ||
    [ "${BASH_REMATCH[1]}" = 0 ]; then
   printf '%s\n' "$out"; cat "$work/demo.err" >&2
   fail "sensegate demo --duration 20 (exit $code)"

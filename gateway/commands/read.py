@@ -85,7 +85,7 @@ def _row(point: PointConfig, raw: Sequence[Any] | None, values: dict[str, Any],
         "quality": quality.get(point.name, "good"),
     }
     if all_orders and raw is not None and is_multi_register(point):
-        row["orders"] = decode_all_orders(point, raw)  # type: ignore[arg-type]
+        row["orders"] = decode_all_orders(point, raw)
     return row
 
 
