@@ -100,3 +100,18 @@ def test_cli_check_invalid(
         "gateway.yaml:4:40: devices[0].bus: bus 'nope' is not defined; add it under buses",
         "2 error(s); config not valid",
     ]
+
+
+def test_commissioning_doc_shows_what_check_prints(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/commissioning.md quotes `check` on config/site-substation.yaml line for line."""
+    root = Path(__file__).resolve().parents[2]
+    doc = (root / "docs" / "commissioning.md").read_text(encoding="utf-8")
+    section = doc.partition("## 2. Read the bus-time estimate")[2]
+    block = section.partition("```text\n")[2].partition("```")[0].splitlines()
+    assert any("bus time" in line for line in block)
+    monkeypatch.setenv("MQTT_USER", "u")
+    monkeypatch.setenv("MQTT_PASSWORD", "p")
+    out = io.StringIO()
+    check.run(str(root / "config" / "site-substation.yaml"), out)
+    printed = out.getvalue().splitlines()
+    assert [line for line in block if line not in printed] == []
