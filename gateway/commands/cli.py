@@ -217,7 +217,11 @@ def setup_logging(level: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.log_level not in LOG_LEVELS:  # from $SENSEGATE_LOG_LEVEL: argparse checks options only
+        parser.error(f"$SENSEGATE_LOG_LEVEL: invalid choice: {args.log_level!r} "
+                     f"(choose from {', '.join(LOG_LEVELS)})")
     setup_logging(args.log_level)
     try:
         code = dispatch(args)

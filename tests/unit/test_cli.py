@@ -99,6 +99,16 @@ def test_global_options_before_or_after_the_command(argv: list[str]) -> None:
     assert parse(*argv).log_level == "debug"
 
 
+def test_bad_log_level_from_the_environment_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SENSEGATE_LOG_LEVEL", "loud")
+    assert usage_error(capsys, "schema") == (
+        "sensegate: error: $SENSEGATE_LOG_LEVEL: invalid choice: 'loud' "
+        "(choose from debug, info, warning, error)")
+    assert parse("schema", "--log-level", "error").log_level == "error"  # the option wins
+
+
 def test_log_level_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SENSEGATE_LOG_LEVEL", raising=False)
     assert parse("check").log_level == "info"
