@@ -705,7 +705,7 @@ class Demo:
                 await self._stop_bridge(bridge_task)
                 bridge_task = None
             lost = self._summary(drain)
-            return ExitCode.OK if ok and lost == 0 and drain.drained else ExitCode.FAILED
+            return exit_status(stopped_cleanly=ok, lost=lost, drain=drain)
         except ConfigError as exc:  # a bug in the demo's own YAML: show it as the CLI would
             for issue in exc.issues:
                 print(issue, file=sys.stderr)
@@ -981,6 +981,14 @@ class Demo:
 
 
 # --- what the view and the summary say (pure: a Snapshot in, text out) -------------------
+
+
+def exit_status(*, stopped_cleanly: bool, lost: int, drain: Drain) -> ExitCode:
+    """0 only when the gateway stopped cleanly, the outbox drained and the independent
+    subscriber received every reading polled."""
+    if stopped_cleanly and drain.drained and lost == 0:
+        return ExitCode.OK
+    return ExitCode.FAILED
 
 
 def status_line(s: Snapshot) -> str:

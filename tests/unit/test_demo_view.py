@@ -9,6 +9,7 @@ import json
 import pytest
 
 from gateway.core.model import Reading
+from gateway.runtime.exitcodes import ExitCode
 from gateway.sim.demo import (
     BAR_WIDTH,
     DRAIN_TIMEOUT,
@@ -17,6 +18,7 @@ from gateway.sim.demo import (
     Drain,
     Snapshot,
     Tally,
+    exit_status,
     lost_readings,
     outbox_bar,
     reading_stamps,
@@ -107,6 +109,17 @@ def test_summary_after_a_second_interrupt_does_not_claim_a_wait() -> None:
     assert lines[1] == ("demo: stopped without waiting for the outbox to drain (second "
                         "Ctrl-C); 12 readings still pending")
     assert not any("within" in line for line in lines)
+
+
+@pytest.mark.parametrize(("stopped", "lost", "drained", "code"), [
+    (True, 0, True, ExitCode.OK),
+    (True, 1, True, ExitCode.FAILED),
+    (True, 0, False, ExitCode.FAILED),
+    (False, 0, True, ExitCode.FAILED),
+], ids=["all-received", "lost", "not-drained", "gateway-failed"])
+def test_exit_status(stopped: bool, lost: int, drained: bool, code: ExitCode) -> None:
+    drain = Drain(drained=drained, waited=1.0, forced=False)
+    assert exit_status(stopped_cleanly=stopped, lost=lost, drain=drain) is code
 
 
 def test_status_line() -> None:
