@@ -2,7 +2,10 @@
 # Install everything the test suite needs on a Debian machine, then run the whole suite.
 #   apt packages (Mosquitto, InfluxDB 1.x, VictoriaMetrics, systemd for systemd-analyze),
 #   a venv in .venv, the package with its test extras, ruff, pytest.
-# Exit status is pytest's (or ruff's): non-zero on any failure, and also when no test ran.
+# Then: the install test (scripts/test-install.sh: the built wheel in a fresh venv, run from
+# outside the tree); when .ci/floors.txt exists, the unit tests against every dependency at
+# its floor; with SENSEGATE_MYPY=1, `mypy --strict gateway drivers`.
+# Exit status is non-zero on any failure, and also when no test ran.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,17 +21,23 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-PYTHON=${PYTHON:-python3}
-[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-# pip and setuptools are chatty (build warnings); keep their output unless it failed.
-pip_log=.venv/pip-install.log
-if ! { .venv/bin/python -m pip install -q --upgrade pip &&
-       .venv/bin/python -m pip install -q -e '.[test]'; } >"$pip_log" 2>&1; then
-  cat "$pip_log" >&2
-  echo "installing sensegate failed (log above, also in $pip_log)" >&2
-  exit 1
-fi
+. scripts/venv.sh
+ensure_venv .venv test
 
 .venv/bin/ruff check .
+if [ "${SENSEGATE_MYPY:-0}" = 1 ]; then
+  .venv/bin/mypy --strict gateway drivers
+fi
 # pytest exits 5 when it collected no test: that is a failure here too, not a pass.
-exec .venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest "$@"
+
+# The install as an operator does it: a green run from the checkout must not hide a wheel
+# that lacks its profiles or a command that only works from the source tree.
+PYTHON=.venv/bin/python bash scripts/test-install.sh
+
+# Every dependency at the lowest version pyproject.toml allows (.ci/floors.txt pins them).
+if [ -f .ci/floors.txt ]; then
+  echo "unit tests with the dependency floors (.ci/floors.txt)"
+  ensure_venv .venv-floors test .ci/floors.txt
+  .venv-floors/bin/python -m pytest tests/unit -q
+fi

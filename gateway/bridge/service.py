@@ -58,7 +58,8 @@ from gateway.core.errors import ConfigError, PublishError
 from gateway.core.model import BridgeConfig, BridgeMqttConfig
 from gateway.runtime import systemd
 from gateway.runtime.backoff import Backoff
-from gateway.runtime.lifecycle import EXIT_OK, run_phases, signal_handlers
+from gateway.runtime.exitcodes import ExitCode
+from gateway.runtime.lifecycle import run_phases, signal_handlers
 from gateway.runtime.metrics import BridgeMetrics, serve_metrics
 from gateway.runtime.tls import build_tls_context, describe_mqtt_error
 
@@ -633,4 +634,4 @@ def run(path: str) -> int:
     try:
         return asyncio.run(Bridge(path).run())
     except KeyboardInterrupt:
-        return EXIT_OK
+        return ExitCode.OK

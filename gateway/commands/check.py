@@ -1,23 +1,25 @@
 """`sensegate check`: validate a config without touching hardware or network, and summarise.
 
-The summary shows what the gateway will do: devices and points, Modbus requests per scan
-after coalescing (`gateway.core.plan`), and for each RS-485 bus the bus time one round of scans
-takes and the share of the bus the configured intervals need (`gateway.core.bustime`), with a
-warning past 100 %. An invalid config raises `ConfigError`; the CLI prints every issue and
-exits 2.
+A gateway config's summary shows what the gateway will do: devices and points, Modbus
+requests per scan after coalescing (`gateway.core.plan`), the bus time one scan of each
+RS-485 device takes, and for each bus the total and the share of the bus the configured
+intervals need (`gateway.core.bustime`), with a warning past 100 %. A bridge config (a file
+with an ``influxdb`` section and no ``gateway`` one, or any file with ``--bridge``) is
+loaded as such and summarised. An invalid config raises `ConfigError`; the CLI prints every
+issue and exits 2.
 """
 
 from __future__ import annotations
 
-from typing import TextIO
+import re
+from typing import Literal, TextIO
 
-from gateway.config.load import load_gateway_config
+from gateway.config.load import load_bridge_config, load_gateway_config
 from gateway.core.bustime import estimate_bus
-from gateway.core.model import MODBUS_DRIVERS, DeviceConfig, GatewayConfig
+from gateway.core.model import MODBUS_DRIVERS, BridgeConfig, DeviceConfig, GatewayConfig
 from gateway.core.plan import plan_device
 from gateway.core.units import format_duration
-
-EXIT_OK = 0
+from gateway.runtime.exitcodes import ExitCode
 
 
 def _plural(n: int, word: str) -> str:
@@ -41,6 +43,8 @@ def summary(config: GatewayConfig) -> list[str]:
     requests = {d.name: len(plan_device(d)) for d in config.devices}
     points = sum(len(d.points) for d in config.devices)
     modbus = [d for d in config.devices if d.driver in MODBUS_DRIVERS]
+    buses = {bus.name: estimate_bus(bus, config.devices) for bus in config.buses}
+    bus_time = {name: seconds for est in buses.values() for name, seconds in est.scan_time.items()}
     lines = [
         f"{config.source}: valid",
         f"gateway '{config.id}': {_plural(len(config.devices), 'device')}, "
@@ -56,6 +60,8 @@ def summary(config: GatewayConfig) -> list[str]:
         for d in config.devices:
             reqs = (f", {_plural(requests[d.name], 'request')} per scan"
                     if d in modbus else "")
+            if d.name in bus_time:
+                reqs += f", {_ms(bus_time[d.name])} bus time"
             profile = f", profile {d.profile}" if d.profile else ""
             lines.append(f"  {d.name:<{width}}  {d.driver} ({_where(d)}), every "
                          f"{format_duration(d.interval)}, {_plural(len(d.points), 'point')}"
@@ -64,7 +70,7 @@ def summary(config: GatewayConfig) -> list[str]:
     if config.buses:
         lines.append("buses:")
         for bus in config.buses:
-            est = estimate_bus(bus, config.devices)
+            est = buses[bus.name]
             s = bus.serial
             line = (f"  {bus.name}: {s.port} {s.baudrate} {s.bytesize}{s.parity}{s.stopbits}, "
                     f"{_plural(len(est.scan_time), 'device')}")
@@ -83,9 +89,58 @@ def summary(config: GatewayConfig) -> list[str]:
     return lines + warnings
 
 
-def run(path: str, out: TextIO) -> int:
-    """Validate the config at ``path`` and print its summary; ConfigError when invalid."""
-    config = load_gateway_config(path)
-    for line in summary(config):
+def bridge_summary(config: BridgeConfig) -> list[str]:
+    """The lines `sensegate check` prints for a valid bridge config (no secret in them)."""
+    mqtt, influx = config.mqtt, config.influxdb
+    group = (f", shared group {mqtt.shared_group}" if mqtt.shared_group
+             else ", no shared group (one bridge)")
+    if influx.api == "v1":
+        target = f"database {influx.database}" + (
+            f", retention policy {influx.retention_policy}" if influx.retention_policy else "")
+    else:
+        target = f"org {influx.org}, bucket {influx.bucket}"
+    lines = [
+        f"{config.source}: valid (bridge config)",
+        f"mqtt: {mqtt.host}:{mqtt.port}{' (tls)' if mqtt.tls else ''}, client id "
+        f"{mqtt.client_id}, subscribe {mqtt.subscribe}{group}, qos {mqtt.qos}",
+        f"influxdb: {influx.url} (api {influx.api}), {target}",
+        f"batches: up to {influx.batch_size} points, flushed every "
+        f"{format_duration(influx.flush_interval)}",
+        f"state_dir: {config.state_dir}",
+    ]
+    if config.metrics is not None:
+        lines.append(f"metrics: {config.metrics.host}:{config.metrics.port}")
+    return lines
+
+
+_TOP_LEVEL_KEY = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*)\s*:", re.MULTILINE)
+
+
+def config_kind(path: str) -> Literal["gateway", "bridge"]:
+    """``bridge`` for a file whose top level has ``influxdb`` and no ``gateway``.
+
+    A look at the unindented keys only, no parsing: the loader chosen then reports every
+    error of the file, syntax errors included. A file that cannot be read is a gateway
+    config (whose loader says why it cannot be read).
+    """
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            keys = set(_TOP_LEVEL_KEY.findall(f.read()))
+    except OSError:
+        return "gateway"
+    return "bridge" if "influxdb" in keys and "gateway" not in keys else "gateway"
+
+
+def run(path: str, out: TextIO, *, bridge: bool | None = None) -> int:
+    """Validate the config at ``path`` and print its summary; ConfigError when invalid.
+
+    ``bridge``: True to read it as a bridge config, False as a gateway config, None (the
+    default) to tell by its shape (`config_kind`).
+    """
+    if bridge is None:
+        bridge = config_kind(path) == "bridge"
+    lines = bridge_summary(load_bridge_config(path)) if bridge else summary(
+        load_gateway_config(path))
+    for line in lines:
         print(line, file=out)
-    return EXIT_OK
+    return ExitCode.OK

@@ -2,75 +2,210 @@
 
 Each command lives in its own module and is imported lazily, so `sensegate check` or
 `sensegate schema` never pays for pymodbus, aiomqtt or influxdb-client imports.
+
+What operators expect of a command line, and this one does: `--version`; `--help` on every
+command with a description and examples; a bad option value is a usage error (exit 2, one
+line, no traceback); global options (`--log-level`) before or after the command; output
+piped into `head` ends quietly.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import signal
 import sys
+import urllib.parse
 from collections.abc import Sequence
+from typing import Any
 
+from gateway import __version__
 from gateway.core.errors import ConfigError
+from gateway.core.units import parse_duration
+from gateway.runtime.exitcodes import ExitCode
 
 DEFAULT_CONFIG = "/etc/sensegate/gateway.yaml"
-
-EXIT_OK = 0
-EXIT_FATAL = 1
-EXIT_CONFIG = 2
+DEFAULT_BRIDGE_CONFIG = "/etc/sensegate/bridge.yaml"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+# `sensegate demo` runs an embedded broker and a live view: both come with this extra.
+DEMO_EXTRA_MODULES = ("amqtt", "rich")
+DEMO_INSTALL_HINT = "pip install 'sensegate[demo]'"
 
 
 def default_config_path() -> str:
     return os.environ.get("SENSEGATE_CONFIG") or DEFAULT_CONFIG
 
 
+# --- option value types: a bad value is a usage error (exit 2), never a traceback ----------
+
+
+def duration(text: str) -> float:
+    """A duration option: ``500ms``, ``20s``, ``5m``, ``1h``; a bare number is seconds."""
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive duration")
+    return seconds
+
+
+def http_url(text: str) -> str:
+    """An ``http://`` or ``https://`` URL with a host."""
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an http(s) URL; write e.g. 'http://127.0.0.1:8086'")
+    try:
+        parts.port  # noqa: B018  (raises on a port that is not a number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} has a bad port") from None
+    return text
+
+
+# --- the parser ---------------------------------------------------------------------------
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keep the descriptions' and examples' own line breaks."""
+
+
+def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """Options every command takes, before or after its name.
+
+    The top-level parser sets the defaults; a command's parser leaves the attribute alone
+    unless the option is given after the command (`argparse.SUPPRESS`), so
+    ``sensegate --log-level debug check`` and ``sensegate check --log-level debug`` agree.
+    """
+    default: Any = os.environ.get("SENSEGATE_LOG_LEVEL", "info") if top else argparse.SUPPRESS
+    parser.add_argument(
+        "--log-level", default=default, choices=LOG_LEVELS, type=str.lower,
+        help="log verbosity on stderr (default: $SENSEGATE_LOG_LEVEL, else info)",
+    )
+    parser.add_argument("--version", action="version", version=f"sensegate {__version__}",
+                        help="print the version and exit")
+
+
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    # name: (one-line help, description, examples)
+    "run": (
+        "the gateway daemon: poll, buffer, publish",
+        "Poll the configured devices, keep every reading in the durable outbox and publish it\n"
+        "over MQTT. systemd Type=notify aware; SIGHUP reloads the config, SIGTERM stops after\n"
+        "draining. Exit 0 on a clean stop, 2 on a bad config, 1 if fatal.",
+        "  sensegate run -c /etc/sensegate/gateway.yaml\n"
+        "  SENSEGATE_CONFIG=site.yaml sensegate run --log-level debug",
+    ),
+    "check": (
+        "validate a gateway or bridge config and print a summary",
+        "Validate a config without opening any port or connection. Every error is printed as\n"
+        "FILE:LINE:COL: key.path: message, all of them in one run. A valid gateway config prints\n"
+        "its devices, Modbus requests per scan and each RS-485 bus's time per scan and load; a\n"
+        "bridge config (recognised by its influxdb section, or with --bridge) its MQTT and\n"
+        "InfluxDB settings. Exit 0 valid, 2 invalid.",
+        "  sensegate check -c site.yaml\n"
+        "  sensegate check -c /etc/sensegate/bridge.yaml\n"
+        "  sensegate check --bridge -c central.yaml",
+    ),
+    "read": (
+        "poll one device once and print its points",
+        "Poll one device of the config once, now, outside the daemon, and print every point:\n"
+        "name, raw registers (hex), value, unit, quality. --all-orders also decodes each\n"
+        "multi-register point under every byte order. Exit 0 ok, 1 the device failed, 2 no\n"
+        "such device or a bad config.",
+        "  sensegate read -c site.yaml meter-main\n"
+        "  sensegate read -c site.yaml meter-main --all-orders\n"
+        "  sensegate read -c site.yaml rws-1 --json",
+    ),
+    "outbox": (
+        "offline buffer status",
+        "Show the offline buffer of the gateway's state_dir: pending messages and readings,\n"
+        "bytes on disk, the oldest reading's age and how many were dropped. Safe to run while\n"
+        "the daemon runs.",
+        "  sensegate outbox -c /etc/sensegate/gateway.yaml",
+    ),
+    "bridge": (
+        "central side: MQTT to InfluxDB",
+        "Subscribe to the gateways' data and write it to InfluxDB, acknowledging each message\n"
+        "only after InfluxDB accepted it; what cannot be written goes to a dead-letter file.\n"
+        "Exit codes as for run.",
+        f"  sensegate bridge -c {DEFAULT_BRIDGE_CONFIG}\n"
+        "  sensegate bridge -c central.yaml --log-level debug",
+    ),
+    "demo": (
+        "a complete simulated site on this machine",
+        "Run simulated Modbus TCP, Modbus RTU and serial-line sensors, the real gateway, an\n"
+        "embedded MQTT broker (and, with --influx, the bridge) with a live view. At the end\n"
+        "the outbox drains and a summary compares what was polled with what an independent\n"
+        "subscriber received. Exit 0 when nothing was lost, 1 otherwise.\n"
+        f"Needs the demo extra: {DEMO_INSTALL_HINT}",
+        "  sensegate demo\n"
+        "  sensegate demo --duration 60s --outage 20s\n"
+        "  sensegate demo --influx http://127.0.0.1:8086",
+    ),
+    "schema": (
+        "print the JSON Schema of the gateway (or bridge) config",
+        "Print the JSON Schema of the gateway config (or of the bridge config with --bridge),\n"
+        "for editors such as VS Code's YAML extension.",
+        "  sensegate schema > sensegate.schema.json\n"
+        "  sensegate schema --bridge > sensegate-bridge.schema.json",
+    ),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sensegate",
         description="Edge gateway: Modbus and serial sensors to MQTT, and MQTT to InfluxDB.",
+        epilog="examples:\n  sensegate check -c site.yaml\n  sensegate demo --duration 60s\n"
+        "  sensegate COMMAND --help",
+        formatter_class=_Formatter,
     )
-    parser.add_argument(
-        "--log-level",
-        default=os.environ.get("SENSEGATE_LOG_LEVEL", "info"),
-        choices=["debug", "info", "warning", "error"],
-        help="log verbosity on stderr (default: info)",
-    )
+    _global_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument(
-            "-c", "--config", default=None,
-            help=f"config file (default: $SENSEGATE_CONFIG, else {DEFAULT_CONFIG})",
-        )
+    def command(name: str) -> argparse.ArgumentParser:
+        short, description, examples = COMMANDS[name]
+        p = sub.add_parser(name, help=short, description=description,
+                           epilog=f"examples:\n{examples}", formatter_class=_Formatter)
+        _global_options(p, top=False)
         return p
 
-    with_config(sub.add_parser("run", help="the gateway daemon: poll, buffer, publish"))
-    with_config(sub.add_parser("check", help="validate a config and print a summary"))
-    read = with_config(sub.add_parser("read", help="poll one device once and print its points"))
+    def with_config(p: argparse.ArgumentParser, default: str = DEFAULT_CONFIG) -> None:
+        p.add_argument(
+            "-c", "--config", default=None, metavar="FILE",
+            help=f"config file (default: $SENSEGATE_CONFIG, else {default})",
+        )
+
+    with_config(command("run"))
+    check = command("check")
+    with_config(check)
+    check.add_argument("--bridge", action="store_true",
+                       help="validate as a bridge config, whatever its shape")
+    read = command("read")
+    with_config(read)
     read.add_argument("device", help="device name from the config")
     read.add_argument("--json", action="store_true", help="print JSON instead of a table")
     read.add_argument(
         "--all-orders", action="store_true",
         help="also decode multi-register points under every byte order",
     )
-    with_config(sub.add_parser("outbox", help="offline buffer status"))
-    bridge = sub.add_parser("bridge", help="central side: MQTT to InfluxDB")
-    bridge.add_argument(
-        "-c", "--config", default=None,
-        help="bridge config file (default: $SENSEGATE_CONFIG, else "
-        "/etc/sensegate/bridge.yaml)",
-    )
-    demo = sub.add_parser("demo", help="a complete simulated site on this machine")
-    demo.add_argument("--duration", type=float, default=None, help="seconds, then exit 0")
+    with_config(command("outbox"))
+    with_config(command("bridge"), DEFAULT_BRIDGE_CONFIG)
+    demo = command("demo")
+    demo.add_argument("--duration", type=duration, default=None, metavar="DURATION",
+                      help="run this long (e.g. 60s, 5m; a bare number is seconds), then stop "
+                      "and print the summary (default: until Ctrl-C)")
     demo.add_argument(
-        "--outage", default=None,
+        "--outage", type=duration, default=None, metavar="DURATION",
         help="stop the embedded broker for this long (e.g. 20s), then bring it back",
     )
-    demo.add_argument("--influx", default=None, help="also run the bridge into this InfluxDB URL")
+    demo.add_argument("--influx", type=http_url, default=None, metavar="URL",
+                      help="also run the bridge into this InfluxDB 1.x URL")
     demo.add_argument("--no-live", action="store_true", help="plain log output, no live view")
-    schema = sub.add_parser("schema", help="print the JSON Schema of the gateway config")
+    schema = command("schema")
     schema.add_argument("--bridge", action="store_true", help="the bridge config's schema instead")
     return parser
 
@@ -82,17 +217,40 @@ def setup_logging(level: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.log_level not in LOG_LEVELS:  # from $SENSEGATE_LOG_LEVEL: argparse checks options only
+        parser.error(f"$SENSEGATE_LOG_LEVEL: invalid choice: {args.log_level!r} "
+                     f"(choose from {', '.join(LOG_LEVELS)})")
     setup_logging(args.log_level)
     try:
-        return dispatch(args)
+        code = dispatch(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
     except ConfigError as exc:
         for issue in exc.issues:
             print(issue, file=sys.stderr)
         print(f"{len(exc.issues)} error(s); config not valid", file=sys.stderr)
-        return EXIT_CONFIG
+        return ExitCode.CONFIG
+    except BrokenPipeError:
+        return _output_closed()
     except KeyboardInterrupt:
-        return EXIT_OK
+        return ExitCode.OK
+
+
+def _output_closed() -> int:
+    """Stdout was closed early (``sensegate schema | head``): end quietly, as `cat` would.
+
+    Later writes and the interpreter's final flush go to /dev/null instead of raising again.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return ExitCode.BROKEN_PIPE
+
+
+def demo_extra_missing() -> list[str]:
+    return [m for m in DEMO_EXTRA_MODULES if importlib.util.find_spec(m) is None]
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -102,8 +260,13 @@ def dispatch(args: argparse.Namespace) -> int:
 
         doc = schema.bridge_json_schema() if args.bridge else schema.gateway_json_schema()
         print(json.dumps(doc, indent=2))
-        return EXIT_OK
+        return ExitCode.OK
     if command == "demo":
+        missing = demo_extra_missing()
+        if missing:
+            print(f"sensegate demo needs the demo extra ({', '.join(missing)} not installed): "
+                  f"{DEMO_INSTALL_HINT}", file=sys.stderr)
+            return ExitCode.USAGE
         from gateway.sim import demo
 
         return demo.run(args)
@@ -115,14 +278,14 @@ def dispatch(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, _exit_cleanly)
     if command == "bridge":
         if args.config is None and not os.environ.get("SENSEGATE_CONFIG"):
-            path = "/etc/sensegate/bridge.yaml"
+            path = DEFAULT_BRIDGE_CONFIG
         from gateway.bridge import service as bridge
 
         return bridge.run(path)
     if command == "check":
         from gateway.commands import check
 
-        return check.run(path, sys.stdout)
+        return check.run(path, sys.stdout, bridge=True if args.bridge else None)
     if command == "read":
         from gateway.commands import read as probe
 
@@ -140,7 +303,7 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:
-    raise SystemExit(EXIT_OK)
+    raise SystemExit(ExitCode.OK)
 
 
 if __name__ == "__main__":

@@ -20,10 +20,7 @@ from typing import Any, TextIO
 
 from gateway.core.decode import decode_all_orders, is_multi_register
 from gateway.core.model import BIT_TABLES, DeviceConfig, GatewayConfig, PointConfig
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_UNKNOWN = 2
+from gateway.runtime.exitcodes import ExitCode
 
 
 def run(path: str, device: str, out: TextIO, *, as_json: bool = False,
@@ -42,7 +39,7 @@ def probe(config: GatewayConfig, name: str, out: TextIO, *, as_json: bool = Fals
         known = ", ".join(d.name for d in config.devices) or "none"
         print(f"no device {name!r} in {config.source or 'the config'}; known devices: {known}",
               file=sys.stderr)
-        return EXIT_UNKNOWN
+        return ExitCode.USAGE
     return asyncio.run(_probe(config, device, out, as_json=as_json, all_orders=all_orders))
 
 
@@ -75,7 +72,7 @@ async def _probe(config: GatewayConfig, device: DeviceConfig, out: TextIO, *, as
         _print_table(rows, out, all_orders)
         for error in errors:
             print(f"error: {error['where']}: {error['message']}", file=sys.stderr)
-    return EXIT_FAILED if errors else EXIT_OK
+    return ExitCode.FAILED if errors else ExitCode.OK
 
 
 def _row(point: PointConfig, raw: Sequence[Any] | None, values: dict[str, Any],
@@ -88,7 +85,7 @@ def _row(point: PointConfig, raw: Sequence[Any] | None, values: dict[str, Any],
         "quality": quality.get(point.name, "good"),
     }
     if all_orders and raw is not None and is_multi_register(point):
-        row["orders"] = decode_all_orders(point, raw)  # type: ignore[arg-type]
+        row["orders"] = decode_all_orders(point, raw)
     return row
 
 

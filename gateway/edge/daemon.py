@@ -22,7 +22,8 @@ from gateway.config.load import load_gateway_config
 from gateway.core.errors import ConfigError, StorageError
 from gateway.core.model import GatewayConfig, Reading
 from gateway.runtime import systemd
-from gateway.runtime.lifecycle import EXIT_OK, run_phases, signal_handlers
+from gateway.runtime.exitcodes import ExitCode
+from gateway.runtime.lifecycle import run_phases, signal_handlers
 
 log = logging.getLogger("sensegate.daemon")
 
@@ -238,4 +239,4 @@ def run(config_path: str) -> int:
     try:
         return asyncio.run(Daemon(config_path).run())
     except KeyboardInterrupt:
-        return EXIT_OK
+        return ExitCode.OK

@@ -1125,16 +1125,17 @@ def _size(n: int) -> str:
 def print_status(config_path: str, out: IO[str]) -> int:
     """`sensegate outbox -c FILE`: pending messages and readings, bytes, oldest age, dropped."""
     from gateway.config.load import load_gateway_config
+    from gateway.runtime.exitcodes import ExitCode
 
     config = load_gateway_config(config_path)
     try:
         status = read_status(config.state_dir, config.outbox)
     except StorageError as exc:
         print(f"error: {exc}", file=out)
-        return 1
+        return ExitCode.FAILED
     if not status["exists"]:
         print(f"outbox: {status['path']} (none yet: nothing buffered)", file=out)
-        return 0
+        return ExitCode.OK
     print(f"outbox:            {status['path']}", file=out)
     print(f"pending messages:  {status['messages']} (estimate)", file=out)
     print(f"pending readings:  {status['readings']}", file=out)
@@ -1145,7 +1146,7 @@ def print_status(config_path: str, out: IO[str]) -> int:
     )
     print(f"oldest:            {_age(status['oldest_age_s'])}", file=out)
     print(f"dropped:           {status['dropped']}", file=out)
-    return 0
+    return ExitCode.OK
 
 
 __all__ = [

@@ -64,6 +64,27 @@ def _now_ns() -> int:
     return time.time_ns()
 
 
+TAKEOVER_AFTER = 3  # accepted sessions closed in a row before a takeover is named as such
+
+
+def closed_after_connect(host: str, port: int, client_id: str, times: int) -> str:
+    """The log line for an accepted MQTT session that then ended without a socket error,
+    ``times`` sessions in a row.
+
+    MQTT 3.1.1 gives no reason: the broker closes the old connection when a client with the
+    same client id connects (a second gateway with the same config), as it does on its own
+    restart. Once accepted sessions keep being closed, it is named a takeover.
+    """
+    where = f"{host}:{port}"
+    if times < TAKEOVER_AFTER:
+        return (f"mqtt connection to {where} as client id {client_id!r} was closed: the broker "
+                "restarted, the link dropped, or another client connected with the same "
+                "client id")
+    return (f"another client took over the session of client id {client_id!r} at {where} "
+            f"({times} sessions in a row closed after the broker accepted them): two gateways "
+            "share this client id; give each its own gateway.id or mqtt.client_id")
+
+
 class _SocketErrors(logging.Filter):
     """Keeps paho's last socket error (logged, not raised, e.g. a TLS alert after the
     handshake) so a connect that then times out can say why; the line itself is dropped,
@@ -138,6 +159,7 @@ class Publisher:
         self._paho_log.addFilter(self._socket_errors)
         backoff = Backoff(self._reconnect_min, self._reconnect_max, jitter=JITTER)
         loop = asyncio.get_running_loop()
+        closed_in_a_row = 0  # accepted sessions that ended without a socket error
         try:
             while not self._stop.is_set():
                 mqtt = self._config.mqtt
@@ -159,6 +181,14 @@ class Publisher:
                         failure = describe_mqtt_error(
                             OSError(socket_error), mqtt.host, mqtt.port
                         )
+                    elif (self._connected_once and socket_error is None
+                          and isinstance(exc, aiomqtt.MqttError)):
+                        # two gateways with one client id knock each other off within
+                        # their reconnect delays; a long session closed once is not that
+                        long_session = loop.time() - started > 3 * self._reconnect_max
+                        closed_in_a_row = 1 if long_session else closed_in_a_row + 1
+                        failure = closed_after_connect(mqtt.host, mqtt.port, mqtt.client_id,
+                                                       closed_in_a_row)
                 finally:
                     self._set_connected(False)
                 if self._stop.is_set():
@@ -166,6 +196,8 @@ class Publisher:
                 if failure is None:  # reconfigured: connect again with the new settings
                     backoff.reset()
                     continue
+                if not self._connected_once:
+                    closed_in_a_row = 0
                 self.last_error = failure
                 self._metrics.publish_errors_total.inc()
                 if loop.time() - started >= STABLE_AFTER:

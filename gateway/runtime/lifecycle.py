@@ -18,12 +18,9 @@ from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from gateway.core.errors import ConfigError, SensegateError
+from gateway.runtime.exitcodes import ExitCode
 
 log = logging.getLogger("sensegate.lifecycle")
-
-EXIT_OK = 0
-EXIT_FATAL = 1
-
 
 @contextlib.contextmanager
 def signal_handlers(
@@ -54,7 +51,7 @@ class Service(Protocol):
     async def shutdown(self) -> None: ...
 
 
-async def run_phases(service: Service, name: str) -> int:
+async def run_phases(service: Service, name: str) -> ExitCode:
     """startup → main_loop → shutdown, with the exit codes of SPEC §1.
 
     A bad config (`ConfigError`) propagates: the CLI prints every issue as FILE:LINE:COL
@@ -69,9 +66,9 @@ async def run_phases(service: Service, name: str) -> int:
     except (SensegateError, OSError) as exc:
         log.error("%s failed to start: %s", name, exc)
         await service.shutdown()
-        return EXIT_FATAL
+        return ExitCode.FAILED
     await service.main_loop()
     await service.shutdown()
     # A component that died of a bug stopped the main loop: exit 1 so that systemd's
     # Restart=on-failure brings the service back.
-    return EXIT_FATAL if getattr(service, "failed", False) else EXIT_OK
+    return ExitCode.FAILED if getattr(service, "failed", False) else ExitCode.OK

@@ -12,11 +12,17 @@ What runs, all in one process and one asyncio loop:
   that long and then starts a new one on the same port;
 * with ``--influx URL``, the bridge (`gateway.bridge.service`) into database ``sensegate_demo``.
 
+An independent MQTT subscriber (`Counter`, its own client and session) counts the readings
+that arrive at the broker, each once. The gateway reaches the broker through a relay
+(`Gate`) that lets it in only while the counter (and the bridge) are subscribed: amqtt keeps
+no sessions across its restart, so what the gateway published before that would be missed.
+
 The view (rich ``Live`` on a terminal, a status line every few seconds otherwise) shows
-readings per device, readings polled and delivered (acknowledged by the broker), the outbox
-and the broker. At the end polling stops, the outbox drains, and the summary compares
-polled with delivered per device; its last line is ``demo: polled=N delivered=N lost=N``.
-Everything started is stopped and the temp dir removed, also on Ctrl-C.
+readings per device, readings polled, delivered (acknowledged by the broker) and received
+(by the counter), the outbox and the broker. At the end polling stops, the outbox drains,
+and the summary compares polled with received per device; its last line is
+``demo: polled=N delivered=N received=N lost=N`` and the exit status is 1 when anything was
+lost. Everything started is stopped and the temp dir removed, also on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import json
 import logging
 import math
 import random
@@ -43,19 +50,19 @@ from typing import Any, TextIO
 
 from gateway.core.errors import ConfigError
 from gateway.core.model import DeviceConfig, PointConfig, Reading, Value
-from gateway.core.units import parse_duration
 from gateway.edge.daemon import Daemon
+from gateway.runtime.exitcodes import ExitCode
 
 log = logging.getLogger("sensegate.demo")
-
-EXIT_OK = 0
-EXIT_FATAL = 1
 
 GATEWAY_ID = "demo-site"
 INFLUX_DB = "sensegate_demo"
 OUTAGE_AT = 10.0  # seconds after start, without --duration (else a third of it)
 STATUS_EVERY = 5.0  # seconds between status lines without the live view
 DRAIN_TIMEOUT = 30.0  # seconds to wait at the end for the outbox to empty
+CATCH_UP_TIMEOUT = 10.0  # then for the counter (and the bridge) to have everything
+VIEW_WIDTH = 80  # the live view is laid out for an 80-column terminal
+BAR_WIDTH = 40  # cells of the outbox backlog bar
 TICK = 0.5  # seconds between simulator value updates and view refreshes
 RECONNECT_CAP = 2.0  # the demo's broker comes back on cue: retry often, not every 30 s
 # amqtt keeps no sessions across its restart, so after an outage the bridge must subscribe
@@ -313,12 +320,86 @@ class EmbeddedBroker:
         self.state = "stopped"
 
 
+def reading_stamps(payload: bytes) -> list[int] | None:
+    """The ``ts`` of every reading in a JSON data payload (SPEC §3); None when malformed."""
+    try:
+        doc = json.loads(payload)
+        return [int(r["ts"]) for r in doc["readings"]]
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+class Counter:
+    """An MQTT subscriber of its own: counts, per device, the readings that reached the broker.
+
+    It is what proves the summary: the gateway's own count of acknowledged readings says
+    what the broker accepted, this says what a subscriber got. A reading counts once
+    (device and ``ts``), however often QoS 1 redelivered it.
+    """
+
+    def __init__(self, port: int, topic: str) -> None:
+        self.port = port
+        self.topic = topic
+        self.received: dict[str, set[int]] = {}
+        self.messages = 0
+        self.malformed = 0
+        self.subscribed = False
+        self._task: asyncio.Task[None] | None = None
+
+    def count(self, device: str) -> int:
+        return len(self.received.get(device, ()))
+
+    def total(self) -> int:
+        return sum(len(s) for s in self.received.values())
+
+    def take(self, topic: str, payload: bytes) -> None:
+        """Count one data message (topic ``prefix/gateway/device/data``)."""
+        self.messages += 1
+        stamps = reading_stamps(payload)
+        parts = topic.split("/")
+        if stamps is None or len(parts) < 2:
+            self.malformed += 1
+            return
+        self.received.setdefault(parts[-2], set()).update(stamps)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="demo-counter")
+        until = time.monotonic() + 10
+        while not self.subscribed and time.monotonic() < until and not self._task.done():
+            await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        import aiomqtt
+
+        while True:
+            try:
+                async with aiomqtt.Client("127.0.0.1", self.port, keepalive=5, timeout=5,
+                                          identifier="sensegate-demo-counter") as client:
+                    await client.subscribe(self.topic, qos=1)
+                    self.subscribed = True
+                    async for message in client.messages:
+                        payload = message.payload
+                        self.take(message.topic.value,
+                                  payload if isinstance(payload, bytes) else str(payload).encode())
+            except aiomqtt.MqttError:
+                pass
+            finally:
+                self.subscribed = False
+            await asyncio.sleep(0.2)  # the broker is down: try again soon, it comes back on cue
+
+
 class Gate:
     """A TCP relay between the gateway and the broker that listens only while ``is_open()``.
 
-    With ``--influx`` it holds the gateway back (connection refused) until the bridge has
-    subscribed again after an outage: amqtt keeps no sessions across its restart, so what
-    the gateway published before that would never reach InfluxDB.
+    It holds the gateway back (connection refused) until the counter (and, with
+    ``--influx``, the bridge) has subscribed again after an outage: amqtt keeps no sessions
+    across its restart, so what the gateway published before that would reach nobody.
     """
 
     def __init__(self, target_port: int, is_open: Any) -> None:
@@ -486,7 +567,7 @@ class Snapshot:
     """Everything the view shows, taken on the event loop (the outbox is not thread-safe)."""
 
     elapsed: float
-    broker: str
+    broker: str  # up | stopping | down | stopped
     mqtt_connected: bool
     polled: int
     delivered: int
@@ -497,12 +578,36 @@ class Snapshot:
     dropped: int
     devices: list[tuple[str, str, int, Tally]]  # name, driver, scans, tally
     bridge: str | None
+    received: dict[str, int] = field(default_factory=dict)  # device -> readings the counter got
+    peak_pending: int = 0  # the outbox bar's full scale
+    back_in: float | None = None  # seconds until the broker returns from an outage
+    broker_port: int = 0
+    duration: float | None = None
+
+    @property
+    def received_total(self) -> int:
+        return sum(self.received.values())
+
+
+@dataclass
+class Drain:
+    """How the end of the demo went: did the outbox empty, and how long was waited."""
+
+    drained: bool
+    waited: float  # seconds
+    forced: bool  # a second Ctrl-C: not waited
+
+
+def outbox_bar(pending: int, peak: int, width: int = BAR_WIDTH) -> str:
+    """``outbox backlog ████████░░░░ 123 readings``: the backlog against its peak so far."""
+    full = 0 if pending <= 0 else max(1, round(width * pending / max(peak, pending, 1)))
+    return f"outbox backlog {'█' * full}{'░' * (width - full)} {pending} readings"
 
 
 class Demo:
     def __init__(self, args: argparse.Namespace, out: TextIO) -> None:
-        self.duration: float | None = args.duration
-        self.outage: float | None = parse_duration(args.outage) if args.outage else None
+        self.duration: float | None = args.duration  # seconds (the CLI parsed the units)
+        self.outage: float | None = args.outage
         self.influx: str | None = args.influx
         self.out = out
         self.live = not args.no_live and out.isatty()
@@ -517,6 +622,8 @@ class Demo:
         self.outage_started: float | None = None
         self.outage_until: float | None = None
         self.gate: Gate | None = None
+        self.counter: Counter | None = None
+        self.peak_pending = 0
         self.ran_for = 0.0
 
     # -- timeline ----------------------------------------------------------------------
@@ -534,7 +641,9 @@ class Demo:
             await site.start()
             self.broker = EmbeddedBroker(free_port())
             await self.broker.start()
-            gateway_port = self.broker.port
+            self.counter = Counter(self.broker.port, f"sensegate/{GATEWAY_ID}/+/data")
+            await self.counter.start()
+            counter = self.counter
             if self.influx:
                 create_influx_database(self.influx)
                 bpath = Path(tmp) / "bridge.yaml"
@@ -544,12 +653,14 @@ class Demo:
                 await self.bridge.startup()
                 bridge_task = asyncio.create_task(self.bridge.main_loop(), name="demo-bridge")
                 bridge = self.bridge
-                self.gate = Gate(self.broker.port, lambda: bridge.stats.connected)
-                await self.gate.start()
-                gateway_port = self.gate.port
                 until = time.monotonic() + 10
                 while not bridge.stats.connected and time.monotonic() < until:
                     await asyncio.sleep(0.05)
+            bridge = self.bridge
+            self.gate = Gate(self.broker.port, lambda: counter.subscribed and (
+                bridge is None or bridge.stats.connected))
+            await self.gate.start()
+            gateway_port = self.gate.port
 
             path = Path(tmp) / "gateway.yaml"
             path.write_text(gateway_yaml(str(Path(tmp) / "state"), gateway_port,
@@ -570,7 +681,7 @@ class Demo:
             if daemon_task.done():
                 print(f"demo: the gateway failed to start (exit {daemon_task.result()})",
                       file=sys.stderr)
-                return EXIT_FATAL
+                return ExitCode.FAILED
             self.t0 = time.monotonic()
             if self.outage:
                 at = self.duration / 3 if self.duration else OUTAGE_AT
@@ -583,18 +694,18 @@ class Demo:
                 if self.broker.state != "up":  # cut short: the drain needs the broker
                     self.outage_note += " (cut short by the end of the demo)"
                     await self.broker.start()
-            drained = await self._finish(site)
+            drain = await self._finish(site)
             ok = await self._stop_gateway(daemon_task)
             daemon_task = None
             if self.bridge is not None:
                 await self._stop_bridge(bridge_task)
                 bridge_task = None
-            self._summary(drained)
-            return EXIT_OK if ok else EXIT_FATAL
+            lost = self._summary(drain)
+            return exit_status(stopped_cleanly=ok, lost=lost, drain=drain)
         except ConfigError as exc:  # a bug in the demo's own YAML: show it as the CLI would
             for issue in exc.issues:
                 print(issue, file=sys.stderr)
-            return EXIT_FATAL
+            return ExitCode.FAILED
         finally:
             self._remove_signals()
             if daemon_task is not None and self.daemon is not None:
@@ -608,6 +719,8 @@ class Demo:
                     await self.bridge.shutdown()
             if self.gate is not None:
                 await self.gate.stop()
+            if self.counter is not None:
+                await self.counter.stop()
             if self.broker is not None:
                 await self.broker.stop()
             if site is not None:
@@ -623,10 +736,11 @@ class Demo:
         self.outage_until = self.outage_started + length
         self.broker.state = "stopping"
         if self.gate is not None:
-            # amqtt forgets the bridge's unacknowledged messages when it stops (a broker with
-            # persistence would not): cut the gateway off first and let the bridge catch up.
+            # amqtt forgets what it has not yet delivered when it stops (a broker with
+            # persistence would not): cut the gateway off first and let the counter and the
+            # bridge catch up.
             self.gate.cut()
-            await self._bridge_caught_up(5.0)
+            await self._caught_up(5.0)
         await self.broker.stop()
         self.broker.state = "down"
         self.broker.outages += 1
@@ -675,8 +789,9 @@ class Demo:
             return "the gateway stopped on its own"
         return None
 
-    async def _finish(self, site: Site) -> bool:
-        """Stop polling, commit, and wait until the broker acknowledged every reading."""
+    async def _finish(self, site: Site) -> Drain:
+        """Stop polling, commit, and wait until the broker acknowledged every reading and
+        the counter (and the bridge) received them; a second Ctrl-C stops the wait."""
         assert self.daemon is not None
         print("demo: stopping polling; waiting for the outbox to drain", file=self.out,
               flush=True)
@@ -684,25 +799,30 @@ class Demo:
             await asyncio.wait_for(self.daemon.poller.stop(), 10)
         with contextlib.suppress(Exception):
             self.daemon.outbox.flush()
-        deadline = time.monotonic() + (0.0 if self.force else DRAIN_TIMEOUT)
-        while time.monotonic() < deadline and not self.force:
-            if self._pending() == 0:
-                break
+        start = time.monotonic()
+        deadline = start + DRAIN_TIMEOUT
+        while time.monotonic() < deadline and not self.force and self._pending() != 0:
             await asyncio.sleep(0.1)
-        drained = self._pending() == 0
-        if drained and not self.force:
-            await self._bridge_caught_up(10.0)
-        return drained
+        drain = Drain(drained=self._pending() == 0, waited=time.monotonic() - start,
+                      forced=self.force)
+        if drain.drained and not self.force:
+            await self._caught_up(CATCH_UP_TIMEOUT)
+        return drain
 
-    async def _bridge_caught_up(self, timeout: float) -> None:
-        """Wait until the bridge stored (or dead-lettered) every delivered reading."""
-        if self.bridge is None or self.daemon is None:
+    async def _caught_up(self, timeout: float) -> None:
+        """Wait until the counter received, and the bridge stored (or dead-lettered), every
+        reading the broker acknowledged."""
+        if self.daemon is None:
             return
-        want = sum(t.delivered for t in self.daemon.tallies.values())
         until = time.monotonic() + timeout
-        while time.monotonic() < until:
-            stats = self.bridge.stats
-            if stats.points_written + sum(stats.dead_letters.values()) >= want:
+        while time.monotonic() < until and not self.force:
+            want = sum(t.delivered for t in self.daemon.tallies.values())
+            counted = self.counter is None or self.counter.total() >= want
+            stored = True
+            if self.bridge is not None:
+                stats = self.bridge.stats
+                stored = stats.points_written + sum(stats.dead_letters.values()) >= want
+            if counted and stored:
                 return
             await asyncio.sleep(0.1)
 
@@ -805,15 +925,17 @@ class Demo:
         bridge = None
         if self.bridge is not None:
             b = self.bridge.stats
-            bridge = (f"bridge: mqtt {'connected' if b.connected else 'disconnected'}, "
-                      f"influxdb {'ok' if b.store_ok else 'failing'} ({self.influx}, "
-                      f"db {INFLUX_DB}); {b.points_written} points written")
-        broker = self.broker.state
-        if broker == "down" and self.outage_until is not None:
-            broker = f"down (outage; back in {max(0.0, self.outage_until - time.monotonic()):.0f}s)"
+            bridge = (f"bridge: mqtt {'connected' if b.connected else 'disconnected'} · "
+                      f"influxdb {'ok' if b.store_ok else 'failing'} · "
+                      f"{b.points_written} points written")
+        back_in = None
+        if self.broker.state == "down" and self.outage_until is not None:
+            back_in = max(0.0, self.outage_until - time.monotonic())
+        self.peak_pending = max(self.peak_pending, stats.pending_readings)
+        counter = self.counter
         return Snapshot(
             elapsed=time.monotonic() - self.t0,
-            broker=broker,
+            broker=self.broker.state,
             mqtt_connected=d.publisher.connected,
             polled=sum(t.polled for t in d.tallies.values()),
             delivered=sum(t.delivered for t in d.tallies.values()),
@@ -824,92 +946,145 @@ class Demo:
             dropped=stats.dropped,
             devices=devices,
             bridge=bridge,
+            received={name: counter.count(name) for name, *_ in devices} if counter else {},
+            peak_pending=self.peak_pending,
+            back_in=back_in,
+            broker_port=self.broker.port,
+            duration=self.duration,
         )
 
     def _status_line(self, s: Snapshot) -> str:
-        return (f"demo: t={s.elapsed:.0f}s broker={s.broker.split()[0]} "
-                f"mqtt={'connected' if s.mqtt_connected else 'disconnected'} "
-                f"polled={s.polled} delivered={s.delivered} outbox={s.pending} "
-                f"messages={s.published_messages}")
+        return status_line(s)
 
     def _render(self, s: Snapshot) -> Any:
-        from rich.console import Group
-        from rich.panel import Panel
-        from rich.table import Table
-        from rich.text import Text
+        return render_view(s, self.units, list(self.logs))
 
-        of = f" of {self.duration:g}s" if self.duration else " (Ctrl-C to stop)"
-        head = Text()
-        head.append(f"sensegate demo · gateway {GATEWAY_ID} · {s.elapsed:.0f}s{of}\n", "bold")
-        up = s.broker == "up"
-        head.append("broker ", "dim")
-        head.append(f"{'●' if up else '○'} {s.broker}", "green" if up else "bold red")
-        head.append(f"  127.0.0.1:{self.broker.port if self.broker else '?'}", "dim")
-        head.append("   gateway mqtt ", "dim")
-        head.append("connected" if s.mqtt_connected else "disconnected",
-                    "green" if s.mqtt_connected else "red")
-        head.append("\npolled ", "dim")
-        head.append(str(s.polled), "bold")
-        head.append("  delivered (acked by broker) ", "dim")
-        head.append(str(s.delivered), "bold")
-        head.append("  messages published ", "dim")
-        head.append(str(s.published_messages))
-        head.append("\noutbox ", "dim")
-        head.append(f"{s.pending} readings", "bold yellow" if s.pending > 20 else "bold")
-        head.append(f"  oldest {fmt_age(s.oldest_age)}  {s.outbox_bytes / 1024:.0f} KiB on disk"
-                    f"  dropped {s.dropped}", "dim")
-        bar = min(60, s.pending // 5)
-        if bar:
-            head.append("\n" + "█" * bar, "yellow")
-        if s.bridge:
-            head.append("\n" + s.bridge, "cyan")
-
-        table = Table(expand=True, box=None, header_style="bold", pad_edge=False)
-        for col, kw in (("device", {}), ("driver", {"style": "dim"}),
-                        ("scans", {"justify": "right"}), ("bad", {"justify": "right"}),
-                        ("polled", {"justify": "right"}), ("delivered", {"justify": "right"}),
-                        ("last values", {"ratio": 1, "overflow": "ellipsis", "no_wrap": True})):
-            table.add_column(col, **kw)
-        for name, driver, scans, t in s.devices:
-            values = ""
-            if t.last is not None:
-                units = self.units.get(name, {})
-                first = [k for k in HEADLINE.get(name, ()) if k in t.last.values]
-                keys = first + [k for k in t.last.values if k not in first]
-                values = "  ".join(f"{k}={fmt_value(t.last.values[k], units.get(k))}"
-                                   for k in keys)
-            table.add_row(name, driver, str(scans), str(t.bad_points), str(t.polled),
-                          str(t.delivered), values)
-        parts: list[Any] = [Panel(head, expand=True), table]
-        if self.logs:
-            parts.append(Panel(Text("\n".join(self.logs), style="dim"), title="log",
-                               expand=True))
-        return Group(*parts)
-
-    def _summary(self, drained: bool) -> None:
+    def _summary(self, drain: Drain) -> int:
+        """Print the summary; the number of readings lost (polled, never received)."""
         assert self.daemon is not None
         s = self._snapshot()
-        out = self.out
-        print(f"\nsensegate demo: {self.ran_for:.1f}s, {len(s.devices)} devices"
-              + (f", {self.outage_note}" if self.outage_note else ""), file=out)
-        if not drained:
-            print(f"demo: the outbox did not drain within {DRAIN_TIMEOUT:g}s "
-                  f"({self._pending()} readings still pending)", file=out)
-        lost_total = 0
-        for name, driver, _scans, t in s.devices:
-            lost = t.polled - t.delivered
-            lost_total += lost
-            print(f"demo: device={name} driver={driver} polled={t.polled} "
-                  f"delivered={t.delivered} lost={lost} bad_points={t.bad_points}", file=out)
+        stored = None
         if self.bridge is not None:
             b = self.bridge.stats
-            print(f"demo: influxdb={self.influx} database={INFLUX_DB} "
-                  f"points_written={b.points_written} "
-                  f"dead_letters={sum(b.dead_letters.values())}", file=out)
-        print(f"demo: messages={s.published_messages} outbox_pending={max(0, self._pending())} "
-              f"dropped={s.dropped}", file=out)
-        print(f"demo: polled={s.polled} delivered={s.delivered} lost={lost_total}", file=out,
-              flush=True)
+            stored = (b.points_written, sum(b.dead_letters.values()))
+        lines = summary_lines(s, drain, ran_for=self.ran_for, outage=self.outage_note,
+                              pending=max(0, self._pending()), influx=self.influx,
+                              stored=stored)
+        for line in lines:
+            print(line, file=self.out)
+        self.out.flush()
+        return lost_readings(s)
+
+
+# --- what the view and the summary say (pure: a Snapshot in, text out) -------------------
+
+
+def exit_status(*, stopped_cleanly: bool, lost: int, drain: Drain) -> ExitCode:
+    """0 only when the gateway stopped cleanly, the outbox drained and the independent
+    subscriber received every reading polled."""
+    if stopped_cleanly and drain.drained and lost == 0:
+        return ExitCode.OK
+    return ExitCode.FAILED
+
+
+def status_line(s: Snapshot) -> str:
+    """The line printed every few seconds without the live view."""
+    return (f"demo: t={s.elapsed:.0f}s broker={s.broker} "
+            f"mqtt={'connected' if s.mqtt_connected else 'disconnected'} "
+            f"polled={s.polled} delivered={s.delivered} received={s.received_total} "
+            f"outbox={s.pending} messages={s.published_messages}")
+
+
+def lost_readings(s: Snapshot) -> int:
+    """Readings polled that the independent subscriber never received."""
+    return sum(t.polled - s.received.get(name, 0) for name, _d, _s, t in s.devices)
+
+
+def summary_lines(s: Snapshot, drain: Drain, *, ran_for: float, outage: str, pending: int,
+                  influx: str | None = None, stored: tuple[int, int] | None = None
+                  ) -> list[str]:
+    """The summary at the end; its lines are meant for scripts, the last one is the total."""
+    lines = [f"\nsensegate demo: {ran_for:.1f}s, {len(s.devices)} devices"
+             + (f", {outage}" if outage else "")]
+    if drain.forced:
+        lines.append(f"demo: stopped without waiting for the outbox to drain (second Ctrl-C); "
+                     f"{pending} readings still pending")
+    elif not drain.drained:
+        lines.append(f"demo: the outbox did not drain within {drain.waited:.0f}s "
+                     f"({pending} readings still pending)")
+    for name, driver, _scans, t in s.devices:
+        received = s.received.get(name, 0)
+        lines.append(f"demo: device={name} driver={driver} polled={t.polled} "
+                     f"delivered={t.delivered} received={received} "
+                     f"lost={t.polled - received} bad_points={t.bad_points}")
+    if stored is not None:
+        lines.append(f"demo: influxdb={influx} database={INFLUX_DB} points_written={stored[0]} "
+                     f"dead_letters={stored[1]}")
+    lines.append(f"demo: messages={s.published_messages} outbox_pending={pending} "
+                 f"dropped={s.dropped}")
+    lost = lost_readings(s)
+    if lost:
+        lines.append(f"demo: {lost} readings polled were never received by the subscriber")
+    lines.append(f"demo: polled={s.polled} delivered={s.delivered} "
+                 f"received={s.received_total} lost={lost}")
+    return lines
+
+
+def render_view(s: Snapshot, units: dict[str, dict[str, str | None]], logs: list[str]) -> Any:
+    """The live view, laid out for an 80-column terminal (wider ones give the values room)."""
+    from rich.console import Group
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+
+    of = f" of {s.duration:g}s" if s.duration else " (Ctrl-C to stop)"
+    head = Text(no_wrap=True, overflow="ellipsis")
+    head.append(f"sensegate demo · gateway {GATEWAY_ID} · {s.elapsed:.0f}s{of}\n", "bold")
+    up = s.broker == "up"
+    head.append(f"broker 127.0.0.1:{s.broker_port} ", "dim")
+    state = s.broker if s.back_in is None else f"down, back in {s.back_in:.0f}s"
+    head.append(f"{'●' if up else '○'} {state}", "green" if up else "bold red")
+    head.append(" · gateway mqtt ", "dim")
+    head.append("connected" if s.mqtt_connected else "disconnected",
+                "green" if s.mqtt_connected else "red")
+    head.append("\npolled ", "dim")
+    head.append(str(s.polled), "bold")
+    head.append(" · acked by broker ", "dim")
+    head.append(str(s.delivered), "bold")
+    head.append(" · received ", "dim")
+    head.append(str(s.received_total), "bold")
+    head.append(" · messages ", "dim")
+    head.append(str(s.published_messages))
+    head.append(f"\noutbox: oldest {fmt_age(s.oldest_age)} · {s.outbox_bytes / 1024:.0f} KiB on "
+                f"disk · dropped {s.dropped}", "dim")
+    head.append("\n" + outbox_bar(s.pending, s.peak_pending),
+                "bold yellow" if s.pending > 20 else "")
+    if s.bridge:
+        head.append("\n" + s.bridge, "cyan")
+
+    table = Table(expand=True, box=None, header_style="bold", pad_edge=False)
+    for col, kw in (("device", {"no_wrap": True}),
+                    ("driver", {"style": "dim", "no_wrap": True}),
+                    ("scans", {"justify": "right"}), ("bad", {"justify": "right"}),
+                    ("polled", {"justify": "right"}), ("acked", {"justify": "right"}),
+                    ("received", {"justify": "right"}),
+                    ("last values", {"ratio": 1, "overflow": "ellipsis", "no_wrap": True})):
+        table.add_column(col, **kw)
+    for name, driver, scans, t in s.devices:
+        values = ""
+        if t.last is not None:
+            device_units = units.get(name, {})
+            first = [k for k in HEADLINE.get(name, ()) if k in t.last.values]
+            keys = first + [k for k in t.last.values if k not in first]
+            values = "  ".join(f"{k}={fmt_value(t.last.values[k], device_units.get(k))}"
+                               for k in keys)
+        table.add_row(name, driver, str(scans), str(t.bad_points), str(t.polled),
+                      str(t.delivered), str(s.received.get(name, 0)), values)
+    parts: list[Any] = [Panel(head, expand=True), table]
+    if logs:
+        parts.append(Panel(Text("\n".join(logs), style="dim", no_wrap=True,
+                                overflow="ellipsis"), title="log", expand=True))
+    return Group(*parts)
 
 
 def _quiet_libraries() -> Any:
@@ -932,4 +1107,4 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     try:
         return asyncio.run(Demo(args, out or sys.stdout).run())
     except KeyboardInterrupt:
-        return EXIT_OK
+        return ExitCode.OK

@@ -16,16 +16,17 @@ ROOT = Path(__file__).resolve().parents[2]
 DEVICES = {"rws-1", "traffic-1", "meter-1", "th-cabinet", "th-outdoor", "aq-1"}
 DEVICE_LINE = re.compile(
     r"^demo: device=(?P<name>\S+) driver=(?P<driver>\S+) polled=(?P<polled>\d+) "
-    r"delivered=(?P<delivered>\d+) lost=(?P<lost>-?\d+) bad_points=(?P<bad>\d+)$"
+    r"delivered=(?P<delivered>\d+) received=(?P<received>\d+) lost=(?P<lost>-?\d+) "
+    r"bad_points=(?P<bad>\d+)$"
 )
-TOTAL_LINE = re.compile(r"^demo: polled=(\d+) delivered=(\d+) lost=(-?\d+)$")
+TOTAL_LINE = re.compile(r"^demo: polled=(\d+) delivered=(\d+) received=(\d+) lost=(-?\d+)$")
 
 
 def test_demo_survives_a_broker_outage_without_losing_readings() -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("SENSEGATE_CONFIG", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "gateway", "demo", "--duration", "25", "--outage", "6s",
+        [sys.executable, "-m", "gateway", "demo", "--duration", "25s", "--outage", "6s",
          "--no-live"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=90,
     )
@@ -38,14 +39,16 @@ def test_demo_survives_a_broker_outage_without_losing_readings() -> None:
     for name, m in devices.items():
         assert int(m["polled"]) > 0, f"{name} was never polled\n{detail}"
         assert m["delivered"] == m["polled"], f"{name} lost readings\n{detail}"
+        # what the independent subscriber counted, not only what the gateway was acked
+        assert m["received"] == m["polled"], f"{name}: readings never arrived\n{detail}"
         assert m["lost"] == "0", detail
     assert {m["driver"] for m in devices.values()} == {"modbus-tcp", "modbus-rtu",
                                                        "serial-line"}
 
     totals = [m for m in map(TOTAL_LINE.match, lines) if m]
     assert len(totals) == 1 and lines[-1] == totals[0].group(0), detail
-    polled, delivered, lost = (int(g) for g in totals[0].groups())
-    assert polled == delivered > 0 and lost == 0, detail
+    polled, delivered, received, lost = (int(g) for g in totals[0].groups())
+    assert polled == delivered == received > 0 and lost == 0, detail
     assert polled == sum(int(m["polled"]) for m in devices.values())
 
     # The outage happened, and the gateway noticed it and came back.
@@ -80,6 +83,7 @@ def test_demo_with_influx_stores_every_delivered_reading() -> None:
         stored = [m for m in map(INFLUX_LINE.match, lines) if m]
         assert len(totals) == 1 and len(stored) == 1, detail
         delivered = int(totals[0].group(2))
+        assert int(totals[0].group(3)) == delivered, detail
         database, written, dead = stored[0].groups()
         assert delivered > 0 and int(written) == delivered and dead == "0", detail
         # one point per delivered scan, counted back from InfluxDB, device by device

@@ -200,3 +200,18 @@ def test_python_stack_runs_with_memory_deny_write_execute() -> None:
         pytest.skip("kernel has no PR_SET_MDWE (needs Linux 6.3+)")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "enforced"
+
+
+@pytest.mark.parametrize("name", UNITS)
+def test_documentation_points_where_the_install_puts_the_docs(name: str) -> None:
+    """Each `Documentation=file:///usr/share/doc/sensegate/X.md` is a doc of this tree, and
+    docs/install.md installs the docs there."""
+    prefix = "file:///usr/share/doc/sensegate/"
+    links = [line.partition("=")[2] for line in (ROOT / "systemd" / name).read_text().splitlines()
+             if line.startswith("Documentation=")]
+    assert links
+    for link in links:
+        assert link.startswith(prefix), link
+        assert (ROOT / "docs" / link.removeprefix(prefix)).is_file(), link
+    install = (ROOT / "docs" / "install.md").read_text()
+    assert "install -m 0644 docs/*.md /usr/share/doc/sensegate/" in install

@@ -48,8 +48,10 @@ gateway 'site-1': 4 devices, 7 points, 5 Modbus requests per scan
 mqtt: broker.example.org:1883, qos 1, format json, topics sensegate/site-1/...
 devices:
   rws-1   modbus-tcp (10.0.0.21:502, unit 1), every 1s, 3 points, 2 requests per scan
-  loop-7  modbus-rtu (bus rs485-a, unit 7), every 2s, 1 point, 1 request per scan
-  slow-1  modbus-rtu (bus rs485-b, unit 1), every 100ms, 2 points, 2 requests per scan
+  loop-7  modbus-rtu (bus rs485-a, unit 7), every 2s, 1 point, 1 request per scan, \
+35.0 ms bus time
+  slow-1  modbus-rtu (bus rs485-b, unit 1), every 100ms, 2 points, 2 requests per scan, \
+486.7 ms bus time
   pm-1    serial-line (/dev/ttyUSB3), every 1s, 1 point
 buses:
   rs485-a: /dev/ttyUSB0 9600 8N1, 1 device, 1 request per scan, 35.0 ms bus time per scan, \
@@ -98,3 +100,18 @@ def test_cli_check_invalid(
         "gateway.yaml:4:40: devices[0].bus: bus 'nope' is not defined; add it under buses",
         "2 error(s); config not valid",
     ]
+
+
+def test_commissioning_doc_shows_what_check_prints(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/commissioning.md quotes `check` on config/site-substation.yaml line for line."""
+    root = Path(__file__).resolve().parents[2]
+    doc = (root / "docs" / "commissioning.md").read_text(encoding="utf-8")
+    section = doc.partition("## 2. Read the bus-time estimate")[2]
+    block = section.partition("```text\n")[2].partition("```")[0].splitlines()
+    assert any("bus time" in line for line in block)
+    monkeypatch.setenv("MQTT_USER", "u")
+    monkeypatch.setenv("MQTT_PASSWORD", "p")
+    out = io.StringIO()
+    check.run(str(root / "config" / "site-substation.yaml"), out)
+    printed = out.getvalue().splitlines()
+    assert [line for line in block if line not in printed] == []

@@ -3,7 +3,8 @@
 - docs/config-reference.md is exactly what docs/gen_config_reference.py generates from
   gateway.config.schema.
 - The Grafana dashboard parses, has `gateway` and `device` variables, and every query names
-  only measurements, fields and tags that the shipped example sites and profiles produce.
+  only measurements, fields and tags that the shipped example sites and profiles produce;
+  the measurements `sensegate demo` writes are read too.
 - Every doc page README.md links to exists, and every relative link inside docs/ resolves.
 """
 
@@ -27,12 +28,21 @@ def _yaml(path: Path) -> dict:
     return YAML(typ="safe").load(path.read_text())
 
 
+def demo_site() -> dict:
+    """The config `sensegate demo` runs (ports and paths do not matter here)."""
+    from gateway.sim.demo import gateway_yaml
+
+    ports = dict.fromkeys(("rws-1", "traffic-1", "meter-1"), 502)
+    return YAML(typ="safe").load(gateway_yaml("/tmp/state", 1883, ports, "/dev/a", "/dev/b"))
+
+
 def shipped_series() -> tuple[dict[str, set[str]], set[str]]:
-    """Measurement -> field names, and every tag key, of the example sites under config/."""
+    """Measurement -> field names, and every tag key, of the example sites under config/ and
+    of the demo."""
     fields: dict[str, set[str]] = {}
     tags = {"gateway", "device"}
-    for site in sorted((ROOT / "config").glob("site-*.yaml")):
-        doc = _yaml(site)
+    sites = [_yaml(site) for site in sorted((ROOT / "config").glob("site-*.yaml"))]
+    for doc in [*sites, demo_site()]:
         tags |= set(doc["gateway"].get("tags") or {})
         for device in doc["devices"]:
             tags |= set(device.get("tags") or {})
@@ -74,14 +84,31 @@ def test_dashboard_is_a_grafana_dashboard_on_influxql() -> None:
             assert '"device" =~ /^$device$/' in target["query"]
 
 
+def read_measurements(query: str, fields: dict[str, set[str]]) -> list[str]:
+    """The shipped measurements a query reads: ``FROM "name"`` or ``FROM /regex/``."""
+    m = re.search(r'FROM (?:"([^"]+)"|/([^/]+)/)', query)
+    assert m is not None, query
+    if m.group(1):
+        return [m.group(1)] if m.group(1) in fields else []
+    return [name for name in fields if re.search(m.group(2), name)]
+
+
+def test_dashboard_reads_what_the_demo_writes() -> None:
+    fields, _tags = shipped_series()
+    read = {name for query in dashboard_queries() for name in read_measurements(query, fields)}
+    demo = {d.get("measurement") or d["name"] for d in demo_site()["devices"]}
+    assert demo - read == {"traffic"}  # no panel for the demo's traffic counter
+
+
 @pytest.mark.parametrize("query", dashboard_queries())
 def test_dashboard_query_names_real_measurements_fields_and_tags(query: str) -> None:
     fields, tags = shipped_series()
-    measurement = re.search(r'FROM "([^"]+)"', query).group(1)  # type: ignore[union-attr]
-    assert measurement in fields, f"no example device writes measurement {measurement!r}"
+    measurements = read_measurements(query, fields)
+    assert measurements, f"no example device writes what {query!r} reads"
     select = query.split(" FROM ", 1)[0]
     for field in re.findall(r'\("([^"]+)"\)', select):
-        assert field in fields[measurement], f"{measurement!r} has no field {field!r}"
+        for measurement in measurements:
+            assert field in fields[measurement], f"{measurement!r} has no field {field!r}"
     where_and_group = query.split(" FROM ", 1)[1]
     for tag in re.findall(r'"([^"]+)"\s*(?:=~|=|!=|!~)', where_and_group):
         assert tag in tags, f"{tag!r} is not a tag"
