@@ -413,7 +413,7 @@ class Bridge:
             os.replace(tmp, path)
 
     async def _mqtt_session(self) -> None:
-        backoff = Backoff(1.0, self.reconnect_max)
+        backoff = Backoff(min(1.0, self.reconnect_max), self.reconnect_max)
         while not self._stopping:
             assert self.config is not None
             mqtt = self.config.mqtt
