@@ -14,8 +14,9 @@ client controls is bounded:
 Connections are plain `asyncio.Protocol` objects, not streams: a connection costs the loop a
 callback per event and no task until its head is complete. What a route costs is the route's
 business (the metrics route renders in a worker thread and reuses its text, see
-gateway/runtime/metrics.py). The file descriptors the server can hold are therefore
-``MAX_CONNECTIONS`` plus its listening sockets; the systemd units set ``LimitNOFILE``.
+gateway/runtime/metrics.py). The file descriptors the server holds are therefore at most
+``MAX_CONNECTIONS`` open ones, as many again accepted and being reset in one loop pass (the
+listen backlog), and its listening sockets; the systemd units set ``LimitNOFILE``.
 """
 
 from __future__ import annotations
@@ -179,8 +180,10 @@ class HttpServer:
 
     async def start(self, host: str, port: int) -> HttpServer:
         """Bind and serve (port 0: any free port); raises ``OSError`` if it cannot bind."""
+        # The listen backlog is also how many connections asyncio accepts in one go: with
+        # it at max_connections, refused connections hold at most that many more fds.
         self._server = await asyncio.get_running_loop().create_server(
-            lambda: _Connection(self), host, port)
+            lambda: _Connection(self), host, port, backlog=self.max_connections)
         return self
 
     @property
