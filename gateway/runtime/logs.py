@@ -7,6 +7,7 @@ as a last line of defence behind `model.Secret`.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import sys
 import time
@@ -57,7 +58,7 @@ class RepeatLimiter(logging.Filter):
     The key is the logger and the *template* (``record.msg`` before ``%`` formatting), so
     "device %s timed out" for 100 devices is one key: 100 devices failing together say so
     ten times and then once a minute. A summary is written when the next line of any kind
-    passes after its window ended, or at `flush` (the daemon's stop); journald then keeps
+    passes after its window ended, or at `flush` (at exit); journald then keeps
     the size of the log bounded by the number of distinct templates, not by the fault rate.
     """
 
@@ -127,7 +128,7 @@ _limiter: RepeatLimiter | None = None
 
 
 def flush_repeats() -> None:
-    """Summarise the lines held back so far (the daemons call this when they stop)."""
+    """Summarise the lines held back so far (registered to run at exit by `setup`)."""
     if _limiter is not None:
         _limiter.flush()
 
@@ -136,6 +137,8 @@ def setup(level: str = "info") -> None:
     global _limiter
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(ScrubbingFormatter("%(levelname)s %(name)s: %(message)s"))
+    if _limiter is None:
+        atexit.register(flush_repeats)  # the held-back counts are said before the process ends
     _limiter = RepeatLimiter(handler.handle)
     handler.addFilter(_limiter)
     root = logging.getLogger()
