@@ -44,7 +44,7 @@ from tests.support.ports import free_port
 
 # What `sensegate run` imports, in its order: the stdlib and libraries, then its own parts.
 IMPORTS = (
-    "asyncio", "sqlite3", "yaml", "prometheus_client", "paho.mqtt.client", "aiomqtt",
+    "asyncio", "sqlite3", "yaml", "paho.mqtt.client", "aiomqtt",
     "pymodbus.client", "serial_asyncio_fast", "gateway.commands.cli", "gateway.config.load",
     "gateway.edge.outbox", "gateway.edge.publish", "drivers", "gateway.edge.scheduler",
     "gateway.runtime.metrics", "gateway.edge.daemon",

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gateway.runtime.http import HttpServer, Request, Response, head_end, parse_head
-from gateway.runtime.metrics import GatewayMetrics, MetricsText
+from gateway.runtime.metrics import RENDER_GAP_MIN, GatewayMetrics, MetricsText
 
 
 @pytest.mark.parametrize(
@@ -150,36 +150,41 @@ async def test_many_requests_at_once_each_answered_or_refused() -> None:
     assert server.open_connections == 0
 
 
-async def test_metrics_text_is_rendered_once_for_a_burst() -> None:
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_metrics_text_is_rendered_once_for_a_burst() -> None:
     metrics = GatewayMetrics()
     metrics.scans_total.labels("rws-1").inc(3)
-    text = MetricsText(metrics.registry)
-    bodies = await asyncio.gather(*(text.get("") for _ in range(50)))
+    clock = Clock()
+    text = MetricsText(metrics.registry, clock)
+    bodies = [text.get("") for _ in range(50)]
     assert text.renders == 1
     assert all(b'sensegate_scans_total{device="rws-1"} 3.0' in body for body, _ in bodies)
 
 
-async def test_metrics_text_is_rendered_again_when_old() -> None:
+def test_metrics_text_is_rendered_again_when_old() -> None:
     metrics = GatewayMetrics()
-    text = MetricsText(metrics.registry)
-    await text.get("")
+    clock = Clock()
+    text = MetricsText(metrics.registry, clock)
+    text.get("")
     metrics.scans_total.labels("rws-1").inc(7)
-    body = b""
-    for _ in range(100):  # a render older than its gap is redone
-        body, _ = await text.get("")
-        if b'device="rws-1"} 7.0' in body:
-            break
-        await asyncio.sleep(0.05)
-    assert b'sensegate_scans_total{device="rws-1"} 7.0' in body
-    assert text.renders >= 2
+    assert b'device="rws-1"' not in text.get("")[0]  # served again: younger than the gap
+    clock.now += 2 * RENDER_GAP_MIN
+    assert b'sensegate_scans_total{device="rws-1"} 7.0' in text.get("")[0]
+    assert text.renders == 2
 
 
-async def test_a_request_that_goes_away_does_not_cancel_the_render() -> None:
-    text = MetricsText(GatewayMetrics().registry)
-    first = asyncio.create_task(text.get(""))
-    await asyncio.sleep(0)
-    second = asyncio.create_task(text.get(""))
-    await asyncio.sleep(0)
-    first.cancel()
-    body, _ = await second
-    assert b"sensegate_scans_total" in body
+def test_metrics_text_keeps_each_format_apart() -> None:
+    text = MetricsText(GatewayMetrics().registry, Clock())
+    body, content_type = text.get("application/openmetrics-text; version=1.0.0")
+    assert content_type.startswith("application/openmetrics-text")
+    assert body.endswith(b"# EOF\n")
+    body, content_type = text.get("text/plain")
+    assert content_type.startswith("text/plain; version=0.0.4")
+    assert not body.endswith(b"# EOF\n")
