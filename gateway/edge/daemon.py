@@ -82,9 +82,9 @@ class Daemon:
             return await run_phases(self, "gateway")
 
     async def startup(self) -> None:
-        # The config first: loading it allocates several times the file's size in short-lived
+        # The config first: loading it allocates many times the file's size in short-lived
         # objects, and the modules imported next fill the memory they leave (loading after
-        # the imports adds ~7 MB to the peak RSS with 100 devices x 20 points; bench/rss.py).
+        # the imports adds 3 MiB to the peak RSS with 100 devices x 20 points; bench/rss.py).
         config = load_gateway_config(self.config_path)
         # Imported here so `check`, `schema` and friends never pay for these imports.
         from gateway.edge.outbox import Outbox
