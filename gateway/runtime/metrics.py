@@ -1,36 +1,225 @@
-"""Prometheus metrics of the gateway and the bridge, and the tiny HTTP server that serves them.
+"""Prometheus metrics of the gateway and the bridge, and how they are served.
 
 Each daemon builds its own `GatewayMetrics` or `BridgeMetrics`, which owns a dedicated
-``CollectorRegistry`` (never the process-global one), so tests and the demo can run several
-side by side. The object is always there, whether or not ``metrics.listen`` serves it: every
-part updates it the same one way (``metrics.<name>.inc()``), with no "are metrics on?" test.
-`serve_metrics` answers ``GET /metrics`` (Prometheus text, or OpenMetrics when
-the scraper asks for it) and ``GET /healthz`` (200 ``ok`` / 503 ``unhealthy``) from the
-daemon's own asyncio loop: no thread, no extra dependency. Connections are one request each
-(HTTP/1.0 semantics, ``Connection: close``), with a time and size limit on the request head.
+`Registry`, so tests and the demo can run several side by side. The object is always there,
+whether or not ``metrics.listen`` serves it: every part updates it the same one way
+(``metrics.<name>.inc()``), with no "are metrics on?" test.
+
+The counters and gauges are this module's own, not prometheus_client's: the daemons need
+two metric types, labels and the two text formats, and prometheus_client brings an HTTP
+server, WSGI, urllib and multiprocess support into every gateway process (about 1 MB of
+RSS and 20 ms of start-up for code never run; see docs/benchmarks.md). The output is the
+Prometheus text format 0.0.4, or OpenMetrics 1.0.0 when the scraper asks for it; the unit
+tests parse both with prometheus_client's own parsers.
+
+`serve_metrics` answers ``GET /metrics`` and ``GET /healthz`` (200 ``ok`` / 503
+``unhealthy``) from the daemon's own asyncio loop through gateway/runtime/http.py, which
+bounds connections, request time and size; the text is rendered at a bounded rate
+(`MetricsText`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.exposition import choose_encoder
+from gateway.runtime.http import HttpServer, Request, Response
 
 log = logging.getLogger("sensegate.metrics")
 
-REQUEST_TIMEOUT = 10.0  # seconds to send the request head
-MAX_HEAD_BYTES = 16 * 1024
+TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_FORMAT = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+
+# -- the metric types ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    name: str  # as exposed: a counter's ends in _total
+    labels: dict[str, str]
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    name: str  # without a counter's _total
+    type: str  # "counter" or "gauge"
+    documentation: str
+    samples: list[Sample] = field(default_factory=list)
+
+
+class _Child:
+    """One labelled series: a number that is only ever replaced (atomic under the GIL)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        if amount < 0:
+            raise ValueError("a counter only goes up")
+        self.value += amount
+
+    def set(self, value: float) -> None:
+        self.value = float(value)
+
+
+class _Metric:
+    type = ""
+    suffix = ""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str] = (),
+        *,
+        namespace: str = "",
+        registry: Registry,
+    ) -> None:
+        self.name = f"{namespace}_{name}" if namespace else name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self._children: dict[tuple[str, ...], _Child] = {}
+        self._lock = threading.Lock()  # the set of series; values are plain floats
+        if not self.labelnames:
+            self._children[()] = _Child()
+        registry.register(self)
+
+    def labels(self, *values: str, **by_name: str) -> _Child:
+        if by_name:
+            if values:
+                raise ValueError("labels by position or by name, not both")
+            values = tuple(by_name[n] for n in self.labelnames)
+        if len(values) != len(self.labelnames) or not values:
+            raise ValueError(f"{self.name} takes labels {self.labelnames}")
+        key = tuple(str(v) for v in values)
+        child = self._children.get(key)
+        if child is None:
+            with self._lock:
+                child = self._children.setdefault(key, _Child())
+        return child
+
+    def remove(self, *values: str) -> None:
+        """Drop one series; KeyError when there is no such series."""
+        with self._lock:
+            del self._children[tuple(str(v) for v in values)]
+
+    def _only(self) -> _Child:
+        if self.labelnames:
+            raise ValueError(f"{self.name} has labels {self.labelnames}: use .labels()")
+        return self._children[()]
+
+    def collect(self) -> Family:
+        with self._lock:
+            series = list(self._children.items())
+        return Family(self.name, self.type, self.documentation, [
+            Sample(self.name + self.suffix, dict(zip(self.labelnames, key, strict=True)),
+                   child.value)
+            for key, child in series
+        ])
+
+
+class Counter(_Metric):
+    type = "counter"
+    suffix = "_total"
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = (),
+                 *, namespace: str = "", registry: Registry) -> None:
+        super().__init__(name.removesuffix("_total"), documentation, labelnames,
+                         namespace=namespace, registry=registry)
+
+    def inc(self, amount: float = 1.0) -> None:
+        self._only().inc(amount)
+
+
+class Gauge(_Metric):
+    type = "gauge"
+
+    def set(self, value: float) -> None:
+        self._only().set(value)
+
+
+class Registry:
+    """The metrics of one daemon, and their text."""
+
+    def __init__(self) -> None:
+        self._metrics: list[_Metric] = []
+
+    def register(self, metric: _Metric) -> None:
+        if any(m.name == metric.name for m in self._metrics):
+            raise ValueError(f"duplicate metric {metric.name}")
+        self._metrics.append(metric)
+
+    def collect(self) -> list[Family]:
+        return [m.collect() for m in self._metrics]
+
+    def get_sample_value(self, name: str, labels: dict[str, str] | None = None) -> float | None:
+        """The value of one exposed sample (``sensegate_scans_total``), None if absent."""
+        for family in self.collect():
+            for sample in family.samples:
+                if sample.name == name and sample.labels == (labels or {}):
+                    return sample.value
+        return None
+
+
+def _number(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
+
+
+def _label_value(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _sample_lines(samples: Iterable[Sample]) -> Iterable[str]:
+    for s in samples:
+        if s.labels:
+            labels = ",".join(f'{k}="{_label_value(v)}"' for k, v in s.labels.items())
+            yield f"{s.name}{{{labels}}} {_number(s.value)}\n"
+        else:
+            yield f"{s.name} {_number(s.value)}\n"
+
+
+def render(registry: Registry, *, openmetrics: bool = False) -> bytes:
+    """The registry as Prometheus text 0.0.4, or as OpenMetrics 1.0.0."""
+    out: list[str] = []
+    for family in registry.collect():
+        # Prometheus text names a counter's family as its samples; OpenMetrics without _total.
+        counter_text = family.type == "counter" and not openmetrics
+        name = family.name + "_total" if counter_text else family.name
+        out.append(f"# HELP {name} {_help(family.documentation)}\n")
+        out.append(f"# TYPE {name} {family.type}\n")
+        out.extend(_sample_lines(family.samples))
+    if openmetrics:
+        out.append("# EOF\n")
+    return "".join(out).encode("utf-8")
+
+
+def wants_openmetrics(accept: str) -> bool:
+    return any(part.split(";", 1)[0].strip() == "application/openmetrics-text"
+               for part in accept.split(","))
 
 
 class GatewayMetrics:
     """Metrics of ``sensegate run``: scans, device errors, outbox depth, publishing."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry()
+    def __init__(self, registry: Registry | None = None) -> None:
+        self.registry = registry if registry is not None else Registry()
         ns, reg = "sensegate", self.registry
         self.scans_total = Counter(
             "scans", "Device scans completed", ["device"], namespace=ns, registry=reg)
@@ -99,17 +288,17 @@ class GatewayMetrics:
             with contextlib.suppress(KeyError):
                 metric.remove(device)
         # device_errors_total has a second label: drop every kind of that device
-        for labels in [s.labels for m in self.device_errors_total.collect() for s in m.samples
-                       if s.name.endswith("_total") and s.labels.get("device") == device]:
-            with contextlib.suppress(KeyError):
-                self.device_errors_total.remove(device, labels["kind"])
+        for sample in self.device_errors_total.collect().samples:
+            if sample.labels["device"] == device:
+                with contextlib.suppress(KeyError):
+                    self.device_errors_total.remove(device, sample.labels["kind"])
 
 
 class BridgeMetrics:
     """Metrics of ``sensegate bridge``: messages in, points written, dead letters."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry()
+    def __init__(self, registry: Registry | None = None) -> None:
+        self.registry = registry if registry is not None else Registry()
         ns, reg = "sensegate_bridge", self.registry
         self.messages_total = Counter(
             "messages", "MQTT messages received", namespace=ns, registry=reg)
@@ -151,115 +340,74 @@ class BridgeMetrics:
         self.influx_up.set(1)
 
 
-# --- HTTP -----------------------------------------------------------------------------
+# --- serving ---------------------------------------------------------------------------
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            500: "Internal Server Error", 503: "Service Unavailable"}
-
-
-def _response(status: int, body: bytes, content_type: str, *, head: bool = False) -> bytes:
-    lines = [
-        f"HTTP/1.0 {status} {_REASONS[status]}",
-        f"Content-Type: {content_type}",
-        f"Content-Length: {len(body)}",
-        "Connection: close",
-        "",
-        "",
-    ]
-    return "\r\n".join(lines).encode("ascii") + (b"" if head else body)
+RENDER_GAP_MIN = 0.1  # seconds: a text rendered less than this long ago is served again ...
+RENDER_SHARE = 0.1  # ... and so is one younger than its render time / this share
 
 
-async def _read_head(reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str]] | None:
-    """Request line and headers; None on a malformed, oversized or too slow request."""
-    size = 0
-    lines: list[str] = []
-    while True:
-        line = await reader.readline()
-        size += len(line)
-        if size > MAX_HEAD_BYTES or not line.endswith(b"\n"):
-            return None
-        text = line.decode("latin-1").rstrip("\r\n")
-        if not text:
-            break
-        lines.append(text)
-    if not lines:
-        return None
-    parts = lines[0].split()
-    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-        return None
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return parts[0], parts[1], headers
+class MetricsText:
+    """The registry rendered for ``/metrics`` at a bounded cost.
+
+    A text younger than ``max(RENDER_GAP_MIN, render time / RENDER_SHARE)`` is served
+    again: whatever the scrape rate, rendering takes at most about a tenth of the loop's
+    time (1,000 devices render in a few milliseconds), and a scraper sees values at most
+    that old.
+    """
+
+    def __init__(self, registry: Registry, clock: Callable[[], float] = time.monotonic) -> None:
+        self.registry = registry
+        self.clock = clock
+        self.renders = 0
+        self._texts: dict[bool, tuple[float, bytes]] = {}  # openmetrics? -> (at, body)
+        self._cost = 0.0  # seconds the last render took
+
+    def get(self, accept: str) -> tuple[bytes, str]:
+        openmetrics = wants_openmetrics(accept)
+        content_type = OPENMETRICS_FORMAT if openmetrics else TEXT_FORMAT
+        now = self.clock()
+        cached = self._texts.get(openmetrics)
+        if cached is not None and now - cached[0] < max(RENDER_GAP_MIN,
+                                                        self._cost / RENDER_SHARE):
+            return cached[1], content_type
+        body = render(self.registry, openmetrics=openmetrics)
+        self._cost = self.clock() - now
+        self.renders += 1
+        self._texts[openmetrics] = (now, body)
+        return body, content_type
 
 
-def _handler(
-    registry: CollectorRegistry, healthy: Callable[[], bool]
-) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            try:
-                head = await asyncio.wait_for(_read_head(reader), REQUEST_TIMEOUT)
-            except (TimeoutError, ConnectionError, asyncio.LimitOverrunError, ValueError):
-                head = None
-            writer.write(_respond(head, registry, healthy))
-            await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
-
-    return handle
-
-
-def _respond(
-    head: tuple[str, str, dict[str, str]] | None,
-    registry: CollectorRegistry,
+async def serve_metrics(
+    registry: Registry,
+    host: str,
+    port: int,
     healthy: Callable[[], bool],
-) -> bytes:
-    text = "text/plain; charset=utf-8"
-    if head is None:
-        return _response(400, b"bad request\n", text)
-    method, target, headers = head
-    if method not in ("GET", "HEAD"):
-        return _response(405, b"method not allowed\n", text)
-    is_head = method == "HEAD"
-    path = target.split("?", 1)[0]
-    if path == "/metrics":
+) -> HttpServer:
+    """Serve ``/metrics`` and ``/healthz`` on ``host:port`` (port 0: any free port).
+
+    ``/metrics`` is Prometheus text, or OpenMetrics when the scraper asks for it;
+    ``/healthz`` is 200 ``ok`` or 503 ``unhealthy`` as ``healthy()`` says (a check that
+    raises is unhealthy). Returns the started server; the caller closes it (``close()`` then
+    ``await wait_closed()``). Raises ``OSError`` if the address cannot be bound.
+    """
+    text = MetricsText(registry)
+
+    async def metrics(request: Request) -> Response:
         try:
-            encoder, content_type = choose_encoder(headers.get("accept", ""))
-            return _response(200, encoder(registry), content_type, head=is_head)
+            body, content_type = text.get(request.headers.get("accept", ""))
         except Exception:
             log.exception("cannot render metrics")
-            return _response(500, b"cannot render metrics\n", text, head=is_head)
-    if path == "/healthz":
+            return Response(500, b"cannot render metrics\n")
+        return Response(200, body, content_type)
+
+    async def health(request: Request) -> Response:
         try:
             ok = bool(healthy())
         except Exception:
             log.exception("health check failed")
             ok = False
-        if ok:
-            return _response(200, b"ok\n", text, head=is_head)
-        return _response(503, b"unhealthy\n", text, head=is_head)
-    return _response(404, b"not found\n", text, head=is_head)
+        return Response(200, b"ok\n") if ok else Response(503, b"unhealthy\n")
 
-
-async def serve_metrics(
-    registry: CollectorRegistry,
-    host: str,
-    port: int,
-    healthy: Callable[[], bool],
-) -> asyncio.Server:
-    """Serve ``/metrics`` and ``/healthz`` on ``host:port`` (port 0: any free port).
-
-    Returns the started ``asyncio.Server``; the caller closes it (``server.close()`` then
-    ``await server.wait_closed()``). Raises ``OSError`` if the address cannot be bound.
-    """
-    server = await asyncio.start_server(_handler(registry, healthy), host, port,
-                                        limit=MAX_HEAD_BYTES)
-    log.info("metrics listening on %s", ", ".join(
-        f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in server.sockets))
+    server = await HttpServer({"/metrics": metrics, "/healthz": health}).start(host, port)
+    log.info("metrics listening on %s", ", ".join(server.addresses()))
     return server

@@ -132,6 +132,13 @@ def test_unit_carries_the_spec_settings(name: str) -> None:
     assert "@system-service" in settings["SystemCallFilter"]
 
 
+@pytest.mark.parametrize(("name", "limit"), [("sensegate.service", 16384),
+                                             ("sensegate-bridge.service", 4096)])
+def test_unit_sets_a_file_descriptor_limit(name: str, limit: int) -> None:
+    # Far above what the daemon holds (HTTP is capped at 32 connections), never the default.
+    assert unit_settings(name).get("LimitNOFILE") == [str(limit)]
+
+
 def test_gateway_unit_reaches_serial_ports_only() -> None:
     settings = unit_settings("sensegate.service")
     assert settings["ExecStart"] == [f"{BIN} run -c /etc/sensegate/gateway.yaml"]

@@ -7,16 +7,27 @@ import urllib.request
 from collections.abc import AsyncIterator
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as parse_openmetrics,
+)
+from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from gateway.runtime.metrics import BridgeMetrics, GatewayMetrics, serve_metrics
+from gateway.runtime.metrics import (
+    BridgeMetrics,
+    Counter,
+    GatewayMetrics,
+    Gauge,
+    Registry,
+    render,
+    serve_metrics,
+)
 
 
-def text_of(registry: CollectorRegistry) -> str:
-    return generate_latest(registry).decode()
+def text_of(registry: Registry) -> str:
+    return render(registry).decode()
 
 
-def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+def sample(registry: Registry, name: str, **labels: str) -> float | None:
     return registry.get_sample_value(name, labels or None)
 
 
@@ -86,6 +97,62 @@ def test_bridge_metrics() -> None:
     for name in ("messages", "write_errors", "write_batches", "mqtt_connected", "influx_up",
                  "pending_points", "reading_paused"):
         assert f"sensegate_bridge_{name}" in text
+
+
+# --- the text formats, read by prometheus_client's own parsers --------------------------
+
+
+def odd_registry() -> Registry:
+    registry = Registry()
+    Counter("events", "Things that\nhappened \\ here", ["where"], namespace="t",
+            registry=registry).labels('a "quoted"\\path\nline').inc(2.5)
+    Gauge("level", "A level", namespace="t", registry=registry).set(float("inf"))
+    Counter("never", "No series yet", ["x"], namespace="t", registry=registry)
+    return registry
+
+
+def test_prometheus_text_parses_back() -> None:
+    families = {f.name: f for f in parse_text(render(odd_registry()).decode())}
+    assert families["t_events"].type == "counter"
+    assert families["t_events"].documentation == "Things that\nhappened \\ here"
+    [events] = families["t_events"].samples
+    assert (events.name, events.labels, events.value) == (
+        "t_events_total", {"where": 'a "quoted"\\path\nline'}, 2.5)
+    assert families["t_level"].samples[0].value == float("inf")
+    assert families["t_never"].samples == []
+
+
+def test_openmetrics_text_parses_back() -> None:
+    text = render(odd_registry(), openmetrics=True).decode()
+    assert text.endswith("# EOF\n")
+    families = {f.name: f for f in parse_openmetrics(text)}
+    assert families["t_events"].samples[0].value == 2.5
+    assert families["t_events"].samples[0].labels == {"where": 'a "quoted"\\path\nline'}
+    assert families["t_level"].type == "gauge"
+
+
+def test_every_daemon_metric_parses_in_both_formats() -> None:
+    for metrics in (GatewayMetrics(), BridgeMetrics()):
+        names = {f.name for f in metrics.registry.collect()}
+        assert {f.name for f in parse_text(render(metrics.registry).decode())} == names
+        text = render(metrics.registry, openmetrics=True).decode()
+        assert {f.name for f in parse_openmetrics(text)} == names
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        pytest.param(lambda m: m.scans_total.inc(), "has labels", id="labelled without labels"),
+        pytest.param(lambda m: m.scans_total.labels("a", "b"), "takes labels", id="too many"),
+        pytest.param(lambda m: m.outbox_dropped_total.inc(-1), "only goes up", id="down"),
+        pytest.param(lambda m: Counter("scans", "again", ["device"], namespace="sensegate",
+                                       registry=m.registry), "duplicate", id="duplicate"),
+    ],
+)
+def test_misuse_is_refused(call: object, message: str) -> None:
+    assert callable(call)
+    with pytest.raises(ValueError, match=message):
+        call(GatewayMetrics())
 
 
 # --- server -----------------------------------------------------------------------------
@@ -197,11 +264,11 @@ async def test_with_urllib(server: tuple[int, GatewayMetrics, Health]) -> None:
 
 
 async def test_bind_failure_raises() -> None:
-    first = await serve_metrics(CollectorRegistry(), "127.0.0.1", 0, lambda: True)
+    first = await serve_metrics(Registry(), "127.0.0.1", 0, lambda: True)
     port = first.sockets[0].getsockname()[1]
     try:
         with pytest.raises(OSError):
-            await serve_metrics(CollectorRegistry(), "127.0.0.1", port, lambda: True)
+            await serve_metrics(Registry(), "127.0.0.1", port, lambda: True)
     finally:
         first.close()
         await first.wait_closed()
