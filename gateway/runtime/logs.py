@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TextIO
 
 _secrets: set[str] = set()
 
@@ -125,17 +126,19 @@ class RepeatLimiter(logging.Filter):
 
 
 _limiter: RepeatLimiter | None = None
+_stream: TextIO | None = None
 
 
 def flush_repeats() -> None:
     """Summarise the lines held back so far (registered to run at exit by `setup`)."""
-    if _limiter is not None:
+    if _limiter is not None and _stream is not None and not _stream.closed:
         _limiter.flush()
 
 
 def setup(level: str = "info") -> None:
-    global _limiter
-    handler = logging.StreamHandler(sys.stderr)
+    global _limiter, _stream
+    _stream = sys.stderr
+    handler = logging.StreamHandler(_stream)
     handler.setFormatter(ScrubbingFormatter("%(levelname)s %(name)s: %(message)s"))
     if _limiter is None:
         atexit.register(flush_repeats)  # the held-back counts are said before the process ends
