@@ -82,7 +82,7 @@ class ProfileLoader:
         """The profile ``name``, or None after an issue at ``at`` (the ``profile:`` value)."""
         file = self.find(name)
         if file is None:
-            hint = schema._did_you_mean(name, available(self.dirs))
+            hint = schema.did_you_mean(name, available(self.dirs))
             searched = ", ".join(self.dirs)
             issues.append(at.issue(path, f"profile {describe(at)} not found in {searched}"
                                          f"{hint}"))
