@@ -5,9 +5,9 @@ The loader composes the document into nodes (no object construction), so it can 
 with the YAML 1.2 core schema (``on``/``no``/``N`` stay strings, unlike YAML 1.1).
 
 Composing uses libyaml through PyYAML's C loader when it is installed (about ten times
-faster than pure Python, which matters for sites with a thousand devices); otherwise, and
-whenever the fast parser reports a syntax error, ruamel.yaml's pure-Python parser is used so
-that syntax errors always read the same.
+faster than pure Python, which matters for sites with a thousand devices); whenever it
+reports a syntax error, PyYAML's pure-Python parser re-reads the text so that syntax errors
+always read the same, in a technician's words (`gateway.config.syntax`).
 
 ``${NAME}`` in a scalar value is replaced from the environment; ``$${`` is a literal ``${``.
 A substituted value is registered as a secret and never quoted in a message: `describe`
@@ -21,6 +21,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import yaml
+
+from gateway.config.syntax import explain
 from gateway.core.errors import ConfigIssue
 from gateway.runtime.logs import register_secret
 
@@ -198,37 +201,24 @@ def substitute(
 # --- composing ----------------------------------------------------------------------------
 
 try:  # libyaml through PyYAML, when present: much faster than the pure-python parser
-    import yaml as _pyyaml
-
-    _FAST_LOADER: Any = _pyyaml.CSafeLoader
-except (ImportError, AttributeError):  # pragma: no cover - depends on the environment
-    _pyyaml = None
-    _FAST_LOADER = None
-
-
-def _compose_ruamel(text: str) -> Any:
-    from ruamel.yaml import YAML
-
-    return YAML(typ="safe", pure=True).compose(text)
+    _FAST_LOADER: Any = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover - PyYAML built without libyaml
+    _FAST_LOADER = yaml.SafeLoader
 
 
 def _compose(text: str, file: str, issues: list[ConfigIssue]) -> Any:
-    """Compose with the fast parser, falling back to ruamel for its error messages."""
-    if _FAST_LOADER is not None:
-        try:
-            return _pyyaml.compose(text, Loader=_FAST_LOADER)
-        except _pyyaml.YAMLError:
-            pass  # re-parse below so that the message is ruamel's, whatever is installed
-    from ruamel.yaml.error import MarkedYAMLError, YAMLError
-
+    """Compose with libyaml; on a syntax error, re-parse with PyYAML's pure-Python parser so
+    that the message (worded by `syntax.explain`) is the same whether libyaml is there."""
     try:
-        return _compose_ruamel(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
-        problem = (exc.problem or exc.context or "cannot parse").rstrip(".")
-        issues.append(ConfigIssue(file, line, col, "", f"yaml syntax error: {problem}"))
-    except YAMLError as exc:
+        return yaml.compose(text, Loader=_FAST_LOADER)
+    except yaml.YAMLError:
+        pass
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        line, col, message = explain(exc, text)
+        issues.append(ConfigIssue(file, line, col, "", message))
+    except yaml.YAMLError as exc:
         issues.append(ConfigIssue(file, 1, 1, "", f"yaml error: {exc}"))
     return None
 

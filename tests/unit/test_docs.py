@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from ruamel.yaml import YAML
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -24,7 +24,7 @@ DASHBOARD = DOCS / "grafana" / "sensegate-dashboard.json"
 
 
 def _yaml(path: Path) -> dict:
-    return YAML(typ="safe").load(path.read_text())
+    return yaml.safe_load(path.read_text())
 
 
 def shipped_series() -> tuple[dict[str, set[str]], set[str]]:

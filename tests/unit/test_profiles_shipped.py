@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 import pytest
-from ruamel.yaml import YAML
+import yaml
 
 from gateway.commands import check
 from gateway.config.load import check_profile, load_gateway_config
@@ -24,7 +24,7 @@ ENV = {"MQTT_USER": "gateway-user", "MQTT_PASSWORD": "not-a-real-password"}
 
 
 def _yaml(path: Path) -> dict:
-    return YAML(typ="safe").load(path.read_text())
+    return yaml.safe_load(path.read_text())
 
 
 def test_at_least_five_profiles_and_two_sites_ship() -> None:
