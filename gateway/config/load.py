@@ -20,11 +20,13 @@ import typing
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar, get_origin
+from urllib.parse import urlsplit
 
 from gateway.config import schema
 from gateway.config.profiles import Profile, ProfileLoader
 from gateway.config.schema import Section
 from gateway.config.source import Node, describe
+from gateway.core import secrets
 from gateway.core.declare import Field, declared, strip_none
 from gateway.core.errors import ConfigError, ConfigIssue
 from gateway.core.model import (
@@ -121,8 +123,10 @@ def _dedupe(issues: list[ConfigIssue]) -> list[ConfigIssue]:
 
 
 def _raise_if(issues: list[ConfigIssue]) -> None:
+    """Raise every issue, each message scrubbed of any registered secret (all forms)."""
     if issues:
-        raise ConfigError(_dedupe(issues))
+        raise ConfigError([dataclasses.replace(i, message=secrets.scrub(i.message))
+                           for i in _dedupe(issues)])
 
 
 def _read(
@@ -598,4 +602,13 @@ def _build_bridge(path: str, data: Section, issues: list[ConfigIssue]) -> Bridge
     if issues or not isinstance(m, Section) or not isinstance(i, Section):
         return None
     mqtt = build(BridgeMqttConfig, m, port=_mqtt_port(m))
-    return build(BridgeConfig, data, mqtt=mqtt, source=path)
+    config = build(BridgeConfig, data, mqtt=mqtt, source=path)
+    influx = config.influxdb
+    # InfluxDB v1 sends user:password as HTTP Basic; a URL may carry credentials too.
+    secrets.register_basic(influx.username, influx.password.reveal() if influx.password
+                           else None)
+    url = urlsplit(influx.url)
+    secrets.register(url.password)
+    if url.password is not None:
+        secrets.register_basic(url.username, url.password)
+    return config

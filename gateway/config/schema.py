@@ -18,7 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 from gateway.config.source import MAPPING, SCALAR, SEQUENCE, Node, describe
-from gateway.core import model
+from gateway.core import model, secrets
 from gateway.core.declare import NO_DEFAULT, Field, tree
 from gateway.core.errors import ConfigIssue
 from gateway.core.units import (
@@ -154,6 +154,8 @@ def _check_str(node: Node, path: str, f: Field, issues: list[ConfigIssue]) -> An
     if text is None:
         issues.append(_type_issue(node, path, f))
         return INVALID
+    if f.secret:
+        secrets.register(text)
     if f.pattern is not None and not re.fullmatch(f.pattern, text):
         hint = f"; {f.pattern_hint}" if f.pattern_hint else ""
         noun = f.noun or path.rsplit(".", 1)[-1]
@@ -367,9 +369,27 @@ def _check_list(node: Node, path: str, f: Field, issues: list[ConfigIssue]) -> A
     return [validate(child, item, f"{path}[{i}]", issues) for i, child in enumerate(node.value)]
 
 
+_ENV_FILE_LINE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def _not_a_mapping_file(node: Node) -> str:
+    """Why a whole file is not a config, without quoting it: the file may be anything a
+    wrong ``-c`` or a symlinked profile points at (an EnvironmentFile full of passwords)."""
+    text = node.text if node.kind == SCALAR and isinstance(node.text, str) else ""
+    if _ENV_FILE_LINE.match(text.lstrip()):
+        return ("this looks like an environment file (KEY=VALUE lines), not a YAML config; "
+                "its content is not shown")
+    held = "a list" if node.kind == SEQUENCE else "a single value"
+    return (f"the file holds {held} where 'key: value' lines were expected; its content is "
+            "not shown")
+
+
 def _check_object(node: Node, path: str, f: Field, issues: list[ConfigIssue]) -> Any:
     if node.kind != MAPPING:
-        issues.append(_type_issue(node, path, f))
+        if not path:
+            issues.append(node.issue(path, _not_a_mapping_file(node)))
+        else:
+            issues.append(_type_issue(node, path, f))
         return INVALID
     fields = f.fields or {}
     values: dict[str, Any] = {}

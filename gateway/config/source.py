@@ -10,8 +10,9 @@ reports a syntax error, PyYAML's pure-Python parser re-reads the text so that sy
 always read the same, in a technician's words (`gateway.config.syntax`).
 
 ``${NAME}`` in a scalar value is replaced from the environment; ``$${`` is a literal ``${``.
-A substituted value is registered as a secret and never quoted in a message: `describe`
-names the variable instead.
+A substituted value is never quoted in a message: `describe` names the variable instead. It
+is not masked in logs unless its key holds a secret (password, token): hosts, ports and
+names read as themselves (`gateway.config.schema` registers the secret keys' values).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import yaml
 
 from gateway.config.syntax import explain
 from gateway.core.errors import ConfigIssue
-from gateway.runtime.logs import register_secret
 
 SCALAR = 0
 MAPPING = 1
@@ -191,9 +191,7 @@ def substitute(
         if name not in env:
             problems.append(f"environment variable ${{{name}}} is not set")
             return whole
-        value = env[name]
-        register_secret(value)
-        return value
+        return env[name]
 
     return _VAR.sub(repl, text), tuple(dict.fromkeys(used))
 

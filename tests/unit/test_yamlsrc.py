@@ -8,7 +8,6 @@ import yaml
 
 from gateway.config.source import Node, describe, parse, resolve_plain, substitute
 from gateway.core.errors import ConfigIssue
-from gateway.runtime import logs
 
 
 def _parse(text: str, env: dict[str, str] | None = None) -> tuple[Node | None, list[str]]:
@@ -118,13 +117,13 @@ def test_substituted_plain_values_are_resolved_again() -> None:
     assert node.get("port").env == ("P",)  # type: ignore[union-attr]
 
 
-def test_substituted_values_are_secrets_and_never_described() -> None:
+def test_substituted_values_are_never_described() -> None:
+    """Named, not quoted; whether a log masks them depends on the key (test_secrets.py)."""
     node, issues = _parse("password: ${PW}\n", {"PW": "hunter2-very-secret"})
     assert not issues and node is not None
     value = node.get("password")
     assert value is not None
     assert describe(value) == "the value of ${PW}"
-    assert logs.scrub("x hunter2-very-secret y") == "x *** y"
 
 
 def test_missing_variable_marks_the_node_bad() -> None:
