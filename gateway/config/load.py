@@ -47,7 +47,12 @@ from gateway.core.model import (
     SerialSettings,
 )
 
-RESERVED_TAGS = ("gateway", "device")
+# Names a tag may not have, and why; a point may not be named `time` either.
+RESERVED_TAGS: dict[str, str] = {
+    "gateway": "sensegate adds it to every reading",
+    "device": "sensegate adds it to every reading",
+    "time": "InfluxDB keeps the timestamp under 'time' and drops a tag of that name",
+}
 ADDRESS_SPACE = 65536
 
 
@@ -153,12 +158,11 @@ def _where(first: Node, here: Node) -> str:
 def _check_tags(section: Section, issues: list[ConfigIssue]) -> dict[str, str]:
     tags: dict[str, str] = section.get("tags") or {}
     tags_node = section.node.get("tags")
-    for name in RESERVED_TAGS:
+    for name, why in RESERVED_TAGS.items():
         if name in tags and tags_node is not None:
             key = tags_node.key_node(name) or tags_node
             issues.append(key.issue(f"{section.sub('tags')}.{name}",
-                                    f"tag '{name}' is reserved: sensegate adds it to every "
-                                    "reading"))
+                                    f"tag '{name}' is reserved: {why}"))
     return tags
 
 
@@ -250,6 +254,11 @@ def _point(
 ) -> PointConfig | None:
     """Check one point for ``driver``; the PointConfig, or None when it cannot be built."""
     start = len(issues)
+    if p.get("name") == "time":
+        issues.append(p.at("name").issue(p.sub("name"), "point name 'time' is reserved: "
+                                                        "InfluxDB keeps the timestamp under "
+                                                        "'time' and drops a field of that "
+                                                        "name; rename the point"))
     modbus = driver in MODBUS_DRIVERS
     table = p.get("table")
     address = p.get("address")

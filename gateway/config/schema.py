@@ -156,6 +156,9 @@ def _check_str(node: Node, path: str, f: Field, issues: list[ConfigIssue]) -> An
         return INVALID
     if f.secret:
         secrets.register(text)
+    if len(text) > f.max_length:
+        issues.append(node.issue(path, f"{_too_long(node, text, f)}"))
+        return INVALID
     if f.pattern is not None and not re.fullmatch(f.pattern, text):
         hint = f"; {f.pattern_hint}" if f.pattern_hint else ""
         noun = f.noun or path.rsplit(".", 1)[-1]
@@ -301,6 +304,9 @@ def _check_regex(node: Node, path: str, f: Field, issues: list[ConfigIssue]) -> 
     if node.kind != SCALAR or not isinstance(node.value, str):
         issues.append(_type_issue(node, path, f))
         return INVALID
+    if len(node.value) > f.max_length:
+        issues.append(node.issue(path, _too_long(node, node.value, f)))
+        return INVALID
     try:
         re.compile(node.value)
     except re.error as exc:
@@ -350,20 +356,43 @@ def _check_map(node: Node, path: str, f: Field, issues: list[ConfigIssue]) -> An
     if node.kind != MAPPING:
         issues.append(_type_issue(node, path, f))
         return INVALID
+    if not _count_ok(node, path, f, issues):
+        return INVALID
     out: dict[str, str] = {}
-    for key, (_, vnode) in node.value.items():
+    for key, (key_node, vnode) in node.value.items():
         text = _scalar_text(vnode) if vnode.kind == SCALAR else None
         if text is None:
             issues.append(vnode.issue(f"{path}.{key}", f"expected a string, got "
                                                        f"{describe(vnode)}"))
             continue
+        if len(key) > f.max_length:
+            issues.append(key_node.issue(path, _too_long(key_node, key, f)))
+            continue
+        if len(text) > f.max_length:
+            issues.append(vnode.issue(f"{path}.{key}", _too_long(vnode, text, f)))
+            continue
         out[key] = text
     return out
+
+
+def _too_long(node: Node, text: str, f: Field) -> str:
+    what = "the value" if node.env or f.secret else f"the value '{text[:20]}...'"
+    return f"{what} has {len(text):,} characters; at most {f.max_length:,} are allowed"
+
+
+def _count_ok(node: Node, path: str, f: Field, issues: list[ConfigIssue]) -> bool:
+    count = len(node.value)
+    if count <= f.max_items:
+        return True
+    issues.append(node.issue(path, f"{count:,} entries; at most {f.max_items:,} are allowed"))
+    return False
 
 
 def _check_list(node: Node, path: str, f: Field, issues: list[ConfigIssue]) -> Any:
     if node.kind != SEQUENCE:
         issues.append(_type_issue(node, path, f))
+        return INVALID
+    if not _count_ok(node, path, f, issues):
         return INVALID
     item = f.items or Field("str")
     return [validate(child, item, f"{path}[{i}]", issues) for i, child in enumerate(node.value)]
@@ -483,15 +512,17 @@ def json_schema(f: Field) -> dict[str, Any]:
         if rules:
             doc["allOf"] = rules
     elif f.kind == "list":
-        doc = {"type": "array", "items": json_schema(f.items or Field("str"))}
+        doc = {"type": "array", "items": json_schema(f.items or Field("str")),
+               "maxItems": f.max_items}
     elif f.kind == "map":
-        doc = {"type": "object",
-               "additionalProperties": {"type": ["string", "number", "boolean"]}}
+        doc = {"type": "object", "maxProperties": f.max_items,
+               "additionalProperties": {"type": ["string", "number", "boolean"],
+                                        "maxLength": f.max_length}}
     elif f.kind == "enum":
         spellings = [*f.aliases, *(a.upper() for a in f.aliases)]
         doc = {"enum": list(dict.fromkeys([*f.choices, *spellings]))}
     elif f.kind in ("str", "regex", "escaped"):
-        doc = {"type": "string"}
+        doc = {"type": "string", "maxLength": f.max_length}
         if f.pattern:
             doc["pattern"] = f"^(?:{f.pattern})$"
     elif f.kind in ("int", "float", "number"):

@@ -47,6 +47,8 @@ TYPE_REGISTERS: dict[str, int] = {
 
 MAX_READ_REGISTERS = 125  # Modbus limit for function codes 3 and 4
 MAX_READ_BITS = 2000  # Modbus limit for function codes 1 and 2
+MAX_DEVICES = 10_000  # devices in one gateway config
+MAX_PATTERN = 4096  # characters of a serial-line regular expression
 
 NAME_PATTERN = r"[A-Za-z0-9_-]{1,64}"
 NAME_HINT = "use 1-64 letters, digits, '_' or '-'"
@@ -417,6 +419,7 @@ class DeviceConfig:
         metadata=spec(
             kind="regex",
             applies_to=SERIAL_DRIVERS,
+            max_length=MAX_PATTERN,
             doc="regular expression with one named group per point",
         ),
     )
@@ -489,7 +492,7 @@ class GatewayConfig:
         metadata=spec(doc="the MQTT broker readings are published to", required=True)
     )
     devices: tuple[DeviceConfig, ...] = field(
-        metadata=spec(doc="the sensors to poll", required=True)
+        metadata=spec(doc="the sensors to poll", required=True, max_items=MAX_DEVICES)
     )
     buses: tuple[BusConfig, ...] = field(
         default=(), metadata=spec(doc="RS-485 lines shared by Modbus RTU devices")
