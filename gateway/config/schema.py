@@ -243,13 +243,18 @@ def _check_size(node: Node, path: str, f: Field, issues: list[ConfigIssue]) -> A
     return size
 
 
+def _alias_key(text: str) -> str:
+    """How an alias is looked up: case, '_' and spaces do not matter ('Word Swap')."""
+    return re.sub(r"[\s_]+", "-", text.strip().lower())
+
+
 def _check_enum(node: Node, path: str, f: Field, issues: list[ConfigIssue]) -> Any:
     value = node.value
     if node.kind == SCALAR and value in f.choices:
         return value
     text = _scalar_text(node) if node.kind == SCALAR else None
     if text is not None:
-        alias = f.aliases.get(text.lower())
+        alias = f.aliases.get(_alias_key(text))
         if alias is not None:
             return alias
         if text.upper() in f.choices and f.aliases:
@@ -257,11 +262,24 @@ def _check_enum(node: Node, path: str, f: Field, issues: list[ConfigIssue]) -> A
     if text is None and node.kind != SCALAR:
         issues.append(_type_issue(node, path, f))
         return INVALID
-    hint = did_you_mean(text or "", [*f.choices, *f.aliases])
-    if not hint:
-        hint = "; expected one of " + ", ".join(str(c) for c in f.choices)
-    issues.append(node.issue(path, f"{describe(node)} is not {f.noun or 'allowed'}{hint}"))
+    issues.append(node.issue(path, f"{describe(node)} is not {f.noun or 'allowed'}"
+                                   f"{_enum_hint(text or '', f)}"))
     return INVALID
+
+
+def _enum_hint(text: str, f: Field) -> str:
+    """'; did you mean X?', by meaning when the field knows how (a byte order), else by
+    spelling; then the choices, with what each means when the field says."""
+    meant = f.suggest(text) if f.suggest is not None else None
+    if meant is not None:
+        name = f.choice_names.get(meant)
+        hint = f"; did you mean '{meant}'{f' ({name})' if name else ''}?"
+    else:
+        hint = did_you_mean(text, [*f.choices, *f.aliases])
+    if f.choice_names:
+        legend = ", ".join(f"{c} {n}" for c, n in f.choice_names.items())
+        return f"{hint}{' ' if hint else '; '}known: {legend}"
+    return hint or "; expected one of " + ", ".join(str(c) for c in f.choices)
 
 
 def parse_listen(value: Any) -> tuple[str, int] | None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union, get_args, get_origin
 
@@ -74,6 +74,8 @@ class Field:
     yaml: bool = True  # False: not read from the YAML (e.g. the file name)
     defaults: Mapping[str, Any] = field(default_factory=dict)  # object: its keys' defaults here
     item_kind: str = ""  # list: the kind of its items, when the annotation cannot say
+    suggest: Callable[[str], str | None] | None = None  # enum: what a bad value likely means
+    choice_names: Mapping[str, str] = field(default_factory=dict)  # enum: what each one means
     max_items: int = MAX_ITEMS  # list or map: most entries
     max_length: int = MAX_STRING  # string: most characters
 

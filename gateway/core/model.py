@@ -57,16 +57,46 @@ POINT_HINT = "use 1-64 letters, digits or '_'"
 PROFILE_PATTERN = r"[A-Za-z0-9_.-]{1,64}"
 PROFILE_HINT = "use 1-64 letters, digits, '_', '.' or '-'"
 
-# Byte-order spellings accepted and normalised at load (case-insensitive), after Telegraf's
-# normalizeByteOrder: the word order (MSW/LSW first) and the byte order within a word.
+# What each byte order means, in the words manuals and Modbus tools use.
+BYTE_ORDER_NAMES: dict[str, str] = {
+    "ABCD": "big endian", "CDAB": "word swap", "BADC": "byte swap", "DCBA": "little endian",
+}
+# Byte-order spellings accepted and normalised at load (case-insensitive; '_' and spaces
+# read as '-'): Telegraf's normalizeByteOrder (word order MSW/LSW first, then the byte order
+# within a word), the names of Modbus tools (Modbus Poll's "big-endian byte swap"), the
+# swap words, and the digit notation (1234 = ABCD).
 BYTE_ORDER_ALIASES: dict[str, str] = {
     "big": "ABCD", "big-endian": "ABCD", "be": "ABCD", "msw-be": "ABCD", "msw": "ABCD",
+    "1234": "ABCD", "no-swap": "ABCD",
     "little": "DCBA", "little-endian": "DCBA", "le": "DCBA", "lsw-le": "DCBA", "lsw": "DCBA",
-    "msw-le": "BADC", "big-swap": "BADC",
-    "lsw-be": "CDAB", "little-swap": "CDAB",
+    "4321": "DCBA", "word-byte-swap": "DCBA", "byte-word-swap": "DCBA", "swap-all": "DCBA",
+    "msw-le": "BADC", "big-swap": "BADC", "big-endian-byte-swap": "BADC", "2143": "BADC",
+    "byte-swap": "BADC", "byteswap": "BADC", "byte-swapped": "BADC", "swap-bytes": "BADC",
+    "lsw-be": "CDAB", "little-swap": "CDAB", "little-endian-byte-swap": "CDAB", "3412": "CDAB",
+    "word-swap": "CDAB", "wordswap": "CDAB", "word-swapped": "CDAB", "swap-words": "CDAB",
 }
-BYTE_ORDER_DOC = ("ABCD (big endian) | DCBA | BADC | CDAB; aliases: big, little, MSW-BE, "
-                  "MSW-LE, LSW-BE, LSW-LE")
+BYTE_ORDER_DOC = ("ABCD (big endian) | CDAB (word swap) | BADC (byte swap) | DCBA (little "
+                  "endian); aliases: big, little, word-swap, byte-swap, MSW-BE, MSW-LE, "
+                  "LSW-BE, LSW-LE, 1234, 3412, 2143, 4321")
+
+
+def byte_order_by_meaning(text: str) -> str | None:
+    """The byte order a misspelt four-letter order most likely means, or None.
+
+    Read as a technician writes it: the first letter says which word comes first (A or B:
+    the high word, C or D: the low word, i.e. a word swap) and the first pair says whether
+    the bytes of a word are swapped (BA or DC). So ``CDBA`` means the word swap ``CDAB``, not
+    ``DCBA`` which only looks closer.
+    """
+    letters = text.strip().upper().translate(str.maketrans("1234", "ABCD"))
+    if len(letters) != 4 or sorted(letters) != ["A", "B", "C", "D"]:
+        return None
+    words_swapped = letters[0] in "CD"
+    bytes_swapped = letters[0] > letters[1]
+    return {(False, False): "ABCD", (True, False): "CDAB", (False, True): "BADC",
+            (True, True): "DCBA"}[(words_swapped, bytes_swapped)]
+
+
 PARITY_ALIASES: dict[str, str] = {"none": "N", "even": "E", "odd": "O"}
 TAGS_DOC = "tags added to every reading (string values); 'gateway' and 'device' are reserved"
 
@@ -277,6 +307,8 @@ class PointConfig:
         metadata=spec(
             doc=BYTE_ORDER_DOC,
             aliases=BYTE_ORDER_ALIASES,
+            suggest=byte_order_by_meaning,
+            choice_names=BYTE_ORDER_NAMES,
             noun="a byte order",
             computed=True,
             default_note="the device's byte_order, else ABCD",
@@ -457,6 +489,8 @@ class DeviceConfig:
         metadata=spec(
             doc="default byte order of this device's points",
             aliases=BYTE_ORDER_ALIASES,
+            suggest=byte_order_by_meaning,
+            choice_names=BYTE_ORDER_NAMES,
             noun="a byte order",
             applies_to=MODBUS_DRIVERS,
         ),
