@@ -45,7 +45,8 @@ other keys take the default shown. Values in brackets after a description are th
 
 - [Gateway config](#gateway-config) (`/etc/sensegate/gateway.yaml`, `sensegate run`)
 - [Bridge config](#bridge-config) (`/etc/sensegate/bridge.yaml`, `sensegate bridge`)
-- [Device profile](#device-profile) (`config/profiles/<name>.yaml`)
+- [Device profile](#device-profile) (`<profile dir>/<name>.yaml`; shipped:
+  `gateway/config/sensor_profiles/`)
 """
 
 

@@ -48,7 +48,7 @@ PROFILE_DEFAULTS: tuple[str, ...] = (
 )
 
 _DEVICE_FIELDS = DEVICE.fields or {}
-PROFILE = Field("object", "a register map for one sensor model (config/profiles/<name>.yaml)",
+PROFILE = Field("object", "a register map for one sensor model (<profile dir>/<name>.yaml)",
                 fields={
     **(tree(model.ProfileInfo).fields or {}),
     **{key: _DEVICE_FIELDS[key] for key in PROFILE_DEFAULTS},
@@ -608,5 +608,5 @@ def bridge_json_schema() -> dict[str, Any]:
 
 
 def profile_json_schema() -> dict[str, Any]:
-    """The JSON Schema of a device profile (config/profiles/*.yaml)."""
+    """The JSON Schema of a device profile (gateway/config/sensor_profiles/*.yaml)."""
     return _document(PROFILE, "sensegate device profile")

@@ -499,7 +499,7 @@ class DeviceConfig:
 
 @dataclass(frozen=True, slots=True)
 class ProfileInfo:
-    """What a device profile says about its sensor model (config/profiles/<name>.yaml)."""
+    """What a device profile says about its sensor model (<profile dir>/<name>.yaml)."""
 
     model: str = field(metadata=spec(doc="sensor model", required=True))
     description: str | None = field(default=None, metadata=spec(doc="what the sensor measures"))

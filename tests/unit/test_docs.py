@@ -38,7 +38,8 @@ def shipped_series() -> tuple[dict[str, set[str]], set[str]]:
             tags |= set(device.get("tags") or {})
             points = [p["name"] for p in device.get("points") or []]
             if device.get("profile"):
-                profile = _yaml(ROOT / "config" / "profiles" / f"{device['profile']}.yaml")
+                profile = _yaml(ROOT / "gateway" / "config" / "sensor_profiles"
+                                / f"{device['profile']}.yaml")
                 points += [p["name"] for p in profile["points"]]
             measurement = device.get("measurement") or device["name"]
             fields.setdefault(measurement, set()).update(points)
