@@ -245,9 +245,6 @@ def _unique_points(points: list[Section], issues: list[ConfigIssue]) -> None:
 
 # --- points -------------------------------------------------------------------------------
 
-_MODBUS_ONLY_POINT_KEYS = ("table", "address", "byte_order", "bit", "length")
-
-
 def _point(
     p: Section, driver: str, device_order: str | None, max_registers: int,
     issues: list[ConfigIssue],
@@ -259,32 +256,43 @@ def _point(
                                                         "InfluxDB keeps the timestamp under "
                                                         "'time' and drops a field of that "
                                                         "name; rename the point"))
-    modbus = driver in MODBUS_DRIVERS
-    table = p.get("table")
-    address = p.get("address")
-    dtype = p.get("type")
-    bit = p.get("bit")
-    length = p.get("length")
-    if not modbus:
-        for key in _MODBUS_ONLY_POINT_KEYS:
-            if p.given(key):
+    if driver not in MODBUS_DRIVERS:
+        for key, f in (schema.POINT.fields or {}).items():
+            if f.applies_to and driver not in f.applies_to and p.given(key):
                 issues.append(p.key_at(key).issue(
                     p.sub(key), f"'{key}' does not apply to {driver} points"))
-        if dtype is None and not p.given("type"):
-            dtype = "float64"
+        dtype = p.get("type") if p.given("type") else "float64"
         return _make_point(p, dtype, None, None, "ABCD", None, None, issues, start)
+    dtype = _modbus_type(p, issues)
+    _modbus_keys(p, dtype, issues)
+    if len(issues) == start and dtype is not None:
+        _register_range(p, dtype, max_registers, issues)
+    order = p.get("byte_order") or device_order or "ABCD"
+    return _make_point(p, dtype, p.get("table"), p.get("address"), order, p.get("bit"),
+                       p.get("length"), issues, start)
 
+
+def _modbus_type(p: Section, issues: list[ConfigIssue]) -> str | None:
+    """A Modbus point's table and address are there; its type, defaulted by its table."""
     for key in ("table", "address"):
         if not p.given(key):
             issues.append(p.node.issue(p.path, f"missing required key '{key}' for a modbus "
                                                "point"))
+    table = p.get("table")
+    dtype: str | None = p.get("type")
     if dtype is None and not p.given("type") and table is not None:
         dtype = "bool" if table in BIT_TABLES else "uint16"
     if table in BIT_TABLES and dtype is not None and dtype != "bool":
         issues.append(p.at("type").issue(p.sub("type"), f"'{dtype}' is not possible for a "
                                                         f"{table} point: {table}s are bool"))
-        dtype = None
-    if p.given("bit") and bit is not None:
+        return None
+    return dtype
+
+
+def _modbus_keys(p: Section, dtype: str | None, issues: list[ConfigIssue]) -> None:
+    """``bit``, ``length`` and ``byte_order`` only where the table and type allow them."""
+    table = p.get("table")
+    if p.given("bit") and p.get("bit") is not None:
         if table in BIT_TABLES:
             issues.append(p.key_at("bit").issue(p.sub("bit"), f"'bit' does not apply to "
                                                               f"{table} points"))
@@ -300,20 +308,25 @@ def _point(
     if table in BIT_TABLES and p.given("byte_order"):
         issues.append(p.key_at("byte_order").issue(
             p.sub("byte_order"), f"'byte_order' does not apply to {table} points"))
-    order = p.get("byte_order") or device_order or "ABCD"
-    if len(issues) == start and table is not None and dtype is not None:
-        count = 1 if table in BIT_TABLES else (
-            length or 1 if dtype == "string" else TYPE_REGISTERS[dtype])
-        if table not in BIT_TABLES and count > max_registers:
-            issues.append(p.at("length" if dtype == "string" else "type").issue(
-                p.sub("length" if dtype == "string" else "type"),
-                f"a point of {count} registers does not fit in one request "
-                f"(max_registers {max_registers})"))
-        if address is not None and address + count > ADDRESS_SPACE:
-            issues.append(p.at("address").issue(
-                p.sub("address"), f"the point's {count} registers from {address} run past the "
-                                  f"last address 65535"))
-    return _make_point(p, dtype, table, address, order, bit, length, issues, start)
+
+
+def _register_range(p: Section, dtype: str, max_registers: int,
+                    issues: list[ConfigIssue]) -> None:
+    """The point fits in one request and in the 65,536 addresses."""
+    table, address = p.get("table"), p.get("address")
+    if table is None:
+        return
+    count = 1 if table in BIT_TABLES else (
+        p.get("length") or 1 if dtype == "string" else TYPE_REGISTERS[dtype])
+    if table not in BIT_TABLES and count > max_registers:
+        key = "length" if dtype == "string" else "type"
+        issues.append(p.at(key).issue(p.sub(key), f"a point of {count} registers does not fit "
+                                                  f"in one request (max_registers "
+                                                  f"{max_registers})"))
+    if address is not None and address + count > ADDRESS_SPACE:
+        issues.append(p.at("address").issue(
+            p.sub("address"), f"the point's {count} registers from {address} run past the "
+                              f"last address 65535"))
 
 
 _INTEGER_RANGES: dict[str, tuple[int, int]] = {

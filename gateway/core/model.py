@@ -295,16 +295,24 @@ class PointConfig:
             "discretes, float64 for serial-line points",
         ),
     )
-    table: Table | None = field(
+    table: Table | None = field(  # None for serial-line points
         default=None,
-        metadata=spec(doc="Modbus table: holding | input | coil | discrete", noun="a table"),
-    )  # None for serial-line points
-    address: int | None = field(
-        default=None, metadata=spec(doc="0-based protocol address", minimum=0, maximum=65535)
-    )  # None for serial-line points
+        metadata=spec(
+            applies_to=MODBUS_DRIVERS,
+            doc="Modbus table: holding | input | coil | discrete",
+            noun="a table",
+        ),
+    )
+    address: int | None = field(  # None for serial-line points
+        default=None,
+        metadata=spec(
+            applies_to=MODBUS_DRIVERS, doc="0-based protocol address", minimum=0, maximum=65535
+        ),
+    )
     byte_order: ByteOrder = field(
         default="ABCD",
         metadata=spec(
+            applies_to=MODBUS_DRIVERS,
             doc=BYTE_ORDER_DOC,
             aliases=BYTE_ORDER_ALIASES,
             suggest=byte_order_by_meaning,
@@ -322,6 +330,7 @@ class PointConfig:
     bit: int | None = field(
         default=None,
         metadata=spec(
+            applies_to=MODBUS_DRIVERS,
             doc="read one bit (0 = least significant) of a "
             "holding/input register; type must be bool",
             minimum=0,
@@ -331,6 +340,7 @@ class PointConfig:
     length: int | None = field(
         default=None,
         metadata=spec(
+            applies_to=MODBUS_DRIVERS,
             doc="registers a string occupies (two characters each)",
             minimum=1,
             maximum=MAX_READ_REGISTERS,
