@@ -16,7 +16,6 @@ import dataclasses
 import gc
 import os
 import re
-import typing
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar, get_origin
@@ -179,30 +178,51 @@ def build(cls: type[_Built], section: Section, **given: Any) -> _Built:
     holds what the caller computed (and wins).
     """
     kwargs: dict[str, Any] = {}
-    for name, decl, annotation in declared(cls):
-        if name in given or not decl.yaml:
+    for name, sub_section, how, nested in _plan(cls):
+        if name in given:
             continue
-        source = section.get(decl.section) if decl.section else section
+        source = section.get(sub_section) if sub_section else section
         if not isinstance(source, Section):
             continue
-        kind = strip_none(annotation)
-        if decl.inline:
-            kwargs[name] = build(kind, source)
+        if how == "inline":
+            kwargs[name] = build(nested, source)
             continue
         value = source.get(name)
         if value is None:
             continue
-        if dataclasses.is_dataclass(kind):
+        if how == "object":
             if not isinstance(value, Section):
                 continue
-            value = build(typing.cast("type[Any]", kind), value)
-        elif kind is Secret:
+            value = build(nested, value)
+        elif how == "secret":
             value = Secret(value)
-        elif get_origin(kind) is tuple and isinstance(value, list):
+        elif how == "tuple" and isinstance(value, list):
             value = tuple(value)
         kwargs[name] = value
     kwargs.update(given)
     return cls(**kwargs)
+
+
+_PLANS: dict[type, tuple[tuple[str, str, str, Any], ...]] = {}
+
+
+def _plan(cls: type) -> tuple[tuple[str, str, str, Any], ...]:
+    """How `build` fills each declared YAML key of ``cls``: (attribute, YAML sub-mapping,
+    how: inline | object | secret | tuple | value, the nested dataclass)."""
+    known = _PLANS.get(cls)
+    if known is not None:
+        return known
+    plan = []
+    for name, decl, annotation in declared(cls):
+        if not decl.yaml:
+            continue
+        kind = strip_none(annotation)
+        how = ("inline" if decl.inline else "object" if dataclasses.is_dataclass(kind)
+               else "secret" if kind is Secret else "tuple" if get_origin(kind) is tuple
+               else "value")
+        plan.append((name, decl.section, how, kind))
+    _PLANS[cls] = tuple(plan)
+    return _PLANS[cls]
 
 
 def _selector_rules(section: Section, f: Field, issues: list[ConfigIssue]) -> None:
