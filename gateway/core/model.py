@@ -146,8 +146,8 @@ _PORT_NOTE = "1883, or 8883 when tls is set"
 
 
 @dataclass(frozen=True, slots=True)
-class MqttConfig:
-    """The MQTT broker readings are published to."""
+class BrokerConfig:
+    """An MQTT broker and how to log in: what the gateway's and the bridge's ``mqtt`` share."""
 
     host: str = field(metadata=spec(doc="broker host name or address", required=True))
     port: int = field(
@@ -162,6 +162,15 @@ class MqttConfig:
     password: Secret | None = field(default=None, metadata=spec(doc="password (use ${VAR})"))
     tls: TlsConfig | None = field(default=None, metadata=spec(doc=_TLS_DOC))
     qos: int = field(default=1, metadata=spec(doc="0, 1 or 2", minimum=0, maximum=2))
+    keepalive: float = field(
+        default=30.0, metadata=spec(kind="duration", doc="MQTT keepalive", positive=True)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MqttConfig(BrokerConfig):
+    """The MQTT broker readings are published to."""
+
     topic_prefix: str = field(
         default="sensegate",
         metadata=spec(
@@ -174,9 +183,6 @@ class MqttConfig:
     format: PayloadFormat = field(
         default="json",
         metadata=spec(doc="payload format: json | influx (line protocol)", noun="a payload format"),
-    )
-    keepalive: float = field(
-        default=30.0, metadata=spec(kind="duration", doc="MQTT keepalive", positive=True)
     )
 
 
@@ -566,15 +572,9 @@ class GatewayConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class BridgeMqttConfig:
+class BridgeMqttConfig(BrokerConfig):
     """The broker the gateways publish to."""
 
-    host: str = field(metadata=spec(doc="broker host name or address", required=True))
-    port: int = field(
-        metadata=spec(
-            doc="broker port", minimum=1, maximum=65535, computed=True, default_note=_PORT_NOTE
-        )
-    )
     # fixed, so the broker keeps the persistent session
     client_id: str = field(
         default="sensegate-bridge",
@@ -591,13 +591,6 @@ class BridgeMqttConfig:
             pattern_hint="no '#', '+', '/' or spaces",
             noun="group name",
         ),
-    )
-    username: str | None = field(default=None, metadata=spec(doc="user name"))
-    password: Secret | None = field(default=None, metadata=spec(doc="password (use ${VAR})"))
-    tls: TlsConfig | None = field(default=None, metadata=spec(doc=_TLS_DOC))
-    qos: int = field(default=1, metadata=spec(doc="0, 1 or 2", minimum=0, maximum=2))
-    keepalive: float = field(
-        default=30.0, metadata=spec(kind="duration", doc="MQTT keepalive", positive=True)
     )
     session_expiry: float = field(
         default=7 * 24 * 3600.0,
