@@ -24,7 +24,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gateway.config import schema  # noqa: E402
+from gateway.config import schema, source  # noqa: E402
+from gateway.core.declare import MAX_ITEMS, MAX_STRING  # noqa: E402
 from gateway.core.units import DURATION_PATTERN, SIZE_PATTERN  # noqa: E402
 
 OUTPUT = ROOT / "docs" / "config-reference.md"
@@ -39,9 +40,13 @@ config dataclasses of `gateway/core/model.py` that the loader validates with and
 (`sensegate schema` prints them as JSON Schema for editors; docs/config-design.md says how
 and why, with measurements). Durations are written `500ms`, `10s`, `5m`, `1h` (or a number
 of seconds); sizes `512MiB`, `64KiB` (or a number of bytes). Any scalar value may be a
-`${NAME}` reference to an environment variable. A key marked *required* must be present;
+`${{NAME}}` reference to an environment variable. A key marked *required* must be present;
 other keys take the default shown. Values in brackets after a description are the drivers
 (or InfluxDB APIs) the key applies to.
+
+Bounds, each refused with the file, line and column: a file of at most {max_file}; at most
+{max_nodes:,} values once YAML aliases are expanded; at most {max_items:,} entries in a list
+or map and {max_string:,} characters in a string unless a key says otherwise below.
 
 - [Gateway config](#gateway-config) (`/etc/sensegate/gateway.yaml`, `sensegate run`)
 - [Bridge config](#bridge-config) (`/etc/sensegate/bridge.yaml`, `sensegate bridge`)
@@ -98,6 +103,10 @@ def _constraints(doc: dict[str, Any]) -> list[str]:
         out.append(f"at most {doc['maximum']}")
     if doc.get("exclusiveMinimum") == 0:
         out.append("greater than 0")
+    if doc.get("maxItems", MAX_ITEMS) != MAX_ITEMS:
+        out.append(f"at most {doc['maxItems']:,} entries")
+    if doc.get("maxLength", MAX_STRING) != MAX_STRING:
+        out.append(f"at most {doc['maxLength']:,} characters")
     pattern = doc.get("pattern")
     if pattern and pattern not in (DURATION_PATTERN, SIZE_PATTERN):
         if pattern.startswith("^(?:") and pattern.endswith(")$"):
@@ -157,7 +166,9 @@ def _section(title: str, doc: dict[str, Any]) -> list[str]:
 
 
 def render() -> str:
-    parts = [HEADER]
+    parts = [HEADER.format(max_file=f"{source.MAX_FILE_BYTES // 2**20} MiB",
+                           max_nodes=source.MAX_NODES, max_items=MAX_ITEMS,
+                           max_string=MAX_STRING)]
     documents = [
         ("Gateway config", schema.gateway_json_schema()),
         ("Bridge config", schema.bridge_json_schema()),
