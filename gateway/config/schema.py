@@ -18,6 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 from gateway.config.source import MAPPING, SCALAR, SEQUENCE, Node, describe
+from gateway.config.syntax import ENV_FILE, looks_like_env_file
 from gateway.core import model, secrets
 from gateway.core.declare import NO_DEFAULT, Field, tree
 from gateway.core.errors import ConfigIssue
@@ -416,16 +417,12 @@ def _check_list(node: Node, path: str, f: Field, issues: list[ConfigIssue]) -> A
     return [validate(child, item, f"{path}[{i}]", issues) for i, child in enumerate(node.value)]
 
 
-_ENV_FILE_LINE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
-
-
 def _not_a_mapping_file(node: Node) -> str:
     """Why a whole file is not a config, without quoting it: the file may be anything a
     wrong ``-c`` or a symlinked profile points at (an EnvironmentFile full of passwords)."""
     text = node.text if node.kind == SCALAR and isinstance(node.text, str) else ""
-    if _ENV_FILE_LINE.match(text.lstrip()):
-        return ("this looks like an environment file (KEY=VALUE lines), not a YAML config; "
-                "its content is not shown")
+    if looks_like_env_file(text):
+        return ENV_FILE
     held = "a list" if node.kind == SEQUENCE else "a single value"
     return (f"the file holds {held} where 'key: value' lines were expected; its content is "
             "not shown")

@@ -16,9 +16,22 @@ from typing import Any
 _NO_SPACE = re.compile(r"^\s*(?:- )?[^\s:#'\"][^:#]*:[^\s/:]")
 # A line that holds a key with a value on the same line ("host: broker").
 _KEY_VALUE = re.compile(r"^\s*(?:- )?[^\s:#][^:#]*:\s+\S")
+_ENV_FILE_LINE = re.compile(r"\s*(?:export\s+)?[A-Za-z_][A-Za-z0-9_]*=")
+ENV_FILE = ("this looks like an environment file (KEY=VALUE lines), not a YAML config; its "
+            "content is not shown")
 _TOKEN_NAMES = {"'-'": "a list item ('- ')", "'<block mapping start>'": "a key",
                 "'<block sequence start>'": "a list", "'<scalar>'": "a value",
                 "'?'": "a '?'"}
+
+
+def looks_like_env_file(text: str) -> bool:
+    """Whether the first line that is not blank or a comment reads ``KEY=VALUE``: an
+    EnvironmentFile given where a config was expected, whose values must not be quoted."""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            return bool(_ENV_FILE_LINE.match(line))
+    return False
 
 
 def _indent(line: str) -> int:
@@ -40,6 +53,8 @@ def _mark(mark: Any) -> tuple[int, int]:
 
 def explain(exc: Any, text: str) -> tuple[int, int, str]:
     """(line, col, message) for a PyYAML ``MarkedYAMLError`` raised on ``text``."""
+    if looks_like_env_file(text):
+        return 1, 1, ENV_FILE
     problem = (exc.problem or exc.context or "cannot parse").rstrip(".")
     context = exc.context or ""
     line, col = _mark(exc.problem_mark or exc.context_mark)

@@ -149,3 +149,17 @@ def test_config_loading_does_not_import_the_runtime() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env={**os.environ}).stdout.strip()
     assert out == "[]"
+
+
+@pytest.mark.parametrize("text", [
+    pytest.param("MQTT_PASSWORD=*s3cret-alias\n", id="value-that-reads-as-an-alias"),
+    pytest.param("# sensegate\nexport TOKEN=a: b: s3cret-colon\n", id="value-with-colons"),
+    pytest.param("PW='s3cret-quote\n", id="unclosed-quote"),
+])
+def test_an_environment_file_with_a_syntax_error_is_not_quoted(tmp_path: Path,
+                                                               text: str) -> None:
+    path = _write(tmp_path, "env", text)
+    with pytest.raises(ConfigError) as info:
+        load_gateway_config(path, env={})
+    assert str(info.value) == f"{path}:1:1: this looks like an environment file (KEY=VALUE " \
+                              "lines), not a YAML config; its content is not shown"
