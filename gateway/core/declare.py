@@ -28,6 +28,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union, get_args, get_origin
 
+from gateway.core.secrets import Secret
+
 NO_DEFAULT: Any = object()
 
 # Bounds every config obeys unless a declaration says otherwise (issue: an 85 KB file of
@@ -35,14 +37,13 @@ NO_DEFAULT: Any = object()
 MAX_STRING = 1024  # characters of any string value (a tag, a name, a host)
 MAX_ITEMS = 1000  # entries of any list or map
 
-# Kinds the validator knows; the annotation gives the others.
-KINDS = ("str", "int", "float", "bool", "number", "duration", "size", "enum", "listen", "port",
-         "regex", "escaped", "map", "list", "object")
-
 
 @dataclass(frozen=True, slots=True)
 class Field:
     """One config key: kind, help, default, limits; an object's keys; a list's item.
+
+    ``kind`` is one of the validators of `gateway.config.schema` (str, int, float, bool,
+    number, duration, size, enum, listen, port, regex, escaped, map, list, object).
 
     Written through `spec()` on a model dataclass; `tree()` fills in what the annotation
     says (kind, choices, default, nested fields).
@@ -107,6 +108,7 @@ def declared(cls: type) -> tuple[tuple[str, Field, Any], ...]:
 
 
 def strip_none(annotation: Any) -> Any:
+    """``X | None`` -> ``X`` (an optional key's type)."""
     if get_origin(annotation) in (Union, types.UnionType):
         args = [a for a in get_args(annotation) if a is not type(None)]
         if len(args) == 1:
@@ -123,7 +125,7 @@ def _kind(annotation: Any, given: str) -> tuple[str, dict[str, Any]]:
     if origin is Literal:
         extra["choices"] = get_args(ann)
         return given or "enum", extra
-    if getattr(ann, "__name__", "") == "Secret":
+    if ann is Secret:
         extra["secret"] = True
         return given or "str", extra
     if given:
@@ -156,11 +158,6 @@ def _yaml_default(f: dataclasses.Field[Any], decl: Field, kind: str) -> Any:
     if isinstance(value, tuple) and kind == "list":
         return list(value)
     return value
-
-
-def field_of(cls: type, name: str) -> Field:
-    """The complete `Field` of one attribute of a declared class."""
-    return tree(cls).fields[name]  # type: ignore[index]
 
 
 def tree(cls: type, description: str = "", **kw: Any) -> Field:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal, get_args
 
 from gateway.core.declare import spec
+from gateway.core.secrets import Secret as Secret  # the config values that hold one
 
 Table = Literal["holding", "input", "coil", "discrete"]
 DataType = Literal[
@@ -99,29 +100,6 @@ def byte_order_by_meaning(text: str) -> str | None:
 
 PARITY_ALIASES: dict[str, str] = {"none": "N", "even": "E", "odd": "O"}
 TAGS_DOC = "tags added to every reading (string values); 'gateway' and 'device' are reserved"
-
-
-class Secret:
-    """A string that never shows itself in repr, str, logs or error messages."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
 
 
 @dataclass(frozen=True, slots=True)

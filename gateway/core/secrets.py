@@ -1,4 +1,5 @@
-"""The secret registry: every form of a secret the process has seen, scrubbed from any text.
+"""Secrets: the `Secret` value type, and the registry of every form of a secret the process
+has seen, scrubbed from any text.
 
 The config loader registers the value of each key that holds a secret (`spec(secret=True)`
 on the model, i.e. passwords and tokens, written literally or as ``${VAR}``), and HTTP Basic
@@ -17,6 +18,30 @@ from urllib.parse import quote, quote_plus
 
 MIN_LENGTH = 3
 MASK = "***"
+
+
+class Secret:
+    """A string that never shows itself in repr, str, logs or error messages."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
 
 _forms: set[str] = set()
 _ordered: tuple[str, ...] = ()  # _forms, longest first
