@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gateway.core.errors import DriverError
-from gateway.core.model import DeviceConfig, GatewayConfig, Reading
+from gateway.core.model import (
+    DEFAULT_MODBUS_TCP_PORT,
+    TCP_DRIVERS,
+    DeviceConfig,
+    GatewayConfig,
+    Reading,
+)
 
 if TYPE_CHECKING:
     from drivers.bus import BusRegistry
@@ -96,8 +102,8 @@ def bus_label(device: DeviceConfig) -> str | None:
     serial-line sensor (``/dev/ttyUSB1``)."""
     if device.driver == "modbus-rtu":
         return device.bus
-    if device.driver in ("modbus-tcp", "modbus-rtu-over-tcp"):
-        return f"tcp {device.host}:{device.port or 502}"
+    if device.driver in TCP_DRIVERS:
+        return f"tcp {device.host}:{device.port or DEFAULT_MODBUS_TCP_PORT}"
     if device.serial is not None:
         return device.serial.port
     return None

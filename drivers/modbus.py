@@ -42,7 +42,14 @@ from drivers.base import DeviceDriver, FailureLog, ScanResult, bus_label, where
 from drivers.bus import BusRegistry, Link
 from gateway.core.decode import Decoder, build_decoder
 from gateway.core.errors import DriverError
-from gateway.core.model import BIT_TABLES, DeviceConfig, Reading, Value
+from gateway.core.model import (
+    BIT_TABLES,
+    DEFAULT_MODBUS_TCP_PORT,
+    TCP_DRIVERS,
+    DeviceConfig,
+    Reading,
+    Value,
+)
 from gateway.core.plan import ReadRequest, plan_device
 
 EXCEPTION_NAMES: dict[int, str] = {
@@ -90,11 +97,13 @@ class ModbusDriver(DeviceDriver):
             if device.bus is None:
                 raise ValueError(f"device {device.name!r} has no bus")
             link: Link = buses.bus(device.bus)
-        elif device.driver in ("modbus-tcp", "modbus-rtu-over-tcp"):
+        elif device.driver in TCP_DRIVERS:
             if device.host is None:
                 raise ValueError(f"device {device.name!r} has no host")
             link = buses.tcp(
-                device.host, device.port or 502, rtu=device.driver == "modbus-rtu-over-tcp"
+                device.host,
+                device.port or DEFAULT_MODBUS_TCP_PORT,
+                rtu=device.driver == "modbus-rtu-over-tcp",
             )
         else:
             raise ValueError(f"device {device.name!r} is not a modbus device")
