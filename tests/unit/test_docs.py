@@ -33,7 +33,7 @@ def demo_site() -> dict:
     from gateway.sim.demo import gateway_yaml
 
     ports = dict.fromkeys(("rws-1", "traffic-1", "meter-1"), 502)
-    return YAML(typ="safe").load(gateway_yaml("/tmp/state", 1883, ports, "/dev/a", "/dev/b"))
+    return yaml.safe_load(gateway_yaml("/tmp/state", 1883, ports, "/dev/a", "/dev/b"))
 
 
 def shipped_series() -> tuple[dict[str, set[str]], set[str]]:
