@@ -24,50 +24,63 @@ the bus itself changes or goes (`BusRegistry.update`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.client.base import ModbusBaseClient
 from pymodbus.framer import FramerType
 
-from gateway.core.model import BusConfig, SerialSettings
+from gateway.core.bustime import frame_silence
+from gateway.core.modbus import Sent, check_answer
+from gateway.core.model import BusConfig
 
 BACKOFF_MIN = 0.5  # seconds before the first reconnect attempt
 BACKOFF_MAX = 30.0  # cap of the exponential backoff
 _NEVER_DISCONNECT = 1 << 30  # pymodbus otherwise drops a TCP link after a few timeouts
+_LIBRARY_TIMEOUT = 3600.0  # pymodbus's own timeouts; sensegate's (per device) come first
 LATE_QUIET = 0.05  # a late answer is over once the line was silent this long
+
+T = TypeVar("T")
+MakeClient = Callable[[Callable[[bool, bytes], bytes]], ModbusBaseClient]
 
 
 def quiet_pymodbus() -> None:
     """pymodbus logs every timeout and failed connect; sensegate logs those itself, once
-    per state change and naming the device, so its own lines are dropped unless debugging."""
+    per state change and naming the device, so its own lines are dropped unless debugging
+    (and then `drivers.liblog` prefixes each with the device or link it is about)."""
     if not logging.getLogger().isEnabledFor(logging.DEBUG):
         logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
 
-def rtu_silence(serial: SerialSettings) -> float:
-    """The 3.5 character times of silence that end an RTU frame (1.75 ms above 19200 baud)."""
-    if serial.baudrate > 19200:
-        return 0.00175
-    bits = 1 + serial.bytesize + (0 if serial.parity == "N" else 1) + serial.stopbits
-    return 3.5 * bits / serial.baudrate
+class Refused(Exception):
+    """An answer whose bytes contradict the request (`gateway.core.modbus.check_answer`):
+    kept from pymodbus's decoder, which would raise inside the transport."""
 
 
 class Link:
-    """One pymodbus client, its lock and its reconnect state."""
+    """One pymodbus client, its lock and its reconnect state.
+
+    Only public pymodbus API: the client is built with a ``trace_packet`` callback (which
+    sees every frame sent and the receive buffer before pymodbus decodes it), timeouts are
+    sensegate's own (``asyncio.timeout`` around connect and each request, one per device on
+    a shared bus), and a failed connect is explained by `diagnose` (pymodbus only says it
+    failed).
+    """
 
     def __init__(
         self,
         name: str,
-        make_client: Callable[[], ModbusBaseClient],
+        make_client: MakeClient,
         *,
         bus: str | None = None,
         gap: float = 0.0,
         framing: str = "socket",
+        diagnose: Callable[[float], Awaitable[str]] | None = None,
     ) -> None:
         self.name = name  # "rs485-a", "10.0.0.21:502"
         self.bus = bus  # bus name for log lines, None for TCP endpoints
@@ -76,44 +89,36 @@ class Link:
         self.lock = asyncio.Lock()
         self.transactions = 0
         self._make_client = make_client
+        self._diagnose = diagnose
         self._client: ModbusBaseClient | None = None
         self._delay = 0.0
         self._next_attempt = 0.0
         self._last_error = ""
+        self.sent: Sent | None = None  # the request in flight, as it went on the wire
         self.received = b""  # bytes received during the current transaction
+        self.refused: str | None = None  # why the answer received was refused
         self.users = 0  # drivers holding this link (`BusRegistry.acquire`)
         self.late_answers = 0  # answers (or bytes) discarded because they came too late
         self._arrived = asyncio.Event()
+        self._refused = asyncio.Event()
 
     @property
     def connected(self) -> bool:
         return self._client is not None and self._client.connected
 
     def _trace_packet(self, sending: bool, data: bytes) -> bytes:
-        if not sending:
-            self.received = data  # pymodbus hands over its whole receive buffer
-            self._arrived.set()
-        return data
-
-    def _build(self) -> ModbusBaseClient:
-        client = self._make_client()
-        client.ctx.trace_packet = self._trace_packet
-        client.set_max_no_responses(_NEVER_DISCONNECT)
-        create = getattr(client.ctx, "call_create", None)
-        if create is not None:  # keep the reason of a failed connect (pymodbus drops it)
-
-            async def call_create() -> Any:
-                try:
-                    return await create()
-                except TimeoutError:
-                    self._last_error = "timed out"
-                    raise
-                except OSError as exc:
-                    self._last_error = describe_os_error(exc)
-                    raise
-
-            client.ctx.call_create = call_create
-        return client
+        if sending:
+            self.sent = Sent.parse(self.framing, data)
+            return data
+        self.received = data  # pymodbus hands over its whole receive buffer
+        self._arrived.set()
+        if self.sent is not None and self.refused is None:
+            reason = check_answer(self.sent, data)
+            if reason is not None:
+                self.refused = reason
+                self._refused.set()
+        # a refused answer is not decoded: pymodbus's decoder would raise in the transport
+        return b"" if self.refused is not None else data
 
     async def connect(self, timeout: float) -> str | None:
         """Connect if needed; ``None`` when connected, else why not (call under the lock)."""
@@ -123,48 +128,64 @@ class Link:
         if now < self._next_attempt:
             return f"{self._last_error}; next attempt in {self._next_attempt - now:.1f}s"
         if self._client is None:
-            self._client = self._build()
-        self._client.ctx.comm_params.timeout_connect = timeout
-        self._last_error = "timed out"  # replaced by the OS error when there is one
+            self._client = self._make_client(self._trace_packet)
+            self._client.set_max_no_responses(_NEVER_DISCONNECT)
+        self._last_error = "timed out"
+        ok = False
         try:
-            ok = await self._client.connect()
+            async with asyncio.timeout(timeout):
+                ok = await self._client.connect()
+                if not ok and self._diagnose is not None:
+                    self._last_error = await self._diagnose(timeout)
+        except TimeoutError:
+            pass
         except Exception as exc:  # pyserial raises its own errors for bad ports
-            ok = False
             self._last_error = describe_os_error(exc)
         if ok and self._client.connected:
             self._delay = 0.0
             return None
+        self._client.close()
         self._delay = min(max(self._delay * 2, BACKOFF_MIN), BACKOFF_MAX)
         self._next_attempt = time.monotonic() + self._delay
         return self._last_error
 
-    def client(self, timeout: float) -> ModbusBaseClient:
-        """The connected client, its response timeout set for this transaction."""
+    @property
+    def client(self) -> ModbusBaseClient:
+        """The connected client (after `connect`)."""
         assert self._client is not None
-        self._client.ctx.comm_params.timeout_connect = timeout
-        self.received = b""
         return self._client
 
-    def frame_complete(self) -> bool:
-        """Whether the bytes received hold a whole RTU response by its declared length
-        (pymodbus's own frame-size rules), so a failed CRC check means corruption, not a
-        frame cut short."""
-        data = self.received
-        if self._client is None or len(data) < 4:
-            return False
-        decoder = self._client.ctx.framer.decoder
-        pdu_class = decoder.lookupPduClass(data)
-        if pdu_class is None:
-            return False
-        size = pdu_class.calculateRtuFrameSize(data)
-        return bool(size) and len(data) == size
+    async def exchange(self, call: Awaitable[T], timeout: float) -> T:
+        """Await ``call`` (one pymodbus request) within ``timeout``: its response, or
+        `Refused` when the answer's bytes contradict the request, or ``TimeoutError``
+        (`received` then holds whatever bytes came). Call under the lock."""
+        self.sent = None
+        self.received = b""
+        self.refused = None
+        self._refused.clear()
+        task = asyncio.ensure_future(call)
+        refusal = asyncio.ensure_future(self._refused.wait())
+        try:
+            await asyncio.wait({task, refusal}, timeout=timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            refusal.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self.refused is not None:
+            raise Refused(self.refused)
+        if task.cancelled():
+            raise TimeoutError
+        return task.result()
 
     async def discard_late(self, window: float) -> bool:
         """After a transaction without a valid answer: wait up to ``window`` for bytes that
-        arrive late (and, once some came, until the line is quiet), then drop them and
-        pymodbus's receive buffer, so the next request cannot take a late answer for its
-        own. Only RTU framing needs this (Modbus TCP answers carry a transaction id).
-        Call under the lock; returns whether anything arrived late."""
+        arrive late (and, once some came, until the line is quiet), so the next request
+        cannot take a late answer for its own (pymodbus empties its receive buffer when it
+        sends the next request). Only RTU framing needs this (Modbus TCP answers carry a
+        transaction id). Call under the lock; returns whether anything arrived late."""
         if self.framing != "rtu" or self._client is None:
             return False
         loop = asyncio.get_running_loop()
@@ -172,6 +193,7 @@ class Link:
         deadline = loop.time() + window
         seen = bool(self.received)  # a frame cut short: its rest may still be coming
         late = False
+        self.sent = None  # whatever comes now answers nothing
         self._arrived.clear()
         while True:
             now = loop.time()
@@ -186,7 +208,6 @@ class Link:
             seen = late = True
         if late:
             self.late_answers += 1
-        self._client.ctx.recv_buffer = b""
         self.received = b""
         return late
 
@@ -202,6 +223,29 @@ class Link:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+async def diagnose_tcp(host: str, port: int, timeout: float) -> str:
+    """Why a TCP connect to ``host:port`` fails (``connection refused``), by trying once."""
+    try:
+        async with asyncio.timeout(timeout):
+            _reader, writer = await asyncio.open_connection(host, port)
+    except TimeoutError:
+        return "timed out"
+    except OSError as exc:
+        return describe_os_error(exc)
+    writer.close()
+    return "connection failed"
+
+
+async def diagnose_serial(port: str, _timeout: float) -> str:
+    """Why a serial port cannot be opened (``no such file or directory``), by trying once."""
+    try:
+        fd = os.open(port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError as exc:
+        return describe_os_error(exc)
+    os.close(fd)
+    return "cannot open the port"
 
 
 def describe_os_error(exc: BaseException) -> str:
@@ -250,20 +294,22 @@ class BusRegistry:
             serial = config.serial
             link = Link(
                 name,
-                lambda: AsyncModbusSerialClient(
+                lambda trace: AsyncModbusSerialClient(
                     serial.port,
                     framer=FramerType.RTU,
                     baudrate=serial.baudrate,
                     bytesize=serial.bytesize,
                     parity=serial.parity,
                     stopbits=serial.stopbits,
-                    timeout=1.0,
+                    timeout=_LIBRARY_TIMEOUT,
                     retries=0,
                     reconnect_delay=0,
+                    trace_packet=trace,
                 ),
                 bus=name,
-                gap=max(config.frame_gap, rtu_silence(serial)),
+                gap=max(config.frame_gap, frame_silence(serial)),
                 framing="rtu",
+                diagnose=lambda timeout: diagnose_serial(serial.port, timeout),
             )
             self._links[key] = link
         return link
@@ -275,15 +321,17 @@ class BusRegistry:
         if link is None:
             link = Link(
                 f"{host}:{port}",
-                lambda: AsyncModbusTcpClient(
+                lambda trace: AsyncModbusTcpClient(
                     host,
                     port=port,
                     framer=FramerType.RTU if rtu else FramerType.SOCKET,
-                    timeout=1.0,
+                    timeout=_LIBRARY_TIMEOUT,
                     retries=0,
                     reconnect_delay=0,
+                    trace_packet=trace,
                 ),
                 framing="rtu" if rtu else "socket",
+                diagnose=lambda timeout: diagnose_tcp(host, port, timeout),
             )
             self._links[key] = link
         return link

@@ -36,32 +36,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
-from pymodbus.framer import FramerRTU
 
 from drivers.base import DeviceDriver, FailureLog, ScanResult, bus_label, where
-from drivers.bus import BusRegistry, Link
+from drivers.bus import BusRegistry, Link, Refused
 from gateway.core.decode import Decoder, build_decoder
 from gateway.core.errors import DriverError
+from gateway.core.modbus import FUNCTION_CODES, Sent, crc_ok, describe_exception, rtu_complete
 from gateway.core.model import BIT_TABLES, DeviceConfig, Reading, Value
 from gateway.core.plan import ReadRequest, plan_device
-
-EXCEPTION_NAMES: dict[int, str] = {
-    1: "illegal function",
-    2: "illegal data address",
-    3: "illegal data value",
-    4: "server device failure",
-    5: "acknowledge",
-    6: "server device busy",
-    7: "negative acknowledge",
-    8: "memory parity error",
-    10: "gateway path unavailable",
-    11: "gateway target device failed to respond",
-}
-_FUNCTION_CODES = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
-
-
-def exception_name(code: int) -> str:
-    return EXCEPTION_NAMES.get(code, "unknown exception")
 
 
 class _Prepared:
@@ -71,7 +53,7 @@ class _Prepared:
 
     def __init__(self, request: ReadRequest) -> None:
         self.request = request
-        self.fc = _FUNCTION_CODES[request.table]
+        self.fc = FUNCTION_CODES[request.table]
         self.bits = request.table in BIT_TABLES
         self.points: tuple[tuple[str, Decoder, int, int], ...] = tuple(
             (p.name, build_decoder(p), (p.address or 0) - request.address, p.register_count)
@@ -135,6 +117,8 @@ class ModbusDriver(DeviceDriver):
                 if data.kind == "late":
                     answered = True  # slow, not dead: keep retrying and guarding the bus
                     data = self._error(str(data), "timeout")
+                elif data.kind in ("exception", "frame", "crc"):
+                    answered = True  # the device replied, if not what was asked: alive
                 errors.append(data)
                 for name, _decoder, _offset, _size in prepared.points:
                     quality[name] = "bad"
@@ -207,7 +191,7 @@ class ModbusDriver(DeviceDriver):
         self, link: Link, prepared: _Prepared, timeout: float
     ) -> Sequence[Any] | DriverError:
         request = prepared.request
-        client = link.client(timeout)
+        client = link.client
         read = (
             client.read_coils,
             client.read_discrete_inputs,
@@ -215,7 +199,13 @@ class ModbusDriver(DeviceDriver):
             client.read_input_registers,
         )[prepared.fc - 1]
         try:
-            response = await read(request.address, count=request.count, device_id=self.unit)
+            response = await link.exchange(
+                read(request.address, count=request.count, device_id=self.unit), timeout
+            )
+        except TimeoutError:
+            return self._no_answer(link, prepared, timeout)
+        except Refused as exc:
+            return self._error(f"unreadable response {prepared.describe}: {exc}", "frame")
         except ConnectionException:
             link.drop("connection lost")
             return self._error(f"connection to {link.name} lost {prepared.describe}", "connection")
@@ -226,9 +216,7 @@ class ModbusDriver(DeviceDriver):
         if response.isError():
             code = int(getattr(response, "exception_code", 0))
             return self._error(
-                f"modbus exception {code} {exception_name(code)} {prepared.describe}",
-                "exception",
-                code,
+                f"modbus {describe_exception(code)} {prepared.describe}", "exception", code
             )
         if response.function_code != prepared.fc:
             return self._error(
@@ -252,13 +240,12 @@ class ModbusDriver(DeviceDriver):
         received = link.received
         if not received:
             return self._error(f"no response within {timeout:g}s {prepared.describe}", "timeout")
-        if link.framing == "rtu" and received[0] == self.unit and link.frame_complete():
-            crc = int.from_bytes(received[-2:], "big")
-            if not FramerRTU.check_CRC(received[:-2], crc):
-                return self._error(
-                    f"crc error in response {prepared.describe} ({len(received)} bytes)",
-                    "crc",
-                )
+        request = prepared.request
+        sent = Sent("rtu", self.unit, prepared.fc, request.count)
+        if link.framing == "rtu" and rtu_complete(sent, received) and not crc_ok(received):
+            return self._error(
+                f"crc error in response {prepared.describe} ({len(received)} bytes)", "crc"
+            )
         return self._error(
             f"truncated or garbled response {prepared.describe} "
             f"({len(received)} bytes: {received[:16].hex(' ')})",
