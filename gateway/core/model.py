@@ -26,7 +26,7 @@ DATA_TYPES: tuple[str, ...] = (
     "int16", "uint16", "int32", "uint32", "int64", "uint64",
     "float32", "float64", "bool", "string",
 )
-BYTE_ORDERS: tuple[str, ...] = ("ABCD", "DCBA", "BADC", "CDAB")
+BYTE_ORDERS: tuple[ByteOrder, ...] = ("ABCD", "DCBA", "BADC", "CDAB")
 DRIVERS: tuple[str, ...] = ("modbus-tcp", "modbus-rtu", "modbus-rtu-over-tcp", "serial-line")
 MODBUS_DRIVERS: tuple[str, ...] = ("modbus-tcp", "modbus-rtu", "modbus-rtu-over-tcp")
 
@@ -132,6 +132,8 @@ class PointConfig:
     length: int | None = None  # registers a string occupies
     # raw values (before scale/offset) that mean "no reading": quality invalid
     invalid_values: tuple[int | float, ...] = ()
+    # decimals a scaled value is rounded to; None: as many as scale and offset imply
+    precision: int | None = None
 
     @property
     def register_count(self) -> int:

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from gateway.core.decode import build_decoder, decode_all_orders, encode_registers
+from gateway.core.decode import build_decoder, decimals, decode_all_orders, encode_registers
 from gateway.core.model import PointConfig
 
 # Where each byte of the big-endian value (index 0 = most significant) sits on the wire.
@@ -207,3 +207,42 @@ def test_integer_round_trip(type_: str, order: str) -> None:
         assert decode(registers) == (value, "good")
 
     check()
+
+
+@pytest.mark.parametrize(
+    ("point", "registers", "expected"),
+    [
+        pytest.param(PointConfig("h", "uint16", "holding", 0, scale=0.1), [474], 47.4,
+                     id="47.4, not 47.400000000000006"),
+        pytest.param(PointConfig("h", "int16", "holding", 0, scale=0.01, offset=-40), [6747],
+                     27.47, id="scale and offset"),
+        pytest.param(PointConfig("h", "uint16", "holding", 0, scale=0.1, offset=0.05), [1],
+                     0.15, id="offset with more decimals"),
+        pytest.param(PointConfig("h", "uint16", "holding", 0, scale=0.001, precision=1), [47449],
+                     47.4, id="precision wins"),
+        pytest.param(PointConfig("h", "uint16", "coil", 0, scale=0.1), [True], 0.1,
+                     id="coil scaled"),
+    ],
+)
+def test_scaled_values_are_rounded(point: PointConfig, registers: list[int],
+                                   expected: float) -> None:
+    value, quality = build_decoder(point)(registers)
+    assert quality == "good"
+    assert value == expected  # exactly: no float noise
+    assert repr(value) == repr(expected)
+
+
+def test_float_raw_values_are_not_rounded_without_precision() -> None:
+    point = PointConfig("t", "float32", "holding", 0, scale=0.1)
+    value, _ = build_decoder(point)(encode_registers(PointConfig("t", "float32", "holding", 0),
+                                                     47.4))
+    assert value == pytest.approx(4.74, rel=1e-6)
+    rounded = PointConfig("t", "float32", "holding", 0, scale=0.1, precision=2)
+    assert build_decoder(rounded)(encode_registers(PointConfig("t", "float32", "holding", 0),
+                                                   47.4)) == (4.74, "good")
+
+
+@pytest.mark.parametrize(("number", "places"),
+                         [(0.1, 1), (0.05, 2), (1e-05, 5), (10.0, 0), (2.5e3, 0), (-0.25, 2)])
+def test_decimals(number: float, places: int) -> None:
+    assert decimals(number) == places
