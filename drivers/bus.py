@@ -29,6 +29,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
@@ -49,12 +50,40 @@ T = TypeVar("T")
 MakeClient = Callable[[Callable[[bool, bytes], bytes]], ModbusBaseClient]
 
 
+IN_FLIGHT: ContextVar[str | None] = ContextVar("sensegate_modbus_in_flight", default=None)
+"""Who a library log line is about: the device whose transaction is in flight (set by the
+driver), or, in the transport's own callbacks, the link (set while connecting)."""
+
+
+class NameTheDevice(logging.Filter):
+    """Prefixes a library's log line with `IN_FLIGHT` (``device 'x' unit 1 bus 'y': ...``),
+    so that no line about a device's traffic goes out without its name. Public logging API
+    only: a filter on the library's loggers, nothing of the library changed."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        who = IN_FLIGHT.get()
+        if who and not getattr(record, "sensegate_named", False):
+            record.msg = f"{who}: {record.getMessage()}"
+            record.args = None
+            record.sensegate_named = True
+        return True
+
+
+_LIBRARY_LOGGERS = ("pymodbus", "pymodbus.logging", "asyncio")
+_NAMER = NameTheDevice()
+
+
 def quiet_pymodbus() -> None:
     """pymodbus logs every timeout and failed connect; sensegate logs those itself, once
-    per state change and naming the device, so its own lines are dropped unless debugging
-    (and then `drivers.liblog` prefixes each with the device or link it is about)."""
+    per state change and naming the device, so its own lines are dropped unless debugging.
+    Whatever pymodbus (or asyncio, about a Modbus transport) still logs names the device or
+    link it is about (`NameTheDevice`)."""
     if not logging.getLogger().isEnabledFor(logging.DEBUG):
         logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    for name in _LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        if _NAMER not in logger.filters:
+            logger.addFilter(_NAMER)
 
 
 class Refused(Exception):
@@ -132,6 +161,8 @@ class Link:
             self._client.set_max_no_responses(_NEVER_DISCONNECT)
         self._last_error = "timed out"
         ok = False
+        # the transport's callbacks keep this context: their log lines name the link
+        token = IN_FLIGHT.set(f"bus '{self.bus}'" if self.bus else f"tcp {self.name}")
         try:
             async with asyncio.timeout(timeout):
                 ok = await self._client.connect()
@@ -141,6 +172,8 @@ class Link:
             pass
         except Exception as exc:  # pyserial raises its own errors for bad ports
             self._last_error = describe_os_error(exc)
+        finally:
+            IN_FLIGHT.reset(token)
         if ok and self._client.connected:
             self._delay = 0.0
             return None

@@ -31,19 +31,30 @@ one more timeout, and a dead one nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
 from drivers.base import DeviceDriver, FailureLog, ScanResult, bus_label, where
-from drivers.bus import BusRegistry, Link, Refused
+from drivers.bus import IN_FLIGHT, BusRegistry, Link, Refused
 from gateway.core.decode import Decoder, build_decoder
 from gateway.core.errors import DriverError
 from gateway.core.modbus import FUNCTION_CODES, Sent, crc_ok, describe_exception, rtu_complete
 from gateway.core.model import BIT_TABLES, DeviceConfig, Reading, Value
 from gateway.core.plan import ReadRequest, plan_device
+
+
+@contextlib.contextmanager
+def _in_flight(who: str) -> Iterator[None]:
+    """Library log lines while this device's transaction runs name the device."""
+    token = IN_FLIGHT.set(who)
+    try:
+        yield
+    finally:
+        IN_FLIGHT.reset(token)
 
 
 class _Prepared:
@@ -155,37 +166,43 @@ class ModbusDriver(DeviceDriver):
         valid answer is followed by `Link.discard_late`; an error whose answer came late has
         kind ``late`` (the scan reports it as a ``timeout``).
         """
+        async with self.link.lock:
+            with _in_flight(self.where):
+                return await self._locked(prepared, retries, guard_late)
+
+    async def _locked(
+        self, prepared: _Prepared, retries: int, guard_late: bool
+    ) -> Sequence[Any] | DriverError:
         link = self.link
         timeout = self.device.timeout
-        async with link.lock:
-            reason = await link.connect(timeout)
-            if reason is not None:
-                return self._error(f"cannot connect to {link.name}: {reason}", "connection")
-            error: DriverError | None = None
-            late = False
-            try:
-                for _attempt in range(retries + 1):
-                    result = await self._once(link, prepared, timeout)
-                    if not isinstance(result, DriverError):
-                        return result
-                    error = result
-                    if result.kind in ("exception", "connection"):
-                        break
-                    if guard_late and await link.discard_late(timeout):
-                        late = True
-                    elif link.gap:
-                        await asyncio.sleep(link.gap)
-            finally:
-                link.transactions += 1
-                if link.gap:
+        reason = await link.connect(timeout)
+        if reason is not None:
+            return self._error(f"cannot connect to {link.name}: {reason}", "connection")
+        error: DriverError | None = None
+        late = False
+        try:
+            for _attempt in range(retries + 1):
+                result = await self._once(link, prepared, timeout)
+                if not isinstance(result, DriverError):
+                    return result
+                error = result
+                if result.kind in ("exception", "connection"):
+                    break
+                if guard_late and await link.discard_late(timeout):
+                    late = True
+                elif link.gap:
                     await asyncio.sleep(link.gap)
-            assert error is not None
-            if error.kind == "timeout" and retries:
-                error = self._error(f"{error} ({retries + 1} attempts)", "timeout")
-            if late and error.kind == "timeout":
-                error = self._error(f"{error}; an answer came too late and was discarded "
-                                    f"(timeout {timeout:g}s too short?)", "late")
-            return error
+        finally:
+            link.transactions += 1
+            if link.gap:
+                await asyncio.sleep(link.gap)
+        assert error is not None
+        if error.kind == "timeout" and retries:
+            error = self._error(f"{error} ({retries + 1} attempts)", "timeout")
+        if late and error.kind == "timeout":
+            error = self._error(f"{error}; an answer came too late and was discarded "
+                                f"(timeout {timeout:g}s too short?)", "late")
+        return error
 
     async def _once(
         self, link: Link, prepared: _Prepared, timeout: float

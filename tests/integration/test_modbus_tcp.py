@@ -1,4 +1,4 @@
-"""Modbus TCP driver against pymodbus's own server (gateway.sim.simulator)."""
+"""Modbus TCP driver against simulated devices (gateway.sim.simulator)."""
 
 from __future__ import annotations
 
