@@ -44,6 +44,7 @@ BACKOFF_MIN = 0.5  # seconds before the first reconnect attempt
 BACKOFF_MAX = 30.0  # cap of the exponential backoff
 _NEVER_DISCONNECT = 1 << 30  # pymodbus otherwise drops a TCP link after a few timeouts
 _LIBRARY_TIMEOUT = 3600.0  # pymodbus's own timeouts; sensegate's (per device) come first
+_CONNECT_PAUSE = 0.1  # pymodbus before 3.16 sleeps this long after connecting: not the peer's
 LATE_QUIET = 0.05  # a late answer is over once the line was silent this long
 
 T = TypeVar("T")
@@ -164,7 +165,7 @@ class Link:
         # the transport's callbacks keep this context: their log lines name the link
         token = IN_FLIGHT.set(f"bus '{self.bus}'" if self.bus else f"tcp {self.name}")
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout + _CONNECT_PAUSE):
                 ok = await self._client.connect()
                 if not ok and self._diagnose is not None:
                     self._last_error = await self._diagnose(timeout)
@@ -205,7 +206,9 @@ class Link:
             refusal.cancel()
             if not task.done():
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                # whatever the cancelled request raises (pymodbus before 3.11 turns the
+                # cancellation into a ModbusIOException) is no news: we stopped it
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         if self.refused is not None:
             raise Refused(self.refused)
