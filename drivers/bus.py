@@ -36,12 +36,11 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.client.base import ModbusBaseClient
 from pymodbus.framer import FramerType
 
+from drivers.base import BACKOFF_MAX, BACKOFF_MIN, describe_os_error
 from gateway.core.bustime import frame_silence
 from gateway.core.modbus import Sent, check_answer
 from gateway.core.model import BusConfig
 
-BACKOFF_MIN = 0.5  # seconds before the first reconnect attempt
-BACKOFF_MAX = 30.0  # cap of the exponential backoff
 _NEVER_DISCONNECT = 1 << 30  # pymodbus otherwise drops a TCP link after a few timeouts
 _LIBRARY_TIMEOUT = 3600.0  # pymodbus's own timeouts; sensegate's (per device) come first
 _CONNECT_PAUSE = 0.1  # pymodbus before 3.16 sleeps this long after connecting: not the peer's
@@ -282,15 +281,6 @@ async def diagnose_serial(port: str, _timeout: float) -> str:
         return describe_os_error(exc)
     os.close(fd)
     return "cannot open the port"
-
-
-def describe_os_error(exc: BaseException) -> str:
-    """``connection refused``, ``no such file or directory``: lower case, no errno noise."""
-    number = getattr(exc, "errno", None)
-    if isinstance(number, int) and number > 0:
-        return os.strerror(number).lower()
-    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    return str(text).strip().rstrip(".").lower()
 
 
 class BusRegistry:

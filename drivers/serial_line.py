@@ -25,8 +25,16 @@ import time
 
 import serial_asyncio_fast
 
-from drivers.base import DeviceDriver, FailureLog, ScanResult, bus_label, where
-from drivers.bus import BACKOFF_MAX, BACKOFF_MIN, describe_os_error
+from drivers.base import (
+    BACKOFF_MAX,
+    BACKOFF_MIN,
+    DeviceDriver,
+    FailureLog,
+    ScanResult,
+    bus_label,
+    describe_os_error,
+    where,
+)
 from gateway.core.errors import DriverError
 from gateway.core.model import DeviceConfig, Reading, Value
 from gateway.core.textline import MAX_LINE, LineSplitter, build_converter, decode_line
@@ -52,7 +60,9 @@ class _Lines(asyncio.Protocol):
 
 
 class SerialLineDriver(DeviceDriver):
-    def __init__(self, device: DeviceConfig) -> None:
+    """A sensor on its own port: it shares no link, so ``buses`` is not used."""
+
+    def __init__(self, device: DeviceConfig, buses: object = None) -> None:
         if device.serial is None or not device.pattern:
             raise ValueError(f"device {device.name!r} needs a serial port and a pattern")
         self.device = device

@@ -393,7 +393,7 @@ def _child(metrics: Any, name: str, **labels: str) -> Any:
 
 
 def _default_driver_factory(device: DeviceConfig, config: GatewayConfig, buses: Any) -> Any:
-    from drivers.base import create_driver
+    from drivers.registry import create_driver
 
     return create_driver(device, config, buses)
 

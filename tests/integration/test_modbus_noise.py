@@ -53,7 +53,7 @@ async def test_byte_count_lie_is_a_frame_error_naming_the_device(
     sim = ModbusRtuOverTcpSimulator([1]) if rtu else ModbusTcpSimulator([1])
     load(sim.unit(1))
     async with sim:
-        device = tcp_device(sim.port, driver=driver_name, timeout=0.3, retries=0)
+        device = tcp_device(sim.port, driver=driver_name, timeout=0.5, retries=0)
         driver = create_driver(device, None, buses)
         sim.unit(1).fault = "bytecount"
         with caplog.at_level(logging.DEBUG):
