@@ -313,7 +313,7 @@ def _make_point(
         name=name, type=dtype, table=table, address=address,  # type: ignore[arg-type]
         byte_order=order, scale=p.get("scale", 1.0),  # type: ignore[arg-type]
         offset=p.get("offset", 0.0), unit=p.get("unit"), bit=bit, length=length,
-        invalid_values=invalid,
+        invalid_values=invalid, precision=p.get("precision"),
     )
 
 

@@ -132,6 +132,10 @@ POINT = obj("one value read from the device", {
                         default_note="the device's byte_order, else ABCD"),
     "scale": Field("float", "value = raw * scale + offset", default=1.0),
     "offset": Field("float", "value = raw * scale + offset", default=0.0),
+    "precision": Field("int", "decimals a scaled value is rounded to (default: as many as "
+                       "scale and offset imply for integer raw values, so raw 474 x 0.1 is "
+                       "47.4; float raw values are not rounded unless precision is set)",
+                       minimum=0, maximum=15),
     "unit": Field("str", "unit of measure, informational (e.g. degC)"),
     "bit": Field("int", "read one bit (0 = least significant) of a holding/input register; "
                  "type must be bool", minimum=0, maximum=15),
