@@ -37,6 +37,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+from pymodbus.pdu import ExceptionResponse
 
 from drivers.base import DeviceDriver, FailureLog, ScanResult, bus_label, where
 from drivers.bus import IN_FLIGHT, BusRegistry, Link, Refused
@@ -231,7 +232,7 @@ class ModbusDriver(DeviceDriver):
         except (ModbusException, ValueError, IndexError) as exc:
             return self._error(f"unreadable response {prepared.describe}: {exc}", "frame")
         if response.isError():
-            code = int(getattr(response, "exception_code", 0))
+            code = response.exception_code if isinstance(response, ExceptionResponse) else 0
             return self._error(
                 f"modbus {describe_exception(code)} {prepared.describe}", "exception", code
             )
