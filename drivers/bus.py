@@ -24,7 +24,6 @@ the bus itself changes or goes (`BusRegistry.update`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -34,6 +33,7 @@ from typing import Any, TypeVar
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.client.base import ModbusBaseClient
+from pymodbus.exceptions import ModbusIOException
 from pymodbus.framer import FramerType
 
 from drivers.base import BACKOFF_MAX, BACKOFF_MIN, describe_os_error
@@ -129,7 +129,7 @@ class Link:
         self.users = 0  # drivers holding this link (`BusRegistry.acquire`)
         self.late_answers = 0  # answers (or bytes) discarded because they came too late
         self._arrived = asyncio.Event()
-        self._refused = asyncio.Event()
+        self._deadline: asyncio.Timeout | None = None
 
     @property
     def connected(self) -> bool:
@@ -145,7 +145,8 @@ class Link:
             reason = check_answer(self.sent, data)
             if reason is not None:
                 self.refused = reason
-                self._refused.set()
+                if self._deadline is not None:  # end the wait now: no answer is coming
+                    self._deadline.reschedule(asyncio.get_running_loop().time())
         # a refused answer is not decoded: pymodbus's decoder would raise in the transport
         return b"" if self.refused is not None else data
 
@@ -190,30 +191,23 @@ class Link:
 
     async def exchange(self, call: Awaitable[T], timeout: float) -> T:
         """Await ``call`` (one pymodbus request) within ``timeout``: its response, or
-        `Refused` when the answer's bytes contradict the request, or ``TimeoutError``
-        (`received` then holds whatever bytes came). Call under the lock."""
+        `Refused` when the answer's bytes contradict the request (the deadline is then
+        brought forward to now), or ``TimeoutError`` (`received` then holds whatever bytes
+        came). Call under the lock."""
         self.sent = None
         self.received = b""
         self.refused = None
-        self._refused.clear()
-        task = asyncio.ensure_future(call)
-        refusal = asyncio.ensure_future(self._refused.wait())
         try:
-            await asyncio.wait({task, refusal}, timeout=timeout,
-                               return_when=asyncio.FIRST_COMPLETED)
+            async with asyncio.timeout(timeout) as deadline:
+                self._deadline = deadline
+                return await call
+        except (TimeoutError, ModbusIOException):
+            # pymodbus before 3.11 turns the cancellation into a ModbusIOException
+            if self.refused is not None:
+                raise Refused(self.refused) from None
+            raise
         finally:
-            refusal.cancel()
-            if not task.done():
-                task.cancel()
-                # whatever the cancelled request raises (pymodbus before 3.11 turns the
-                # cancellation into a ModbusIOException) is no news: we stopped it
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-        if self.refused is not None:
-            raise Refused(self.refused)
-        if task.cancelled():
-            raise TimeoutError
-        return task.result()
+            self._deadline = None
 
     async def discard_late(self, window: float) -> bool:
         """After a transaction without a valid answer: wait up to ``window`` for bytes that
