@@ -16,6 +16,9 @@ identical request). So after a transaction that got no valid answer, an RTU link
 (`Link.discard_late`) keeps listening for up to the timeout once more, and drops whatever
 arrives before the next request goes out.
 
+Only pymodbus's public API is used (see `Link`): no attribute of the client's internals
+is read or replaced, so a pymodbus release that reorganises them changes nothing here.
+
 Drivers `acquire` their link and `release` it when closed; a TCP endpoint no device uses
 any more is closed at once (a reload that removes its devices), an RS-485 bus link when
 the bus itself changes or goes (`BusRegistry.update`).

@@ -8,10 +8,13 @@ fails costs only the points it carried: they get quality ``bad`` and the scan ge
 * ``connection``: the link is down (refused, no such port); the device fails fast while
   the link waits out its reconnect backoff;
 * ``timeout``: no answer within ``timeout`` after ``1 + retries`` attempts;
-* ``crc``: an RTU answer arrived whose CRC does not match (checked by pymodbus's framer);
+* ``crc``: a whole RTU answer arrived whose CRC does not match (`gateway.core.modbus`);
 * ``frame``: bytes arrived but no valid answer (truncated, garbage, wrong function or
-  length);
-* ``exception``: a Modbus exception response, with its code (``code``) and name.
+  length, a byte count that contradicts the request: refused before pymodbus decodes it,
+  `gateway.core.modbus.check_answer`);
+* ``exception``: a Modbus exception response, with its code (``code``) and meaning
+  (``modbus exception 2 (illegal data address)``). It is an answer: the device is there,
+  so it does not make the device *down* (below) nor, in the scheduler, back it off.
 
 Timeouts, CRC errors and bad frames are retried ``retries`` times; exception responses
 and connection failures are not. A device that answered nothing in its previous scan is
@@ -129,8 +132,8 @@ class ModbusDriver(DeviceDriver):
                 if data.kind == "late":
                     answered = True  # slow, not dead: keep retrying and guarding the bus
                     data = self._error(str(data), "timeout")
-                elif data.kind in ("exception", "frame", "crc"):
-                    answered = True  # the device replied, if not what was asked: alive
+                elif data.kind == "exception":
+                    answered = True  # the device refused the request: it is there
                 errors.append(data)
                 for name, _decoder, _offset, _size in prepared.points:
                     quality[name] = "bad"
