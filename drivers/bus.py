@@ -133,6 +133,7 @@ class Link:
         self.late_answers = 0  # answers (or bytes) discarded because they came too late
         self._arrived = asyncio.Event()
         self._deadline: asyncio.Timeout | None = None
+        self._awaiting = False  # a request was sent and its exchange is not over
 
     @property
     def connected(self) -> bool:
@@ -141,9 +142,12 @@ class Link:
     def _trace_packet(self, sending: bool, data: bytes) -> bytes:
         if sending:
             self.sent = Sent.parse(self.framing, data)
+            self._awaiting = True
             return data
         self.received = data  # pymodbus hands over its whole receive buffer
         self._arrived.set()
+        if not self._awaiting:
+            return b""  # no request waits for these (late) bytes: nothing to decode
         if self.sent is not None and self.refused is None:
             reason = check_answer(self.sent, data)
             if reason is not None:
@@ -211,6 +215,7 @@ class Link:
             raise
         finally:
             self._deadline = None
+            self._awaiting = False
 
     async def discard_late(self, window: float) -> bool:
         """After a transaction without a valid answer: wait up to ``window`` for bytes that

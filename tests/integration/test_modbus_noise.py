@@ -8,6 +8,7 @@ answer: the device is not treated as dead (no skipped requests, no backoff).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
 
@@ -18,7 +19,7 @@ from drivers.modbus import ModbusDriver
 from gateway.core.plan import plan_device
 from gateway.edge.scheduler import answered
 from gateway.sim.simulator import ModbusRtuOverTcpSimulator, ModbusTcpSimulator
-from tests.support.modbus_sim import EXPECTED, load, tcp_device
+from tests.support.modbus_sim import EXPECTED, POINTS, load, tcp_device
 
 pytestmark = pytest.mark.integration
 
@@ -108,3 +109,30 @@ async def test_exception_reply_is_an_answer_not_a_dead_device(
     assert lines and all("no answer" not in line for line in lines)
     assert all(line.startswith(f"device 'dev' unit 1 bus 'tcp 127.0.0.1:{sim.port}': ")
                for line in lines)
+
+
+async def test_late_lying_answer_does_not_break_the_connection(
+    buses: BusRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A lie that arrives after the request timed out (no request waits for it) is dropped
+    undecoded: the connection stays, the next scan reads."""
+    sim = ModbusTcpSimulator([1])
+    load(sim.unit(1))
+    async with sim:
+        # one request per scan: the late answer comes while no request is in flight
+        device = tcp_device(sim.port, timeout=0.2, retries=0, points=POINTS[:2])
+        assert len(plan_device(device)) == 1
+        driver = create_driver(device, None, buses)
+        assert (await driver.scan()).errors == []
+        sim.unit(1).fault = "bytecount"
+        sim.unit(1).delay = 0.3
+        with caplog.at_level(logging.DEBUG):
+            slow = await driver.scan()
+            await asyncio.sleep(0.5)  # the late lies arrive meanwhile
+            sim.unit(1).fault = None
+            sim.unit(1).delay = 0.0
+            again = await driver.scan()
+        assert [e.kind for e in slow.errors] == ["timeout"]
+        assert again.errors == []
+        assert sim.connections == 1
+    assert "Fatal error" not in caplog.text and "Traceback" not in caplog.text
