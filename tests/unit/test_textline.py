@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -105,3 +107,15 @@ STRING = PointConfig("s", "string")
 )
 def test_converter(point: PointConfig, text: str, expected: tuple[object, str]) -> None:
     assert build_converter(point)(text) == expected
+
+
+@given(mantissa=st.integers(-10**6, 10**6), places=st.integers(0, 4),
+       scale=st.sampled_from([0.1, 0.5, 0.25, 0.01, 2.0]))
+def test_scaled_float_text_is_the_exact_decimal_result(mantissa: int, places: int,
+                                                       scale: float) -> None:
+    """A number written with N decimals, scaled, is the exact decimal product (as the
+    nearest float), never that plus float noise."""
+    text = f"{Decimal(mantissa).scaleb(-places):f}"
+    value, quality = build_converter(PointConfig("x", "float64", scale=scale))(text)
+    assert quality == "good"
+    assert value == float(Decimal(text) * Decimal(repr(scale)))
