@@ -52,11 +52,13 @@ class _Lines(asyncio.Protocol):
         self.splitter = LineSplitter(MAX_LINE)
 
     def data_received(self, data: bytes) -> None:
-        for line in self.splitter.feed(data):
-            self._driver.on_line(line)
+        if self._driver.current(self):
+            for line in self.splitter.feed(data):
+                self._driver.on_line(line)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._driver.on_lost(exc)
+        if self._driver.current(self):
+            self._driver.on_lost(exc)
 
 
 class SerialLineDriver(DeviceDriver):
@@ -99,7 +101,7 @@ class SerialLineDriver(DeviceDriver):
                 f"next attempt in {self._next_attempt - now:.1f}s",
                 "connection",
             )
-        protocol = _Lines(self)
+        protocol = self._protocol = _Lines(self)  # current before its first bytes arrive
         try:
             self._transport, _ = await asyncio.wait_for(
                 serial_asyncio_fast.create_serial_connection(
@@ -119,8 +121,8 @@ class SerialLineDriver(DeviceDriver):
             )
             self._delay = min(max(self._delay * 2, BACKOFF_MIN), BACKOFF_MAX)
             self._next_attempt = time.monotonic() + self._delay
+            self._protocol = None
             return self._error(f"cannot open {self.serial.port}: {self._last_error}", "connection")
-        self._protocol = protocol
         self._delay = 0.0
         return None
 
@@ -131,6 +133,10 @@ class SerialLineDriver(DeviceDriver):
         self._last_error = reason
         self._delay = min(max(self._delay * 2, BACKOFF_MIN), BACKOFF_MAX)
         self._next_attempt = time.monotonic() + self._delay
+
+    def current(self, protocol: asyncio.Protocol) -> bool:
+        """Whether ``protocol`` is the open port's (not one closed or replaced since)."""
+        return protocol is self._protocol
 
     def on_line(self, line: bytes | None) -> None:
         """A complete line (``None``: one over-long line, dropped): noise or a record."""
@@ -148,8 +154,6 @@ class SerialLineDriver(DeviceDriver):
         self._fresh.set()
 
     def on_lost(self, exc: Exception | None) -> None:
-        if self._transport is None:
-            return  # closed by us
         reason = describe_os_error(exc) if exc is not None else "port closed"
         self._stream_error = self._error(
             f"reading {self.serial.port} failed: {reason}", "connection"

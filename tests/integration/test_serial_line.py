@@ -212,3 +212,20 @@ async def test_control_characters_make_a_string_invalid(control: str) -> None:
     assert bad.reading.values == {"n": 4}
     assert bad.reading.quality == {"id": "invalid"}
     assert good.reading.values == {"id": "ABC", "n": 4}
+
+
+async def test_port_gone_is_a_connection_error_then_reopened() -> None:
+    sim = SerialLineSimulator(TEMPLATE, {"pm25": 3.5, "pm10": 6, "n": 5}, period=0.02)
+    await sim.start()
+    driver = await scan_driver(device(sim.path, timeout=0.5))
+    try:
+        assert (await driver.scan()).errors == []
+        await sim.stop()  # the other side of the line goes away
+        errors = []
+        for _ in range(5):
+            errors = (await driver.scan()).errors
+            if errors and errors[0].kind == "connection":
+                break
+        assert errors and errors[0].kind == "connection"
+    finally:
+        await driver.close()
