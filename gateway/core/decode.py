@@ -49,7 +49,6 @@ import math
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from decimal import Decimal
 
 from gateway.core.model import BIT_TABLES, BYTE_ORDERS, PointConfig, Quality, Value
 
@@ -73,13 +72,25 @@ _CODES: dict[str, tuple[str, int]] = {
 _FLOAT_TYPES = frozenset({"float32", "float64"})
 
 
+def written_decimals(text: str) -> int:
+    """Decimal places a number's text carries: ``"47.40"`` -> 2, ``"1e-05"`` -> 5,
+    ``"2.5e3"`` -> 0, ``"10.0"`` -> 1 (as written; see `decimals` for a config number)."""
+    mantissa, _, exponent = text.strip().lower().partition("e")
+    _, _, fraction = mantissa.partition(".")
+    try:
+        shift = int(exponent) if exponent else 0
+    except ValueError:
+        return 0
+    return max(0, len(fraction) - shift)
+
+
 def decimals(number: float) -> int:
-    """Decimal places of ``number`` as written in the config (its shortest repr):
-    ``0.1`` -> 1, ``0.05`` -> 2, ``1e-05`` -> 5, ``10`` -> 0."""
+    """Decimal places of ``number`` as written in the config (its shortest repr, trailing
+    zeros dropped): ``0.1`` -> 1, ``0.05`` -> 2, ``1e-05`` -> 5, ``10`` -> 0."""
     if not math.isfinite(number):
         return 0
-    exponent = Decimal(repr(float(number))).normalize().as_tuple().exponent
-    return max(0, -exponent) if isinstance(exponent, int) else 0
+    mantissa, e, exponent = repr(float(number)).partition("e")
+    return written_decimals(mantissa.rstrip("0") + e + exponent)
 
 
 def rounding(point: PointConfig) -> int | None:

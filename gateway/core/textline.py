@@ -20,7 +20,7 @@ import math
 import re
 from collections.abc import Callable
 
-from gateway.core.decode import decimals, rounding
+from gateway.core.decode import decimals, rounding, written_decimals
 from gateway.core.model import PointConfig, Quality, Value
 
 MAX_LINE = 4096  # bytes: a longer "line" is noise (counted), never a record
@@ -114,21 +114,10 @@ def build_converter(point: PointConfig) -> Converter:
             if places is not None:
                 value = round(value, places)
             elif not identity:  # a float written with N decimals, scaled
-                value = round(value, max(scale_places + _text_decimals(text), offset_places))
+                value = round(value, max(scale_places + written_decimals(text), offset_places))
         return value, "good"
 
     return to_number
-
-
-def _text_decimals(text: str) -> int:
-    """Decimal places written in a number's text: ``"47.40"`` -> 2, ``"1e-3"`` -> 3."""
-    mantissa, _, exponent = text.strip().lower().partition("e")
-    _, _, fraction = mantissa.partition(".")
-    try:
-        shift = int(exponent) if exponent else 0
-    except ValueError:
-        return 0
-    return max(0, len(fraction) - shift)
 
 
 def _to_string(text: str) -> tuple[Value | None, Quality]:

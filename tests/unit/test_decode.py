@@ -12,7 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.config.load import load_gateway_config
-from gateway.core.decode import build_decoder, decimals, decode_all_orders, encode_registers
+from gateway.core.decode import (
+    build_decoder,
+    decimals,
+    decode_all_orders,
+    encode_registers,
+    written_decimals,
+)
 from gateway.core.errors import ConfigError
 from gateway.core.model import PointConfig
 
@@ -294,3 +300,10 @@ def test_rounded_value_is_the_exact_decimal_result(raw: int, scale: float,
     exact = Decimal(raw) * Decimal(repr(scale)) + Decimal(repr(offset))
     assert quality == "good"
     assert value == float(exact)
+
+
+@pytest.mark.parametrize(("text", "places"),
+                         [("47.40", 2), ("1e-05", 5), ("2.5e3", 0), ("10.0", 1), ("-3", 0),
+                          ("1.25E-1", 3), ("x", 0)])
+def test_written_decimals(text: str, places: int) -> None:
+    assert written_decimals(text) == places
