@@ -308,6 +308,16 @@ class PointConfig:
     )
     scale: float = field(default=1.0, metadata=spec(doc="value = raw * scale + offset"))
     offset: float = field(default=0.0, metadata=spec(doc="value = raw * scale + offset"))
+    precision: int | None = field(
+        default=None,
+        metadata=spec(
+            doc="decimals a scaled value is rounded to (default: as many as scale and offset "
+            "imply for integer raw values, so raw 474 x 0.1 is 47.4; float raw values are not "
+            "rounded unless precision is set)",
+            minimum=0,
+            maximum=15,
+        ),
+    )
     unit: str | None = field(
         default=None, metadata=spec(doc="unit of measure, informational (e.g. degC)")
     )
