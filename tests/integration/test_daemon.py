@@ -20,8 +20,8 @@ import paho.mqtt.client as paho
 import pytest
 
 from bench._harness import Proc, SimProcess, gateway_yaml, wait_until
-from gateway.edge.outbox import committed_readings
 from tests.support.mosquitto import Mosquitto
+from tests.support.outbox import committed_readings
 from tests.support.ports import free_port
 
 pytestmark = pytest.mark.integration

@@ -15,6 +15,8 @@ from gateway.core.errors import StorageError
 from gateway.core.model import OutboxConfig, Reading
 from gateway.edge import outbox as buffer
 from gateway.edge.outbox import FORMAT_VERSION, Outbox, read_status
+from gateway.edge.outbox.format import SCHEMA_V1
+from tests.support.outbox import committed_readings
 
 TAGS = {"district": "xinwu", "lane": "north"}
 
@@ -423,7 +425,7 @@ def make_v1_outbox(state_dir: Path, rows: list[tuple[str, int, str, str | None]]
     conn.execute("PRAGMA page_size=4096")
     conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
     conn.execute("PRAGMA journal_mode=WAL")
-    for statement in buffer._SCHEMA_V1:
+    for statement in SCHEMA_V1:
         conn.execute(statement)
     conn.execute("UPDATE meta SET value = 7 WHERE key = 'dropped'")
     tags = '{"district":"xinwu","lane":"north"}'
@@ -441,7 +443,7 @@ def test_version_1_outbox_is_migrated_and_its_rows_are_offered(tmp_path: Path) -
     rows = [("a", ts, f'{{"t":{ts}.5}}', None) for ts in range(1, 301)]
     rows += [("b", 5, '{"x":1}', '{"y":"bad"}'), ("a", 301, "{}", '{"t":"invalid"}')]
     make_v1_outbox(tmp_path, rows)
-    assert buffer.committed_readings(str(tmp_path)) == {(d, ts) for d, ts, _, _ in rows}
+    assert committed_readings(str(tmp_path)) == {(d, ts) for d, ts, _, _ in rows}
     assert read_status(str(tmp_path), OutboxConfig())["readings"] == len(rows)
     box = Outbox.open(str(tmp_path), OutboxConfig(max_message_bytes=4096))
     try:
@@ -453,7 +455,7 @@ def test_version_1_outbox_is_migrated_and_its_rows_are_offered(tmp_path: Path) -
         conn.close()
         stats = box.stats()
         assert (stats.pending_readings, stats.dropped) == (len(rows), 7)
-        assert buffer.committed_readings(str(tmp_path)) == {(d, ts) for d, ts, _, _ in rows}
+        assert committed_readings(str(tmp_path)) == {(d, ts) for d, ts, _, _ in rows}
         msgs = all_messages(box)
         got = [(m.device, r.ts, r.values, r.quality) for m in msgs for r in m.readings]
         assert [g for g in got if g[0] == "a"] == (
@@ -465,7 +467,7 @@ def test_version_1_outbox_is_migrated_and_its_rows_are_offered(tmp_path: Path) -
             box.ack(m)
         box.flush()
         assert box.stats().pending_readings == 0
-        assert buffer.committed_readings(str(tmp_path)) == set()
+        assert committed_readings(str(tmp_path)) == set()
     finally:
         box.close()
 
@@ -478,7 +480,7 @@ def test_partly_acked_chunk_survives_a_restart_without_its_acked_part(tmp_path: 
     [a] = [m for m in box.take() if m.device == "a"]
     box.ack(a)
     box.flush()  # records the acked part
-    assert buffer.committed_readings(str(tmp_path)) == {("b", 1), ("b", 2)}
+    assert committed_readings(str(tmp_path)) == {("b", 1), ("b", 2)}
     assert read_status(str(tmp_path), OutboxConfig())["readings"] == 2
     box._writer.close()  # as after kill -9: no close(), no final commit
     box = Outbox.open(str(tmp_path), OutboxConfig())

@@ -1,4 +1,4 @@
-"""The durable offline buffer (outbox): SQLite in WAL mode under ``gateway.state_dir``.
+"""The outbox store: the in-memory queue, the committer and the take/ack state machine.
 
 Life of a reading (docs/outbox.md has the durability argument in full):
 
@@ -24,9 +24,7 @@ Past ``outbox.max_bytes`` (measured as the database's used pages plus an allowan
 WAL, which is kept small by checkpoints and ``journal_size_limit``) the oldest chunks are
 dropped, counted in a persisted counter, the ``outbox_dropped_total`` metric and a log line.
 
-The on-disk format carries ``PRAGMA application_id`` (sensegate's outbox) and
-``PRAGMA user_version`` (the format version); a newer version is refused, an older one
-migrated in place.
+The file format and its migrations are in `format`, the chunk encoding in `chunks`.
 """
 
 from __future__ import annotations
@@ -43,99 +41,31 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, Any
 
 from gateway.core.errors import StorageError
-from gateway.core.model import OutboxConfig, Reading, Value
+from gateway.core.model import OutboxConfig, Reading
+from gateway.edge.outbox.chunks import (
+    CHUNK_BYTES,
+    INSERT_CHUNK,
+    Row,
+    build_chunks,
+    dumps,
+    finite,
+    fragment,
+    head_parts,
+)
+from gateway.edge.outbox.format import DB_NAME, PAGE_SIZE, describe_error, prepare
 from gateway.runtime.backoff import Backoff
 from gateway.runtime.metrics import GatewayMetrics
 
 log = logging.getLogger("sensegate.outbox")
 
-DB_NAME = "outbox.db"
-FORMAT_VERSION = 2
-APPLICATION_ID = 0x53474F42  # "SGOB": this SQLite file is a sensegate outbox
-PAGE_SIZE = 4096
 MAX_QUEUED_READINGS = 200_000  # held in memory while the disk refuses commits
 COMMIT_RETRY_MAX = 5.0  # seconds between commit attempts while the disk refuses them
 TAKE_CHUNK = 64  # chunk rows read per query by `take`
-CHUNK_BYTES = 512 * 1024  # estimated message bytes per chunk row, at most (see _chunk_limit)
-MIGRATE_ROWS = 5000  # version-1 rows turned into chunks at a time
 VACUUM_MIN_FREE_PAGES = 256  # give free pages back to the file system past this many
 VACUUM_MAX_PAGES_PER_COMMIT = 20_000
 DROP_LOG_EVERY = 60.0  # seconds between "dropped the oldest" log lines while at the bound
-
-_SCHEMA_V1 = (
-    """CREATE TABLE readings (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        device TEXT NOT NULL,
-        measurement TEXT NOT NULL,
-        tags TEXT NOT NULL,
-        ts INTEGER NOT NULL,
-        vals TEXT NOT NULL,
-        quality TEXT,
-        size INTEGER NOT NULL
-    )""",
-    "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
-    "INSERT INTO meta (key, value) VALUES ('dropped', 0)",
-)
-
-# Version 2: one row per chunk of a commit instead of one row per reading. `head` is JSON,
-# [[[measurement, tags JSON], ...], [device, key index, readings, estimated bytes, end
-# offset, device, ...]]: the chunk's distinct keys, then five items per part;
-# `body` the parts' `readings` array items (the json payload's bytes, comma-joined within a
-# part) one after the other, part i spanning body[end(i-1):end(i)]. `done` lists the parts
-# already acknowledged (JSON array of indices, NULL for none) while others are not.
-_CHUNKS = """CREATE TABLE chunks (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        readings INTEGER NOT NULL,
-        size INTEGER NOT NULL,
-        first_ts INTEGER NOT NULL,
-        last_ts INTEGER NOT NULL,
-        head TEXT NOT NULL,
-        body BLOB NOT NULL,
-        done TEXT
-    )"""
-
-
-def _v0_to_v1(conn: sqlite3.Connection) -> None:
-    for statement in _SCHEMA_V1:
-        conn.execute(statement)
-
-
-def _v1_to_v2(conn: sqlite3.Connection) -> None:
-    """Rows of readings become chunks, in id order (so oldest first stays true)."""
-    conn.execute(_CHUNKS)
-    last = 0
-    while True:
-        rows = conn.execute(
-            "SELECT id, device, measurement, tags, ts, vals, quality, size FROM readings "
-            "WHERE id > ? ORDER BY id LIMIT ?",
-            (last, MIGRATE_ROWS),
-        ).fetchall()
-        if not rows:
-            break
-        last = rows[-1][0]
-        batch = [
-            _Row(device, measurement, tags, int(ts), _fragment(int(ts), vals, quality),
-                 int(size))
-            for _, device, measurement, tags, ts, vals, quality, size in rows
-        ]
-        conn.executemany(_INSERT_CHUNK, _chunks(batch, CHUNK_BYTES, CHUNK_BYTES))
-    conn.execute("DROP TABLE readings")
-
-
-# _MIGRATIONS[v] turns a version-v database into version v+1, inside the opening
-# transaction. Version 0 is a new, empty file. A format change appends a step and bumps
-# FORMAT_VERSION.
-_MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v0_to_v1, _v1_to_v2)
-assert len(_MIGRATIONS) == FORMAT_VERSION
-
-_INSERT_CHUNK = (
-    "INSERT INTO chunks (readings, size, first_ts, last_ts, head, body) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
-)
-
 
 @dataclass(frozen=True, slots=True)
 class OutboxMessage:
@@ -148,7 +78,8 @@ class OutboxMessage:
     size: int  # estimated payload bytes
     count: int  # readings carried
     fragments: tuple[bytes, ...]  # the `readings` array items, comma-joined per part
-    _acks: tuple[tuple[int, int, int, int, int], ...] = ()  # (id, part, parts, n, size)
+    # what `Outbox.ack` needs per part: (chunk id, part, parts in the chunk, readings, size)
+    acks: tuple[tuple[int, int, int, int, int], ...] = ()
 
     @property
     def ids(self) -> tuple[tuple[int, int], ...]:
@@ -173,37 +104,6 @@ class OutboxMessage:
         return b",".join(self.fragments)
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxStats:
-    pending_readings: int  # committed and not yet acknowledged, plus queued in memory
-    queued_readings: int  # in memory, not yet committed
-    pending_messages_estimate: int  # messages the pending readings make at most size
-    bytes: int  # on disk: database plus WAL file
-    oldest_age_s: float | None  # age of the oldest pending reading, None when empty
-    dropped: int  # readings dropped since the outbox was created (persisted)
-
-
-@dataclass(slots=True)
-class _Row:
-    """One queued reading: its message item already serialised."""
-
-    device: str
-    measurement: str
-    tags: str
-    ts: int
-    frag: str  # {"ts":...,"values":{...}[,"quality":{...}]}
-    size: int
-
-
-@dataclass(slots=True)
-class _Part:
-    device: str
-    measurement: str
-    tags: str
-    frags: list[str] = field(default_factory=list)
-    size: int = 0
-
-
 @dataclass(slots=True)
 class _Group:
     """A message being assembled by `take`."""
@@ -217,107 +117,15 @@ class _Group:
     count: int = 0
 
 
-def _fragment(ts: int, vals: str, quality: str | None) -> str:
-    if quality:
-        return f'{{"ts":{ts},"values":{vals},"quality":{quality}}}'
-    return f'{{"ts":{ts},"values":{vals}}}'
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    pending_readings: int  # committed and not yet acknowledged, plus queued in memory
+    queued_readings: int  # in memory, not yet committed
+    pending_messages_estimate: int  # messages the pending readings make at most size
+    bytes: int  # on disk: database plus WAL file
+    oldest_age_s: float | None  # age of the oldest pending reading, None when empty
+    dropped: int  # readings dropped since the outbox was created (persisted)
 
-
-def _chunks(
-    rows: list[_Row], part_limit: int, chunk_limit: int
-) -> list[tuple[int, int, int, int, str, bytes]]:
-    """Rows of one commit as chunk rows (readings, size, first_ts, last_ts, head, body).
-
-    The readings of one (device, measurement, tags) in a chunk form a part, in order; a part
-    is at most ``part_limit`` estimated bytes (a message's limit) and a chunk at most
-    ``chunk_limit`` (at least one reading each).
-    """
-    out: list[tuple[int, int, int, int, str, bytes]] = []
-    parts: list[_Part] = []
-    open_parts: dict[tuple[str, str, str], _Part] = {}
-    size = count = 0
-    first = last = 0
-
-    def close() -> None:
-        keys: dict[tuple[str, str], int] = {}
-        flat: list[object] = []
-        bodies: list[bytes] = []
-        end = 0
-        for p in parts:
-            body = ",".join(p.frags).encode("utf-8")
-            end += len(body)
-            bodies.append(body)
-            k = keys.setdefault((p.measurement, p.tags), len(keys))
-            flat += (p.device, k, len(p.frags), p.size, end)
-        head = [[list(key) for key in keys], flat]
-        out.append((
-            count, size, first, last,
-            json.dumps(head, separators=(",", ":"), ensure_ascii=False), b"".join(bodies),
-        ))
-
-    for r in rows:
-        if count and size + r.size > chunk_limit:
-            close()
-            parts, open_parts, size, count = [], {}, 0, 0
-        key = (r.device, r.measurement, r.tags)
-        part = open_parts.get(key)
-        if part is None or (part.size + r.size > part_limit and part.frags):
-            part = _Part(r.device, r.measurement, r.tags)
-            parts.append(part)
-            open_parts[key] = part
-        part.frags.append(r.frag)
-        part.size += r.size
-        if count:
-            first, last = min(first, r.ts), max(last, r.ts)
-        else:
-            first = last = r.ts
-        size += r.size
-        count += 1
-    if count:
-        close()
-    return out
-
-
-def _head_parts(head: str) -> list[tuple[str, str, str, int, int, int]]:
-    """A chunk's parts: (device, measurement, tags JSON, readings, bytes, body end)."""
-    keys, flat = json.loads(head)
-    return [
-        (flat[i], *keys[flat[i + 1]], flat[i + 2], flat[i + 3], flat[i + 4])
-        for i in range(0, len(flat), 5)
-    ]
-
-
-def _dumps(obj: object) -> str:
-    """Compact JSON as `gateway.core.payload` writes it (insertion order, UTF-8, no NaN)."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def _finite(reading: Reading) -> tuple[dict[str, Value], dict[str, str]]:
-    """Values that JSON can carry; a non-finite float becomes quality ``invalid``."""
-    values: dict[str, Value] = {}
-    quality = dict(reading.quality)
-    for name, value in reading.values.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            quality[name] = "invalid"
-        else:
-            values[name] = value
-    return values, quality
-
-
-def _describe(exc: sqlite3.Error) -> str:
-    """A short, lower-case reason for an SQLite error (no secrets can be in it)."""
-    name = getattr(exc, "sqlite_errorname", "")
-    if name == "SQLITE_FULL" or "full" in str(exc):
-        return "disk full"
-    if name.startswith("SQLITE_READONLY") or "readonly" in str(exc):
-        return "read-only file system or file"
-    if name.startswith("SQLITE_CANTOPEN"):
-        return "cannot open the database file"
-    if name.startswith("SQLITE_IOERR"):
-        return f"i/o error ({name.lower()})"
-    if name == "SQLITE_BUSY" or "locked" in str(exc):
-        return "database is locked by another process"
-    return str(exc).lower()
 
 
 class Outbox:
@@ -341,7 +149,7 @@ class Outbox:
         self._reader = reader
         self._wlock = threading.Lock()  # the writer connection and the commit
         self._qlock = threading.Lock()  # the in-memory queues and counters below
-        self._queue: deque[_Row] = deque()
+        self._queue: deque[Row] = deque()
         self._to_delete: list[int] = []  # fully acked chunk ids for the next commit
         self._dropped_upto = 0  # drops remove a prefix of ids: every id <= this is gone
         self._dropped_upto_pending = 0
@@ -366,7 +174,7 @@ class Outbox:
         self._committed = asyncio.Event()
         self._listeners: list[Callable[[], None]] = []
         self._ack_listeners: list[Callable[[str, int], None]] = []
-        self._wal_budget, wal_pages = _wal_budget(cfg.max_bytes)
+        self._wal_budget, wal_pages = wal_budget(cfg.max_bytes)
         self._data_budget = max(cfg.max_bytes - self._wal_budget, 16 * PAGE_SIZE)
         # Drops for the bound go a chunk at a time: small chunks under small bounds.
         self._chunk_limit = max(4096, min(CHUNK_BYTES, self._data_budget // 32))
@@ -379,7 +187,7 @@ class Outbox:
         for cid, head, done in self._writer.execute(
             "SELECT id, head, done FROM chunks WHERE done IS NOT NULL"
         ):
-            parts = _head_parts(head)
+            parts = head_parts(head)
             acked = self._acked[cid] = set(json.loads(done))
             counts = self._acked_counts[cid] = [0, 0]
             for index in acked:
@@ -420,15 +228,15 @@ class Outbox:
                 path, isolation_level=None, check_same_thread=False, timeout=10.0
             )
         except sqlite3.Error as exc:
-            raise StorageError(f"cannot open outbox '{path}': {_describe(exc)}") from exc
+            raise StorageError(f"cannot open outbox '{path}': {describe_error(exc)}") from exc
         try:
-            _prepare(writer, path)
+            prepare(writer, path)
             reader = sqlite3.connect(
                 f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=10.0
             )
         except sqlite3.Error as exc:
             writer.close()
-            raise StorageError(f"cannot open outbox '{path}': {_describe(exc)}") from exc
+            raise StorageError(f"cannot open outbox '{path}': {describe_error(exc)}") from exc
         except StorageError:
             writer.close()
             raise
@@ -444,18 +252,18 @@ class Outbox:
     def add(self, reading: Reading, *, measurement: str, tags: dict[str, str]) -> None:
         """Queue one scan for the next commit. Synchronous, no I/O, never raises for storage."""
         try:
-            vals = _dumps(reading.values)
-            quality = _dumps(reading.quality) if reading.quality else None
+            vals = dumps(reading.values)
+            quality = dumps(reading.quality) if reading.quality else None
         except ValueError:  # NaN or infinity: decode should have marked it invalid
-            values, qualities = _finite(reading)
-            vals, quality = _dumps(values), _dumps(qualities)
+            values, qualities = finite(reading)
+            vals, quality = dumps(values), dumps(qualities)
         tags_s = json.dumps(tags, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
         size = (
             len(vals) + len(quality or "") + len(tags_s) + len(measurement)
             + len(reading.device) + 48
         )
         ts = int(reading.ts)
-        row = _Row(reading.device, measurement, tags_s, ts, _fragment(ts, vals, quality), size)
+        row = Row(reading.device, measurement, tags_s, ts, fragment(ts, vals, quality), size)
         with self._qlock:
             self._queue.append(row)
             if len(self._queue) > self._max_queued:
@@ -552,7 +360,7 @@ class Outbox:
                 ).fetchall()
             except sqlite3.Error as exc:
                 raise StorageError(
-                    f"cannot read outbox '{self.path}': {_describe(exc)}"
+                    f"cannot read outbox '{self.path}': {describe_error(exc)}"
                 ) from exc
             if not rows:
                 break
@@ -618,7 +426,7 @@ class Outbox:
         follows the ack of their last part."""
         delivered = 0
         with self._qlock:
-            for cid, index, nparts, n, size in message._acks:
+            for cid, index, nparts, n, size in message.acks:
                 if cid <= self._dropped_upto:
                     continue  # dropped for the size bound meanwhile: already gone
                 acked = self._acked.get(cid)
@@ -700,7 +508,7 @@ class Outbox:
                     self._to_delete[:0] = deletes
                     self._acked_dirty |= dirty
                     queued = len(self._queue)
-                reason = _describe(exc)
+                reason = describe_error(exc)
                 message = (
                     f"cannot commit to outbox '{self.path}': {reason}; "
                     f"{queued} readings held in memory"
@@ -708,7 +516,7 @@ class Outbox:
                 if self._failing != reason:
                     log.error("%s", message)
                 self._failing = reason
-                self._count_commit_error()
+                self._metrics.outbox_commit_errors_total.inc()
                 self._update_metrics()
                 raise StorageError(message) from exc
             if self._failing is not None:
@@ -750,7 +558,7 @@ class Outbox:
 
     def _write(
         self,
-        batch: list[_Row],
+        batch: list[Row],
         deletes: list[int],
         dropped_mem: int,
         done: list[tuple[str, int]],
@@ -776,7 +584,7 @@ class Outbox:
             w.executemany("UPDATE chunks SET done = ? WHERE id = ?", done)
         if batch:
             w.executemany(
-                _INSERT_CHUNK, _chunks(batch, self.cfg.max_message_bytes, self._chunk_limit)
+                INSERT_CHUNK, build_chunks(batch, self.cfg.max_message_bytes, self._chunk_limit)
             )
         dropped, dropped_size = self._enforce_bound()
         dropped_unacked = dropped
@@ -852,7 +660,7 @@ class Outbox:
                     f"PRAGMA incremental_vacuum({min(free, VACUUM_MAX_PAGES_PER_COMMIT)});"
                 )
         except sqlite3.Error as exc:
-            log.debug("outbox incremental vacuum failed: %s", _describe(exc))
+            log.debug("outbox incremental vacuum failed: %s", describe_error(exc))
 
     def _forget_deleted(self) -> None:
         # Runs on the event loop thread only (take, rewind, flush), never concurrently with
@@ -875,32 +683,33 @@ class Outbox:
                 total += os.path.getsize(self.path + suffix)
         return total
 
-    def stats(self) -> OutboxStats:
+    def _pending(self, conn: sqlite3.Connection) -> tuple[int, int, int, int, int | None]:
+        """(pending readings, queued readings, pending bytes, dropped, oldest ts or None);
+        ``conn`` is the connection of the calling thread (reader: loop, writer: commit)."""
         with self._qlock:
             queued = len(self._queue)
             pending = self._rows - self._acked_readings + queued
-            size = (
-                self._rows_size - self._acked_size + sum(r.size for r in self._queue)
-            )
+            size = self._rows_size - self._acked_size + sum(r.size for r in self._queue)
             dropped = self._dropped
-            oldest_queued = self._queue[0].ts if self._queue else None
-        oldest_ts: int | None = None
+            oldest_ts = self._queue[0].ts if self._queue else None
         with contextlib.suppress(sqlite3.Error):
-            row = self._reader.execute(
-                "SELECT first_ts FROM chunks ORDER BY id LIMIT 1"
-            ).fetchone()
+            row = conn.execute("SELECT first_ts FROM chunks ORDER BY id LIMIT 1").fetchone()
             if row is not None:
                 oldest_ts = int(row[0])
-        if oldest_ts is None:
-            oldest_ts = oldest_queued
-        age = None if oldest_ts is None or pending <= 0 else max(
+        return max(pending, 0), queued, max(size, 0), dropped, oldest_ts
+
+    def stats(self) -> OutboxStats:
+        return self._stats(self._reader)
+
+    def _stats(self, conn: sqlite3.Connection) -> OutboxStats:
+        pending, queued, size, dropped, oldest_ts = self._pending(conn)
+        age = None if oldest_ts is None or not pending else max(
             0.0, time.time() - oldest_ts / 1e9
         )
-        messages = math.ceil(max(size, 0) / self.cfg.max_message_bytes) if pending > 0 else 0
         return OutboxStats(
-            pending_readings=max(pending, 0),
+            pending_readings=pending,
             queued_readings=queued,
-            pending_messages_estimate=messages,
+            pending_messages_estimate=math.ceil(size / self.cfg.max_message_bytes),
             bytes=self.disk_bytes(),
             oldest_age_s=age,
             dropped=dropped,
@@ -908,29 +717,15 @@ class Outbox:
 
     # -- metrics -----------------------------------------------------------------------
 
-    def _count_commit_error(self) -> None:
-        self._metrics.outbox_commit_errors_total.inc()
-
     def _update_metrics(self) -> None:
         """Push depth, bytes, age and the dropped total to the metrics (writer lock held)."""
-        with self._qlock:
-            pending = self._rows - self._acked_readings + len(self._queue)
-            size = self._rows_size - self._acked_size
-            dropped = self._dropped
-            oldest_ts = self._queue[0].ts if self._queue else None
-        with contextlib.suppress(sqlite3.Error):
-            row = self._writer.execute(
-                "SELECT first_ts FROM chunks ORDER BY id LIMIT 1"
-            ).fetchone()
-            if row is not None:
-                oldest_ts = int(row[0])
-        age = 0.0 if oldest_ts is None or pending <= 0 else max(0.0, time.time() - oldest_ts / 1e9)
+        stats = self._stats(self._writer)
         self._metrics.set_outbox(
-            pending_readings=max(pending, 0),
-            pending_messages=math.ceil(max(size, 0) / self.cfg.max_message_bytes),
-            size_bytes=self.disk_bytes(),
-            dropped_total=dropped,
-            oldest_age=age,
+            pending_readings=stats.pending_readings,
+            pending_messages=stats.pending_messages_estimate,
+            size_bytes=stats.bytes,
+            dropped_total=stats.dropped,
+            oldest_age=stats.oldest_age_s or 0.0,
         )
 
     # -- closing -----------------------------------------------------------------------
@@ -955,206 +750,8 @@ class Outbox:
             log.error("outbox closed with %d readings not committed", left)
 
 
-def _wal_budget(max_bytes: int) -> tuple[int, int]:
+def wal_budget(max_bytes: int) -> tuple[int, int]:
     """Bytes set aside for the WAL within max_bytes, and the auto-checkpoint in pages."""
     budget = min(max(max_bytes // 16, 64 * PAGE_SIZE), 8 * 1024 * 1024)
     return budget, max(16, budget // PAGE_SIZE // 2)
 
-
-def _prepare(conn: sqlite3.Connection, path: str) -> None:
-    """Check the file is an outbox of a version we read; create or migrate it; set pragmas."""
-    conn.execute("PRAGMA busy_timeout=10000")
-    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-    if app_id not in (0, APPLICATION_ID) or (app_id == 0 and tables):
-        raise StorageError(f"'{path}' is not a sensegate outbox database; move it away")
-    if version > FORMAT_VERSION:
-        raise StorageError(
-            f"outbox '{path}' has format version {version}, newer than this sensegate "
-            f"reads (version {FORMAT_VERSION}); upgrade sensegate or move the file away"
-        )
-    if version == 0:
-        # A new file: these must be set before the first table exists.
-        conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
-        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
-    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-    if str(mode).lower() != "wal":
-        raise StorageError(f"outbox '{path}': cannot switch to wal journal mode (got {mode!r})")
-    conn.execute("PRAGMA synchronous=FULL")
-    if version < FORMAT_VERSION:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for step in range(version, FORMAT_VERSION):
-                _MIGRATIONS[step](conn)
-            conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
-            conn.execute(f"PRAGMA user_version={FORMAT_VERSION}")
-            conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
-        if version:
-            log.info("outbox '%s' migrated from format %d to %d", path, version, FORMAT_VERSION)
-
-
-# -- `sensegate outbox` ----------------------------------------------------------------
-
-
-def read_status(state_dir: str, cfg: OutboxConfig) -> dict[str, Any]:
-    """Status of the outbox in ``state_dir`` read through a read-only connection.
-
-    Works while the daemon runs (WAL readers never block the writer) and when it does not.
-    """
-    path = os.path.join(state_dir, DB_NAME)
-    if not os.path.exists(path):
-        return {"path": path, "exists": False}
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-    except sqlite3.Error:
-        # No -shm/-wal and a directory we cannot write: no writer runs, read it as is.
-        try:
-            conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot open outbox '{path}': {_describe(exc)}") from exc
-    try:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > FORMAT_VERSION:
-            raise StorageError(
-                f"outbox '{path}' has format version {version}, newer than this sensegate "
-                f"reads (version {FORMAT_VERSION})"
-            )
-        if version == 0:
-            return {"path": path, "exists": True, "readings": 0, "messages": 0,
-                    "bytes": 0, "oldest_age_s": None, "dropped": 0, "version": 0}
-        readings, messages = 0, 0
-        if version == 1:  # not migrated yet (the daemon migrates at start)
-            groups = conn.execute(
-                "SELECT count(*), sum(size) FROM readings GROUP BY device, measurement, tags"
-            ).fetchall()
-            oldest = conn.execute("SELECT ts FROM readings ORDER BY id LIMIT 1").fetchone()
-        else:
-            per_key: dict[tuple[str, str, str], list[int]] = {}
-            for head, done in conn.execute("SELECT head, done FROM chunks"):
-                acked = set(json.loads(done)) if done else set()
-                for index, (device, measurement, tags, n, size, _end) in enumerate(
-                    _head_parts(head)
-                ):
-                    if index in acked:
-                        continue
-                    acc = per_key.setdefault((device, measurement, tags), [0, 0])
-                    acc[0] += n
-                    acc[1] += size
-            groups = [tuple(v) for v in per_key.values()]
-            oldest = conn.execute(
-                "SELECT first_ts FROM chunks ORDER BY id LIMIT 1"
-            ).fetchone()
-        for count, size in groups:
-            readings += count
-            messages += max(1, math.ceil(size / cfg.max_message_bytes))
-        dropped = conn.execute("SELECT value FROM meta WHERE key='dropped'").fetchone()[0]
-    except sqlite3.Error as exc:
-        raise StorageError(f"cannot read outbox '{path}': {_describe(exc)}") from exc
-    finally:
-        conn.close()
-    size = 0
-    for suffix in ("", "-wal"):
-        with contextlib.suppress(OSError):
-            size += os.path.getsize(path + suffix)
-    return {
-        "path": path,
-        "exists": True,
-        "version": version,
-        "readings": readings,
-        "messages": messages,
-        "bytes": size,
-        "max_bytes": cfg.max_bytes,
-        "oldest_age_s": None if oldest is None else max(0.0, time.time() - oldest[0] / 1e9),
-        "dropped": int(dropped),
-    }
-
-
-def committed_readings(state_dir: str) -> set[tuple[str, int]]:
-    """(device, ts) of every reading committed in ``state_dir``'s outbox and not deleted.
-
-    For tests and diagnosis: what a killed gateway had committed. Reads format 1 and 2.
-    """
-    path = os.path.join(state_dir, DB_NAME)
-    conn = sqlite3.connect(path)
-    try:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version == 0:
-            return set()
-        if version == 1:
-            return {(d, int(ts)) for d, ts in conn.execute("SELECT device, ts FROM readings")}
-        out: set[tuple[str, int]] = set()
-        for head, body, done in conn.execute("SELECT head, body, done FROM chunks"):
-            acked = set(json.loads(done)) if done else set()
-            begin = 0
-            for index, (device, _m, _t, _n, _size, end) in enumerate(_head_parts(head)):
-                if index not in acked:
-                    items = json.loads(b"[" + body[begin:end] + b"]")
-                    out.update((device, int(item["ts"])) for item in items)
-                begin = end
-        return out
-    finally:
-        conn.close()
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f}h"
-    return f"{seconds / 86400:.1f}d"
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return f"{n} B"
-
-
-def print_status(config_path: str, out: IO[str]) -> int:
-    """`sensegate outbox -c FILE`: pending messages and readings, bytes, oldest age, dropped."""
-    from gateway.config.load import load_gateway_config
-
-    config = load_gateway_config(config_path)
-    try:
-        status = read_status(config.state_dir, config.outbox)
-    except StorageError as exc:
-        print(f"error: {exc}", file=out)
-        return 1
-    if not status["exists"]:
-        print(f"outbox: {status['path']} (none yet: nothing buffered)", file=out)
-        return 0
-    print(f"outbox:            {status['path']}", file=out)
-    print(f"pending messages:  {status['messages']} (estimate)", file=out)
-    print(f"pending readings:  {status['readings']}", file=out)
-    print(
-        f"bytes on disk:     {status['bytes']} ({_size(status['bytes'])} of "
-        f"{_size(status.get('max_bytes', 0))})",
-        file=out,
-    )
-    print(f"oldest:            {_age(status['oldest_age_s'])}", file=out)
-    print(f"dropped:           {status['dropped']}", file=out)
-    return 0
-
-
-__all__ = [
-    "FORMAT_VERSION",
-    "Outbox",
-    "OutboxMessage",
-    "OutboxStats",
-    "Value",
-    "committed_readings",
-    "print_status",
-    "read_status",
-]

@@ -1,0 +1,143 @@
+"""The outbox file: its identity, its format version, the migrations, opening pragmas.
+
+The on-disk format carries ``PRAGMA application_id`` (sensegate's outbox) and
+``PRAGMA user_version`` (the format version); a newer version is refused, an older one
+migrated in place, inside one transaction (a crash mid-migration leaves the old format).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Callable
+
+from gateway.core.errors import StorageError
+from gateway.edge.outbox.chunks import CHUNK_BYTES, INSERT_CHUNK, Row, build_chunks, fragment
+
+log = logging.getLogger("sensegate.outbox")
+
+DB_NAME = "outbox.db"
+FORMAT_VERSION = 2
+APPLICATION_ID = 0x53474F42  # "SGOB": this SQLite file is a sensegate outbox
+PAGE_SIZE = 4096
+MIGRATE_ROWS = 5000  # version-1 rows turned into chunks at a time
+
+SCHEMA_V1 = (
+    """CREATE TABLE readings (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        device TEXT NOT NULL,
+        measurement TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        vals TEXT NOT NULL,
+        quality TEXT,
+        size INTEGER NOT NULL
+    )""",
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    "INSERT INTO meta (key, value) VALUES ('dropped', 0)",
+)
+
+# Version 2: one row per chunk of a commit instead of one row per reading. `head` is JSON,
+# [[[measurement, tags JSON], ...], [device, key index, readings, estimated bytes, end
+# offset, device, ...]]: the chunk's distinct keys, then five items per part;
+# `body` the parts' `readings` array items (the json payload's bytes, comma-joined within a
+# part) one after the other, part i spanning body[end(i-1):end(i)]. `done` lists the parts
+# already acknowledged (JSON array of indices, NULL for none) while others are not.
+CHUNKS_TABLE = """CREATE TABLE chunks (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        readings INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        first_ts INTEGER NOT NULL,
+        last_ts INTEGER NOT NULL,
+        head TEXT NOT NULL,
+        body BLOB NOT NULL,
+        done TEXT
+    )"""
+
+
+def _v0_to_v1(conn: sqlite3.Connection) -> None:
+    for statement in SCHEMA_V1:
+        conn.execute(statement)
+
+
+def _v1_to_v2(conn: sqlite3.Connection) -> None:
+    """Rows of readings become chunks, in id order (so oldest first stays true)."""
+    conn.execute(CHUNKS_TABLE)
+    last = 0
+    while True:
+        rows = conn.execute(
+            "SELECT id, device, measurement, tags, ts, vals, quality, size FROM readings "
+            "WHERE id > ? ORDER BY id LIMIT ?",
+            (last, MIGRATE_ROWS),
+        ).fetchall()
+        if not rows:
+            break
+        last = rows[-1][0]
+        batch = [
+            Row(device, measurement, tags, int(ts), fragment(int(ts), vals, quality),
+                 int(size))
+            for _, device, measurement, tags, ts, vals, quality, size in rows
+        ]
+        conn.executemany(INSERT_CHUNK, build_chunks(batch, CHUNK_BYTES, CHUNK_BYTES))
+    conn.execute("DROP TABLE readings")
+
+
+# MIGRATIONS[v] turns a version-v database into version v+1, inside the opening
+# transaction. Version 0 is a new, empty file. A format change appends a step and bumps
+# FORMAT_VERSION.
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v0_to_v1, _v1_to_v2)
+assert len(MIGRATIONS) == FORMAT_VERSION
+
+def describe_error(exc: sqlite3.Error) -> str:
+    """A short, lower-case reason for an SQLite error (no secrets can be in it)."""
+    name = getattr(exc, "sqlite_errorname", "")
+    if name == "SQLITE_FULL" or "full" in str(exc):
+        return "disk full"
+    if name.startswith("SQLITE_READONLY") or "readonly" in str(exc):
+        return "read-only file system or file"
+    if name.startswith("SQLITE_CANTOPEN"):
+        return "cannot open the database file"
+    if name.startswith("SQLITE_IOERR"):
+        return f"i/o error ({name.lower()})"
+    if name == "SQLITE_BUSY" or "locked" in str(exc):
+        return "database is locked by another process"
+    return str(exc).lower()
+
+
+def prepare(conn: sqlite3.Connection, path: str) -> None:
+    """Check the file is an outbox of a version we read; create or migrate it; set pragmas."""
+    conn.execute("PRAGMA busy_timeout=10000")
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    if app_id not in (0, APPLICATION_ID) or (app_id == 0 and tables):
+        raise StorageError(f"'{path}' is not a sensegate outbox database; move it away")
+    if version > FORMAT_VERSION:
+        raise StorageError(
+            f"outbox '{path}' has format version {version}, newer than this sensegate "
+            f"reads (version {FORMAT_VERSION}); upgrade sensegate or move the file away"
+        )
+    if version == 0:
+        # A new file: these must be set before the first table exists.
+        conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise StorageError(f"outbox '{path}': cannot switch to wal journal mode (got {mode!r})")
+    conn.execute("PRAGMA synchronous=FULL")
+    if version < FORMAT_VERSION:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for step in range(version, FORMAT_VERSION):
+                MIGRATIONS[step](conn)
+            conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version={FORMAT_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        if version:
+            log.info("outbox '%s' migrated from format %d to %d", path, version, FORMAT_VERSION)
+
