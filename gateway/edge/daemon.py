@@ -85,13 +85,18 @@ class Daemon:
         from gateway.edge.outbox import Outbox
         from gateway.edge.publish import Publisher
         from gateway.edge.scheduler import Poller
+        from gateway.edge.statedir import lock_state_dir
         from gateway.runtime.metrics import GatewayMetrics, serve_metrics
 
         config = load_gateway_config(self.config_path)
         self.config = config
         self._envelopes = envelopes(config)
         self.metrics = GatewayMetrics()
-        self.outbox = Outbox.open(config.state_dir, config.outbox, metrics=self.metrics)
+        # One gateway per state_dir: a second one would publish this one's readings.
+        self._lock = lock_state_dir(config.state_dir)
+        self.outbox = Outbox.open(
+            config.state_dir, config.outbox, config.id, metrics=self.metrics
+        )
         self.publisher = Publisher(
             config, self.outbox, metrics=self.metrics, **self.publisher_options
         )
@@ -158,8 +163,9 @@ class Daemon:
             remaining = max(0.1, deadline - time.monotonic())
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.publisher.stop(remaining), timeout=remaining + 1.0)
-        if getattr(self, "metrics_server", None) is not None:
-            self.metrics_server.close()
+        metrics_server = getattr(self, "metrics_server", None)
+        if metrics_server is not None:
+            metrics_server.close()
         if hasattr(self, "_committer"):
             self._committer.cancel()
             await asyncio.gather(self._committer, return_exceptions=True)
@@ -173,6 +179,8 @@ class Daemon:
         if hasattr(self, "outbox"):
             with contextlib.suppress(Exception):
                 self.outbox.close()
+        if hasattr(self, "_lock"):
+            self._lock.release()
         log.info("stopped")
 
     # -- reload ------------------------------------------------------------------------

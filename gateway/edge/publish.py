@@ -329,7 +329,9 @@ class Publisher:
     def _send(self, client: aiomqtt.Client, message: OutboxMessage) -> None:
         config = self._config
         try:
-            topic = data_topic(config.mqtt.topic_prefix, config.id, message.device)
+            # Under the id the readings were polled under (stored with them), never the
+            # id configured now: docs/outbox.md, "gateway id".
+            topic = data_topic(config.mqtt.topic_prefix, message.gateway, message.device)
             payload = self._payload(message)
         except ValueError as exc:
             # Cannot ever be published (a name no topic can carry): keeping it would block
@@ -366,15 +368,15 @@ class Publisher:
         config = self._config
         if config.mqtt.format != "json":
             return build_payload(
-                config.mqtt.format, config.id, message.device, message.measurement,
+                config.mqtt.format, message.gateway, message.device, message.measurement,
                 message.tags, message.readings,
             )
         # The envelope from gateway.core.payload, the readings spliced in from the stored JSON
         # (no decode and re-encode per reading: this is most of a backlog drain's CPU).
-        head = build_json(config.id, message.device, message.measurement, message.tags, [])
+        head = build_json(message.gateway, message.device, message.measurement, message.tags, [])
         if not head.endswith(b"[]}"):  # the envelope changed shape: take the slow path
             return build_payload(
-                "json", config.id, message.device, message.measurement, message.tags,
+                "json", message.gateway, message.device, message.measurement, message.tags,
                 message.readings,
             )
         return b"".join((head[:-2], message.json_readings(), b"]}"))

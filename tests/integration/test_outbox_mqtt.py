@@ -153,7 +153,7 @@ async def test_max_bytes_during_an_outage_drops_oldest_counted_and_bounded_on_di
     metrics = GatewayMetrics()
     async with Collector(mosquitto.port) as col:
         mosquitto.stop()
-        outbox = Outbox.open(config.state_dir, config.outbox, metrics=metrics)
+        outbox = Outbox.open(config.state_dir, config.outbox, config.id, metrics=metrics)
         publisher = Publisher(config, outbox, metrics=metrics, reconnect_max=0.5)
         tasks = [asyncio.create_task(outbox.run_committer()),
                  asyncio.create_task(publisher.run())]
@@ -194,7 +194,7 @@ async def test_max_bytes_during_an_outage_drops_oldest_counted_and_bounded_on_di
 
 async def test_commit_failure_counts_a_metric(tmp_path: Path) -> None:
     metrics = GatewayMetrics()
-    outbox = Outbox.open(str(tmp_path), OutboxConfig(), metrics=metrics)
+    outbox = Outbox.open(str(tmp_path), OutboxConfig(), "gw-1", metrics=metrics)
     pages = outbox._writer.execute("PRAGMA page_count").fetchone()[0]
     outbox._writer.execute(f"PRAGMA max_page_count={pages}")
     for ts in range(300):

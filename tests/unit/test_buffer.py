@@ -19,6 +19,7 @@ from gateway.edge.outbox.format import SCHEMA_V1
 from tests.support.outbox import committed_readings
 
 TAGS = {"district": "xinwu", "lane": "north"}
+GW = "gw-1"
 
 
 def reading(device: str, ts: int, **values: float) -> Reading:
@@ -39,7 +40,7 @@ def all_messages(outbox: Outbox) -> list[buffer.OutboxMessage]:
 
 @pytest.fixture
 def outbox(tmp_path: Path) -> Outbox:
-    box = Outbox.open(str(tmp_path), OutboxConfig(max_message_bytes=4096))
+    box = Outbox.open(str(tmp_path), OutboxConfig(max_message_bytes=4096), GW)
     yield box
     box.close()
 
@@ -111,7 +112,7 @@ def test_ack_deletes_on_next_commit_and_rewind_offers_only_unacked(
     assert [m.device for m in outbox.take()] == ["b"]
     assert outbox.stats().pending_readings == 5
     outbox.close()
-    reopened = Outbox.open(str(tmp_path), OutboxConfig())
+    reopened = Outbox.open(str(tmp_path), OutboxConfig(), GW)
     try:
         [m] = reopened.take()
         assert m.device == "b" and len(m.readings) == 5
@@ -134,13 +135,13 @@ def test_on_ack_counts_each_delivered_reading_once(outbox: Outbox) -> None:
 
 
 def test_unacked_rows_survive_close_without_ack(tmp_path: Path) -> None:
-    box = Outbox.open(str(tmp_path), OutboxConfig())
+    box = Outbox.open(str(tmp_path), OutboxConfig(), GW)
     fill(box, "a", 3)
     box.flush()
     assert box.take()  # in flight, never acked
     fill(box, "a", 2, start=4)  # queued, committed by close
     box.close()
-    box = Outbox.open(str(tmp_path), OutboxConfig())
+    box = Outbox.open(str(tmp_path), OutboxConfig(), GW)
     try:
         assert [r.ts for m in box.take() for r in m.readings] == [1, 2, 3, 4, 5]
     finally:
@@ -148,7 +149,7 @@ def test_unacked_rows_survive_close_without_ack(tmp_path: Path) -> None:
 
 
 async def test_committer_commits_within_the_interval(tmp_path: Path) -> None:
-    box = Outbox.open(str(tmp_path), OutboxConfig(commit_interval=0.05))
+    box = Outbox.open(str(tmp_path), OutboxConfig(commit_interval=0.05), GW)
     task = asyncio.create_task(box.run_committer())
     try:
         fill(box, "a", 3)
@@ -184,7 +185,7 @@ def disk_bytes(state_dir: Path) -> int:
 def test_max_bytes_drops_oldest_counts_them_and_holds_on_disk(tmp_path: Path) -> None:
     max_bytes = 2 * 1024 * 1024
     cfg = OutboxConfig(max_bytes=max_bytes)
-    box = Outbox.open(str(tmp_path), cfg)
+    box = Outbox.open(str(tmp_path), cfg, GW)
     values = {f"p{i}": 1000.0 + i for i in range(20)}  # ~400 bytes a row
     added = 0
     peak = 0
@@ -207,7 +208,7 @@ def test_max_bytes_drops_oldest_counts_them_and_holds_on_disk(tmp_path: Path) ->
 
 
 def test_drained_backlog_gives_disk_space_back(tmp_path: Path) -> None:
-    box = Outbox.open(str(tmp_path), OutboxConfig())
+    box = Outbox.open(str(tmp_path), OutboxConfig(), GW)
     values = {f"p{i}": 1000.0 + i for i in range(20)}
     for ts in range(20000):
         box.add(Reading("a", ts, dict(values)), measurement="m", tags=TAGS)
@@ -223,7 +224,7 @@ def test_drained_backlog_gives_disk_space_back(tmp_path: Path) -> None:
 def test_space_is_given_back_once_the_backlog_drained_not_while_it_drains(
     tmp_path: Path,
 ) -> None:
-    box = Outbox.open(str(tmp_path), OutboxConfig())
+    box = Outbox.open(str(tmp_path), OutboxConfig(), GW)
     values = {f"p{i}": 1000.0 + i for i in range(20)}
     for ts in range(20000):
         box.add(Reading("a", ts, dict(values)), measurement="m", tags=TAGS)
@@ -246,12 +247,12 @@ def test_space_is_given_back_once_the_backlog_drained_not_while_it_drains(
 
 
 def test_future_format_version_is_refused(tmp_path: Path) -> None:
-    Outbox.open(str(tmp_path), OutboxConfig()).close()
+    Outbox.open(str(tmp_path), OutboxConfig(), GW).close()
     conn = sqlite3.connect(tmp_path / "outbox.db")
     conn.execute(f"PRAGMA user_version={FORMAT_VERSION + 1}")
     conn.close()
     with pytest.raises(StorageError) as err:
-        Outbox.open(str(tmp_path), OutboxConfig())
+        Outbox.open(str(tmp_path), OutboxConfig(), GW)
     assert str(err.value) == (
         f"outbox '{tmp_path}/outbox.db' has format version {FORMAT_VERSION + 1}, newer than "
         f"this sensegate reads (version {FORMAT_VERSION}); upgrade sensegate or move the "
@@ -265,12 +266,12 @@ def test_foreign_sqlite_file_is_refused(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     with pytest.raises(StorageError, match="is not a sensegate outbox database"):
-        Outbox.open(str(tmp_path), OutboxConfig())
+        Outbox.open(str(tmp_path), OutboxConfig(), GW)
 
 
 def test_empty_file_is_migrated_to_the_current_format(tmp_path: Path) -> None:
     (tmp_path / "outbox.db").write_bytes(b"")
-    Outbox.open(str(tmp_path), OutboxConfig()).close()
+    Outbox.open(str(tmp_path), OutboxConfig(), GW).close()
     conn = sqlite3.connect(tmp_path / "outbox.db")
     assert conn.execute("PRAGMA user_version").fetchone()[0] == FORMAT_VERSION
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -294,7 +295,7 @@ def test_empty_file_is_migrated_to_the_current_format(tmp_path: Path) -> None:
 def test_unusable_state_dir_is_a_clear_error(tmp_path: Path, make, message: str) -> None:
     state_dir = make(tmp_path)
     with pytest.raises(StorageError) as err:
-        Outbox.open(str(state_dir), OutboxConfig())
+        Outbox.open(str(state_dir), OutboxConfig(), GW)
     assert str(err.value) == message.format(d=state_dir)
 
 
@@ -303,7 +304,7 @@ def test_read_only_state_dir_is_a_clear_error(tmp_path: Path) -> None:
     tmp_path.chmod(0o500)
     try:
         with pytest.raises(StorageError, match="is not writable"):
-            Outbox.open(str(tmp_path), OutboxConfig())
+            Outbox.open(str(tmp_path), OutboxConfig(), GW)
     finally:
         tmp_path.chmod(0o700)
 
@@ -312,7 +313,7 @@ def test_full_disk_keeps_readings_in_memory_and_retries(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="sensegate.outbox")
-    box = Outbox.open(str(tmp_path), OutboxConfig())
+    box = Outbox.open(str(tmp_path), OutboxConfig(), GW)
     fill(box, "a", 10)
     box.flush()
     # SQLITE_FULL as on a full disk: the database may not grow past its current pages.
@@ -334,7 +335,7 @@ def test_full_disk_keeps_readings_in_memory_and_retries(
     assert box.flush() == 500
     assert "outbox commits resumed" in caplog.text
     box.close()
-    box = Outbox.open(str(tmp_path), OutboxConfig())
+    box = Outbox.open(str(tmp_path), OutboxConfig(), GW)
     try:
         assert [r.ts for m in all_messages(box) for r in m.readings] == list(range(1, 511))
     finally:
@@ -342,7 +343,7 @@ def test_full_disk_keeps_readings_in_memory_and_retries(
 
 
 def test_memory_queue_is_bounded_while_commits_fail(tmp_path: Path) -> None:
-    box = Outbox.open(str(tmp_path), OutboxConfig(), max_queued=100)
+    box = Outbox.open(str(tmp_path), OutboxConfig(), GW, max_queued=100)
     pages = box._writer.execute("PRAGMA page_count").fetchone()[0]
     box._writer.execute(f"PRAGMA max_page_count={pages}")
     values = {f"p{i}": float(i) for i in range(50)}
@@ -360,7 +361,7 @@ def test_memory_queue_is_bounded_while_commits_fail(tmp_path: Path) -> None:
 
 def test_read_status_while_open_and_print(tmp_path: Path, monkeypatch) -> None:
     assert read_status(str(tmp_path / "none"), OutboxConfig())["exists"] is False
-    box = Outbox.open(str(tmp_path), OutboxConfig(max_message_bytes=1000))
+    box = Outbox.open(str(tmp_path), OutboxConfig(max_message_bytes=1000), GW)
     fill(box, "a", 30)
     fill(box, "b", 1)
     box.flush()
@@ -445,10 +446,11 @@ def test_version_1_outbox_is_migrated_and_its_rows_are_offered(tmp_path: Path) -
     make_v1_outbox(tmp_path, rows)
     assert committed_readings(str(tmp_path)) == {(d, ts) for d, ts, _, _ in rows}
     assert read_status(str(tmp_path), OutboxConfig())["readings"] == len(rows)
-    box = Outbox.open(str(tmp_path), OutboxConfig(max_message_bytes=4096))
+    box = Outbox.open(str(tmp_path), OutboxConfig(max_message_bytes=4096), GW)
     try:
         conn = sqlite3.connect(tmp_path / "outbox.db")
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == FORMAT_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == FORMAT_VERSION == 3
+        assert {g for (g,) in conn.execute("SELECT gateway FROM chunks")} == {GW}
         assert conn.execute(
             "SELECT count(*) FROM sqlite_master WHERE name = 'readings'"
         ).fetchone()[0] == 0
@@ -473,7 +475,7 @@ def test_version_1_outbox_is_migrated_and_its_rows_are_offered(tmp_path: Path) -
 
 
 def test_partly_acked_chunk_survives_a_restart_without_its_acked_part(tmp_path: Path) -> None:
-    box = Outbox.open(str(tmp_path), OutboxConfig())
+    box = Outbox.open(str(tmp_path), OutboxConfig(), GW)
     fill(box, "a", 3)
     fill(box, "b", 2)
     box.flush()  # one chunk, two parts
@@ -483,7 +485,7 @@ def test_partly_acked_chunk_survives_a_restart_without_its_acked_part(tmp_path: 
     assert committed_readings(str(tmp_path)) == {("b", 1), ("b", 2)}
     assert read_status(str(tmp_path), OutboxConfig())["readings"] == 2
     box._writer.close()  # as after kill -9: no close(), no final commit
-    box = Outbox.open(str(tmp_path), OutboxConfig())
+    box = Outbox.open(str(tmp_path), OutboxConfig(), GW)
     try:
         assert box.stats().pending_readings == 2
         [b] = box.take()
@@ -492,5 +494,35 @@ def test_partly_acked_chunk_survives_a_restart_without_its_acked_part(tmp_path: 
         box.flush()
         assert box.stats().pending_readings == 0
         assert box._writer.execute("SELECT count(*) FROM chunks").fetchone()[0] == 0
+    finally:
+        box.close()
+
+
+def test_readings_keep_the_gateway_id_they_were_polled_under(tmp_path: Path) -> None:
+    """After a change of gateway.id, what the old id buffered still goes out under it."""
+    box = Outbox.open(str(tmp_path), OutboxConfig(), "gw-old")
+    fill(box, "a", 3)
+    box.close()
+    box = Outbox.open(str(tmp_path), OutboxConfig(), "gw-new")
+    try:
+        fill(box, "a", 2, start=10)
+        box.flush()
+        got = [(m.gateway, m.device, [r.ts for r in m.readings]) for m in all_messages(box)]
+        assert got == [("gw-old", "a", [1, 2, 3]), ("gw-new", "a", [10, 11])]
+    finally:
+        box.close()
+
+
+def test_version_2_outbox_is_stamped_with_the_configured_gateway_id(tmp_path: Path) -> None:
+    box = Outbox.open(str(tmp_path), OutboxConfig(), "gw-x")
+    fill(box, "a", 2)
+    box.close()
+    conn = sqlite3.connect(tmp_path / "outbox.db", isolation_level=None)
+    conn.execute("ALTER TABLE chunks DROP COLUMN gateway")  # as format 2 wrote it
+    conn.execute("PRAGMA user_version=2")
+    conn.close()
+    box = Outbox.open(str(tmp_path), OutboxConfig(), "gw-y")
+    try:
+        assert [(m.gateway, m.count) for m in all_messages(box)] == [("gw-y", 2)]
     finally:
         box.close()

@@ -21,10 +21,6 @@ from gateway.core.model import Reading, Value
 
 CHUNK_BYTES = 512 * 1024  # estimated message bytes per chunk row, at most (see _chunk_limit)
 
-INSERT_CHUNK = (
-    "INSERT INTO chunks (readings, size, first_ts, last_ts, head, body) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
-)
 
 @dataclass(slots=True)
 class Row:

@@ -13,12 +13,12 @@ import sqlite3
 from collections.abc import Callable
 
 from gateway.core.errors import StorageError
-from gateway.edge.outbox.chunks import CHUNK_BYTES, INSERT_CHUNK, Row, build_chunks, fragment
+from gateway.edge.outbox.chunks import CHUNK_BYTES, Row, build_chunks, fragment
 
 log = logging.getLogger("sensegate.outbox")
 
 DB_NAME = "outbox.db"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 APPLICATION_ID = 0x53474F42  # "SGOB": this SQLite file is a sensegate outbox
 PAGE_SIZE = 4096
 MIGRATE_ROWS = 5000  # version-1 rows turned into chunks at a time
@@ -56,12 +56,20 @@ CHUNKS_TABLE = """CREATE TABLE chunks (
     )"""
 
 
-def _v0_to_v1(conn: sqlite3.Connection) -> None:
+# Version 3: each chunk says which gateway id its readings were polled under; they are
+# published under that id only, whatever the id configured when they go out.
+INSERT_CHUNK = (
+    "INSERT INTO chunks (readings, size, first_ts, last_ts, head, body, gateway) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _v0_to_v1(conn: sqlite3.Connection, _gateway_id: str) -> None:
     for statement in SCHEMA_V1:
         conn.execute(statement)
 
 
-def _v1_to_v2(conn: sqlite3.Connection) -> None:
+def _v1_to_v2(conn: sqlite3.Connection, _gateway_id: str) -> None:
     """Rows of readings become chunks, in id order (so oldest first stays true)."""
     conn.execute(CHUNKS_TABLE)
     last = 0
@@ -79,15 +87,30 @@ def _v1_to_v2(conn: sqlite3.Connection) -> None:
                  int(size))
             for _, device, measurement, tags, ts, vals, quality, size in rows
         ]
-        conn.executemany(INSERT_CHUNK, build_chunks(batch, CHUNK_BYTES, CHUNK_BYTES))
+        conn.executemany(
+            "INSERT INTO chunks (readings, size, first_ts, last_ts, head, body) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            build_chunks(batch, CHUNK_BYTES, CHUNK_BYTES),
+        )
     conn.execute("DROP TABLE readings")
+
+
+def _v2_to_v3(conn: sqlite3.Connection, gateway_id: str) -> None:
+    """Chunks get the gateway id. Formats 1 and 2 did not record it: what they hold is taken
+    as polled under the id configured at the first start of a version that reads format 3
+    (the id cannot change while a gateway runs: a reload refuses it)."""
+    conn.execute("ALTER TABLE chunks ADD COLUMN gateway TEXT NOT NULL DEFAULT ''")
+    conn.execute("UPDATE chunks SET gateway = ?", (gateway_id,))
 
 
 # MIGRATIONS[v] turns a version-v database into version v+1, inside the opening
 # transaction. Version 0 is a new, empty file. A format change appends a step and bumps
 # FORMAT_VERSION.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v0_to_v1, _v1_to_v2)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection, str], None], ...] = (
+    _v0_to_v1, _v1_to_v2, _v2_to_v3,
+)
 assert len(MIGRATIONS) == FORMAT_VERSION
+
 
 def describe_error(exc: sqlite3.Error) -> str:
     """A short, lower-case reason for an SQLite error (no secrets can be in it)."""
@@ -105,8 +128,11 @@ def describe_error(exc: sqlite3.Error) -> str:
     return str(exc).lower()
 
 
-def prepare(conn: sqlite3.Connection, path: str) -> None:
-    """Check the file is an outbox of a version we read; create or migrate it; set pragmas."""
+def prepare(conn: sqlite3.Connection, path: str, gateway_id: str) -> None:
+    """Check the file is an outbox of a version we read; create or migrate it; set pragmas.
+
+    ``gateway_id`` is the configured id, given to what older formats held without one.
+    """
     conn.execute("PRAGMA busy_timeout=10000")
     app_id = conn.execute("PRAGMA application_id").fetchone()[0]
     version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -130,7 +156,7 @@ def prepare(conn: sqlite3.Connection, path: str) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
             for step in range(version, FORMAT_VERSION):
-                MIGRATIONS[step](conn)
+                MIGRATIONS[step](conn, gateway_id)
             conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
             conn.execute(f"PRAGMA user_version={FORMAT_VERSION}")
             conn.execute("COMMIT")

@@ -46,7 +46,6 @@ from gateway.core.errors import StorageError
 from gateway.core.model import OutboxConfig, Reading
 from gateway.edge.outbox.chunks import (
     CHUNK_BYTES,
-    INSERT_CHUNK,
     Row,
     build_chunks,
     dumps,
@@ -54,7 +53,14 @@ from gateway.edge.outbox.chunks import (
     fragment,
     head_parts,
 )
-from gateway.edge.outbox.format import DB_NAME, PAGE_SIZE, describe_error, prepare
+from gateway.edge.outbox.format import (
+    DB_NAME,
+    INSERT_CHUNK,
+    PAGE_SIZE,
+    describe_error,
+    prepare,
+)
+from gateway.edge.statedir import make_state_dir
 from gateway.runtime.backoff import Backoff
 from gateway.runtime.metrics import GatewayMetrics
 
@@ -71,6 +77,7 @@ DROP_LOG_EVERY = 60.0  # seconds between "dropped the oldest" log lines while at
 class OutboxMessage:
     """Committed readings of one device that travel in one MQTT message."""
 
+    gateway: str  # the gateway id they were polled under: publish under this id only
     device: str
     measurement: str
     tags: dict[str, str]
@@ -108,6 +115,7 @@ class OutboxMessage:
 class _Group:
     """A message being assembled by `take`."""
 
+    gateway: str
     device: str
     measurement: str
     tags: str
@@ -135,6 +143,7 @@ class Outbox:
         self,
         path: str,
         cfg: OutboxConfig,
+        gateway_id: str,
         writer: sqlite3.Connection,
         reader: sqlite3.Connection,
         *,
@@ -143,6 +152,7 @@ class Outbox:
     ) -> None:
         self.path = path
         self.cfg = cfg
+        self.gateway_id = gateway_id
         self._metrics = metrics if metrics is not None else GatewayMetrics()
         self._max_queued = max_queued
         self._writer = writer
@@ -207,19 +217,13 @@ class Outbox:
         cls,
         state_dir: str,
         cfg: OutboxConfig,
+        gateway_id: str,
         *,
         metrics: GatewayMetrics | None = None,
         max_queued: int = MAX_QUEUED_READINGS,
     ) -> Outbox:
         """Open (creating or migrating) ``state_dir/outbox.db``; raises StorageError."""
-        if os.path.exists(state_dir) and not os.path.isdir(state_dir):
-            raise StorageError(f"state_dir '{state_dir}' is not a directory")
-        try:
-            os.makedirs(state_dir, exist_ok=True)
-        except OSError as exc:
-            raise StorageError(
-                f"cannot create state_dir '{state_dir}': {exc.strerror or exc}".lower()
-            ) from exc
+        make_state_dir(state_dir)
         path = os.path.join(state_dir, DB_NAME)
         if not os.access(state_dir, os.W_OK | os.X_OK):
             raise StorageError(f"state_dir '{state_dir}' is not writable")
@@ -230,7 +234,7 @@ class Outbox:
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open outbox '{path}': {describe_error(exc)}") from exc
         try:
-            prepare(writer, path)
+            prepare(writer, path, gateway_id)
             reader = sqlite3.connect(
                 f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=10.0
             )
@@ -240,7 +244,7 @@ class Outbox:
         except StorageError:
             writer.close()
             raise
-        outbox = cls(path, cfg, writer, reader, metrics=metrics, max_queued=max_queued)
+        outbox = cls(path, cfg, gateway_id, writer, reader, metrics=metrics, max_queued=max_queued)
         log.info(
             "outbox %s: %d readings pending, %d dropped so far",
             path, outbox._rows, outbox._dropped,
@@ -348,13 +352,13 @@ class Outbox:
         total = 0
         self._forget_deleted()
         groups: list[_Group] = []
-        open_groups: dict[tuple[str, str, str], _Group] = {}
+        open_groups: dict[tuple[str, str, str, str], _Group] = {}
         limit = self.cfg.max_message_bytes
         while True:
             cid0, part0 = self._cursor
             try:
                 rows = self._reader.execute(
-                    "SELECT id, head, body, done FROM chunks WHERE id >= ? ORDER BY id "
+                    "SELECT id, gateway, head, body, done FROM chunks WHERE id >= ? ORDER BY id "
                     "LIMIT ?",
                     (cid0, TAKE_CHUNK),
                 ).fetchall()
@@ -366,9 +370,9 @@ class Outbox:
                 break
             with self._qlock:
                 acked_map = {
-                    cid: set(self._acked[cid]) for cid, _, _, _ in rows if cid in self._acked
+                    cid: set(self._acked[cid]) for cid, *_ in rows if cid in self._acked
                 }
-            for cid, head_s, body, done in rows:
+            for cid, gateway, head_s, body, done in rows:
                 acked = acked_map.get(cid)
                 if done is not None:
                     acked = (acked or set()) | set(json.loads(done))
@@ -385,13 +389,13 @@ class Outbox:
                     if max_bytes is not None and total and total + size > max_bytes:
                         self._cursor = (cid, index)
                         return self._messages(groups)
-                    key = (device, measurement, tags)
+                    key = (gateway, device, measurement, tags)
                     group = open_groups.get(key)
                     if group is None or (group.size + size > limit and group.count):
                         if len(groups) >= max_messages:
                             self._cursor = (cid, index)
                             return self._messages(groups)
-                        group = _Group(device, measurement, tags)
+                        group = _Group(gateway, device, measurement, tags)
                         groups.append(group)
                         open_groups[key] = group
                     group.fragments.append(body[begin:end])
@@ -415,7 +419,7 @@ class Outbox:
                     tag_cache.clear()
                 tags = tag_cache[g.tags] = json.loads(g.tags)
             out.append(OutboxMessage(
-                g.device, g.measurement, dict(tags),
+                g.gateway, g.device, g.measurement, dict(tags),
                 tuple((a[0], a[1]) for a in g.acks), g.size, g.count,
                 tuple(g.fragments), tuple(g.acks),
             ))
@@ -584,7 +588,13 @@ class Outbox:
             w.executemany("UPDATE chunks SET done = ? WHERE id = ?", done)
         if batch:
             w.executemany(
-                INSERT_CHUNK, build_chunks(batch, self.cfg.max_message_bytes, self._chunk_limit)
+                INSERT_CHUNK,
+                [
+                    (*chunk, self.gateway_id)
+                    for chunk in build_chunks(
+                        batch, self.cfg.max_message_bytes, self._chunk_limit
+                    )
+                ],
             )
         dropped, dropped_size = self._enforce_bound()
         dropped_unacked = dropped
