@@ -13,7 +13,7 @@ from gateway.edge.outbox.format import DB_NAME
 def committed_readings(state_dir: str) -> set[tuple[str, int]]:
     """(device, ts) of every reading committed in ``state_dir``'s outbox and not deleted.
 
-    For tests and diagnosis: what a killed gateway had committed. Reads format 1 and 2.
+    For tests and diagnosis: what a killed gateway had committed. Reads formats 1 to 3.
     """
     path = os.path.join(state_dir, DB_NAME)
     conn = sqlite3.connect(path)
@@ -24,7 +24,11 @@ def committed_readings(state_dir: str) -> set[tuple[str, int]]:
         if version == 1:
             return {(d, int(ts)) for d, ts in conn.execute("SELECT device, ts FROM readings")}
         out: set[tuple[str, int]] = set()
-        for head, body, done in conn.execute("SELECT head, body, done FROM chunks"):
+        query = (
+            "SELECT head, body, done FROM chunks" if version == 2 else
+            "SELECT c.head, c.body, a.parts FROM chunks c LEFT JOIN acked a ON a.id = c.id"
+        )
+        for head, body, done in conn.execute(query):
             acked = set(json.loads(done)) if done else set()
             begin = 0
             for index, (device, _m, _t, _n, _size, end) in enumerate(head_parts(head)):

@@ -519,6 +519,7 @@ def test_version_2_outbox_is_stamped_with_the_configured_gateway_id(tmp_path: Pa
     box.close()
     conn = sqlite3.connect(tmp_path / "outbox.db", isolation_level=None)
     conn.execute("ALTER TABLE chunks DROP COLUMN gateway")  # as format 2 wrote it
+    conn.execute("DROP TABLE acked")
     conn.execute("PRAGMA user_version=2")
     conn.close()
     box = Outbox.open(str(tmp_path), OutboxConfig(), "gw-y")

@@ -57,7 +57,12 @@ CHUNKS_TABLE = """CREATE TABLE chunks (
 
 
 # Version 3: each chunk says which gateway id its readings were polled under; they are
-# published under that id only, whatever the id configured when they go out.
+# published under that id only, whatever the id configured when they go out. The parts
+# already acknowledged move from `chunks.done` (now always NULL) to a table of their own,
+# `acked`: marking a part rewrote the whole chunk row (its body too), which on a full disk
+# needed room for a second copy of every partly acknowledged chunk.
+# chunk id -> JSON array of the part indices acknowledged, while others are not
+ACKED_TABLE = "CREATE TABLE acked (id INTEGER PRIMARY KEY, parts TEXT NOT NULL)"
 INSERT_CHUNK = (
     "INSERT INTO chunks (readings, size, first_ts, last_ts, head, body, gateway) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -101,6 +106,11 @@ def _v2_to_v3(conn: sqlite3.Connection, gateway_id: str) -> None:
     (the id cannot change while a gateway runs: a reload refuses it)."""
     conn.execute("ALTER TABLE chunks ADD COLUMN gateway TEXT NOT NULL DEFAULT ''")
     conn.execute("UPDATE chunks SET gateway = ?", (gateway_id,))
+    conn.execute(ACKED_TABLE)
+    conn.execute(
+        "INSERT INTO acked (id, parts) SELECT id, done FROM chunks WHERE done IS NOT NULL"
+    )
+    conn.execute("UPDATE chunks SET done = NULL WHERE done IS NOT NULL")
 
 
 # MIGRATIONS[v] turns a version-v database into version v+1, inside the opening
@@ -152,6 +162,11 @@ def prepare(conn: sqlite3.Connection, path: str, gateway_id: str) -> None:
     if str(mode).lower() != "wal":
         raise StorageError(f"outbox '{path}': cannot switch to wal journal mode (got {mode!r})")
     conn.execute("PRAGMA synchronous=FULL")
+    # Many builds (Debian's among them) default to secure_delete=ON, which zeroes every
+    # freed page: a delete then writes as many bytes to the WAL as it frees, and on a full
+    # disk the deletes of a drained backlog could never commit. Readings are no secret;
+    # FAST zeroes only what costs no extra I/O.
+    conn.execute("PRAGMA secure_delete=FAST")
     if version < FORMAT_VERSION:
         conn.execute("BEGIN IMMEDIATE")
         try:

@@ -51,7 +51,11 @@ def read_status(state_dir: str, cfg: OutboxConfig) -> dict[str, Any]:
             oldest = conn.execute("SELECT ts FROM readings ORDER BY id LIMIT 1").fetchone()
         else:
             per_key: dict[tuple[str, str, str], list[int]] = {}
-            for head, done in conn.execute("SELECT head, done FROM chunks"):
+            query = (
+                "SELECT head, done FROM chunks" if version == 2 else
+                "SELECT c.head, a.parts FROM chunks c LEFT JOIN acked a ON a.id = c.id"
+            )
+            for head, done in conn.execute(query):
                 acked = set(json.loads(done)) if done else set()
                 for index, (device, measurement, tags, n, size, _end) in enumerate(
                     head_parts(head)

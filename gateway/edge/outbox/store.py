@@ -72,6 +72,8 @@ TAKE_CHUNK = 64  # chunk rows read per query by `take`
 VACUUM_MIN_FREE_PAGES = 256  # give free pages back to the file system past this many
 VACUUM_MAX_PAGES_PER_COMMIT = 20_000
 DROP_LOG_EVERY = 60.0  # seconds between "dropped the oldest" log lines while at the bound
+RESERVE_BYTES = 64 * 1024  # free space left on the file system under the bound (SQLite's)
+MIN_DATA_BUDGET = 16 * PAGE_SIZE
 
 @dataclass(frozen=True, slots=True)
 class OutboxMessage:
@@ -184,18 +186,16 @@ class Outbox:
         self._committed = asyncio.Event()
         self._listeners: list[Callable[[], None]] = []
         self._ack_listeners: list[Callable[[str, int], None]] = []
-        self._wal_budget, wal_pages = wal_budget(cfg.max_bytes)
-        self._data_budget = max(cfg.max_bytes - self._wal_budget, 16 * PAGE_SIZE)
-        # Drops for the bound go a chunk at a time: small chunks under small bounds.
-        self._chunk_limit = max(4096, min(CHUNK_BYTES, self._data_budget // 32))
-        self._writer.execute(f"PRAGMA wal_autocheckpoint={wal_pages}")
-        self._writer.execute(f"PRAGMA journal_size_limit={wal_pages * PAGE_SIZE}")
+        self._budget = 0  # the bound in force: max_bytes, or less on a small disk
+        self._cap: int | None = None  # lowered by each "disk full" the reserve did not avoid
+        self._wal_budget = self._data_budget = self._chunk_limit = self._commit_limit = 0
+        self._fit_budget()
         rows, size = self._writer.execute(
             "SELECT coalesce(sum(readings), 0), coalesce(sum(size), 0) FROM chunks"
         ).fetchone()
         self._rows, self._rows_size = int(rows), int(size)
         for cid, head, done in self._writer.execute(
-            "SELECT id, head, done FROM chunks WHERE done IS NOT NULL"
+            "SELECT a.id, c.head, a.parts FROM acked a JOIN chunks c ON c.id = a.id"
         ):
             parts = head_parts(head)
             acked = self._acked[cid] = set(json.loads(done))
@@ -287,10 +287,17 @@ class Outbox:
         Raises StorageError when the commit fails; the readings stay queued in memory.
         """
         inserted = self._commit()
+        while self.queued():  # a backlog held in memory goes in several commits
+            inserted += self._commit()
         self._forget_deleted()
         if inserted:
             self._notify()
         return inserted
+
+    def queued(self) -> int:
+        """Readings in memory, not yet committed."""
+        with self._qlock:
+            return len(self._queue)
 
     def on_commit(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback()`` on the event loop after each commit that added rows.
@@ -334,7 +341,8 @@ class Outbox:
                 delay = backoff.next()
                 continue
             backoff.reset()
-            delay = interval
+            # More queued than one commit takes (a backlog after a disk failure): go on.
+            delay = 0.0 if self.queued() else interval
             if inserted:
                 self._notify()
 
@@ -358,7 +366,8 @@ class Outbox:
             cid0, part0 = self._cursor
             try:
                 rows = self._reader.execute(
-                    "SELECT id, gateway, head, body, done FROM chunks WHERE id >= ? ORDER BY id "
+                    "SELECT c.id, c.gateway, c.head, c.body, a.parts FROM chunks c "
+                    "LEFT JOIN acked a ON a.id = c.id WHERE c.id >= ? ORDER BY c.id "
                     "LIMIT ?",
                     (cid0, TAKE_CHUNK),
                 ).fetchall()
@@ -477,21 +486,77 @@ class Outbox:
             return self._rows - self._acked_readings + len(self._queue)
 
 
+    # -- the bound ---------------------------------------------------------------------
+
+    def _room(self) -> int | None:
+        """Bytes the outbox may use on its file system: its own files plus the free space
+        (statvfs), less a reserve; None when the file system cannot say."""
+        try:
+            st = os.statvfs(os.path.dirname(self.path) or ".")
+        except OSError:
+            return None
+        own = 0  # (the -shm file is small, fixed, and already off the free space)
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(OSError):
+                own += os.stat(self.path + suffix).st_blocks * 512
+        return own + st.f_bavail * st.f_frsize - RESERVE_BYTES
+
+    def _fit_budget(self) -> None:
+        """Set the bound from ``max_bytes`` and the room actually there (writer lock held,
+        or in __init__). On a disk smaller than max_bytes, the WAL's checkpoint threshold,
+        the chunk size and the commit size follow the smaller bound, so the outbox drops its
+        oldest readings (counted) instead of filling the disk and failing every commit."""
+        room = self._room()
+        budget = self.cfg.max_bytes if room is None else min(self.cfg.max_bytes, room)
+        if self._cap is not None:
+            budget = min(budget, self._cap)
+        budget = max(budget, MIN_DATA_BUDGET + 8 * PAGE_SIZE) // PAGE_SIZE * PAGE_SIZE
+        if budget == self._budget:
+            return
+        if budget < self.cfg.max_bytes and (
+            not self._budget or abs(budget - self._budget) > self._budget // 8
+        ):
+            log.warning(
+                "outbox %s: the file system has room for %d bytes, less than max_bytes "
+                "(%d): the outbox keeps within %d bytes and drops its oldest readings past "
+                "that", self.path, max(room or 0, 0), self.cfg.max_bytes, budget,
+            )
+        self._budget = budget
+        self._wal_budget, wal_pages = wal_budget(budget)
+        self._data_budget = max(budget - self._wal_budget, MIN_DATA_BUDGET)
+        # Drops for the bound go a chunk at a time: small chunks under small bounds.
+        self._chunk_limit = max(4096, min(CHUNK_BYTES, self._data_budget // 32))
+        # The WAL is checkpointed past a quarter of its share, and one commit writes at
+        # most another quarter (a backlog held in memory goes in several commits): it
+        # stays within its share even when a checkpoint cannot finish at once.
+        self._commit_limit = max(4096, self._wal_budget // 4)
+        self._writer.execute(f"PRAGMA wal_autocheckpoint={wal_pages}")
+        self._writer.execute(f"PRAGMA journal_size_limit={self._wal_budget}")
+
+    def _make_room(self) -> None:
+        """After "disk full" (someone else took the reserve): give the WAL's space back and
+        lower the bound by an eighth, so the next commit drops the oldest to fit. Once per
+        episode: when the disk has no room even for that, retrying cannot help until
+        someone frees space; meanwhile readings wait in memory (bounded, counted)."""
+        with contextlib.suppress(sqlite3.Error):
+            self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._cap = max(MIN_DATA_BUDGET, (self._budget * 7 // 8) // PAGE_SIZE * PAGE_SIZE)
+
     # -- the commit --------------------------------------------------------------------
 
     def _commit(self) -> int:
         with self._wlock:
             if self._closed:
                 raise StorageError(f"outbox '{self.path}' is closed")
+            self._fit_budget()
             with self._qlock:
-                batch = list(self._queue)
-                self._queue.clear()
+                batch = self._take_batch()
                 deletes = [i for i in self._to_delete if i > self._dropped_upto]
                 self._to_delete = []
                 dirty = self._acked_dirty
                 self._acked_dirty = set()
                 done = [
-                    (json.dumps(sorted(self._acked[cid])), cid) for cid in dirty
+                    (cid, json.dumps(sorted(self._acked[cid]))) for cid in dirty
                     if cid > self._dropped_upto and cid in self._acked
                 ]
                 dropped_mem = self._dropped_unpersisted
@@ -513,6 +578,8 @@ class Outbox:
                     self._acked_dirty |= dirty
                     queued = len(self._queue)
                 reason = describe_error(exc)
+                if reason == "disk full" and self._failing != reason:
+                    self._make_room()
                 message = (
                     f"cannot commit to outbox '{self.path}': {reason}; "
                     f"{queued} readings held in memory"
@@ -551,21 +618,38 @@ class Outbox:
                 now = time.monotonic()
                 if now - self._drop_logged_at >= DROP_LOG_EVERY:
                     log.warning(
-                        "outbox over max_bytes (%d bytes): dropped the %d oldest readings "
+                        "outbox at its bound (%d bytes%s): dropped the %d oldest readings "
                         "(%d dropped in all)",
-                        self.cfg.max_bytes, self._drops_unlogged, self._dropped,
+                        self._budget,
+                        "" if self._budget >= self.cfg.max_bytes else ", what the disk holds",
+                        self._drops_unlogged, self._dropped,
                     )
                     self._drop_logged_at = now
                     self._drops_unlogged = 0
             self._update_metrics()
             return len(batch)
 
+    def _take_batch(self) -> list[Row]:
+        """The oldest queued readings, up to the commit size (queue lock held)."""
+        queue = self._queue
+        if sum(r.size for r in queue) <= self._commit_limit:
+            batch = list(queue)
+            queue.clear()
+            return batch
+        batch = []
+        size = 0
+        while queue and (not batch or size + queue[0].size <= self._commit_limit):
+            row = queue.popleft()
+            size += row.size
+            batch.append(row)
+        return batch
+
     def _write(
         self,
         batch: list[Row],
         deletes: list[int],
         dropped_mem: int,
-        done: list[tuple[str, int]],
+        done: list[tuple[int, str]],
     ) -> tuple[int, int, int]:
         """One transaction: delete acked chunks, insert the batch as chunks, enforce
         max_bytes. Returns the readings and bytes of the chunks dropped for the bound, and
@@ -575,28 +659,32 @@ class Outbox:
         w.execute("BEGIN IMMEDIATE")
         if deletes:
             ordered = sorted(deletes)
-            try:  # one statement over sorted ids
-                w.execute(
-                    "DELETE FROM chunks WHERE id IN (SELECT value FROM json_each(?))",
-                    (json.dumps(ordered),),
-                )
-            except sqlite3.OperationalError as exc:
-                if "json_each" not in str(exc):
-                    raise
-                w.executemany("DELETE FROM chunks WHERE id = ?", ((i,) for i in ordered))
-        if done:  # acked parts of chunks not yet complete: not offered again after a crash
-            w.executemany("UPDATE chunks SET done = ? WHERE id = ?", done)
-        if batch:
-            w.executemany(
-                INSERT_CHUNK,
-                [
-                    (*chunk, self.gateway_id)
-                    for chunk in build_chunks(
-                        batch, self.cfg.max_message_bytes, self._chunk_limit
+            for table in ("chunks", "acked"):
+                try:  # one statement over sorted ids
+                    w.execute(
+                        f"DELETE FROM {table} WHERE id IN (SELECT value FROM json_each(?))",
+                        (json.dumps(ordered),),
                     )
-                ],
-            )
-        dropped, dropped_size = self._enforce_bound()
+                except sqlite3.OperationalError as exc:
+                    if "json_each" not in str(exc):
+                        raise
+                    w.executemany(f"DELETE FROM {table} WHERE id = ?", ((i,) for i in ordered))
+        if done:  # acked parts of chunks not yet complete: not offered again after a crash
+            w.executemany("INSERT OR REPLACE INTO acked (id, parts) VALUES (?, ?)", done)
+        dropped = dropped_size = 0
+        if batch:
+            rows = [
+                (*chunk, self.gateway_id)
+                for chunk in build_chunks(batch, self.cfg.max_message_bytes, self._chunk_limit)
+            ]
+            # Make room first: the insert then reuses the pages freed, and the file (and
+            # the disk under it) does not grow past the bound even for a moment.
+            incoming = sum(len(r[4]) + len(r[5]) + 64 for r in rows)
+            dropped, dropped_size = self._enforce_bound(incoming)
+            w.executemany(INSERT_CHUNK, rows)
+        more, more_size = self._enforce_bound(0)
+        dropped += more
+        dropped_size += more_size
         dropped_unacked = dropped
         if dropped:
             upto = self._dropped_upto_pending
@@ -621,13 +709,14 @@ class Outbox:
         free = w.execute("PRAGMA freelist_count").fetchone()[0]
         return (pages - free) * PAGE_SIZE, pages, free
 
-    def _enforce_bound(self) -> tuple[int, int]:
-        """Drop the oldest chunks while the used pages exceed the data budget; returns the
-        readings and estimated bytes dropped."""
+    def _enforce_bound(self, incoming: int) -> tuple[int, int]:
+        """Drop the oldest chunks while the used pages (plus ``incoming`` bytes about to be
+        inserted) exceed the data budget; returns the readings and estimated bytes dropped."""
         w = self._writer
         dropped = dropped_size = 0
         for _ in range(8):
             used, _pages, _free = self._used_bytes()
+            used += incoming
             if used <= self._data_budget:
                 break
             chunks = w.execute("SELECT count(*) FROM chunks").fetchone()[0]
@@ -642,6 +731,7 @@ class Outbox:
             if not found[0]:
                 break
             w.execute("DELETE FROM chunks WHERE id <= ?", (found[3],))
+            w.execute("DELETE FROM acked WHERE id <= ?", (found[3],))
             self._dropped_upto_pending = max(self._dropped_upto_pending, int(found[3]))
             dropped += int(found[1])
             dropped_size += int(found[2])
@@ -760,8 +850,8 @@ class Outbox:
             log.error("outbox closed with %d readings not committed", left)
 
 
-def wal_budget(max_bytes: int) -> tuple[int, int]:
-    """Bytes set aside for the WAL within max_bytes, and the auto-checkpoint in pages."""
-    budget = min(max(max_bytes // 16, 64 * PAGE_SIZE), 8 * 1024 * 1024)
-    return budget, max(16, budget // PAGE_SIZE // 2)
+def wal_budget(budget: int) -> tuple[int, int]:
+    """Bytes set aside for the WAL within the bound, and the auto-checkpoint in pages."""
+    wal = min(max(budget // 16, 32 * PAGE_SIZE), 8 * 1024 * 1024, max(budget // 4, 8 * PAGE_SIZE))
+    return wal, max(4, wal // PAGE_SIZE // 4)
 
