@@ -68,6 +68,20 @@ class GatewayMetrics:
         self.outbox_commit_errors_total = Counter(
             "outbox_commit_errors", "Outbox commits that failed (disk full, read-only)",
             namespace=ns, registry=reg)
+        self.outbox_files_replaced_total = Counter(
+            "outbox_files_replaced",
+            "Outbox files replaced by a new one while running or at start, by reason "
+            "(damaged: moved aside; vanished: deleted or replaced under the gateway)",
+            ["reason"], namespace=ns, registry=reg)
+        self.outbox_unstored_published_total = Counter(
+            "outbox_unstored_published",
+            "Readings published straight from memory, at most once, because the disk "
+            "refused to store them", namespace=ns, registry=reg)
+        self.outbox_healthy = Gauge(
+            "outbox_healthy",
+            "1 while the outbox commits and loses nothing; 0 while commits fail or readings "
+            "were lost in the last minute", namespace=ns, registry=reg)
+        self.outbox_healthy.set(1)
         self._dropped_seen = 0
 
     def set_outbox(

@@ -3,6 +3,8 @@
 * a 2 MiB tmpfs (issue 13, item 2): the outbox keeps within the room actually there, drops
   its oldest readings (counted) instead of failing every commit, and recovers by itself when
   the broker comes back;
+* a damaged outbox.db at start (item 4): moved aside, a new outbox, polling goes on;
+* outbox.db deleted under a running gateway (item 5): noticed, rebuilt, nothing lost;
 """
 
 from __future__ import annotations
@@ -100,3 +102,85 @@ def test_small_disk_keeps_within_room_drops_oldest_and_recovers(
             if collector is not None:
                 collector.close()
             broker.close()
+
+
+def damage_interior_pages(db: Path) -> None:
+    """Garbage over every page but the header page, as a failing disk might leave it."""
+    data = bytearray(db.read_bytes())
+    for offset in range(4096, len(data), 4096):
+        data[offset:offset + 4096] = bytes((offset // 4096 * 37 + i) % 251 for i in range(4096))
+    db.write_bytes(bytes(data))
+
+
+def test_damaged_outbox_at_start_is_set_aside_and_polling_goes_on(
+    tmp_path: Path, sims: SimProcess
+) -> None:
+    state = tmp_path / "state"
+    with Mosquitto() as broker:
+        port = free_port()
+        config = tmp_path / "gateway.yaml"
+        config.write_text(gateway_yaml(
+            gateway_id=GATEWAY_ID, state_dir=state, mqtt_port=free_port(),  # no broker yet
+            metrics_port=port, devices=sims.devices()[:2], interval="100ms",
+        ))
+        log_path = tmp_path / "gateway.log"
+        gateway = Proc("run", config, log_path).start()
+        collector = Collector(broker.port)
+        try:
+            assert wait_until(lambda: len(committed_readings(str(state))) > 200, 60)
+            assert gateway.stop(timeout=30) == 0
+            damage_interior_pages(state / "outbox.db")
+            config.write_text(gateway_yaml(
+                gateway_id=GATEWAY_ID, state_dir=state, mqtt_port=broker.port,
+                metrics_port=port, devices=sims.devices()[:2], interval="100ms",
+            ))
+            gateway.start()
+            assert wait_until(lambda: len(collector.keys()) > 20, 60), log_path.read_text()
+            [aside] = [p for p in state.iterdir() if ".damaged-" in p.name]
+            text = log_path.read_text()
+            assert f"is damaged (database disk image is malformed): moved it to '{aside}'" in text
+            m = metrics_of(port)
+            assert m.get('sensegate_outbox_files_replaced_total{reason="damaged"}') == 1
+            assert gateway.stop(timeout=30) == 0
+            assert "Traceback" not in log_path.read_text()
+        finally:
+            gateway.kill()
+            collector.close()
+
+
+def test_outbox_deleted_under_a_running_gateway_is_rebuilt_and_nothing_is_lost(
+    tmp_path: Path, sims: SimProcess
+) -> None:
+    state = tmp_path / "state"
+    broker = Mosquitto()  # down at first: a backlog builds
+    port = free_port()
+    config = tmp_path / "gateway.yaml"
+    config.write_text(gateway_yaml(
+        gateway_id=GATEWAY_ID, state_dir=state, mqtt_port=broker.port, metrics_port=port,
+        devices=sims.devices()[:2], interval="100ms",
+    ))
+    log_path = tmp_path / "gateway.log"
+    gateway = Proc("run", config, log_path).start()
+    collector: Collector | None = None
+    try:
+        assert wait_until(lambda: len(committed_readings(str(state))) > 200, 60)
+        before = committed_readings(str(state))
+        for suffix in ("", "-wal", "-shm"):
+            (state / f"outbox.db{suffix}").unlink(missing_ok=True)
+        assert wait_until(lambda: "was deleted or replaced while the gateway ran" in
+                          log_path.read_text(), 30), log_path.read_text()
+        assert wait_until(lambda: metrics_of(port).get(
+            'sensegate_outbox_files_replaced_total{reason="vanished"}') == 1, 10)
+        broker.start()
+        collector = Collector(broker.port)
+        assert wait_until(lambda: before <= collector.keys(), 90), (
+            f"{len(before - collector.keys())} readings committed before the delete never "
+            "arrived"
+        )
+        assert gateway.stop(timeout=30) == 0
+        assert metric(metrics_of(port), "sensegate_outbox_dropped_total") == 0
+    finally:
+        gateway.kill()
+        if collector is not None:
+            collector.close()
+        broker.close()

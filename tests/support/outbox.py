@@ -16,6 +16,8 @@ def committed_readings(state_dir: str) -> set[tuple[str, int]]:
     For tests and diagnosis: what a killed gateway had committed. Reads formats 1 to 3.
     """
     path = os.path.join(state_dir, DB_NAME)
+    if not os.path.exists(path):
+        return set()
     conn = sqlite3.connect(path)
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]

@@ -16,6 +16,7 @@ from gateway.core.model import OutboxConfig, Reading
 from gateway.edge import outbox as buffer
 from gateway.edge.outbox import FORMAT_VERSION, Outbox, read_status
 from gateway.edge.outbox.format import SCHEMA_V1
+from gateway.runtime.metrics import GatewayMetrics
 from tests.support.outbox import committed_readings
 
 TAGS = {"district": "xinwu", "lane": "north"}
@@ -525,5 +526,64 @@ def test_version_2_outbox_is_stamped_with_the_configured_gateway_id(tmp_path: Pa
     box = Outbox.open(str(tmp_path), OutboxConfig(), "gw-y")
     try:
         assert [(m.gateway, m.count) for m in all_messages(box)] == [("gw-y", 2)]
+    finally:
+        box.close()
+
+
+def damage_interior_pages(db: Path) -> None:
+    """Overwrite every page but the first (the header) with garbage, as a bad disk might."""
+    data = bytearray(db.read_bytes())
+    for offset in range(4096, len(data), 4096):
+        data[offset:offset + 4096] = bytes((offset // 4096 * 37 + i) % 251 for i in range(4096))
+    db.write_bytes(bytes(data))
+
+
+def test_damaged_file_at_start_is_moved_aside_and_a_new_outbox_starts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    box = Outbox.open(str(tmp_path), OutboxConfig(), GW)
+    fill(box, "a", 500)
+    box.close()
+    damage_interior_pages(tmp_path / "outbox.db")
+    metrics = GatewayMetrics()
+    with caplog.at_level(logging.ERROR, "sensegate.outbox"):
+        box = Outbox.open(str(tmp_path), OutboxConfig(), GW, metrics=metrics)
+    try:
+        [aside] = [p for p in tmp_path.iterdir() if ".damaged-" in p.name]
+        assert aside.stat().st_size > 4096  # kept, for salvage
+        assert f"moved it to '{aside}'" in caplog.text
+        assert metrics.outbox_files_replaced_total.labels("damaged")._value.get() == 1
+        assert box.stats().pending_readings == 0
+        fill(box, "b", 3)
+        box.flush()
+        assert [(m.device, m.count) for m in all_messages(box)] == [("b", 3)]
+    finally:
+        box.close()
+
+
+def test_deleted_file_is_noticed_and_rebuilt_from_the_open_copy(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    metrics = GatewayMetrics()
+    box = Outbox.open(str(tmp_path), OutboxConfig(), GW, metrics=metrics)
+    try:
+        fill(box, "a", 300)
+        box.flush()
+        [first] = box.take(1)
+        box.ack(first)  # one part acked, the rest pending
+        for suffix in ("", "-wal", "-shm"):
+            (tmp_path / f"outbox.db{suffix}").unlink()
+        fill(box, "a", 5, start=1000)
+        with caplog.at_level(logging.ERROR, "sensegate.outbox"):
+            box.flush()
+        assert "was deleted or replaced while the gateway ran" in caplog.text
+        assert metrics.outbox_files_replaced_total.labels("vanished")._value.get() == 1
+        assert (tmp_path / "outbox.db").exists()
+        box.rewind()
+        got = [r.ts for m in all_messages(box) for r in m.readings]
+        assert got == [ts for ts in range(1, 301) if ts not in
+                       {r.ts for r in first.readings}] + list(range(1000, 1005))
+        assert committed_readings(str(tmp_path)) == {("a", ts) for ts in got}
+        assert box.stats().dropped == 0
     finally:
         box.close()

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
+import time
 from collections.abc import Callable
 
 from gateway.core.errors import StorageError
@@ -136,6 +138,34 @@ def describe_error(exc: sqlite3.Error) -> str:
     if name == "SQLITE_BUSY" or "locked" in str(exc):
         return "database is locked by another process"
     return str(exc).lower()
+
+
+def is_damaged(exc: sqlite3.Error) -> bool:
+    """True when the file itself is damaged (a corrupt page, not a database at all)."""
+    name = getattr(exc, "sqlite_errorname", "")
+    text = str(exc).lower()
+    return (
+        name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
+        or "malformed" in text or "not a database" in text
+    )
+
+
+def set_aside(path: str, why: str) -> str:
+    """Rename a damaged outbox file (and its WAL) to ``PATH.WHY-YYYYmmddTHHMMSSZ``, kept for
+    diagnosis and salvage (``sqlite3 FILE .recover``); returns the new name. The -shm
+    file, a cache of the WAL's index, is removed."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside = f"{path}.{why}-{stamp}"
+    n = 1
+    while os.path.exists(aside):
+        n += 1
+        aside = f"{path}.{why}-{stamp}-{n}"
+    for suffix in ("", "-wal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(path + suffix, aside + suffix)
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path + "-shm")
+    return aside
 
 
 def prepare(conn: sqlite3.Connection, path: str, gateway_id: str) -> None:

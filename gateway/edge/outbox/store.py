@@ -58,7 +58,9 @@ from gateway.edge.outbox.format import (
     INSERT_CHUNK,
     PAGE_SIZE,
     describe_error,
+    is_damaged,
     prepare,
+    set_aside,
 )
 from gateway.edge.statedir import make_state_dir
 from gateway.runtime.backoff import Backoff
@@ -161,21 +163,15 @@ class Outbox:
         self._reader = reader
         self._wlock = threading.Lock()  # the writer connection and the commit
         self._qlock = threading.Lock()  # the in-memory queues and counters below
+        self._rlock = threading.Lock()  # the reader connection (replaced with the file)
         self._queue: deque[Row] = deque()
-        self._to_delete: list[int] = []  # fully acked chunk ids for the next commit
-        self._dropped_upto = 0  # drops remove a prefix of ids: every id <= this is gone
-        self._dropped_upto_pending = 0
-        self._deleted_recently: list[int] = []  # deleted chunk ids `take` may forget
-        # chunk id -> acked part indices, while the chunk may still be in the table
-        self._acked: dict[int, set[int]] = {}
-        # chunk id -> [acked readings, acked bytes] still counted in _rows/_rows_size
-        self._acked_counts: dict[int, list[int]] = {}
-        self._acked_dirty: set[int] = set()  # partly acked chunks whose `done` is stale
-        self._acked_readings = 0  # readings in acked parts of chunks still in the table
-        self._acked_size = 0
-        self._cursor = (0, 0)  # next (chunk id, part) to offer since the last rewind
-        self._rows = 0  # committed readings not yet deleted
-        self._rows_size = 0
+        self._forget_file()
+        self._max_offered = 0  # the highest chunk id `take` ever offered
+        self._file_id = _file_id(path)  # (device, inode): a deleted or replaced file shows
+        self._damaged = False  # the reader met a damaged page: replace the file
+        self._read_failing: str | None = None  # the last reason `take` could not read
+        self._last_loss = -math.inf  # monotonic time readings were last lost
+        self._unstored = 0  # readings published from memory, never stored (disk refused)
         self._tags: dict[str, dict[str, str]] = {}  # tags JSON -> dict, for messages
         self._dropped = 0  # persisted + dropped in memory
         self._dropped_unpersisted = 0
@@ -190,6 +186,28 @@ class Outbox:
         self._cap: int | None = None  # lowered by each "disk full" the reserve did not avoid
         self._wal_budget = self._data_budget = self._chunk_limit = self._commit_limit = 0
         self._fit_budget()
+        self._load()
+        self._update_metrics()
+
+    def _forget_file(self) -> None:
+        """Set what mirrors the file's content to "empty" (then `_load` reads it)."""
+        self._to_delete: list[int] = []  # fully acked chunk ids for the next commit
+        self._dropped_upto = 0  # drops remove a prefix of ids: every id <= this is gone
+        self._dropped_upto_pending = 0
+        self._deleted_recently: list[int] = []  # deleted chunk ids `take` may forget
+        # chunk id -> acked part indices, while the chunk may still be in the table
+        self._acked: dict[int, set[int]] = {}
+        # chunk id -> [acked readings, acked bytes] still counted in _rows/_rows_size
+        self._acked_counts: dict[int, list[int]] = {}
+        self._acked_dirty: set[int] = set()  # partly acked chunks whose `done` is stale
+        self._acked_readings = 0  # readings in acked parts of chunks still in the table
+        self._acked_size = 0
+        self._cursor = (0, 0)  # next (chunk id, part) to offer since the last rewind
+        self._rows = 0  # committed readings not yet deleted
+        self._rows_size = 0
+
+    def _load(self) -> None:
+        """Read the counts and acknowledged parts of what the file holds."""
         rows, size = self._writer.execute(
             "SELECT coalesce(sum(readings), 0), coalesce(sum(size), 0) FROM chunks"
         ).fetchone()
@@ -208,7 +226,6 @@ class Outbox:
         self._dropped = int(
             self._writer.execute("SELECT value FROM meta WHERE key='dropped'").fetchone()[0]
         )
-        self._update_metrics()
 
     # -- opening -----------------------------------------------------------------------
 
@@ -227,24 +244,41 @@ class Outbox:
         path = os.path.join(state_dir, DB_NAME)
         if not os.access(state_dir, os.W_OK | os.X_OK):
             raise StorageError(f"state_dir '{state_dir}' is not writable")
+        metrics = metrics if metrics is not None else GatewayMetrics()
         try:
-            writer = sqlite3.connect(
-                path, isolation_level=None, check_same_thread=False, timeout=10.0
+            return cls._open(path, cfg, gateway_id, metrics, max_queued)
+        except sqlite3.Error as exc:
+            if not is_damaged(exc):
+                raise StorageError(
+                    f"cannot open outbox '{path}': {describe_error(exc)}"
+                ) from exc
+            # Never stop polling for a damaged buffer file: keep it aside, start afresh.
+            aside = set_aside(path, "damaged")
+            log.error(
+                "outbox '%s' is damaged (%s): moved it to '%s' (kept for salvage: sqlite3 "
+                "FILE .recover) and started a new, empty outbox; what it held is not sent",
+                path, describe_error(exc), aside,
             )
+            metrics.outbox_files_replaced_total.labels("damaged").inc()
+        try:
+            return cls._open(path, cfg, gateway_id, metrics, max_queued)
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open outbox '{path}': {describe_error(exc)}") from exc
+
+    @classmethod
+    def _open(
+        cls, path: str, cfg: OutboxConfig, gateway_id: str, metrics: GatewayMetrics,
+        max_queued: int,
+    ) -> Outbox:
+        writer, reader = _connect(path, gateway_id)
         try:
-            prepare(writer, path, gateway_id)
-            reader = sqlite3.connect(
-                f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=10.0
+            outbox = cls(
+                path, cfg, gateway_id, writer, reader, metrics=metrics, max_queued=max_queued
             )
-        except sqlite3.Error as exc:
-            writer.close()
-            raise StorageError(f"cannot open outbox '{path}': {describe_error(exc)}") from exc
-        except StorageError:
+        except BaseException:
+            reader.close()
             writer.close()
             raise
-        outbox = cls(path, cfg, gateway_id, writer, reader, metrics=metrics, max_queued=max_queued)
         log.info(
             "outbox %s: %d readings pending, %d dropped so far",
             path, outbox._rows, outbox._dropped,
@@ -365,16 +399,22 @@ class Outbox:
         while True:
             cid0, part0 = self._cursor
             try:
-                rows = self._reader.execute(
-                    "SELECT c.id, c.gateway, c.head, c.body, a.parts FROM chunks c "
-                    "LEFT JOIN acked a ON a.id = c.id WHERE c.id >= ? ORDER BY c.id "
-                    "LIMIT ?",
-                    (cid0, TAKE_CHUNK),
-                ).fetchall()
+                with self._rlock:
+                    rows = self._reader.execute(
+                        "SELECT c.id, c.gateway, c.head, c.body, a.parts FROM chunks c "
+                        "LEFT JOIN acked a ON a.id = c.id WHERE c.id >= ? ORDER BY c.id "
+                        "LIMIT ?",
+                        (cid0, TAKE_CHUNK),
+                    ).fetchall()
             except sqlite3.Error as exc:
-                raise StorageError(
-                    f"cannot read outbox '{self.path}': {describe_error(exc)}"
-                ) from exc
+                # Never fatal for the publisher: it asks again on its next round. A damaged
+                # file is replaced by the committer's thread (it owns the writer).
+                self._damaged = self._damaged or is_damaged(exc)
+                reason = describe_error(exc)
+                if reason != self._read_failing:
+                    log.error("cannot read outbox '%s': %s", self.path, reason)
+                    self._read_failing = reason
+                return self._messages(groups)
             if not rows:
                 break
             with self._qlock:
@@ -414,6 +454,7 @@ class Outbox:
                     total += size
                     begin = end
                 self._cursor = (cid + 1, 0)
+                self._max_offered = max(self._max_offered, cid)
             if len(rows) < TAKE_CHUNK:
                 break
         return self._messages(groups)
@@ -542,12 +583,98 @@ class Outbox:
             self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._cap = max(MIN_DATA_BUDGET, (self._budget * 7 // 8) // PAGE_SIZE * PAGE_SIZE)
 
+    # -- the file going away ------------------------------------------------------------
+
+    def _check_file(self) -> None:
+        """Writer lock held: replace a file that was deleted or replaced under us, or that
+        the reader or writer found damaged."""
+        if self._damaged:
+            self._replace_file("damaged")
+        elif _file_id(self.path) != self._file_id:
+            self._replace_file("vanished")
+
+    def _replace_file(self, reason: str) -> None:
+        """Start on a new file. ``vanished``: rebuilt from the copy still open here (VACUUM
+        INTO), so nothing is lost; ``damaged`` (or a rebuild that fails): the old file is
+        moved aside and what it held is counted as dropped."""
+        rebuilt = False
+        if reason == "vanished":
+            tmp = self.path + ".rebuild"
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
+            try:
+                self._writer.execute("VACUUM INTO ?", (tmp,))
+                rebuilt = True
+            except sqlite3.Error as exc:
+                log.error("outbox '%s': cannot rebuild from the open copy: %s",
+                          self.path, describe_error(exc))
+        with self._rlock:
+            for conn in (self._reader, self._writer):
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+        if reason == "damaged":
+            aside = set_aside(self.path, "damaged")
+        elif os.path.exists(self.path):  # someone put another file there: keep it aside
+            aside = set_aside(self.path, "foreign")
+        else:
+            aside = ""
+            for suffix in ("-wal", "-shm"):  # of the deleted file: not for the new one
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(self.path + suffix)
+        if rebuilt:
+            os.replace(self.path + ".rebuild", self.path)
+        try:
+            writer, reader = _connect(self.path, self.gateway_id)
+        except (sqlite3.Error, StorageError) as exc:
+            self._damaged = True  # try again at the next commit; readings wait in memory
+            raise StorageError(
+                f"cannot create a new outbox '{self.path}': {describe_error(exc)}"
+                if isinstance(exc, sqlite3.Error) else str(exc)
+            ) from exc
+        with self._rlock:
+            self._writer, self._reader = writer, reader
+        self._damaged = False
+        self._file_id = _file_id(self.path)
+        self._budget = 0  # set the pragmas of the new connection
+        self._fit_budget()
+        self._metrics.outbox_files_replaced_total.labels(reason).inc()
+        if rebuilt:
+            log.error(
+                "outbox '%s' was deleted or replaced while the gateway ran%s: rebuilt it "
+                "from the copy still open, nothing lost", self.path,
+                f" (the file found there is kept as '{aside}')" if aside else "",
+            )
+            return
+        with self._qlock:
+            lost = max(self._rows - self._acked_readings, 0)
+            # Ids go on above every id offered before, and acks of those are ignored.
+            high = max(self._max_offered, self._dropped_upto, *self._acked, *self._to_delete,
+                       0)
+            self._forget_file()
+            self._dropped_upto = high
+            self._dropped += lost
+            persisted = self._dropped - self._dropped_unpersisted
+            if lost:
+                self._last_loss = time.monotonic()
+        self._writer.execute(
+            "INSERT INTO sqlite_sequence (name, seq) VALUES ('chunks', ?)", (high,)
+        )
+        self._writer.execute("UPDATE meta SET value = ? WHERE key = 'dropped'", (persisted,))
+        log.error(
+            "outbox '%s' %s: %s; started a new, empty outbox; %d readings it held are lost "
+            "(counted as dropped)", self.path,
+            "is damaged" if reason == "damaged" else "was deleted and could not be rebuilt",
+            f"moved it to '{aside}' (kept for salvage: sqlite3 FILE .recover)" if aside
+            else "nothing to keep", lost,
+        )
+
     # -- the commit --------------------------------------------------------------------
 
     def _commit(self) -> int:
         with self._wlock:
             if self._closed:
                 raise StorageError(f"outbox '{self.path}' is closed")
+            self._check_file()
             self._fit_budget()
             with self._qlock:
                 batch = self._take_batch()
@@ -574,10 +701,14 @@ class Outbox:
                         self._queue.popleft()
                         self._dropped += 1
                         self._dropped_unpersisted += 1
+                    if overflow > 0:
+                        self._last_loss = time.monotonic()
                     self._to_delete[:0] = deletes
                     self._acked_dirty |= dirty
                     queued = len(self._queue)
                 reason = describe_error(exc)
+                if is_damaged(exc):
+                    self._damaged = True  # the next commit replaces the file
                 if reason == "disk full" and self._failing != reason:
                     self._make_room()
                 message = (
@@ -799,7 +930,8 @@ class Outbox:
         return max(pending, 0), queued, max(size, 0), dropped, oldest_ts
 
     def stats(self) -> OutboxStats:
-        return self._stats(self._reader)
+        with self._rlock:
+            return self._stats(self._reader)
 
     def _stats(self, conn: sqlite3.Connection) -> OutboxStats:
         pending, queued, size, dropped, oldest_ts = self._pending(conn)
@@ -848,6 +980,37 @@ class Outbox:
             left = len(self._queue)
         if left:
             log.error("outbox closed with %d readings not committed", left)
+
+
+def _connect(path: str, gateway_id: str) -> tuple[sqlite3.Connection, sqlite3.Connection]:
+    """The writer (created, migrated, pragmas set) and a read-only reader of ``path``.
+
+    Raises StorageError for a file that is not ours or too new, sqlite3.Error otherwise.
+    """
+    try:
+        writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot open outbox '{path}': {describe_error(exc)}") from exc
+    try:
+        prepare(writer, path, gateway_id)
+        # Made by the committer's thread when the file is replaced, used on the loop's
+        # (under the reader lock, never at the same time).
+        reader = sqlite3.connect(
+            f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=10.0,
+            check_same_thread=False,
+        )
+    except BaseException:
+        writer.close()
+        raise
+    return writer, reader
+
+
+def _file_id(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def wal_budget(budget: int) -> tuple[int, int]:
