@@ -109,7 +109,7 @@ class Daemon:
         if config.metrics is not None:
             self.metrics_server = await serve_metrics(
                 self.metrics.registry, config.metrics.host, config.metrics.port,
-                healthy=lambda: self.started and not self.should_exit.is_set(),
+                healthy=self.healthy,
             )
         self.started = True
         log.info(
@@ -177,8 +177,19 @@ class Daemon:
             log.warning("cancelled %d task(s) still running at shutdown: %s", len(pending), names)
             await asyncio.gather(*pending, return_exceptions=True)
         if hasattr(self, "outbox"):
-            with contextlib.suppress(Exception):
-                self.outbox.close()
+            at_stop = 0
+            try:
+                at_stop = self.outbox.close()
+            except Exception as exc:  # never skip the exit status for it
+                log.error("closing the outbox failed: %r", exc)
+            thrown = self.outbox.thrown_away()
+            if thrown:
+                # Readings polled and neither stored nor published: not a clean stop.
+                log.error(
+                    "stopped having thrown away %d readings (%d of them at stop) that the "
+                    "disk refused to store and could not be published", thrown, at_stop,
+                )
+                self.failed = True
         if hasattr(self, "_lock"):
             self._lock.release()
         log.info("stopped")
@@ -215,14 +226,22 @@ class Daemon:
             envelope = Envelope(reading.device, {})
         self.outbox.add(reading, measurement=envelope.measurement, tags=envelope.tags)
 
+    def healthy(self) -> bool:
+        """/healthz: started, not stopping, and the outbox commits and loses nothing."""
+        if not self.started or self.should_exit.is_set():
+            return False
+        return self.outbox.problem() is None
+
     def status_line(self) -> str:
         if self.config is None:
             return "starting"
         stats = self.outbox.stats()
         connected = "connected" if self.publisher.connected else "disconnected"
+        problem = self.outbox.problem()
         return (
             f"{len(self.config.devices)} devices; mqtt {connected}; "
             f"outbox {stats.pending_readings} readings pending, {stats.dropped} dropped"
+            + (f"; {problem}" if problem else "")
         )
 
     def _spawn(self, coro: Coroutine[Any, Any, object], name: str) -> asyncio.Task[object]:

@@ -304,6 +304,12 @@ class Publisher:
                 ):
                     self._send(client, staged.popleft())
                     sent += 1
+                if not staged and len(self._inflight) < self._window:
+                    # The disk refuses commits: what waits in memory goes out directly, at
+                    # most once (taken only as the window has room, never staged).
+                    for message in self._outbox.take_unstored(self._window - len(self._inflight)):
+                        self._send(client, message)
+                        sent += 1
                 if sent:
                     await asyncio.sleep(0)  # let the sends start before sending more
                     continue
@@ -385,6 +391,7 @@ class Publisher:
         self, client: aiomqtt.Client, message: OutboxMessage, topic: str, payload: bytes
     ) -> None:
         mqtt = self._config.mqtt
+        delivered = False
         try:
             # No timer per publish (aiomqtt's wait_for would wrap each wait in another
             # task and a timer): the pump enforces the timeout, see _check_deadlines.
@@ -393,12 +400,15 @@ class Publisher:
             if self._session_error is None:
                 self._session_error = exc
         else:
+            delivered = True
             self._outbox.ack(message)
             self.published_messages += 1
             self.published_readings += message.count
             self._metrics.published_messages_total.inc()
             self._metrics.published_readings_total.inc(message.count)
         finally:
+            if not delivered:
+                self._outbox.lost(message)  # only unstored ones: the rest is sent again
             self._inflight_bytes -= message.size
             self._wake.set()
 

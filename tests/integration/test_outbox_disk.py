@@ -5,6 +5,9 @@
   the broker comes back;
 * a damaged outbox.db at start (item 4): moved aside, a new outbox, polling goes on;
 * outbox.db deleted under a running gateway (item 5): noticed, rebuilt, nothing lost;
+* the file system turning read-only under a running gateway (items 6 and 7): readings in
+  memory are published directly (at most once, counted), /healthz says unhealthy, and a
+  stop that throws readings away exits 1 saying how many.
 """
 
 from __future__ import annotations
@@ -18,10 +21,10 @@ import pytest
 
 from bench._harness import Proc, SimProcess, metric, scrape, wait_until
 from tests.integration.test_daemon import Collector
+from tests.support.filesystems import Ext4Image, Tmpfs, gateway_yaml
 from tests.support.mosquitto import Mosquitto
 from tests.support.outbox import committed_readings
 from tests.support.ports import free_port
-from tests.support.tmpfs import Tmpfs, gateway_yaml
 
 pytestmark = pytest.mark.integration
 
@@ -184,3 +187,58 @@ def test_outbox_deleted_under_a_running_gateway_is_rebuilt_and_nothing_is_lost(
         if collector is not None:
             collector.close()
         broker.close()
+
+
+def healthz(port: int) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def test_read_only_disk_mid_run_publishes_from_memory_and_says_what_it_lost(
+    tmp_path: Path, sims: SimProcess
+) -> None:
+    with Ext4Image(tmp_path / "disk") as fs, Mosquitto() as broker:
+        state = fs.path / "state"
+        port = free_port()
+        config = tmp_path / "gateway.yaml"
+        config.write_text(gateway_yaml(
+            gateway_id=GATEWAY_ID, state_dir=state, mqtt_port=broker.port, metrics_port=port,
+            devices=sims.devices()[:2], interval="100ms",
+        ))
+        log_path = tmp_path / "gateway.log"
+        gateway = Proc("run", config, log_path).start()
+        collector = Collector(broker.port)
+        try:
+            assert wait_until(lambda: len(collector.keys()) > 20, 30), log_path.read_text()
+            assert healthz(port) == 200
+            fs.go_read_only()  # as the kernel does after an I/O error (emergency_ro)
+            since = time.time_ns()
+            # Nothing can be stored, yet new readings keep reaching the broker.
+            assert wait_until(lambda: newest_ts(collector) > since + 3_000_000_000, 30), (
+                log_path.read_text()[-3000:]
+            )
+            text = log_path.read_text()
+            assert "cannot commit to outbox" in text
+            assert "publishing readings straight from memory, at most once" in text
+            m = metrics_of(port)
+            assert metric(m, "sensegate_outbox_unstored_published_total") > 10
+            assert metric(m, "sensegate_outbox_commit_errors_total") >= 1
+            assert metric(m, "sensegate_outbox_healthy") == 0
+            assert healthz(port) == 503
+
+            # The broker goes too: readings pile up in memory, and a stop throws them away.
+            broker.stop()
+            time.sleep(2.0)
+            assert gateway.stop(timeout=30) == 1
+            text = log_path.read_text()
+            assert "stopped having thrown away" in text, text[-3000:]
+            assert "Traceback" not in text
+        finally:
+            gateway.kill()
+            collector.close()

@@ -74,12 +74,15 @@ TAKE_CHUNK = 64  # chunk rows read per query by `take`
 VACUUM_MIN_FREE_PAGES = 256  # give free pages back to the file system past this many
 VACUUM_MAX_PAGES_PER_COMMIT = 20_000
 DROP_LOG_EVERY = 60.0  # seconds between "dropped the oldest" log lines while at the bound
+LOSS_WINDOW = 60.0  # seconds the outbox reports unhealthy after it lost readings
 RESERVE_BYTES = 64 * 1024  # free space left on the file system under the bound (SQLite's)
 MIN_DATA_BUDGET = 16 * PAGE_SIZE
 
 @dataclass(frozen=True, slots=True)
 class OutboxMessage:
-    """Committed readings of one device that travel in one MQTT message."""
+    """Readings of one device that travel in one MQTT message: committed ones, or (while the
+    disk refuses commits) ones taken straight from memory, ``stored`` False: those go at
+    most once."""
 
     gateway: str  # the gateway id they were polled under: publish under this id only
     device: str
@@ -91,6 +94,7 @@ class OutboxMessage:
     fragments: tuple[bytes, ...]  # the `readings` array items, comma-joined per part
     # what `Outbox.ack` needs per part: (chunk id, part, parts in the chunk, readings, size)
     acks: tuple[tuple[int, int, int, int, int], ...] = ()
+    stored: bool = True
 
     @property
     def ids(self) -> tuple[tuple[int, int], ...]:
@@ -170,8 +174,9 @@ class Outbox:
         self._file_id = _file_id(path)  # (device, inode): a deleted or replaced file shows
         self._damaged = False  # the reader met a damaged page: replace the file
         self._read_failing: str | None = None  # the last reason `take` could not read
+        self._unstored_logged: str | None = None  # failure already said by take_unstored
         self._last_loss = -math.inf  # monotonic time readings were last lost
-        self._unstored = 0  # readings published from memory, never stored (disk refused)
+        self._thrown = 0  # readings thrown away: memory full, unstored and unpublished
         self._tags: dict[str, dict[str, str]] = {}  # tags JSON -> dict, for messages
         self._dropped = 0  # persisted + dropped in memory
         self._dropped_unpersisted = 0
@@ -308,6 +313,8 @@ class Outbox:
                 self._queue.popleft()
                 self._dropped += 1
                 self._dropped_unpersisted += 1
+                self._thrown += 1
+                self._last_loss = time.monotonic()
                 if self._dropped_unpersisted == 1:
                     log.error(
                         "outbox memory queue full (%d readings) while commits fail: "
@@ -475,9 +482,83 @@ class Outbox:
             ))
         return out
 
+    def take_unstored(self, max_messages: int) -> list[OutboxMessage]:
+        """While the disk refuses commits: the oldest readings held in memory as messages,
+        taken out of memory (so at most once: a message lost in flight is `lost`). Empty
+        while commits succeed."""
+        if self._failing is None or max_messages <= 0:
+            return []
+        limit = self.cfg.max_message_bytes
+        groups: list[_Group] = []
+        open_groups: dict[tuple[str, str, str], _Group] = {}
+        with self._qlock:
+            queue = self._queue
+            while queue:
+                row = queue[0]
+                key = (row.device, row.measurement, row.tags)
+                group = open_groups.get(key)
+                if group is None or (group.size + row.size > limit and group.count):
+                    if len(groups) >= max_messages:
+                        break
+                    group = _Group(self.gateway_id, row.device, row.measurement, row.tags)
+                    groups.append(group)
+                    open_groups[key] = group
+                queue.popleft()
+                group.fragments.append(row.frag.encode("utf-8"))
+                group.size += row.size
+                group.count += 1
+        if not groups:
+            return []
+        if self._unstored_logged != self._failing:
+            self._unstored_logged = self._failing
+            log.error(
+                "outbox: the disk refuses commits (%s): publishing readings straight from "
+                "memory, at most once (a message lost in flight is not sent again)",
+                self._failing,
+            )
+        self._metrics.outbox_unstored_published_total.inc(0)  # the series exists from now
+        return [
+            OutboxMessage(
+                g.gateway, g.device, g.measurement, dict(json.loads(g.tags)), (), g.size,
+                g.count, (b",".join(g.fragments),), (), stored=False,
+            )
+            for g in groups
+        ]
+
+    def lost(self, message: OutboxMessage) -> None:
+        """An unstored message could not be published: its readings are gone, counted."""
+        if message.stored:
+            return  # committed: offered again after `rewind`
+        with self._qlock:
+            self._dropped += message.count
+            self._dropped_unpersisted += message.count
+            self._thrown += message.count
+            self._last_loss = time.monotonic()
+
+    def problem(self) -> str | None:
+        """Why the outbox is not healthy now (commits fail, readings were lost in the last
+        minute), or None."""
+        if self._failing is not None:
+            return f"outbox commits fail: {self._failing}"
+        if time.monotonic() - self._last_loss < LOSS_WINDOW:
+            return "outbox lost readings in the last minute"
+        return None
+
+    def thrown_away(self) -> int:
+        """Readings thrown away since the start, other than dropped for the size bound: the
+        memory queue full while the disk refused commits, unstored messages that could not
+        be published, readings still in memory at close."""
+        with self._qlock:
+            return self._thrown
+
     def ack(self, message: OutboxMessage) -> None:
         """The broker acknowledged ``message``: its chunks go with the next commit that
         follows the ack of their last part."""
+        if not message.stored:
+            self._metrics.outbox_unstored_published_total.inc(message.count)
+            for callback in list(self._ack_listeners):
+                callback(message.device, message.count)
+            return
         delivered = 0
         with self._qlock:
             for cid, index, nparts, n, size in message.acks:
@@ -701,6 +782,7 @@ class Outbox:
                         self._queue.popleft()
                         self._dropped += 1
                         self._dropped_unpersisted += 1
+                        self._thrown += 1
                     if overflow > 0:
                         self._last_loss = time.monotonic()
                     self._to_delete[:0] = deletes
@@ -745,6 +827,7 @@ class Outbox:
                 self._dropped += dropped_now
                 self._deleted_recently.extend(gone)
             if dropped_now:
+                self._last_loss = time.monotonic()
                 self._drops_unlogged += dropped_now
                 now = time.monotonic()
                 if now - self._drop_logged_at >= DROP_LOG_EVERY:
@@ -959,18 +1042,20 @@ class Outbox:
             dropped_total=stats.dropped,
             oldest_age=stats.oldest_age_s or 0.0,
         )
+        self._metrics.outbox_healthy.set(0 if self.problem() else 1)
 
     # -- closing -----------------------------------------------------------------------
 
-    def close(self) -> None:
-        """Commit what is queued (best effort), checkpoint the WAL and close."""
+    def close(self) -> int:
+        """Commit what is queued (best effort), checkpoint the WAL and close. Returns how many
+        readings were still in memory and could not be committed: thrown away (said)."""
         with contextlib.suppress(StorageError):
-            self._commit()
+            self.flush()
         with self._wlock:
             if self._closed:
-                return
+                return 0
             self._closed = True
-            with contextlib.suppress(sqlite3.Error):
+            with self._rlock, contextlib.suppress(sqlite3.Error):
                 self._reader.close()
             with contextlib.suppress(sqlite3.Error):
                 self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -978,8 +1063,14 @@ class Outbox:
                 self._writer.close()
         with self._qlock:
             left = len(self._queue)
+            self._queue.clear()
+            self._thrown += left
         if left:
-            log.error("outbox closed with %d readings not committed", left)
+            log.error(
+                "outbox closed with %d readings not committed (%s): they are lost",
+                left, self._failing or "closed",
+            )
+        return left
 
 
 def _connect(path: str, gateway_id: str) -> tuple[sqlite3.Connection, sqlite3.Connection]:

@@ -1,13 +1,21 @@
 """Real small and read-only file systems for the outbox's disk-fault tests.
 
-`Tmpfs` mounts a tmpfs of a given size on a directory (``mount -t tmpfs -o size=...``) and
-unmounts it at exit; `remount(read_only=True)` is ``mount -o remount,ro``, what a kernel
-does to a file system after an I/O error. Mounting needs root (CAP_SYS_ADMIN): without it
-the test is skipped, saying why.
+* `Tmpfs` mounts a tmpfs of a given size on a directory (``mount -t tmpfs -o size=...``)
+  and unmounts it at exit.
+* `Ext4Image` mounts a small ext4 image through a loop device with ``errors=remount-ro``;
+  `go_read_only()` is ``mount -o remount,abort``: the kernel's own reaction to an I/O error,
+  the file system turns read-only under the running process (``emergency_ro``). A plain
+  ``mount -o remount,ro`` cannot do that: it fails with EBUSY while any file is open for
+  writing, which the outbox always is.
+
+Mounting needs root (CAP_SYS_ADMIN) and loop devices: without them the test is skipped,
+saying why.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
 from pathlib import Path
 from types import TracebackType
@@ -41,6 +49,39 @@ class Tmpfs:
         tb: TracebackType | None,
     ) -> None:
         subprocess.run(["umount", "-l", str(self.path)], check=False)
+
+
+class Ext4Image:
+    def __init__(self, path: Path, size_mib: int = 16) -> None:
+        self.path = path
+        self.image = path.with_name(path.name + ".img")
+        self.size_mib = size_mib
+
+    def __enter__(self) -> Ext4Image:
+        self.path.mkdir(parents=True, exist_ok=True)
+        with self.image.open("wb") as f:
+            f.truncate(self.size_mib * 1024 * 1024)
+        steps = [
+            ["mkfs.ext4", "-q", "-F", str(self.image)],
+            ["mount", "-o", "loop,errors=remount-ro", str(self.image), str(self.path)],
+        ]
+        for step in steps:
+            done = subprocess.run(step, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                pytest.skip(f"cannot {' '.join(step[:2])} an ext4 image (needs root and "
+                            f"loop devices): {done.stderr.strip()}")
+        return self
+
+    def go_read_only(self) -> None:
+        subprocess.run(["mount", "-o", "remount,abort", str(self.path)], check=True)
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        subprocess.run(["umount", "-l", str(self.path)], check=False)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.image)
 
 
 def gateway_yaml(*, gateway_id: str, state_dir: Path, mqtt_port: int, metrics_port: int,
