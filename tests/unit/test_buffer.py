@@ -587,3 +587,30 @@ def test_deleted_file_is_noticed_and_rebuilt_from_the_open_copy(
         assert box.stats().dropped == 0
     finally:
         box.close()
+
+
+def test_while_commits_fail_memory_goes_out_unstored_at_most_once(tmp_path: Path) -> None:
+    metrics = GatewayMetrics()
+    box = Outbox.open(str(tmp_path), OutboxConfig(), GW, metrics=metrics)
+    assert box.take_unstored(10) == [] and box.problem() is None  # commits work: nothing
+    pages = box._writer.execute("PRAGMA page_count").fetchone()[0]
+    box._writer.execute(f"PRAGMA max_page_count={pages}")  # SQLITE_FULL from now on
+    values = {f"p{i}": float(i) for i in range(50)}
+    for ts in range(1, 201):
+        box.add(Reading("a" if ts % 2 else "b", ts, dict(values)), measurement="m", tags=TAGS)
+    with pytest.raises(StorageError):
+        box.flush()
+    assert box.problem() == "outbox commits fail: disk full"
+    first, second = box.take_unstored(2)
+    odd, even = list(range(1, 201, 2)), list(range(2, 201, 2))
+    assert (first.gateway, first.device, [r.ts for r in first.readings]) == (GW, "a", odd)
+    assert (second.device, [r.ts for r in second.readings], second.stored) == ("b", even, False)
+    assert box.take_unstored(2) == []  # taken out of memory: at most once
+    box.ack(first)
+    box.lost(second)  # could not be published: gone, counted
+    assert metrics.outbox_unstored_published_total._value.get() == 100
+    assert (box.stats().dropped, box.thrown_away()) == (100, 100)
+    for ts in range(300, 400):
+        box.add(Reading("c", ts, dict(values)), measurement="m", tags=TAGS)
+    assert box.close() == 100  # still in memory, the disk still refuses: thrown away
+    assert box.thrown_away() == 200
