@@ -20,9 +20,14 @@ Life of a reading (docs/outbox.md has the durability argument in full):
    ``rewind()`` (the publisher calls it on every connect): duplicates are possible, with
    the same ``ts``, loss is not.
 
-Past ``outbox.max_bytes`` (measured as the database's used pages plus an allowance for the
-WAL, which is kept small by checkpoints and ``journal_size_limit``) the oldest chunks are
-dropped, counted in a persisted counter, the ``outbox_dropped_total`` metric and a log line.
+Past ``outbox.max_bytes``, or the room the file system actually has when that is less
+(measured as the database's used pages plus an allowance for the WAL, which is kept small
+by checkpoints and ``journal_size_limit``) the oldest chunks are dropped, counted in a
+persisted counter, the ``outbox_dropped_total`` metric and a log line.
+
+While the disk refuses commits, `take_unstored` hands the publisher what waits in memory
+(at most once). A damaged file is set aside and a deleted one rebuilt from the open copy
+(`_check_file`). `problem()` says when the outbox is not healthy.
 
 The file format and its migrations are in `format`, the chunk encoding in `chunks`.
 """
@@ -631,7 +636,10 @@ class Outbox:
         room = self._room()
         budget = self.cfg.max_bytes if room is None else min(self.cfg.max_bytes, room)
         if self._cap is not None:
-            budget = min(budget, self._cap)
+            if room is not None and room >= self._cap * 5 // 4 and self._failing is None:
+                self._cap = None  # someone freed space: the room decides again
+            else:
+                budget = min(budget, self._cap)
         budget = max(budget, MIN_DATA_BUDGET + 8 * PAGE_SIZE) // PAGE_SIZE * PAGE_SIZE
         if budget == self._budget:
             return
@@ -755,7 +763,13 @@ class Outbox:
         with self._wlock:
             if self._closed:
                 raise StorageError(f"outbox '{self.path}' is closed")
-            self._check_file()
+            try:
+                self._check_file()
+            except StorageError as exc:
+                self._failing = str(exc)
+                self._metrics.outbox_commit_errors_total.inc()
+                self._update_metrics()
+                raise
             self._fit_budget()
             with self._qlock:
                 batch = self._take_batch()
