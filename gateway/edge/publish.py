@@ -17,6 +17,11 @@ go out within the time limit, publishes the retained ``offline`` status and disc
   the socket, so rows go as soon as the message left the process (no broker guarantee:
   QoS 0 is for operators who accept loss). On every (re)connect the outbox is rewound:
   messages in flight when a connection died are sent again (duplicates, same ``ts``).
+* Topic and payload carry the gateway id stored with the readings (``message.gateway``),
+  never the id configured now (docs/outbox.md).
+* While the disk refuses commits, readings waiting in memory are taken out of the outbox
+  (``take_unstored``) as the window has room and published directly, at most once: one lost
+  in flight is handed back to the outbox as ``lost`` (counted), never resent.
 * A lost connection is noticed through aiomqtt's public ``client.messages`` iterator, which
   raises ``MqttError`` on disconnect; in-flight publishes are then cancelled and retried on
   the next connection.
