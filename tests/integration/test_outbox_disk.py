@@ -242,3 +242,36 @@ def test_read_only_disk_mid_run_publishes_from_memory_and_says_what_it_lost(
         finally:
             gateway.kill()
             collector.close()
+
+
+def test_outbox_on_a_full_small_disk_never_fails_a_commit_and_drains(tmp_path: Path) -> None:
+    """In process, the same small disk: fill far past the room, then drain while adding.
+    Every commit succeeds (drops make room first), the files never outgrow the disk, and
+    a drained outbox holds only what came after."""
+    from gateway.core.model import OutboxConfig, Reading
+    from gateway.edge.outbox import Outbox
+    from gateway.runtime.metrics import GatewayMetrics
+
+    with Tmpfs(tmp_path / "small", "2m") as fs:
+        (fs.path / "ballast").write_bytes(b"\0" * (1400 * 1024))
+        metrics = GatewayMetrics()
+        box = Outbox.open(str(fs.path / "state"), OutboxConfig(), "gw", metrics=metrics)
+        values = {f"p{i:02d}": i for i in range(16)}
+        ts = 0
+        try:
+            for round_ in range(80):
+                for _ in range(80):
+                    ts += 1
+                    box.add(Reading("d", ts, dict(values)), measurement="m", tags={})
+                box.flush()  # raises StorageError if a commit fails
+                if round_ >= 40:  # the broker is back: everything offered is acked
+                    while batch := box.take(100):
+                        for message in batch:
+                            box.ack(message)
+                assert os.statvfs(fs.path).f_bavail > 0
+            box.flush()
+            assert metrics.outbox_commit_errors_total._value.get() == 0
+            assert box.stats().dropped > 0
+            assert box.stats().pending_readings == 0
+        finally:
+            box.close()
