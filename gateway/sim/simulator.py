@@ -42,12 +42,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import os
 import re
 import socket
 import time
 import tty
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +79,42 @@ _BYTE_COUNT_AT = {FramerType.SOCKET: 8, FramerType.RTU: 2}  # after MBAP or unit
 _SIM_DEVICES = not hasattr(ModbusSequentialDataBlock, "getValues")
 
 ReadHook = Callable[["SimUnit", str, int, int], None]
+
+SERVING: ContextVar[str | None] = ContextVar("sensegate_simulator", default=None)
+"""The simulator whose server is running the current callback: the server's transport
+callbacks keep the context it was started in (`serve_named`)."""
+
+
+class NameTheSimulator(logging.Filter):
+    """Prefixes the lines pymodbus's *server* logs with the simulator they are about
+    (``simulator tcp 127.0.0.1:5020: ...``), so that in one process (the demo, the tests)
+    the simulated devices' lines are never taken for the gateway's. Public logging API
+    only: a filter on the library's loggers."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        who = SERVING.get()
+        if who and not getattr(record, "sensegate_named", False):
+            record.msg = f"{who}: {record.getMessage()}"
+            record.args = None
+            record.sensegate_named = True
+        return True
+
+
+_NAMER = NameTheSimulator()
+
+
+async def serve_named(name: str, serve: Awaitable[None]) -> None:
+    """Await ``serve`` (a server's start or shutdown) with `SERVING` set to ``name`` (also
+    for the callbacks the server registers meanwhile, and so for its connections)."""
+    for logger_name in ("pymodbus", "pymodbus.logging"):
+        logger = logging.getLogger(logger_name)
+        if _NAMER not in logger.filters:
+            logger.addFilter(_NAMER)
+    token = SERVING.set(name)
+    try:
+        await serve
+    finally:
+        SERVING.reset(token)
 
 
 @dataclass(slots=True)
@@ -418,13 +456,17 @@ class ModbusTcpSimulator(ModbusSimulator):
             trace_connect=self._trace_connect,
             **self._server_options(),
         )
-        await server.serve_forever(background=True)
+        await serve_named(self._name(), server.serve_forever(background=True))
         self._server = server
+
+    def _name(self) -> str:
+        kind = "rtu-over-tcp" if self.framing == "rtu" else "tcp"
+        return f"simulator {kind} {self.host}:{self.port}"
 
     async def stop(self) -> None:
         server, self._server = self._server, None
         if server is not None:
-            await server.shutdown()  # type: ignore[no-untyped-call]
+            await serve_named(self._name(), server.shutdown())  # type: ignore[no-untyped-call]
         self._connections = 0
 
 
@@ -499,7 +541,7 @@ class ModbusRtuSimulator(ModbusSimulator):
             self._datastore(), port=self._device_side.path, baudrate=115200,
             **self._server_options(),
         )
-        await server.serve_forever(background=True)
+        await serve_named(f"simulator rtu {self.path}", server.serve_forever(background=True))
         self._server = server
 
     def noise(self, data: bytes) -> None:
@@ -509,7 +551,8 @@ class ModbusRtuSimulator(ModbusSimulator):
     async def stop(self) -> None:
         server, self._server = self._server, None
         if server is not None:
-            await server.shutdown()  # type: ignore[no-untyped-call]
+            shutdown = server.shutdown()  # type: ignore[no-untyped-call]
+            await serve_named(f"simulator rtu {self.path}", shutdown)
             loop = asyncio.get_running_loop()
             loop.remove_reader(self.pty.master)
             loop.remove_reader(self._device_side.master)
