@@ -1,13 +1,13 @@
 """Simulated field devices for the demo and the test suites.
 
-Modbus devices are served by a small Modbus server of our own (TCP, RTU on a pty, RTU
-over TCP) built on `gateway.core.modbus` (CRC, MBAP), not on a library's server: the
-gateway talks to them through pymodbus's client, so every frame crosses two independent
-implementations, and the simulators do not depend on any library's server internals (which
-change from one pymodbus minor release to the next). A simulator holds several units
-(Modbus unit ids), each with its own register and bit tables, values settable at any time,
-optional per-read hooks (e.g. a sequence number that increments at every read) and a
-*fault* that makes it misbehave:
+Modbus devices are served by pymodbus's own servers, through their public API only:
+`pymodbus.server.ModbusTcpServer` (Modbus TCP), the same with the RTU framer (RTU over
+TCP) and `pymodbus.server.ModbusSerialServer` on a pty (RTU). pymodbus builds and parses
+every frame; the simulator plugs in where the servers offer it (`ModbusSimulator`): a
+datastore that calls back for each request, and the ``trace_pdu``, ``trace_packet`` and
+``trace_connect`` hooks. A simulator holds several units (Modbus unit ids), each with its
+own register and bit tables, values settable at any time, optional per-read hooks (e.g. a
+sequence number that increments at every read) and a *fault* that makes it misbehave:
 
 * ``silent``: never answers;
 * ``exception``: answers a Modbus exception (``exception_code``, default 2 illegal data
@@ -25,9 +25,9 @@ timeout) is answered after it, in order. Requests for units the simulator does n
 get no answer (as on a multi-drop line).
 
 Reads that touch an address outside ``0..size-1`` or listed in ``illegal`` answer
-exception 2 (illegal data address), as real devices do for holes in their map; a read of
-0 or more than 125 registers (2000 bits) exception 3; an unknown function exception 1.
-Writes (function codes 5, 6, 15, 16) change the tables.
+exception 2 (illegal data address), as real devices do for holes in their map; requests
+pymodbus itself refuses (a read of 0 or more than 125 registers, an unknown function) get
+pymodbus's answer. Writes (function codes 5, 6, 15, 16) change the tables.
 
 `SerialLineSimulator` prints ASCII records on a pty, streaming or answering a request, and
 can print noise. Every simulator keeps a log of the frames it received and sent with their
