@@ -516,7 +516,7 @@ class ModbusRtuSimulator(ModbusSimulator):
         super().__init__(units, size=size)
         self.pty = PtyPair()  # the gateway's side
         self.path = self.pty.path
-        self._device_side = PtyPair()  # the server's side
+        self._device_side: PtyPair | None = None  # the server's side, from `start`
         self._trace_frames = False
         self._server: ModbusSerialServer | None = None
 
@@ -534,11 +534,12 @@ class ModbusRtuSimulator(ModbusSimulator):
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        gateway, devices = self.pty.master, self._device_side.master
+        device_side = self._device_side = PtyPair()
+        gateway, devices = self.pty.master, device_side.master
         loop.add_reader(gateway, self._copy, gateway, devices, "rx")
         loop.add_reader(devices, self._copy, devices, gateway, "tx")
         server = ModbusSerialServer(
-            self._datastore(), port=self._device_side.path, baudrate=115200,
+            self._datastore(), port=device_side.path, baudrate=115200,
             **self._server_options(),
         )
         await serve_named(f"simulator rtu {self.path}", server.serve_forever(background=True))
@@ -553,11 +554,13 @@ class ModbusRtuSimulator(ModbusSimulator):
         if server is not None:
             shutdown = server.shutdown()  # type: ignore[no-untyped-call]
             await serve_named(f"simulator rtu {self.path}", shutdown)
+        device_side, self._device_side = self._device_side, None
+        if device_side is not None:
             loop = asyncio.get_running_loop()
             loop.remove_reader(self.pty.master)
-            loop.remove_reader(self._device_side.master)
+            loop.remove_reader(device_side.master)
+            device_side.close()
         self.pty.close()
-        self._device_side.close()
 
 
 class SerialLineSimulator:
