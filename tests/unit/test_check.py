@@ -55,9 +55,9 @@ devices:
   pm-1    serial-line (/dev/ttyUSB3), every 1s, 1 point
 buses:
   rs485-a: /dev/ttyUSB0 9600 8N1, 1 device, 1 request per scan, 35.0 ms bus time per scan, \
-1.8 % busy at the configured intervals
+0.50 requests/s, 1.8 % busy at the configured intervals
   rs485-b: /dev/ttyUSB1 1200 8N1, 1 device, 2 requests per scan, 486.7 ms bus time per scan, \
-486.7 % busy at the configured intervals
+20.00 requests/s, 486.7 % busy at the configured intervals
   spare: /dev/ttyUSB2 9600 8N1, 0 devices
 warning: bus 'rs485-b' needs 487 % of its time at the configured intervals: scans will \
 overrun; raise the intervals or the baud rate, or split the bus
