@@ -265,7 +265,11 @@ class Daemon:
         if envelope is None:  # cannot happen with a consistent poller; never lose the reading
             envelope = Envelope(reading.device, {})
         for published in self.reporter.process(reading):
-            self.outbox.add(published, measurement=envelope.measurement, tags=envelope.tags)
+            self._add(published, envelope)
+
+    def _add(self, reading: Reading, envelope: Envelope) -> None:
+        """Hand one reading to publish (after report by exception) to the outbox."""
+        self.outbox.add(reading, measurement=envelope.measurement, tags=envelope.tags)
 
     def _save_report_state(self) -> None:
         """After the last commit: what was published is in the outbox, so it may be saved."""
