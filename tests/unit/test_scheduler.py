@@ -766,7 +766,7 @@ def test_reload_restarts_every_group_of_a_changed_device() -> None:
         rig = Rig()
         poller = rig.poller(gateway(device, tcp("other")))
         await poller.start()
-        await asyncio.sleep(3)
+        await asyncio.sleep(12)  # both groups have scanned (so have their drivers)
         one_group = replace(device, points=(points[0], replace(points[1], interval=None)))
         await poller.apply(gateway(one_group, tcp("other")))
         assert sorted(poller.stats()) == ["mixed", "other"]
