@@ -645,6 +645,15 @@ def _reporting(d: Section, profile: Profile | None, setting: Callable[[str], Any
     if len(set(aggregate)) != len(aggregate):
         issues.append(d.at("aggregate").issue(d.sub("aggregate"),
                                               "an aggregate is listed twice"))
+    if publish is not None:
+        names = {p.get("name") for p in points}
+        for p in points:
+            taken = sorted(f"{p.get('name')}_{a}" for a in set(aggregate)
+                           if f"{p.get('name')}_{a}" in names)
+            if taken:
+                issues.append(p.at("name").issue(
+                    p.sub("name"), f"the aggregate field '{taken[0]}' of point "
+                                   f"'{p.get('name')}' is also a point's name; rename one"))
     if setting("deadband") is not None and setting("deadband_pct") is not None:
         owner = where("deadband_pct")
         issues.append(owner.key_at("deadband_pct").issue(
