@@ -108,8 +108,9 @@ _DEADBAND_DOC = ("publish a value only when it moved more than this from the las
                  "published (engineering units; 0: on any change); numeric points only")
 _DEADBAND_PCT_DOC = ("publish a value only when it moved more than this percentage of the last "
                      "value published; numeric points only; not with deadband")
-_HEARTBEAT_DOC = ("with a deadband: publish at least this often even when unchanged (absent: "
-                  "only on change); also repeats an unchanged bad quality")
+_HEARTBEAT_DOC = ("publish at least this often even when unchanged (absent: only on change; "
+                  "without a deadband: on any change and at least this often); also repeats "
+                  "an unchanged bad quality")
 
 
 
