@@ -673,8 +673,9 @@ def _reporting(d: Section, profile: Profile | None, setting: Callable[[str], Any
             issues.append(p.key_at("deadband_pct").issue(
                 p.sub("deadband_pct"), "give 'deadband' or 'deadband_pct', not both"))
         if publish is not None:
+            # a profile's deadbands do not apply to a device that aggregates: not an error
             for key in ("deadband", "deadband_pct", "heartbeat"):
-                if p.given(key):
+                if p.given(key) and any(p is own for own in d.get("points") or ()):
                     issues.append(p.key_at(key).issue(
                         p.sub(key), f"'{key}' does not apply with publish_interval: the "
                                     f"device publishes once per window"))
