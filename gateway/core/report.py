@@ -19,7 +19,8 @@ Every scan still gives a `Reading`; `Reporter.process` turns it into what is pub
   gives ``<point>_min``, ``_max``, ``_mean``, ``_last``, ``_count`` (bool and string points:
   ``_last`` and ``_count``). Integers stay integers (``min``, ``max``, ``last`` of a counter
   are its exact register values); ``count`` is the number of good values. A point with no
-  good value in a window gets quality ``bad`` for it. A window is closed by the first
+  good value in a window gets quality ``bad`` for it (in the first window after a start or
+  reload, only if it was read: a slower interval group may not have come round yet). A window is closed by the first
   reading of the device at or past its end; a reading that arrives for a window already
   closed (another interval group's scan) is counted in the current one. Windows are held in
   memory only: a restart mid-window loses at most that window's partial aggregate, and the
