@@ -17,7 +17,7 @@ from typing import Literal, TextIO
 from gateway.config.load import load_bridge_config, load_gateway_config
 from gateway.core.bustime import estimate_bus
 from gateway.core.model import MODBUS_DRIVERS, BridgeConfig, DeviceConfig, GatewayConfig
-from gateway.core.plan import plan_device
+from gateway.core.plan import interval_groups, plan_device
 from gateway.core.units import format_duration
 from gateway.runtime.exitcodes import ExitCode
 
@@ -38,9 +38,32 @@ def _where(device: DeviceConfig) -> str:
     return f"{device.host}:{device.port}, unit {device.unit}"
 
 
+def _every(device: DeviceConfig) -> str:
+    """``10s``, or ``10s (3 points), 1m (2 points)`` for a device with interval groups."""
+    groups = interval_groups(device)
+    if len(groups) == 1:
+        return format_duration(groups[0].interval)
+    return ", ".join(f"{format_duration(g.interval)} ({_plural(len(g.points), 'point')})"
+                     for g in groups)
+
+
+def _reporting(device: DeviceConfig) -> str:
+    """How the device publishes, when not every scan (SPEC §8)."""
+    if device.publish_interval is not None:
+        return (f", publishes every {format_duration(device.publish_interval)} "
+                f"({', '.join(device.aggregate)})")
+    from gateway.core.report import rule_of
+
+    exception = sum(1 for p in device.points if rule_of(device, p).by_exception)
+    if exception:
+        return f", {_plural(exception, 'point')} by exception"
+    return ""
+
+
 def summary(config: GatewayConfig) -> list[str]:
     """The lines `sensegate check` prints for a valid config."""
-    requests = {d.name: len(plan_device(d)) for d in config.devices}
+    requests = {d.name: sum(len(plan_device(g)) for g in interval_groups(d))
+                for d in config.devices}
     points = sum(len(d.points) for d in config.devices)
     modbus = [d for d in config.devices if d.driver in MODBUS_DRIVERS]
     buses = {bus.name: estimate_bus(bus, config.devices) for bus in config.buses}
@@ -64,8 +87,8 @@ def summary(config: GatewayConfig) -> list[str]:
                 reqs += f", {_ms(bus_time[d.name])} bus time"
             profile = f", profile {d.profile}" if d.profile else ""
             lines.append(f"  {d.name:<{width}}  {d.driver} ({_where(d)}), every "
-                         f"{format_duration(d.interval)}, {_plural(len(d.points), 'point')}"
-                         f"{reqs}{profile}")
+                         f"{_every(d)}, {_plural(len(d.points), 'point')}"
+                         f"{reqs}{profile}{_reporting(d)}")
     warnings: list[str] = []
     if config.buses:
         lines.append("buses:")
@@ -77,6 +100,7 @@ def summary(config: GatewayConfig) -> list[str]:
             if est.scan_time:
                 line += (f", {_plural(sum(est.requests.values()), 'request')} per scan, "
                          f"{_ms(sum(est.scan_time.values()))} bus time per scan, "
+                         f"{est.rate:.2f} requests/s, "
                          f"{est.utilisation * 100:.1f} % busy at the configured intervals")
             lines.append(line)
             if est.overloaded:

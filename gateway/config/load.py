@@ -558,6 +558,8 @@ class _GatewayBuilder:
             where = d if d.given("pattern") or profile is None else profile.section
             _pattern_matches_points(where, pattern, [p for p in points if p is not None],
                                     point_sections, issues)
+        if len(issues) == start:
+            _reporting(d, profile, setting, point_sections, issues)
 
         if len(issues) != start or name is None:
             return None
@@ -609,6 +611,98 @@ class _GatewayBuilder:
             "; buses are " + ", ".join(f"'{b}'" for b in buses))
         self.issues.append(here.issue(d.sub("bus"), f"bus {describe(here)} is not "
                                                     f"defined{hint}"))
+
+
+def _duration(seconds: float) -> str:
+    from gateway.core.units import format_duration
+
+    return format_duration(seconds)
+
+
+def _reporting(d: Section, profile: Profile | None, setting: Callable[[str], Any],
+               points: list[Section], issues: list[ConfigIssue]) -> None:
+    """Report by exception and edge aggregation (SPEC §8): the settings that span keys.
+
+    A point's ``interval``, ``deadband``, ``deadband_pct`` and ``heartbeat`` default to the
+    device's (or its profile's); each message points at the key to change.
+    """
+    def where(key: str) -> Section:
+        """The section that gave the device-level ``key``: the device, else its profile."""
+        if d.given(key) or profile is None or not profile.section.given(key):
+            return d
+        return profile.section
+
+    interval = setting("interval")
+    publish = d.get("publish_interval")
+    aggregate = d.get("aggregate") or []
+    if publish is not None and not aggregate:
+        issues.append(d.key_at("publish_interval").issue(
+            d.sub("publish_interval"), "publish_interval needs 'aggregate': the fields to "
+                                       "publish per window, e.g. [min, max, mean, last, count]"))
+    if aggregate and publish is None:
+        issues.append(d.key_at("aggregate").issue(
+            d.sub("aggregate"), "'aggregate' needs publish_interval: the length of a window"))
+    if len(set(aggregate)) != len(aggregate):
+        issues.append(d.at("aggregate").issue(d.sub("aggregate"),
+                                              "an aggregate is listed twice"))
+    if publish is not None:
+        names = {p.get("name") for p in points}
+        for p in points:
+            taken = sorted(f"{p.get('name')}_{a}" for a in set(aggregate)
+                           if f"{p.get('name')}_{a}" in names)
+            if taken:
+                issues.append(p.at("name").issue(
+                    p.sub("name"), f"the aggregate field '{taken[0]}' of point "
+                                   f"'{p.get('name')}' is also a point's name; rename one"))
+    if setting("deadband") is not None and setting("deadband_pct") is not None:
+        owner = where("deadband_pct")
+        issues.append(owner.key_at("deadband_pct").issue(
+            owner.sub("deadband_pct"), "give 'deadband' or 'deadband_pct', not both"))
+    device_beat_reported = False
+    for p in points:
+        p_interval = p.get("interval") or interval
+        dtype = p.get("type") or ("bool" if p.get("table") in BIT_TABLES
+                                  else "uint16" if p.get("table") else "float64")
+        numeric = dtype not in ("bool", "string") and not p.given("bit")
+        for key in ("deadband", "deadband_pct"):
+            if p.given(key) and p.get(key) is not None and not numeric:
+                issues.append(p.key_at(key).issue(
+                    p.sub(key), f"'{key}' applies to numeric points, not {dtype}; a {dtype} "
+                                f"point is published on every change"))
+        if p.given("deadband") and p.given("deadband_pct"):
+            issues.append(p.key_at("deadband_pct").issue(
+                p.sub("deadband_pct"), "give 'deadband' or 'deadband_pct', not both"))
+        if publish is not None:
+            # a profile's deadbands do not apply to a device that aggregates: not an error
+            for key in ("deadband", "deadband_pct", "heartbeat"):
+                if p.given(key) and any(p is own for own in d.get("points") or ()):
+                    issues.append(p.key_at(key).issue(
+                        p.sub(key), f"'{key}' does not apply with publish_interval: the "
+                                    f"device publishes once per window"))
+            if p_interval is not None and p_interval > publish:
+                key, owner = ("interval", p) if p.given("interval") else (
+                    "publish_interval", d)
+                issues.append(owner.at(key).issue(
+                    owner.sub(key), f"publish_interval {_duration(publish)} is shorter than "
+                                    f"the interval {_duration(p_interval)} of point "
+                                    f"'{p.get('name')}': a window would hold no reading"))
+            continue
+        beat = p.get("heartbeat") if p.given("heartbeat") else setting("heartbeat")
+        if (beat is not None and p_interval is not None and beat < p_interval
+                and (p.given("heartbeat") or not device_beat_reported)):
+            device_beat_reported = device_beat_reported or not p.given("heartbeat")
+            owner = p if p.given("heartbeat") else where("heartbeat")
+            issues.append(owner.at("heartbeat").issue(
+                owner.sub("heartbeat"), f"heartbeat {_duration(beat)} is shorter than the "
+                                        f"interval {_duration(p_interval)} of point "
+                                        f"'{p.get('name')}': every reading would be "
+                                        f"published; lengthen it or remove it"))
+    if publish is not None:
+        for key in ("deadband", "deadband_pct", "heartbeat"):
+            if d.given(key):
+                issues.append(d.key_at(key).issue(
+                    d.sub(key), f"'{key}' does not apply with publish_interval: the device "
+                                f"publishes once per window"))
 
 
 def _merged_points(d: Section, profile: Profile | None, issues: list[ConfigIssue],

@@ -45,7 +45,7 @@ BRIDGE = tree(model.BridgeConfig)
 # Device-level settings a profile may provide; the device's own value wins.
 PROFILE_DEFAULTS: tuple[str, ...] = (
     "interval", "timeout", "retries", "byte_order", "max_gap", "max_registers", "request",
-    "pattern",
+    "pattern", "deadband", "deadband_pct", "heartbeat",
 )
 
 _DEVICE_FIELDS = DEVICE.fields or {}

@@ -2,7 +2,9 @@
 
 An RS-485 line carries one transaction at a time, so the devices on a bus share its time:
 ``sensegate check`` prints, for each bus, the time one scan of each device occupies and the
-bus utilisation (Σ scan time / interval). Past 100 % scans must overrun.
+bus utilisation (Σ scan time / interval), and the requests per second. Past 100 % scans
+must overrun. A device whose points have their own ``interval`` is counted per interval
+group (`gateway.core.plan.interval_groups`): each group's requests at its own interval.
 
 Figures, for Modbus RTU:
 
@@ -23,10 +25,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.core.model import BIT_TABLES, BusConfig, DeviceConfig, SerialSettings
-from gateway.core.plan import ReadRequest, plan_device
+from gateway.core.plan import ReadRequest, plan_groups
 
 REQUEST_BYTES = 8  # FC 1-4: address, function, start (2), quantity (2), CRC (2)
 RESPONSE_OVERHEAD_BYTES = 5  # address, function, byte count, CRC (2)
@@ -39,9 +41,15 @@ class BusEstimate:
     """Bus time of one scan of each device on ``bus`` and the share of the bus they use."""
 
     bus: str
-    scan_time: dict[str, float]  # device name -> seconds of bus time per scan
-    requests: dict[str, int]  # device name -> read requests per scan
+    scan_time: dict[str, float]  # device name -> seconds of bus time per scan (all groups)
+    requests: dict[str, int]  # device name -> read requests per scan (all groups)
     utilisation: float  # Σ scan_time / interval; 1.0 = the bus is busy all the time
+    requests_per_second: dict[str, float] = field(default_factory=dict)  # per device
+
+    @property
+    def rate(self) -> float:
+        """Requests per second on the bus at the configured intervals."""
+        return sum(self.requests_per_second.values())
 
     @property
     def overloaded(self) -> bool:
@@ -83,24 +91,29 @@ def transaction_time(bus: BusConfig, request: ReadRequest) -> float:
 
 
 def device_scan_time(bus: BusConfig, device: DeviceConfig) -> float:
-    """Seconds of bus time one scan of ``device`` takes (every coalesced request)."""
-    return sum(transaction_time(bus, r) for r in plan_device(device))
+    """Seconds of bus time one scan of every interval group of ``device`` takes."""
+    return sum(transaction_time(bus, r) for _, plan in plan_groups(device) for r in plan)
 
 
 def estimate_bus(bus: BusConfig, devices: Iterable[DeviceConfig]) -> BusEstimate:
     """Bus time per scan of the devices on ``bus``; devices on other buses are ignored."""
     scan_time: dict[str, float] = {}
     requests: dict[str, int] = {}
+    rates: dict[str, float] = {}
     utilisation = 0.0
     for device in devices:
         if device.driver != "modbus-rtu" or device.bus != bus.name:
             continue
-        plan = plan_device(device)
-        seconds = sum(transaction_time(bus, r) for r in plan)
-        scan_time[device.name] = seconds
-        requests[device.name] = len(plan)
-        if device.interval > 0:
-            utilisation += seconds / device.interval
-        else:
-            utilisation = math.inf
-    return BusEstimate(bus.name, scan_time, requests, utilisation)
+        scan_time[device.name] = 0.0
+        requests[device.name] = 0
+        rates[device.name] = 0.0
+        for interval, plan in plan_groups(device):
+            seconds = sum(transaction_time(bus, r) for r in plan)
+            scan_time[device.name] += seconds
+            requests[device.name] += len(plan)
+            if interval > 0:
+                utilisation += seconds / interval
+                rates[device.name] += len(plan) / interval
+            else:
+                utilisation = math.inf
+    return BusEstimate(bus.name, scan_time, requests, utilisation, rates)

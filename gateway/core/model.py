@@ -28,12 +28,14 @@ Parity = Literal["N", "E", "O"]
 Quality = Literal["good", "bad", "invalid"]
 PayloadFormat = Literal["json", "influx"]
 InfluxApi = Literal["v1", "v2"]
+Aggregate = Literal["min", "max", "mean", "last", "count"]
 
 TABLES: tuple[str, ...] = get_args(Table)
 BIT_TABLES: tuple[str, ...] = ("coil", "discrete")
 DATA_TYPES: tuple[str, ...] = get_args(DataType)
 BYTE_ORDERS: tuple[ByteOrder, ...] = get_args(ByteOrder)
 DRIVERS: tuple[str, ...] = get_args(Driver)
+AGGREGATES: tuple[str, ...] = get_args(Aggregate)
 MODBUS_DRIVERS: tuple[str, ...] = ("modbus-tcp", "modbus-rtu", "modbus-rtu-over-tcp")
 TCP_DRIVERS: tuple[str, ...] = ("modbus-tcp", "modbus-rtu-over-tcp")
 SERIAL_DRIVERS: tuple[str, ...] = ("serial-line",)
@@ -100,6 +102,17 @@ def byte_order_by_meaning(text: str) -> str | None:
 
 PARITY_ALIASES: dict[str, str] = {"none": "N", "even": "E", "odd": "O"}
 TAGS_DOC = "tags added to every reading (string values); 'gateway' and 'device' are reserved"
+
+# Report by exception (SPEC §8): declared once here, on a point and as a device default.
+_DEADBAND_DOC = ("publish a value only when it moved more than this from the last value "
+                 "published (engineering units; 0: on any change); numeric points only")
+_DEADBAND_PCT_DOC = ("publish a value only when it moved more than this percentage of the last "
+                     "value published; numeric points only; not with deadband")
+_HEARTBEAT_DOC = ("publish at least this often even when unchanged (absent: only on change; "
+                  "without a deadband: on any change and at least this often); also repeats "
+                  "an unchanged bad quality")
+
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,6 +353,32 @@ class PointConfig:
             maximum=MAX_READ_REGISTERS,
         ),
     )
+    interval: float | None = field(
+        default=None,
+        metadata=spec(
+            kind="duration",
+            positive=True,
+            applies_to=MODBUS_DRIVERS,
+            doc="this point's own poll interval; points sharing one are read together",
+            computed=True,
+            default_note="the device's interval",
+        ),
+    )
+    deadband: float | None = field(
+        default=None,
+        metadata=spec(doc=_DEADBAND_DOC, minimum=0, computed=True,
+                      default_note="the device's deadband"),
+    )
+    deadband_pct: float | None = field(
+        default=None,
+        metadata=spec(doc=_DEADBAND_PCT_DOC, minimum=0, computed=True,
+                      default_note="the device's deadband_pct"),
+    )
+    heartbeat: float | None = field(
+        default=None,
+        metadata=spec(kind="duration", positive=True, doc=_HEARTBEAT_DOC, computed=True,
+                      default_note="the device's heartbeat"),
+    )
     invalid_values: tuple[int | float, ...] = field(
         default=(),
         metadata=spec(
@@ -486,6 +525,37 @@ class DeviceConfig:
             pattern=PROFILE_PATTERN,
             pattern_hint=PROFILE_HINT,
             noun="profile name",
+        ),
+    )
+    deadband: float | None = field(
+        default=None, metadata=spec(doc="default deadband of this device's points: "
+                                        + _DEADBAND_DOC, minimum=0)
+    )
+    deadband_pct: float | None = field(
+        default=None, metadata=spec(doc="default deadband_pct of this device's points: "
+                                        + _DEADBAND_PCT_DOC, minimum=0)
+    )
+    heartbeat: float | None = field(
+        default=None, metadata=spec(kind="duration", positive=True,
+                                    doc="default heartbeat of this device's points: "
+                                        + _HEARTBEAT_DOC)
+    )
+    publish_interval: float | None = field(
+        default=None,
+        metadata=spec(
+            kind="duration",
+            positive=True,
+            doc="poll at `interval` but publish once per window of this length (aligned to "
+            "the wall clock), as the `aggregate` fields; needs `aggregate`",
+        ),
+    )
+    aggregate: tuple[Aggregate, ...] = field(
+        default=(),
+        metadata=spec(
+            doc="with publish_interval: the fields each numeric point publishes per window, "
+            "as <point>_min, <point>_max, <point>_mean, <point>_last, <point>_count (bool and "
+            "string points: last and count only)",
+            noun="an aggregate",
         ),
     )
     byte_order: ByteOrder | None = field(

@@ -25,6 +25,11 @@ as any choice; induction on the points left does the rest. Note that the points 
 short ones that do, and those are taken. ``tests/unit/test_plan.py`` checks the result
 against a brute-force optimum.
 
+Points with their own ``interval`` (SPEC §8) are read on their own schedule: `interval_groups`
+splits a device into one group per distinct interval, and each group is planned as above,
+so the plan is minimal per interval group (a request never mixes intervals: reading a 1 s
+point with a 60 s one would read the 60 s one every second).
+
 Each point is assigned to exactly one request (the first that covers it), so a driver
 decodes every point once. Pure: no I/O, no pymodbus.
 """
@@ -32,7 +37,7 @@ decodes every point once. Pure: no I/O, no pymodbus.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gateway.core.modbus import FUNCTION_CODES
 from gateway.core.model import (
@@ -157,3 +162,22 @@ def plan_device(device: DeviceConfig) -> list[ReadRequest]:
         max_registers=min(device.max_registers, MAX_READ_REGISTERS),
         max_bits=MAX_READ_BITS,
     )
+
+
+def interval_groups(device: DeviceConfig) -> list[DeviceConfig]:
+    """``device`` split by poll interval: one config per distinct interval (a point's own,
+    else the device's), holding that group's points, fastest first. A device whose points
+    all share its interval is its only group, unchanged."""
+    by_interval: dict[float, list[PointConfig]] = {}
+    for point in device.points:
+        interval = point.interval if point.interval is not None else device.interval
+        by_interval.setdefault(interval, []).append(point)
+    if list(by_interval) == [device.interval] or not by_interval:
+        return [device]
+    return [replace(device, interval=interval, points=tuple(points))
+            for interval, points in sorted(by_interval.items())]
+
+
+def plan_groups(device: DeviceConfig) -> list[tuple[float, list[ReadRequest]]]:
+    """(interval, requests of one scan of that group) for each interval group of ``device``."""
+    return [(group.interval, plan_device(group)) for group in interval_groups(device)]

@@ -1,6 +1,8 @@
 """`sensegate run`: the gateway daemon.
 
-Acquisition (edge.scheduler) → durable outbox (edge.outbox) → MQTT (edge.publish).
+Acquisition (edge.scheduler) → report by exception and aggregation (core.report) → durable
+outbox (edge.outbox) → MQTT (edge.publish). The report state is saved at a clean stop after
+the last outbox commit and taken back at start (edge.reportstate).
 The lifecycle follows uvicorn's server: `startup()`, `main_loop()`, `shutdown()`. Signal
 handlers only set events; the main loop acts on them. Shutdown stops polling, commits what
 was polled, lets the publisher finish what is in flight within `drain_timeout`, then cancels
@@ -88,6 +90,8 @@ class Daemon:
         # the imports adds 3 MiB to the peak RSS with 100 devices x 20 points; bench/rss.py).
         config = load_gateway_config(self.config_path)
         # Imported here so `check`, `schema` and friends never pay for these imports.
+        from gateway.core.report import Reporter
+        from gateway.edge import reportstate
         from gateway.edge.outbox import Outbox
         from gateway.edge.publish import Publisher
         from gateway.edge.scheduler import Poller
@@ -105,6 +109,11 @@ class Daemon:
         self.publisher = Publisher(
             config, self.outbox, metrics=self.metrics, **self.publisher_options
         )
+        self.reporter = Reporter(config.devices)
+        saved = reportstate.take(config.state_dir)
+        if saved is not None:
+            log.info("report state: %d points continue from before the restart",
+                     self.reporter.restore(saved))
         self.poller = Poller(config, self._sink, metrics=self.metrics)
         # The committer runs until shutdown cancels it; close() then commits what is left.
         self._committer = self._spawn(self.outbox.run_committer(), "outbox-committer")
@@ -171,6 +180,8 @@ class Daemon:
                 self.outbox.flush()
             except StorageError as exc:
                 log.error("final outbox commit failed: %s", exc)
+            else:
+                self._save_report_state()
         if hasattr(self, "publisher") and not self.force_exit:
             remaining = max(0.1, deadline - time.monotonic())
             with contextlib.suppress(Exception):
@@ -255,6 +266,7 @@ class Daemon:
         # Keep envelopes of removed devices: scans already in flight still need them.
         self._envelopes = {**self._envelopes, **new_envelopes}
         self.config = new
+        self.reporter.apply(new.devices)
         await self.publisher.apply(new)
         await self.poller.apply(new)
         log.info("reloaded: %d devices", len(new.devices))
@@ -271,6 +283,11 @@ class Daemon:
         envelope = self._envelopes.get(reading.device)
         if envelope is None:  # cannot happen with a consistent poller; never lose the reading
             envelope = Envelope(reading.device, {})
+        for published in self.reporter.process(reading):
+            self._add(published, envelope)
+
+    def _add(self, reading: Reading, envelope: Envelope) -> None:
+        """Hand one reading to publish (after report by exception) to the outbox."""
         self.outbox.add(reading, measurement=envelope.measurement, tags=envelope.tags)
 
     def healthy(self) -> bool:
@@ -278,6 +295,18 @@ class Daemon:
         if not self.started or self.should_exit.is_set():
             return False
         return self.outbox.problem() is None
+
+    def _save_report_state(self) -> None:
+        """After the last commit: what was published is in the outbox, so it may be saved."""
+        from gateway.edge import reportstate
+
+        if self.config is None or not hasattr(self, "reporter"):
+            return
+        try:
+            reportstate.save(self.config.state_dir, self.reporter.state())
+        except (OSError, ValueError) as exc:
+            log.error("cannot save the report state: %s; every point publishes its next "
+                      "reading after the restart", exc)
 
     def status_line(self) -> str:
         if self.config is None:

@@ -15,6 +15,13 @@ devices of one step share an event-loop wake-up: on small machines each wake-up 
 costs far more CPU than the Python work of a scan. A device's first scan is its first slot
 after it starts (for a long interval, up to one interval later).
 
+A device whose points have their own ``interval`` (SPEC §8) runs one scan loop per interval
+group (`gateway.core.plan.interval_groups`): each group is planned on its own (minimal per
+group), has its own grid and phase, and its own driver over the device's link, so on an
+RS-485 bus the groups of all devices interleave under the bus lock, one transaction in
+flight. A group's reading carries that group's points only. `Poller.stats` names the first
+(fastest) group's loop after the device and the others ``device@interval`` (``wxt-1@1m``).
+
 A scan that cannot start on time (the previous one is still running, or the event loop woke
 later than `late_tolerance` after the slot) is an *overrun*: counted and skipped, never
 queued. Each scan performed gives exactly one `Reading` to the sink, even when every point
@@ -45,6 +52,8 @@ from typing import Any, Protocol
 from drivers.base import bus_label, unit_of, where
 from gateway.core.errors import DriverError
 from gateway.core.model import BusConfig, DeviceConfig, GatewayConfig, Reading
+from gateway.core.plan import interval_groups
+from gateway.core.units import format_duration
 from gateway.runtime.metrics import GatewayMetrics
 
 log = logging.getLogger("sensegate.scheduler")
@@ -196,9 +205,10 @@ def answered(reading: Reading, errors: list[Any]) -> bool:
 class _DeviceRunner:
     """The scan loop of one device, in its own task."""
 
-    def __init__(self, poller: Poller, device: DeviceConfig, t0: float) -> None:
+    def __init__(self, poller: Poller, device: DeviceConfig, t0: float, key: str = "") -> None:
         self.poller = poller
-        self.device = device
+        self.device = device  # one interval group of the configured device
+        self.key = key or device.name
         self.where = where(device)
         self.tolerance = late_tolerance(device.interval)
         self.hang_timeout = max(HANG_MIN, 4 * device.interval)
@@ -214,7 +224,7 @@ class _DeviceRunner:
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(
-            self._run(), name=f"poll-{self.device.name}"
+            self._run(), name=f"poll-{self.key}"
         )
 
     async def stop(self, grace: float = STOP_GRACE) -> None:
@@ -442,8 +452,9 @@ class Poller:
             return
         changed_buses = changed_bus_names(old.buses, new.buses)
         plan = diff_devices(old, new, changed_buses)
-        to_stop = [self._runners.pop(n) for n in (*plan.removed, *plan.changed)
-                   if n in self._runners]
+        going = {*plan.removed, *plan.changed}
+        to_stop = [self._runners.pop(key) for key, r in list(self._runners.items())
+                   if r.device.name in going]
         await asyncio.gather(*(r.stop() for r in to_stop), return_exceptions=True)
         for name in plan.removed:
             self.metrics.forget_device(name)
@@ -451,9 +462,11 @@ class Poller:
             await self._rebuild_buses(new)
         for name in (*plan.changed, *plan.added):
             self._start_device(new.device(name))
-        for runner in self._runners.values():
+        for name in plan.unchanged:
             # Unchanged devices keep running; they see the new config object for lookups.
-            runner.device = new.device(runner.device.name)
+            for key, group in _group_keys(new.device(name)):
+                if key in self._runners:
+                    self._runners[key].device = group
         log.info("config applied: %d added, %d removed, %d changed, %d unchanged",
                  len(plan.added), len(plan.removed), len(plan.changed), len(plan.unchanged))
 
@@ -466,7 +479,7 @@ class Poller:
 
     @property
     def devices(self) -> list[str]:
-        return list(self._runners)
+        return list(dict.fromkeys(r.device.name for r in self._runners.values()))
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -475,10 +488,12 @@ class Poller:
 
     def _start_device(self, device: DeviceConfig) -> None:
         now = asyncio.get_running_loop().time()
-        t0 = first_slot(now, time.time(), device.interval, phase(device.name, device.interval))
-        runner = _DeviceRunner(self, device, t0)
-        self._runners[device.name] = runner
-        runner.start()
+        wall = time.time()
+        for key, group in _group_keys(device):
+            t0 = first_slot(now, wall, group.interval, phase(key, group.interval))
+            runner = _DeviceRunner(self, group, t0, key)
+            self._runners[key] = runner
+            runner.start()
 
     async def _rebuild_buses(self, new: GatewayConfig) -> None:
         """Let the registry drop the links of changed buses (`BusRegistry.update`); a
@@ -504,6 +519,13 @@ class Poller:
                 await result
         except Exception as exc:
             log.warning("closing buses failed: %r", exc)
+
+
+def _group_keys(device: DeviceConfig) -> list[tuple[str, DeviceConfig]]:
+    """(scan loop name, interval group) of each interval group of ``device``."""
+    groups = interval_groups(device)
+    return [(device.name if i == 0 else f"{device.name}@{format_duration(g.interval)}", g)
+            for i, g in enumerate(groups)]
 
 
 # -- config diff -------------------------------------------------------------------------------

@@ -120,3 +120,20 @@ def test_estimate_bus_overloaded() -> None:
     estimate = estimate_bus(bus, [rtu("slow", HOLDING_0_9, interval=0.2)])
     assert estimate.utilisation == pytest.approx((40 * 10 / 1200 + 0.01) / 0.2)
     assert estimate.overloaded
+
+
+def test_estimate_bus_counts_interval_groups() -> None:
+    bus = BusConfig("a", serial(9600))
+    # 'a' every 10 s, 'c' (a coil, so its own request) every 1 s: each group at its own rate
+    points = (PointConfig("a", "uint16", "holding", 0),
+              PointConfig("c", "bool", "coil", 0, interval=1.0))
+    estimate = estimate_bus(bus, [rtu("mixed", points, interval=10.0)])
+    register = (8 + 7 + 7) * 10 / 9600 + 0.01  # request, response, 2 silences, turnaround
+    coil = (8 + 6 + 7) * 10 / 9600 + 0.01
+    assert estimate.requests == {"mixed": 2}
+    assert estimate.scan_time["mixed"] == pytest.approx(register + coil)
+    assert estimate.utilisation == pytest.approx(register / 10 + coil / 1)
+    assert estimate.rate == pytest.approx(1 / 10 + 1 / 1)
+    # the same points all at 1 s cost more: both requests every second
+    assert estimate_bus(bus, [rtu("fast", (*points[:1], PointConfig("c", "bool", "coil", 0)),
+                                  interval=1.0)]).rate == pytest.approx(2.0)

@@ -55,9 +55,9 @@ devices:
   pm-1    serial-line (/dev/ttyUSB3), every 1s, 1 point
 buses:
   rs485-a: /dev/ttyUSB0 9600 8N1, 1 device, 1 request per scan, 35.0 ms bus time per scan, \
-1.8 % busy at the configured intervals
+0.50 requests/s, 1.8 % busy at the configured intervals
   rs485-b: /dev/ttyUSB1 1200 8N1, 1 device, 2 requests per scan, 486.7 ms bus time per scan, \
-486.7 % busy at the configured intervals
+20.00 requests/s, 486.7 % busy at the configured intervals
   spare: /dev/ttyUSB2 9600 8N1, 0 devices
 warning: bus 'rs485-b' needs 487 % of its time at the configured intervals: scans will \
 overrun; raise the intervals or the baud rate, or split the bus
@@ -115,3 +115,42 @@ def test_commissioning_doc_shows_what_check_prints(monkeypatch: pytest.MonkeyPat
     check.run(str(root / "config" / "site-substation.yaml"), out)
     printed = out.getvalue().splitlines()
     assert [line for line in block if line not in printed] == []
+
+
+GROUPS = r"""gateway: {id: site-2}
+mqtt: {host: broker.example.org}
+buses:
+  - {name: rs485-a, port: /dev/ttyUSB0, baudrate: 9600}
+devices:
+  - name: mixed
+    driver: modbus-rtu
+    bus: rs485-a
+    interval: 10s
+    heartbeat: 15m
+    points:
+      - {name: slow, table: holding, address: 0, deadband: 0.5}
+      - {name: fast, table: coil, address: 0, interval: 1s}
+  - name: counter
+    driver: modbus-rtu
+    bus: rs485-a
+    unit: 2
+    publish_interval: 1m
+    aggregate: [last, count]
+    points:
+      - {name: vehicles, table: input, address: 0, type: uint32}
+"""
+
+
+def test_summary_counts_interval_groups_and_says_how_devices_publish(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(GROUPS)
+    out = io.StringIO()
+    assert check.run(str(path), out) == 0
+    lines = out.getvalue().splitlines()
+    assert any(line.startswith("  mixed ") and "every 1s (1 point), 10s (1 point)" in line
+               and "2 requests per scan" in line and "2 points by exception" in line
+               for line in lines), lines
+    assert any(line.startswith("  counter ") and "publishes every 1m (last, count)" in line
+               for line in lines), lines
+    # the coil every 1 s, the register every 10 s, the counter every 1 s: 2.1 requests/s
+    assert any(line.startswith("  rs485-a:") and "2.10 requests/s" in line for line in lines)

@@ -52,6 +52,8 @@ def shipped_series() -> tuple[dict[str, set[str]], set[str]]:
                                 / f"{device['profile']}.yaml")
                 points += [p["name"] for p in profile["points"]]
             measurement = device.get("measurement") or device["name"]
+            if device.get("publish_interval"):  # aggregated: <point>_<aggregate> fields
+                points = [f"{p}_{a}" for p in points for a in device["aggregate"]]
             fields.setdefault(measurement, set()).update(points)
     return fields, tags
 
@@ -107,7 +109,8 @@ def test_dashboard_query_names_real_measurements_fields_and_tags(query: str) -> 
     measurements = read_measurements(query, fields)
     assert measurements, f"no example device writes what {query!r} reads"
     select = query.split(" FROM ", 1)[0]
-    for field in re.findall(r'\("([^"]+)"\)', select):
+    # every quoted name before FROM is a field (raw `SELECT "f"` or `mean("f")`), but an alias
+    for field in re.findall(r'"([^"]+)"', re.sub(r' AS "[^"]*"', "", select)):
         for measurement in measurements:
             assert field in fields[measurement], f"{measurement!r} has no field {field!r}"
     where_and_group = query.split(" FROM ", 1)[1]

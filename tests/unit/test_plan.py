@@ -9,7 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.core.model import DeviceConfig, PointConfig, SerialSettings
-from gateway.core.plan import ReadRequest, plan_device, plan_requests
+from gateway.core.plan import (
+    ReadRequest,
+    interval_groups,
+    plan_device,
+    plan_groups,
+    plan_requests,
+)
 
 
 def pt(name: str, address: int, type_: str = "uint16", table: str = "holding", **kw: object
@@ -224,3 +230,50 @@ def test_plan_is_minimal(spec: list[tuple[int, str]], max_gap: int, limit: int) 
     check_valid(requests, points, max_gap, limit)
     assert len(requests) == brute_force_minimum(points, max_gap, limit)
     assert [r.address for r in requests] == sorted(r.address for r in requests)
+
+
+# --- interval groups (SPEC §8): minimal per group ---------------------------------------
+
+
+def test_interval_groups_split_by_point_interval() -> None:
+    device = DeviceConfig(
+        name="d", driver="modbus-tcp", host="h", interval=10.0,
+        points=(pt("a", 0), pt("b", 1, interval=1.0), pt("c", 2), pt("d", 3, interval=60.0)),
+    )
+    groups = interval_groups(device)
+    assert [(g.interval, [p.name for p in g.points]) for g in groups] == [
+        (1.0, ["b"]), (10.0, ["a", "c"]), (60.0, ["d"])]
+    assert all(g.name == "d" for g in groups)
+    # a and c are not adjacent (b sits between them) but the gap of 1 is bridged
+    assert [(i, shape(r)) for i, r in plan_groups(device)] == [
+        (1.0, [("holding", 1, 1, ("b",))]),
+        (10.0, [("holding", 0, 3, ("a", "c"))]),
+        (60.0, [("holding", 3, 1, ("d",))]),
+    ]
+
+
+def test_a_device_with_one_interval_is_its_own_group() -> None:
+    device = DeviceConfig(name="d", driver="modbus-tcp", host="h", interval=5.0,
+                          points=(pt("a", 0), pt("b", 1, interval=5.0)))
+    assert interval_groups(device) == [device]
+
+
+@settings(max_examples=300, deadline=None)
+@given(spec=st.lists(st.tuples(st.integers(0, 14), st.sampled_from(sorted(SIZES)),
+                               st.sampled_from([None, 1.0, 60.0])), min_size=1, max_size=7),
+       max_gap=st.integers(0, 3), limit=st.integers(4, 7))
+def test_plan_is_minimal_per_interval_group(spec: list[tuple[int, str, float | None]],
+                                            max_gap: int, limit: int) -> None:
+    points = tuple(pt(f"p{i}", address, type_, interval=interval)
+                   for i, (address, type_, interval) in enumerate(spec))
+    device = DeviceConfig(name="d", driver="modbus-tcp", host="h", interval=10.0,
+                          points=points, max_gap=max_gap, max_registers=limit)
+    seen: list[str] = []
+    for interval, requests in plan_groups(device):
+        group = [p for p in points if (p.interval or 10.0) == interval]
+        check_valid(requests, group, max_gap, limit)
+        # no request mixes intervals, and each group is as small as brute force allows
+        assert {p.name for r in requests for p in r.points} == {p.name for p in group}
+        assert len(requests) == brute_force_minimum(group, max_gap, limit)
+        seen += [p.name for p in group]
+    assert sorted(seen) == sorted(p.name for p in points)

@@ -723,3 +723,57 @@ async def test_real_loop_slow_device_does_not_delay_the_others() -> None:
         assert all(t >= t0 - 1e-3 for t in rig.of(name)[0].starts)  # never before the grid
     assert stats["stuck"].scans == 0  # still in its first scan
     assert readings == sum(s.scans for s in stats.values())
+
+
+# -- interval groups (SPEC §8) ---------------------------------------------------------------
+
+
+def test_each_interval_group_runs_on_its_own_grid() -> None:
+    """A 1 s point and a 10 s point of one device: two loops, each reading its own points."""
+    points = (PointConfig("fast", "uint16", "holding", 0),
+              PointConfig("slow", "uint16", "holding", 1, interval=10.0))
+    device = DeviceConfig("mixed", "modbus-tcp", points, interval=1.0, host="h", port=502)
+
+    async def main(loop: VirtualClockLoop) -> None:
+        rig = Rig()
+        poller = rig.poller(gateway(device))
+        await poller.start()
+        assert sorted(poller.stats()) == ["mixed", "mixed@10s"]
+        assert poller.devices == ["mixed"]
+        await until(poller, "mixed", 60.5)
+        fast = poller.stats()["mixed"]
+        slow = poller.stats()["mixed@10s"]
+        await poller.stop()
+        groups = sorted((d.device.interval, [p.name for p in d.device.points])
+                        for d in rig.drivers)  # created in the order of their first slots
+        assert groups == [(1.0, ["fast"]), (10.0, ["slow"])]
+        assert fast.scans >= 60 and 6 <= slow.scans <= 7
+        assert fast.overruns == slow.overruns == 0
+        by_points = [sorted(r.values) for r in rig.readings]
+        assert by_points.count(["fast"]) == fast.scans
+        assert by_points.count(["slow"]) == slow.scans
+        assert all(r.device == "mixed" for r in rig.readings)
+
+    run_virtual(main)
+
+
+def test_reload_restarts_every_group_of_a_changed_device() -> None:
+    points = (PointConfig("fast", "uint16", "holding", 0),
+              PointConfig("slow", "uint16", "holding", 1, interval=10.0))
+    device = DeviceConfig("mixed", "modbus-tcp", points, interval=1.0, host="h", port=502)
+
+    async def main(loop: VirtualClockLoop) -> None:
+        rig = Rig()
+        poller = rig.poller(gateway(device, tcp("other")))
+        await poller.start()
+        await asyncio.sleep(12)  # both groups have scanned (so have their drivers)
+        one_group = replace(device, points=(points[0], replace(points[1], interval=None)))
+        await poller.apply(gateway(one_group, tcp("other")))
+        assert sorted(poller.stats()) == ["mixed", "other"]
+        old = rig.of("mixed")
+        assert len(old) == 2 and all(d.closed for d in old)  # both groups' drivers stopped
+        await asyncio.sleep(3)
+        await poller.stop()
+        assert [p.name for p in rig.of("mixed")[-1].device.points] == ["fast", "slow"]
+
+    run_virtual(main)
