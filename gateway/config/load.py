@@ -169,12 +169,18 @@ def _tls(section: Section) -> TlsConfig | None:
                      key_file=tls.get("key_file"), insecure=tls.get("insecure", False))
 
 
-def _metrics(section: Section) -> MetricsConfig | None:
+def _metrics(section: Section, issues: list[ConfigIssue] | None = None) -> MetricsConfig | None:
+    """``http:`` (SPEC §9), or its old name ``metrics:``; not both."""
+    http = section.get("http")
     metrics = section.get("metrics")
-    if not isinstance(metrics, Section) or not metrics.ok("listen"):
+    if isinstance(http, Section) and isinstance(metrics, Section) and issues is not None:
+        issues.append(metrics.node.issue("metrics", "give 'http' or its old name 'metrics', "
+                                         "not both"))
+    chosen = http if isinstance(http, Section) else metrics
+    if not isinstance(chosen, Section) or not chosen.ok("listen"):
         return None
-    host, port = metrics["listen"]
-    return MetricsConfig(host=host, port=port)
+    host, port = chosen["listen"]
+    return MetricsConfig(host=host, port=port, token=_secret(chosen, "token"))
 
 
 def _unique_points(points: list[Section], issues: list[ConfigIssue]) -> None:
@@ -371,7 +377,7 @@ class _GatewayBuilder:
             outbox=OutboxConfig(max_bytes=outbox.get("max_bytes"),
                                 max_message_bytes=outbox.get("max_message_bytes"),
                                 commit_interval=outbox.get("commit_interval")),
-            metrics=_metrics(data),
+            metrics=_metrics(data, self.issues),
             source=self.path,
         )
 

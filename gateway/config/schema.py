@@ -94,6 +94,12 @@ _TLS = obj("TLS settings; presence enables TLS", {
 _METRICS = obj("Prometheus metrics on /metrics and /healthz; absent: no metrics server", {
     "listen": Field("listen", "HOST:PORT to listen on", default="127.0.0.1:9108"),
 })
+_HTTP = obj("the HTTP listener: the technician's page at /, Prometheus metrics on /metrics "
+            "and /healthz (formerly 'metrics:'); absent: no listener", {
+    "listen": Field("listen", "HOST:PORT to listen on", default="127.0.0.1:9108"),
+    "token": Field("str", "required by the page and /metrics: open /?token=TOKEN once "
+                   "(use ${VAR})", secret=True),
+})
 
 _SERIAL_LINE_FIELDS: dict[str, Field] = {
     "baudrate": Field("int", "bits per second", default=9600, positive=True),
@@ -235,7 +241,8 @@ GATEWAY = obj("sensegate gateway config", {
         "commit_interval": Field("duration", "readings are committed in batches at most this "
                                  "far apart", default=0.2, positive=True),
     }, default={}),
-    "metrics": _METRICS,
+    "http": _HTTP,
+    "metrics": obj("old name of 'http:' (listen only)", _METRICS.fields),  # type: ignore[arg-type]
     "buses": Field("list", "RS-485 lines shared by Modbus RTU devices", items=BUS, default=[]),
     "devices": Field("list", "the sensors to poll", items=DEVICE, required=True),
 })

@@ -95,8 +95,12 @@ class OutboxConfig:
 
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
+    """The gateway's HTTP listener (``http:``, formerly ``metrics:``): /metrics, /healthz
+    and the technician's page; ``token`` guards all of it but /healthz."""
+
     host: str = "127.0.0.1"
     port: int = 9108
+    token: Secret | None = None
 
 
 @dataclass(frozen=True, slots=True)
