@@ -301,6 +301,7 @@ class Daemon:
         """A snapshot of what the page shows (gateway.edge.page.PageState)."""
         from gateway import __version__
         from gateway.edge.page import BrokerState, DeviceCounters, OutboxState, PageState
+        from gateway.edge.page.view import refresh_interval
         from gateway.runtime.logs import scrub
 
         assert self.config is not None
@@ -328,6 +329,7 @@ class Daemon:
             },
             journal=self.journal.devices,
             warnings=tuple(self.warning_log.entries),
+            refresh=refresh_interval(config),
         )
 
     def _on_scan(self, outcome: Any) -> None:

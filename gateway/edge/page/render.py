@@ -126,7 +126,7 @@ def render_main(view: MainView, version: str) -> Rendered:
             for b in view.buses
         )
         parts += [
-            '<section id="buses"><h2>RS-485 buses</h2><div class="scroll"><table>'
+            '<section id="buses"><h2>RS-485 buses</h2><div class="scroll"><table class="narrow">'
             "<thead><tr><th>bus</th><th>devices</th><th>utilisation (estimated)</th>"
             "<th>utilisation (measured)</th></tr></thead>",
             cells.put("tbody", rows),

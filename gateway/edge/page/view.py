@@ -116,6 +116,12 @@ class PageState:
     refresh: float = 2.0  # seconds between the page's refreshes
 
 
+def refresh_interval(config: GatewayConfig) -> float:
+    """Seconds between the page's refreshes: the fastest device's interval, 1 to 5 s."""
+    fastest = min((d.interval for d in config.devices), default=5.0)
+    return min(5.0, max(1.0, fastest))
+
+
 # -- text ------------------------------------------------------------------------------------
 
 
@@ -126,7 +132,7 @@ def age(seconds: float | None) -> str:
     s = max(0, int(seconds))
     if s < 120:
         return f"{s} s"
-    if s < 7200:
+    if s < 3600:
         return f"{s // 60} min"
     if s < 172800:
         return f"{s // 3600} h {s % 3600 // 60} min"
@@ -314,7 +320,7 @@ def device_row(state: PageState, device: DeviceConfig) -> DeviceRow:
         state=status if counters is None or counters.backoff <= 1
         else f"backed off (every {counters.backoff * device.interval:g} s)",
         cls=STATE_CLASSES[status],
-        last_good=age(None if last_ok is None else state.now - last_ok),
+        last_good="never" if last_ok is None else f"{age(state.now - last_ok)} ago",
         errors_hour=journal.errors_since(state.now - HOUR) if journal is not None else 0,
         last_error=last_error,
         last_meaning="" if error is None else meaning(error.kind, error.code),
@@ -475,8 +481,8 @@ def device_view(state: PageState, name: str) -> DeviceView | None:
         Fact("driver", device.driver),
         Fact("where", row.where),
         Fact("interval", f"{device.interval:g} s"),
-        Fact("timeout", f"{device.timeout:g} s, {device.retries} retries"),
-        Fact("last good scan", f"{row.last_good} ago" if row.last_good != "never" else "never"),
+        Fact("timeout", f"{device.timeout:g} s, retries {device.retries}"),
+        Fact("last good scan", row.last_good),
         Fact("errors in the last hour", str(row.errors_hour),
              "ok" if row.errors_hour == 0 else "bad"),
         Fact("requests per scan", row.requests),
