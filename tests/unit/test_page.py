@@ -233,7 +233,8 @@ def test_main_view_rows() -> None:
     assert facts["uptime"].text == "1 h 2 min"
     assert facts["config"].text == "ab" * 6 and facts["config"].title == "sha256 " + "ab" * 32
     assert facts["broker"].text == "connected to broker.example:1883 for 65 s"
-    assert facts["outbox"].text == "12 readings pending, oldest 4 s, 40.0 KiB"
+    assert facts["outbox"].text == "12 readings pending, oldest 4 s, 40.0 KiB on disk"
+    assert (facts["devices"].text, facts["devices"].cls) == ("2: 1 ok, 1 partial", "warn")
     tcp_row, rtu_row = view.devices
     assert (tcp_row.state, tcp_row.cls, tcp_row.last_good, tcp_row.errors_hour) == \
         ("ok", "ok", "3 s ago", 0)
@@ -251,6 +252,35 @@ def test_main_view_rows() -> None:
     assert values[("tcp-1", "temp")] == ("21.5", "degC", "good")
     assert values[("tcp-1", "pump")] == ("true", "", "good")
     assert values[("rtu-1", "temp")] == ("—", "degC", "bad")
+
+
+def _row(state_text: str) -> Any:
+    from gateway.edge.page.view import DeviceRow
+
+    return DeviceRow("d", "modbus-tcp", "", state_text, "", "", 0, "", "", "1", "")
+
+
+@pytest.mark.parametrize(("states", "text", "cls"), [
+    pytest.param((), "none", "ok", id="no-devices"),
+    pytest.param(("ok", "ok"), "2: 2 ok", "ok", id="all-ok"),
+    pytest.param(("ok", "waiting"), "2: 1 ok, 1 waiting", "ok", id="starting"),
+    pytest.param(("partial", "ok"), "2: 1 ok, 1 partial", "warn", id="partial"),
+    pytest.param(("backed off (every 8 s)", "partial", "failing"),
+                 "3: 1 partial, 1 failing, 1 backed off", "bad", id="failing"),
+])
+def test_the_devices_summary(states: tuple[str, ...], text: str, cls: str) -> None:
+    from gateway.edge.page.view import devices_fact
+
+    fact = devices_fact([_row(s) for s in states])
+    assert (fact.text, fact.cls) == (text, cls)
+
+
+def test_an_empty_outbox() -> None:
+    page = state()
+    empty = PageState(**{**{f: getattr(page, f) for f in page.__dataclass_fields__},
+                         "outbox": OutboxState(0, None, 0, 4096)})
+    facts = {f.label: f.text for f in main_view(empty).facts}
+    assert facts["outbox"] == "empty, 4.0 KiB on disk"
 
 
 def test_an_old_error_says_how_old_once_the_device_answers_again() -> None:

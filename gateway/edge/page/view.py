@@ -24,7 +24,7 @@ from gateway.core.plan import plan_device
 
 from .journal import HOUR, DeviceJournal, ErrorEntry, WarningEntry
 
-MAX_VALUES = 400  # points shown on the main page; the rest are on the device pages
+MAX_VALUES = 300  # points shown on the main page; the rest are on the device pages
 
 # What an error means for the technician on site, by DriverError.kind.
 KIND_MEANINGS: dict[str, str] = {
@@ -386,7 +386,19 @@ def layout_key(*parts: Sequence[str]) -> str:
     return digest.hexdigest()[:16]
 
 
-def gateway_facts(state: PageState) -> tuple[Fact, ...]:
+def devices_fact(rows: Sequence[DeviceRow]) -> Fact:
+    """``3 devices: 2 ok, 1 partial``: the first thing to read on a phone."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        key = "backed off" if row.state.startswith("backed off") else row.state
+        counts[key] = counts.get(key, 0) + 1
+    parts = [f"{counts[s]} {s}" for s in STATE_CLASSES if s in counts]
+    worst = next((STATE_CLASSES[s] for s in ("failing", "backed off", "partial")
+                  if s in counts), "ok")
+    return Fact("devices", f"{len(rows)}: " + ", ".join(parts) if rows else "none", worst)
+
+
+def gateway_facts(state: PageState, rows: Sequence[DeviceRow] = ()) -> tuple[Fact, ...]:
     broker = state.broker
     outbox = state.outbox
     if broker.connected:
@@ -397,14 +409,19 @@ def gateway_facts(state: PageState) -> tuple[Fact, ...]:
         link = Fact("broker", f"disconnected from {broker.address} for "
                     f"{age(state.now - broker.since)}{why}", "bad")
     backlog = outbox.pending_readings
-    oldest = age(outbox.oldest_age_s) if outbox.oldest_age_s is not None else "—"
+    if backlog:
+        oldest = age(outbox.oldest_age_s) if outbox.oldest_age_s is not None else "—"
+        queued = f"{backlog} readings pending, oldest {oldest}"
+    else:
+        queued = "empty"
     return (
+        devices_fact(rows),
         Fact("version", state.version),
         Fact("uptime", age(state.now - state.started_at), title=clock(state.started_at)),
         Fact("config", state.config_hash[:12], title=f"sha256 {state.config_hash}"),
         link,
-        Fact("outbox", f"{backlog} readings pending, oldest {oldest}, "
-             f"{size_text(outbox.bytes)}", "ok" if backlog < 1000 else "warn"),
+        Fact("outbox", f"{queued}, {size_text(outbox.bytes)} on disk",
+             "ok" if backlog < 1000 else "warn"),
         Fact("dropped", str(outbox.dropped), "ok" if outbox.dropped == 0 else "bad"),
     )
 
@@ -415,10 +432,11 @@ def main_view(state: PageState) -> MainView:
     warnings = tuple(
         WarningRow(clock(w.at), w.level, w.message) for w in reversed(state.warnings)
     )
+    rows = tuple(device_row(state, d) for d in config.devices)
     return MainView(
         gateway_id=config.id,
-        facts=gateway_facts(state),
-        devices=tuple(device_row(state, d) for d in config.devices),
+        facts=gateway_facts(state, rows),
+        devices=rows,
         buses=bus_rows(state),
         values=values,
         values_left_out=left_out,
