@@ -83,6 +83,7 @@ class Daemon:
     _reloading: asyncio.Task[None] | None = None  # the reload in progress, if any
     started_at: float = field(default_factory=time.time)
     config_hash: str = ""
+    _page_facts: tuple[GatewayConfig, Any] | None = None  # (config, page ConfigFacts)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -300,12 +301,20 @@ class Daemon:
     def page_state(self) -> Any:
         """A snapshot of what the page shows (gateway.edge.page.PageState)."""
         from gateway import __version__
-        from gateway.edge.page import BrokerState, DeviceCounters, OutboxState, PageState
+        from gateway.edge.page import (
+            BrokerState,
+            DeviceCounters,
+            OutboxState,
+            PageState,
+            config_facts,
+        )
         from gateway.edge.page.view import refresh_interval
         from gateway.runtime.logs import scrub
 
         assert self.config is not None
         config = self.config
+        if self._page_facts is None or self._page_facts[0] is not config:
+            self._page_facts = (config, config_facts(config))  # once per config
         outbox = self.outbox.stats()
         publisher = self.publisher
         error = publisher.last_error
@@ -330,6 +339,7 @@ class Daemon:
             journal=self.journal.devices,
             warnings=tuple(self.warning_log.entries),
             refresh=refresh_interval(config),
+            facts=self._page_facts[1],
         )
 
     def _on_scan(self, outcome: Any) -> None:

@@ -10,7 +10,7 @@ Templates and static files are package data beside the code: no CDN, no internet
 
 from .journal import ScanJournal, WarningLog
 from .routes import page_routes
-from .view import BrokerState, DeviceCounters, OutboxState, PageState
+from .view import BrokerState, ConfigFacts, DeviceCounters, OutboxState, PageState, config_facts
 
-__all__ = ["BrokerState", "DeviceCounters", "OutboxState", "PageState", "ScanJournal",
-           "WarningLog", "page_routes"]
+__all__ = ["BrokerState", "ConfigFacts", "DeviceCounters", "OutboxState", "PageState",
+           "ScanJournal", "WarningLog", "config_facts", "page_routes"]

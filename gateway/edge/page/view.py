@@ -102,6 +102,23 @@ class OutboxState:
 
 
 @dataclass(frozen=True, slots=True)
+class ConfigFacts:
+    """What the page derives from the config alone: computed once per config (planning
+    1,000 devices' requests takes a good part of a second), not per request."""
+
+    requests: Mapping[str, str]  # device -> read requests per scan ("stream" for a sensor)
+    bus_utilisation: Mapping[str, float]  # bus -> estimated share of the line's time
+
+
+def config_facts(config: GatewayConfig) -> ConfigFacts:
+    return ConfigFacts(
+        requests={d.name: requests_per_scan(d) for d in config.devices},
+        bus_utilisation={b.name: estimate_bus(b, config.devices).utilisation
+                         for b in config.buses},
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class PageState:
     now: float  # wall time
     config: GatewayConfig
@@ -114,6 +131,10 @@ class PageState:
     journal: Mapping[str, DeviceJournal]
     warnings: Sequence[WarningEntry] = ()
     refresh: float = 2.0  # seconds between the page's refreshes
+    facts: ConfigFacts | None = None  # config_facts(config), when the caller keeps it
+
+    def config_facts(self) -> ConfigFacts:
+        return self.facts if self.facts is not None else config_facts(self.config)
 
 
 def refresh_interval(config: GatewayConfig) -> float:
@@ -302,7 +323,8 @@ def _last_error(journal: DeviceJournal | None) -> ErrorEntry | None:
     return journal.errors[-1]
 
 
-def device_row(state: PageState, device: DeviceConfig) -> DeviceRow:
+def device_row(state: PageState, device: DeviceConfig,
+               facts: ConfigFacts | None = None) -> DeviceRow:
     counters = state.counters.get(device.name)
     journal = state.journal.get(device.name)
     status = device_state(counters, journal)
@@ -324,16 +346,17 @@ def device_row(state: PageState, device: DeviceConfig) -> DeviceRow:
         errors_hour=journal.errors_since(state.now - HOUR) if journal is not None else 0,
         last_error=last_error,
         last_meaning="" if error is None else meaning(error.kind, error.code),
-        requests=requests_per_scan(device),
+        requests=facts.requests.get(device.name, "—") if facts is not None
+        else requests_per_scan(device),
         response="—" if journal is None or journal.duration is None
         else f"{journal.duration * 1000:.0f} ms",
     )
 
 
-def bus_rows(state: PageState) -> tuple[BusRow, ...]:
+def bus_rows(state: PageState, facts: ConfigFacts) -> tuple[BusRow, ...]:
     rows = []
     for bus in state.config.buses:
-        estimate = estimate_bus(bus, state.config.devices)
+        estimated = facts.bus_utilisation.get(bus.name, 0.0)
         on_bus = [d for d in state.config.devices
                   if d.driver == "modbus-rtu" and d.bus == bus.name]
         measured = 0.0
@@ -343,10 +366,10 @@ def bus_rows(state: PageState) -> tuple[BusRow, ...]:
             if journal is not None and journal.duration is not None and device.interval > 0:
                 measured += journal.duration / device.interval
                 seen = True
-        worst = max(estimate.utilisation, measured)
+        worst = max(estimated, measured)
         rows.append(BusRow(
             name=bus.name, port=bus.serial.port, devices=len(on_bus),
-            estimated=percent(estimate.utilisation),
+            estimated=percent(estimated),
             measured=percent(measured) if seen else "—",
             cls="bad" if worst > 1.0 else "warn" if worst > 0.7 else "ok",
         ))
@@ -432,12 +455,13 @@ def main_view(state: PageState) -> MainView:
     warnings = tuple(
         WarningRow(clock(w.at), w.level, w.message) for w in reversed(state.warnings)
     )
-    rows = tuple(device_row(state, d) for d in config.devices)
+    facts = state.config_facts()
+    rows = tuple(device_row(state, d, facts) for d in config.devices)
     return MainView(
         gateway_id=config.id,
         facts=gateway_facts(state, rows),
         devices=rows,
-        buses=bus_rows(state),
+        buses=bus_rows(state, facts),
         values=values,
         values_left_out=left_out,
         warnings=warnings,
