@@ -106,6 +106,7 @@ class Daemon:
         from gateway.edge.page import ScanJournal
         from gateway.edge.publish import Publisher
         from gateway.edge.scheduler import Poller
+        from gateway.edge.statedir import lock_state_dir
         from gateway.runtime.metrics import GatewayMetrics
 
         self.config = config
@@ -113,7 +114,11 @@ class Daemon:
         self.journal = ScanJournal()
         self._envelopes = envelopes(config)
         self.metrics = GatewayMetrics()
-        self.outbox = Outbox.open(config.state_dir, config.outbox, metrics=self.metrics)
+        # One gateway per state_dir: a second one would publish this one's readings.
+        self._lock = lock_state_dir(config.state_dir)
+        self.outbox = Outbox.open(
+            config.state_dir, config.outbox, config.id, metrics=self.metrics
+        )
         self.publisher = Publisher(
             config, self.outbox, metrics=self.metrics, **self.publisher_options
         )
@@ -124,7 +129,7 @@ class Daemon:
         self._spawn(self.publisher.run(), "publisher")
         await self.poller.start()
         self.metrics_server = None
-        if config.metrics is not None:
+        if config.listener is not None:
             self.metrics_server = await self._serve_http(config)
         self.started = True
         log.info(
@@ -185,9 +190,9 @@ class Daemon:
             remaining = max(0.1, deadline - time.monotonic())
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.publisher.stop(remaining), timeout=remaining + 1.0)
-        server = getattr(self, "metrics_server", None)
-        if server is not None:
-            server.close()
+        metrics_server = getattr(self, "metrics_server", None)
+        if metrics_server is not None:
+            metrics_server.close()
         if getattr(self, "warning_log", None) is not None:
             logging.getLogger("sensegate").removeHandler(self.warning_log)
         if hasattr(self, "_committer"):
@@ -201,8 +206,21 @@ class Daemon:
             log.warning("cancelled %d task(s) still running at shutdown: %s", len(pending), names)
             await asyncio.gather(*pending, return_exceptions=True)
         if hasattr(self, "outbox"):
-            with contextlib.suppress(Exception):
-                self.outbox.close()
+            at_stop = 0
+            try:
+                at_stop = self.outbox.close()
+            except Exception as exc:  # never skip the exit status for it
+                log.error("closing the outbox failed: %r", exc)
+            thrown = self.outbox.thrown_away()
+            if thrown:
+                # Readings polled and neither stored nor published: not a clean stop.
+                log.error(
+                    "stopped having thrown away %d readings (%d of them at stop) that the "
+                    "disk refused to store and could not be published", thrown, at_stop,
+                )
+                self.failed = True
+        if hasattr(self, "_lock"):
+            self._lock.release()
         log.info("stopped")
 
     # -- reload ------------------------------------------------------------------------
@@ -272,24 +290,23 @@ class Daemon:
         """``/metrics``, ``/healthz`` and the page (SPEC §9) on the configured address;
         every route but ``/healthz`` behind the optional token (docs/page.md)."""
         from gateway import __version__
+        from gateway.core.secrets import register as register_secret
         from gateway.edge.page import WarningLog, page_routes
         from gateway.runtime.http import HttpServer, TokenGate
-        from gateway.runtime.logs import ScrubbingFormatter, register_secret
+        from gateway.runtime.logs import ScrubbingFormatter
         from gateway.runtime.metrics import metrics_routes
 
-        assert config.metrics is not None
-        listen = config.metrics
-        token = listen.token.reveal() if listen.token is not None else None
+        listen = config.listener
+        assert listen is not None
+        secret = config.http.token if config.http is not None else None
+        token = secret.reveal() if secret is not None else None
         if token:
             register_secret(token)
         self.warning_log = WarningLog()
         self.warning_log.setFormatter(ScrubbingFormatter("%(message)s"))
         logging.getLogger("sensegate").addHandler(self.warning_log)
         gate = TokenGate(token)
-        routes = metrics_routes(
-            self.metrics.registry,
-            healthy=lambda: self.started and not self.should_exit.is_set(),
-        )
+        routes = metrics_routes(self.metrics.registry, healthy=self.healthy)
         routes.update(page_routes(self.page_state, __version__))
         guarded = {path: route if path == "/healthz" else gate.guard(route)
                    for path, route in routes.items()}
@@ -301,6 +318,7 @@ class Daemon:
     def page_state(self) -> Any:
         """A snapshot of what the page shows (gateway.edge.page.PageState)."""
         from gateway import __version__
+        from gateway.core.secrets import scrub
         from gateway.edge.page import (
             BrokerState,
             DeviceCounters,
@@ -309,7 +327,6 @@ class Daemon:
             config_facts,
         )
         from gateway.edge.page.view import refresh_interval
-        from gateway.runtime.logs import scrub
 
         assert self.config is not None
         config = self.config
@@ -354,14 +371,22 @@ class Daemon:
             envelope = Envelope(reading.device, {})
         self.outbox.add(reading, measurement=envelope.measurement, tags=envelope.tags)
 
+    def healthy(self) -> bool:
+        """/healthz: started, not stopping, and the outbox commits and loses nothing."""
+        if not self.started or self.should_exit.is_set():
+            return False
+        return self.outbox.problem() is None
+
     def status_line(self) -> str:
         if self.config is None:
             return "starting"
         stats = self.outbox.stats()
         connected = "connected" if self.publisher.connected else "disconnected"
+        problem = self.outbox.problem()
         return (
             f"{len(self.config.devices)} devices; mqtt {connected}; "
             f"outbox {stats.pending_readings} readings pending, {stats.dropped} dropped"
+            + (f"; {problem}" if problem else "")
         )
 
     def _spawn(self, coro: Coroutine[Any, Any, object], name: str) -> asyncio.Task[object]:

@@ -20,13 +20,14 @@ from gateway.core.model import (
     BusConfig,
     DeviceConfig,
     GatewayConfig,
-    MetricsConfig,
+    HttpConfig,
     MqttConfig,
     PointConfig,
     Reading,
     Secret,
     SerialSettings,
 )
+from gateway.core.secrets import register as register_secret
 from gateway.edge.page import (
     BrokerState,
     DeviceCounters,
@@ -48,7 +49,7 @@ from gateway.edge.page.view import (
     refresh_interval,
 )
 from gateway.runtime.http import SESSION_COOKIE, Request, TokenGate, parse_head, route_for
-from gateway.runtime.logs import ScrubbingFormatter, register_secret
+from gateway.runtime.logs import ScrubbingFormatter
 
 NOW = 1_800_000_000.0
 PASSWORD = "mqtt-hunter2-password"
@@ -69,7 +70,7 @@ def config(*devices: DeviceConfig, buses: tuple[BusConfig, ...] = ()) -> Gateway
         MqttConfig("broker.example", 1883, "c", username="tech", password=Secret(PASSWORD)),
         devices or (tcp("tcp-1"), rtu("rtu-1")),
         buses=buses or (BusConfig("rs485-a", SerialSettings("/dev/ttyUSB0", 9600)),),
-        metrics=MetricsConfig(token=Secret(TOKEN)),
+        http=HttpConfig(token=Secret(TOKEN)),
     )
 
 
@@ -486,3 +487,54 @@ def test_the_token_gate() -> None:
     assert run_gate(gate, "/", {"Authorization": f"Basic {TOKEN}"}).status == 401
     # another token makes another session cookie
     assert run_gate(TokenGate(TOKEN + "x"), "/", {"Cookie": session}).status == 401
+
+
+# -- config: http (SPEC §9), metrics its old name -----------------------------------------
+
+CONFIG_HEAD = "gateway: {id: site-1}\nmqtt: {host: broker}\ndevices: []\n"
+
+
+def load_text(tmp_path: Any, text: str, env: dict[str, str] | None = None) -> GatewayConfig:
+    from gateway.config.load import load_gateway_config
+
+    path = tmp_path / "gateway.yaml"
+    path.write_text(CONFIG_HEAD + text)
+    return load_gateway_config(str(path), env=env or {})
+
+
+def test_http_listen_and_token_from_the_environment(tmp_path: Any) -> None:
+    cfg = load_text(tmp_path, "http:\n  listen: 0.0.0.0:9200\n  token: ${UI_TOKEN}\n",
+                    {"UI_TOKEN": TOKEN})
+    assert cfg.listener is cfg.http and cfg.metrics is None
+    assert (cfg.listener.host, cfg.listener.port) == ("0.0.0.0", 9200)
+    assert cfg.http is not None and cfg.http.token == Secret(TOKEN)
+    assert TOKEN not in repr(cfg)
+
+
+@pytest.mark.parametrize(("text", "listen"), [
+    pytest.param("http: {}\n", ("127.0.0.1", 9108), id="http-default-loopback"),
+    pytest.param("metrics: {listen: 127.0.0.1:9300}\n", ("127.0.0.1", 9300), id="old-name"),
+    pytest.param("", None, id="no-listener"),
+])
+def test_the_listener(tmp_path: Any, text: str, listen: tuple[str, int] | None) -> None:
+    cfg = load_text(tmp_path, text)
+    assert (None if cfg.listener is None else (cfg.listener.host, cfg.listener.port)) == listen
+
+
+def test_http_and_its_old_name_together_are_refused(tmp_path: Any) -> None:
+    from gateway.core.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, "http: {listen: 127.0.0.1:9108}\nmetrics: {listen: 127.0.0.1:9109}\n")
+    assert [str(i) for i in caught.value.issues] == [
+        f"{tmp_path / 'gateway.yaml'}:5:10: metrics: 'metrics' is the old name of 'http': "
+        "give one of them, not both"]
+
+
+def test_the_old_name_takes_no_token(tmp_path: Any) -> None:
+    from gateway.core.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, "metrics: {listen: 127.0.0.1:9108, token: abcdef}\n")
+    (issue,) = caught.value.issues
+    assert "token" in str(issue) and "abcdef" not in str(issue)

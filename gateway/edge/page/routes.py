@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from urllib.parse import unquote
 
+from gateway.core.secrets import scrub
 from gateway.runtime.http import Request, Response, Route
-from gateway.runtime.logs import scrub
 
 from .render import Rendered, render_device, render_main, static_file
 from .view import PageState, device_view, main_view

@@ -4,8 +4,9 @@ Pure: no I/O, no HTML. `main_view` and `device_view` turn a `PageState` (a snaps
 daemon assembles: config, scheduler stats, outbox stats, publisher state, the scan journal
 and the last warnings) into rows of already formatted text; gateway/edge/page/render.py
 makes HTML of them. Nothing here reads a secret: the views are built from names, addresses,
-counters and driver error messages only (and the page passes its output through the log
-scrubber as a last line of defence).
+counters and driver error messages only; the free texts (error messages, warnings, the
+broker's last error) pass through the secret scrubber here, before any escaping, and the
+routes scrub the whole answer again.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from gateway.core.bustime import estimate_bus
 from gateway.core.decode import decode_all_orders, format_raw, is_multi_register
 from gateway.core.model import BYTE_ORDERS, DeviceConfig, GatewayConfig, PointConfig
 from gateway.core.plan import plan_device
+from gateway.core.secrets import scrub
 
 from .journal import HOUR, DeviceJournal, ErrorEntry, WarningEntry
 
@@ -333,8 +335,8 @@ def device_row(state: PageState, device: DeviceConfig,
     failing_now = journal is not None and journal.last_errors > 0
     last_error = ""
     if error is not None:
-        last_error = error.message if failing_now else \
-            f"{error.message} ({age(state.now - error.at)} ago)"
+        last_error = scrub(error.message) if failing_now else \
+            f"{scrub(error.message)} ({age(state.now - error.at)} ago)"
     return DeviceRow(
         name=device.name,
         driver=device.driver,
@@ -428,7 +430,7 @@ def gateway_facts(state: PageState, rows: Sequence[DeviceRow] = ()) -> tuple[Fac
         link = Fact("broker", f"connected to {broker.address} for "
                     f"{age(state.now - broker.since)}", "ok")
     else:
-        why = f": {broker.last_error}" if broker.last_error else ""
+        why = f": {scrub(broker.last_error)}" if broker.last_error else ""
         link = Fact("broker", f"disconnected from {broker.address} for "
                     f"{age(state.now - broker.since)}{why}", "bad")
     backlog = outbox.pending_readings
@@ -453,7 +455,7 @@ def main_view(state: PageState) -> MainView:
     config = state.config
     values, left_out = value_groups(state)
     warnings = tuple(
-        WarningRow(clock(w.at), w.level, w.message) for w in reversed(state.warnings)
+        WarningRow(clock(w.at), w.level, scrub(w.message)) for w in reversed(state.warnings)
     )
     facts = state.config_facts()
     rows = tuple(device_row(state, d, facts) for d in config.devices)
@@ -531,8 +533,8 @@ def device_view(state: PageState, name: str) -> DeviceView | None:
         Fact("response time", row.response),
     )
     errors = tuple(
-        ErrorRow(clock(e.at), e.kind if e.code is None else f"{e.kind} {e.code}", e.message,
-                 meaning(e.kind, e.code))
+        ErrorRow(clock(e.at), e.kind if e.code is None else f"{e.kind} {e.code}",
+                 scrub(e.message), meaning(e.kind, e.code))
         for e in reversed(journal.errors if journal is not None else ())
     )
     return DeviceView(
