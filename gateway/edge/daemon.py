@@ -268,6 +268,9 @@ class Daemon:
         if refusal is not None:
             log.error("reload refused: %s", refusal)
             return
+        if (new.listener, new.http) != (self.config.listener, self.config.http):
+            log.warning("http settings changed: the listener keeps its address and token "
+                        "until a restart")
         # The switch: no await that can yield before poller.apply has taken the new config.
         # Keep envelopes of removed devices: scans already in flight still need them.
         self._envelopes = {**self._envelopes, **new_envelopes}
