@@ -7,8 +7,9 @@ process, on a loop of their own thread), publishing to a real Mosquitto. Chromiu
 gate, devices and live values appearing and updating without a reload, a device made to
 fail showing its error and its Modbus meaning within two scans (counted with the gateway's
 own scan counter, not timed), the device page with every byte order, no secret anywhere,
-and the layout fitting a 1366x768 screen at 80 % zoom and a phone. Screenshots go to
-docs/page/ (docs/page.md shows them).
+no method but GET/HEAD, the layout fitting a 1366x768 screen at 80 % zoom and a phone, and
+the page read whole by a second Chromium with JavaScript off. Screenshots go to docs/page/
+(docs/page.md shows them).
 """
 
 from __future__ import annotations
@@ -164,12 +165,15 @@ def scans(base: str, device: str) -> float:
     return 0.0
 
 
-def browser() -> Any:
+def browser(*, javascript: bool = True) -> Any:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
+    if not javascript:
+        options.add_experimental_option(
+            "prefs", {"profile.managed_default_content_settings.javascript": 2})
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--hide-scrollbars", "--window-size=1366,768"):
         options.add_argument(arg)
@@ -219,7 +223,6 @@ def test_the_page_in_a_browser(tmp_path: Path, broker: Mosquitto,
     monkeypatch.setenv("UI_TOKEN", TOKEN)
     monkeypatch.setenv("MQTT_PASSWORD", PASSWORD)
     gateway = Proc("run", config, tmp_path / "gateway.log").start()
-    driver = None
     try:
         assert wait_until(lambda: http_get(base + "/healthz")[0] == 200, 30), \
             (tmp_path / "gateway.log").read_text()
@@ -232,95 +235,111 @@ def test_the_page_in_a_browser(tmp_path: Path, broker: Mosquitto,
         assert http_get(base + "/metrics", {"Authorization": "Bearer nope"})[0] == 401
 
         driver = browser()
-        emulate(driver, width=1708, height=960, scale=0.8, mobile=False)  # 1366x768 at 80 %
-        driver.get(base + "/")
-        assert "needs its token" in driver.find_element("tag name", "body").text
-        driver.get(base + "/?token=wrong")
-        assert "needs its token" in driver.find_element("tag name", "body").text
-        assert driver.get_cookie("sensegate_session") is None
-        driver.get(base + f"/?token={TOKEN}")
-        assert driver.current_url == base + "/"  # the token left the address bar
-        cookie = driver.get_cookie("sensegate_session")
-        assert cookie is not None and cookie["httpOnly"] and cookie["value"] != TOKEN
-        assert driver.find_element("tag name", "h1").text == GATEWAY_ID
+        try:
+            emulate(driver, width=1708, height=960, scale=0.8, mobile=False)  # 1366x768 at 80 %
+            driver.get(base + "/")
+            assert "needs its token" in driver.find_element("tag name", "body").text
+            driver.get(base + "/?token=wrong")
+            assert "needs its token" in driver.find_element("tag name", "body").text
+            assert driver.get_cookie("sensegate_session") is None
+            driver.get(base + f"/?token={TOKEN}")
+            assert driver.current_url == base + "/"  # the token left the address bar
+            cookie = driver.get_cookie("sensegate_session")
+            assert cookie is not None and cookie["httpOnly"] and cookie["value"] != TOKEN
+            assert driver.find_element("tag name", "h1").text == GATEWAY_ID
 
-        # Devices and live values appear, and update without reloading the page.
-        for name in ("tcp-1", "rtu-1", "rtu-2"):
-            assert wait_until(lambda n=name: text_of(driver, device_row(n) + "/td[2]") == "ok",
-                              20), driver.page_source
-        assert wait_until(lambda: text_of(driver, value_cell("tcp-1", "temp")) == "21.5", 10)
-        assert text_of(driver, value_cell("rtu-2", "level")) == "-12.3"
-        assert text_of(driver, value_cell("rtu-1", "energy")) == "123456789012"
-        driver.execute_script("window.notReloaded = true")
-        first = text_of(driver, value_cell("tcp-1", "seq"))
-        assert wait_until(lambda: text_of(driver, value_cell("tcp-1", "seq")) not in ("", first),
-                          15)
-        assert driver.execute_script("return window.notReloaded === true")
-        assert driver.find_element("id", "live").text.startswith("updated")
-        bus = text_of(driver, "//section[@id='buses']//tbody/tr[1]")
-        assert bus.startswith("rs485-a") and "%" in bus
+            # Devices and live values appear, and update without reloading the page.
+            for name in ("tcp-1", "rtu-1", "rtu-2"):
+                assert wait_until(lambda n=name: text_of(driver, device_row(n) + "/td[2]") == "ok",
+                                  20), driver.page_source
+            assert wait_until(lambda: text_of(driver, value_cell("tcp-1", "temp")) == "21.5", 10)
+            assert text_of(driver, value_cell("rtu-2", "level")) == "-12.3"
+            assert text_of(driver, value_cell("rtu-1", "energy")) == "123456789012"
+            driver.execute_script("window.notReloaded = true")
+            seq = value_cell("tcp-1", "seq")
+            first = text_of(driver, seq)
+            assert wait_until(lambda: text_of(driver, seq) not in ("", first), 15)
+            assert driver.execute_script("return window.notReloaded === true")
+            assert driver.find_element("id", "live").text.startswith("updated")
+            bus = text_of(driver, "//section[@id='buses']//tbody/tr[1]")
+            assert bus.startswith("rs485-a") and "%" in bus
 
-        assert fits_width(driver)  # 1366x768 at 80 %: no sideways scrolling
+            assert fits_width(driver)  # 1366x768 at 80 %: no sideways scrolling
 
-        # A device made to fail: its error and what it means, within two scans.
-        def refuse() -> None:
-            rtu.unit(2).refuse("holding", 0)
+            # A device made to fail: its error and what it means, within two scans.
+            def refuse() -> None:
+                rtu.unit(2).refuse("holding", 0)
 
-        thread.loop.call_soon_threadsafe(refuse)
-        at_fault = scans(base, "rtu-2")
-        error_xpath = device_row("rtu-2") + "/td[5]"
-        assert wait_until(lambda: "illegal data address" in text_of(driver, error_xpath), 20)
-        seen_after = scans(base, "rtu-2") - at_fault
-        # the scan in flight when the fault was set, the next one, and one page refresh
-        # (the page refreshes once per fastest device interval, here the same 1 s)
-        assert seen_after <= 3, seen_after
-        row = text_of(driver, device_row("rtu-2"))
-        assert "partial" in row  # input and coil reads still answer
-        assert "modbus exception 2" in row and "0-based address" in row
-        assert text_of(driver, device_row("rtu-1") + "/td[2]") == "ok"
-        SHOTS.mkdir(exist_ok=True)
-        driver.save_screenshot(str(SHOTS / "main-failing-device.png"))
+            thread.loop.call_soon_threadsafe(refuse)
+            at_fault = scans(base, "rtu-2")
+            error_xpath = device_row("rtu-2") + "/td[5]"
+            assert wait_until(lambda: "illegal data address" in text_of(driver, error_xpath), 20)
+            seen_after = scans(base, "rtu-2") - at_fault
+            # the scan in flight when the fault was set, the next one, and one page refresh
+            # (the page refreshes once per fastest device interval, here the same 1 s)
+            assert seen_after <= 3, seen_after
+            row = text_of(driver, device_row("rtu-2"))
+            assert "partial" in row  # input and coil reads still answer
+            assert "modbus exception 2" in row and "0-based address" in row
+            assert text_of(driver, device_row("rtu-1") + "/td[2]") == "ok"
+            SHOTS.mkdir(exist_ok=True)
+            driver.save_screenshot(str(SHOTS / "main-failing-device.png"))
 
-        # Phone.
-        emulate(driver, width=390, height=844, scale=1, mobile=True)
-        driver.get(base + "/")
-        assert wait_until(lambda: text_of(driver, device_row("tcp-1") + "/td[2]") != "", 10)
-        assert fits_width(driver)
-        driver.save_screenshot(str(SHOTS / "main-phone.png"))
+            # Phone.
+            emulate(driver, width=390, height=844, scale=1, mobile=True)
+            driver.get(base + "/")
+            assert wait_until(lambda: text_of(driver, device_row("tcp-1") + "/td[2]") != "", 10)
+            assert fits_width(driver)
+            driver.save_screenshot(str(SHOTS / "main-phone.png"))
 
-        # The device page: raw registers beside the values, every byte order.
-        emulate(driver, width=1708, height=960, scale=0.8, mobile=False)
-        driver.get(base + "/devices/tcp-1")
-        heads = [th.text for th in driver.find_elements("xpath", "//table[@class='points']//th")]
-        assert heads[-4:] == ["ABCD", "DCBA", "BADC", "CDAB"]
-        energy = "//table[@class='points']//tr[td[1][starts-with(normalize-space(),'energy')]]"
-        assert wait_until(lambda: text_of(driver, energy + "/td[3]") == "123456789012", 10)
-        raw = text_of(driver, energy + "/td[2]").split()
-        assert len(raw) == 4 and all(len(word) == 4 for word in raw)
-        mine = driver.find_element("xpath", energy + "/td[contains(@class,'mine')]")
-        assert mine.get_attribute("data-label") == "CDAB" and mine.text == "123456789012"
-        assert text_of(driver, energy + "/td[@data-label='ABCD']") not in ("", "123456789012")
-        assert fits_width(driver)
-        driver.save_screenshot(str(SHOTS / "device-tcp-1.png"))
-        driver.get(base + "/devices/rtu-2")
-        assert wait_until(lambda: "illegal data address" in text_of(
-            driver, "//section[@id='errors']//tbody"), 10)
-        driver.save_screenshot(str(SHOTS / "device-failing.png"))
+            # The device page: raw registers beside the values, every byte order.
+            emulate(driver, width=1708, height=960, scale=0.8, mobile=False)
+            driver.get(base + "/devices/tcp-1")
+            heads = [th.text for th in
+                     driver.find_elements("xpath", "//table[@class='points']//th")]
+            assert heads[-4:] == ["ABCD", "DCBA", "BADC", "CDAB"]
+            energy = "//table[@class='points']//tr[td[1][starts-with(normalize-space(),'energy')]]"
+            assert wait_until(lambda: text_of(driver, energy + "/td[3]") == "123456789012", 10)
+            raw = text_of(driver, energy + "/td[2]").split()
+            assert len(raw) == 4 and all(len(word) == 4 for word in raw)
+            mine = driver.find_element("xpath", energy + "/td[contains(@class,'mine')]")
+            assert mine.get_attribute("data-label") == "CDAB" and mine.text == "123456789012"
+            assert text_of(driver, energy + "/td[@data-label='ABCD']") not in ("", "123456789012")
+            assert fits_width(driver)
+            driver.save_screenshot(str(SHOTS / "device-tcp-1.png"))
+            driver.get(base + "/devices/rtu-2")
+            assert wait_until(lambda: "illegal data address" in text_of(
+                driver, "//section[@id='errors']//tbody"), 10)
+            driver.save_screenshot(str(SHOTS / "device-failing.png"))
 
-        # No secret anywhere: the page, a device page, their cells, the warnings.
-        cookie_header = {"Cookie": f"sensegate_session={cookie['value']}"}
-        for path in ("/", "/?cells=1", "/devices/rtu-2", "/devices/rtu-2?cells=1"):
-            status, body = http_get(base + path, cookie_header)
-            assert status == 200, path
-            assert TOKEN.encode() not in body and PASSWORD.encode() not in body, path
-        # Readable without JavaScript: the served HTML itself carries devices and values.
-        _, html = http_get(base + "/", cookie_header)
-        assert b"tcp-1" in html and b"21.5" in html and b"illegal data address" in html
-        cells = json.loads(http_get(base + "/?cells=1", cookie_header)[1])
-        assert set(cells) == {"layout", "cells"} and cells["cells"]
-    finally:
-        if driver is not None:
+            # No secret anywhere: the page, a device page, their cells, the warnings.
+            cookie_header = {"Cookie": f"sensegate_session={cookie['value']}"}
+            for path in ("/", "/?cells=1", "/devices/rtu-2", "/devices/rtu-2?cells=1"):
+                status, body = http_get(base + path, cookie_header)
+                assert status == 200, path
+                assert TOKEN.encode() not in body and PASSWORD.encode() not in body, path
+            cells = json.loads(http_get(base + "/?cells=1", cookie_header)[1])
+            assert set(cells) == {"layout", "cells"} and cells["cells"]
+            # Read-only: nothing but GET and HEAD, whatever the token.
+            post = urllib.request.Request(base + "/", data=b"x", headers=cookie_header)
+            try:
+                urllib.request.urlopen(post, timeout=5)
+                raise AssertionError("a POST was answered")
+            except urllib.error.HTTPError as exc:
+                assert exc.code == 405
+        finally:
             driver.quit()
+
+        # Readable without JavaScript: a browser with scripts off signs in and reads it all.
+        driver = browser(javascript=False)
+        try:
+            driver.get(base + f"/?token={TOKEN}")
+            body = driver.find_element("tag name", "body").text
+            assert "tcp-1" in body and "21.5" in body and "illegal data address" in body
+            assert driver.find_element("id", "live").text == "read-only"  # no script ran
+        finally:
+            driver.quit()
+    finally:
         gateway.stop()
     log = (tmp_path / "gateway.log").read_text()
     assert TOKEN not in log and PASSWORD not in log
