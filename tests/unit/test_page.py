@@ -179,6 +179,13 @@ def test_journal_keeps_the_last_raw_registers_and_counts_errors_per_hour() -> No
     assert journal.devices == {}
 
 
+def test_journal_leaves_out_raw_values_that_are_not_registers() -> None:
+    journal = ScanJournal(clock=lambda: NOW)
+    journal.record("d", reading("d", GOOD), {"temp": [0x41AC, 0], "line": "PM25=3", "x": None},
+                   [], 0.01)
+    assert journal.devices["d"].raw == {"temp": (0x41AC, 0)}
+
+
 def test_warning_log_keeps_the_last_lines_scrubbed() -> None:
     register_secret(PASSWORD)
     handler = WarningLog(size=3)

@@ -64,7 +64,13 @@ class ScanJournal:
         journal.duration = duration
         journal.last_errors = len(errors)
         if raw:
-            journal.raw = {name: tuple(int(v) for v in values) for name, values in raw.items()}
+            kept: dict[str, tuple[int, ...]] = {}
+            for name, values in raw.items():
+                try:  # registers or bits; anything else a driver might give is left out
+                    kept[name] = tuple(int(v) for v in values)
+                except (TypeError, ValueError):
+                    continue
+            journal.raw = kept
             journal.raw_reading = reading
         if not errors:
             return
