@@ -443,7 +443,8 @@ class _GatewayBuilder:
         loader = ProfileLoader([*dirs, os.path.join(base, "profiles")], self.env)
         devices = self._devices(data.get("devices") or [], buses, loader)
         if isinstance(data.get("http"), Section) and isinstance(data.get("metrics"), Section):
-            self.issues.append(data.at("metrics").issue(
+            here = data.node.key_node("metrics") or data.at("metrics")
+            self.issues.append(here.issue(
                 "metrics", "'metrics' is the old name of 'http': give one of them, not both"))
         if self.issues or not isinstance(gw, Section) or not isinstance(m, Section):
             return None

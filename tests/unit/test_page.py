@@ -534,7 +534,7 @@ def test_http_and_its_old_name_together_are_refused(tmp_path: Any) -> None:
     with pytest.raises(ConfigError) as caught:
         load_text(tmp_path, "http: {listen: 127.0.0.1:9108}\nmetrics: {listen: 127.0.0.1:9109}\n")
     assert [str(i) for i in caught.value.issues] == [
-        f"{tmp_path / 'gateway.yaml'}:5:10: metrics: 'metrics' is the old name of 'http': "
+        f"{tmp_path / 'gateway.yaml'}:5:1: metrics: 'metrics' is the old name of 'http': "
         "give one of them, not both"]
 
 
