@@ -351,7 +351,7 @@ class Daemon:
                 last_error=scrub(error) if error else None,
             ),
             outbox=OutboxState(outbox.pending_readings, outbox.oldest_age_s, outbox.dropped,
-                               outbox.bytes),
+                               outbox.bytes, self.outbox.problem()),
             counters={
                 name: DeviceCounters(s.scans, s.last_ok, s.consecutive_failures, s.backoff)
                 for name, s in self.poller.stats().items()

@@ -283,12 +283,20 @@ def test_the_devices_summary(states: tuple[str, ...], text: str, cls: str) -> No
     assert (fact.text, fact.cls) == (text, cls)
 
 
-def test_an_empty_outbox() -> None:
+@pytest.mark.parametrize(("outbox", "text", "cls"), [
+    pytest.param(OutboxState(0, None, 0, 4096), "empty, 4.0 KiB on disk", "ok", id="empty"),
+    pytest.param(OutboxState(5000, 90.0, 0, 1 << 20),
+                 "5000 readings pending, oldest 90 s, 1.0 MiB on disk", "warn", id="backlog"),
+    pytest.param(OutboxState(3, 1.0, 0, 4096, "outbox commits fail: disk full"),
+                 "outbox commits fail: disk full; 3 readings pending, oldest 1 s", "bad",
+                 id="failing-commits"),
+])
+def test_the_outbox_fact(outbox: OutboxState, text: str, cls: str) -> None:
     page = state()
-    empty = PageState(**{**{f: getattr(page, f) for f in page.__dataclass_fields__},
-                         "outbox": OutboxState(0, None, 0, 4096)})
-    facts = {f.label: f.text for f in main_view(empty).facts}
-    assert facts["outbox"] == "empty, 4.0 KiB on disk"
+    page = PageState(**{**{f: getattr(page, f) for f in page.__dataclass_fields__},
+                        "outbox": outbox})
+    facts = {f.label: f for f in main_view(page).facts}
+    assert (facts["outbox"].text, facts["outbox"].cls) == (text, cls)
 
 
 def test_an_old_error_says_how_old_once_the_device_answers_again() -> None:

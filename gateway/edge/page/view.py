@@ -101,6 +101,7 @@ class OutboxState:
     oldest_age_s: float | None
     dropped: int
     bytes: int
+    problem: str | None = None  # why the outbox is unhealthy now (commits fail, losses)
 
 
 @dataclass(frozen=True, slots=True)
@@ -445,8 +446,9 @@ def gateway_facts(state: PageState, rows: Sequence[DeviceRow] = ()) -> tuple[Fac
         Fact("uptime", age(state.now - state.started_at), title=clock(state.started_at)),
         Fact("config", state.config_hash[:12], title=f"sha256 {state.config_hash}"),
         link,
-        Fact("outbox", f"{queued}, {size_text(outbox.bytes)} on disk",
-             "ok" if backlog < 1000 else "warn"),
+        Fact("outbox", f"{outbox.problem}; {queued}" if outbox.problem
+             else f"{queued}, {size_text(outbox.bytes)} on disk",
+             "bad" if outbox.problem else "ok" if backlog < 1000 else "warn"),
         Fact("dropped", str(outbox.dropped), "ok" if outbox.dropped == 0 else "bad"),
     )
 
