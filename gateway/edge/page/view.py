@@ -449,7 +449,7 @@ def gateway_facts(state: PageState, rows: Sequence[DeviceRow] = ()) -> tuple[Fac
         Fact("outbox", f"{outbox.problem}; {queued}" if outbox.problem
              else f"{queued}, {size_text(outbox.bytes)} on disk",
              "bad" if outbox.problem else "ok" if backlog < 1000 else "warn"),
-        Fact("dropped", str(outbox.dropped), "ok" if outbox.dropped == 0 else "bad"),
+        Fact("dropped", str(outbox.dropped), "ok" if outbox.dropped == 0 else "warn"),
     )
 
 
