@@ -39,7 +39,10 @@ step "built $(basename "$wheel")"
 "$PYTHON" - "$wheel" <<'PY' || fail "the wheel lacks its package data"
 import sys, zipfile
 names = set(zipfile.ZipFile(sys.argv[1]).namelist())
-missing = [n for n in ("gateway/py.typed", "drivers/py.typed") if n not in names]
+missing = [n for n in ("gateway/py.typed", "drivers/py.typed",
+                       # the technician's page: its template and static files
+                       "gateway/edge/page/layout.html", "gateway/edge/page/static/page.css",
+                       "gateway/edge/page/static/page.js") if n not in names]
 if missing:
     sys.exit(f"not in the wheel: {', '.join(missing)}")
 PY

@@ -18,8 +18,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from gateway.core.decode import decode_all_orders, is_multi_register
-from gateway.core.model import BIT_TABLES, DeviceConfig, GatewayConfig, PointConfig
+from gateway.core.decode import decode_all_orders, format_raw, is_multi_register
+from gateway.core.model import DeviceConfig, GatewayConfig, PointConfig
 from gateway.runtime.exitcodes import ExitCode
 
 
@@ -90,11 +90,7 @@ def _row(point: PointConfig, raw: Sequence[Any] | None, values: dict[str, Any],
 
 
 def _hex(point: PointConfig, raw: Sequence[Any] | None) -> str | None:
-    if raw is None:
-        return None
-    if point.table in BIT_TABLES:
-        return " ".join("1" if b else "0" for b in raw)
-    return " ".join(f"{int(r):04x}" for r in raw)
+    return None if raw is None else format_raw(point, raw)
 
 
 def _text(value: Any) -> str:

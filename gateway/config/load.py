@@ -442,6 +442,10 @@ class _GatewayBuilder:
         dirs = [d if os.path.isabs(d) else os.path.join(base, d) for d in profile_dirs]
         loader = ProfileLoader([*dirs, os.path.join(base, "profiles")], self.env)
         devices = self._devices(data.get("devices") or [], buses, loader)
+        if isinstance(data.get("http"), Section) and isinstance(data.get("metrics"), Section):
+            here = data.node.key_node("metrics") or data.at("metrics")
+            self.issues.append(here.issue(
+                "metrics", "'metrics' is the old name of 'http': give one of them, not both"))
         if self.issues or not isinstance(gw, Section) or not isinstance(m, Section):
             return None
         mqtt = build(MqttConfig, m, port=_mqtt_port(m),

@@ -271,6 +271,13 @@ def decode_all_orders(
     return result
 
 
+def format_raw(point: PointConfig, raw: Sequence[int] | Sequence[bool]) -> str:
+    """Registers as ``0041 b800`` (hex, address order), bits as ``1 0 1``."""
+    if point.table in BIT_TABLES:
+        return " ".join("1" if b else "0" for b in raw)
+    return " ".join(f"{int(r):04x}" for r in raw)
+
+
 def encode_registers(point: PointConfig, value: Value) -> list[int]:
     """The registers a device holding ``value`` for ``point`` sends (before scale/offset).
 

@@ -228,6 +228,22 @@ _METRICS_DOC = "Prometheus metrics on /metrics and /healthz; absent: no metrics 
 
 
 @dataclass(frozen=True, slots=True)
+class HttpConfig(MetricsConfig):
+    """The gateway's HTTP listener (SPEC §9): the technician's page, /metrics, /healthz."""
+
+    token: Secret | None = field(
+        default=None,
+        metadata=spec(doc="required by the page and /metrics: open /?token=TOKEN once in the "
+                      "browser, or send 'Authorization: Bearer TOKEN'; /healthz stays open "
+                      "(use ${VAR})"),
+    )
+
+
+_HTTP_DOC = ("the HTTP listener: the technician's page at /, Prometheus metrics on /metrics, "
+             "/healthz (docs/page.md); absent: no listener")
+
+
+@dataclass(frozen=True, slots=True)
 class SerialSettings:
     """Line settings of an RS-485 bus or a serial-line sensor port."""
 
@@ -615,7 +631,11 @@ class GatewayConfig:
     outbox: OutboxConfig = field(
         default_factory=OutboxConfig, metadata=spec(doc="the offline buffer")
     )
-    metrics: MetricsConfig | None = field(default=None, metadata=spec(doc=_METRICS_DOC))
+    http: HttpConfig | None = field(default=None, metadata=spec(doc=_HTTP_DOC))
+    metrics: MetricsConfig | None = field(
+        default=None,
+        metadata=spec(doc="the old name of 'http:' (listen only, no token); not both"),
+    )
     source: str = ""  # path of the file this was loaded from
     profile_dirs: tuple[str, ...] = field(
         default=(),
@@ -627,6 +647,11 @@ class GatewayConfig:
 
     def device(self, name: str) -> DeviceConfig:
         return next(d for d in self.devices if d.name == name)
+
+    @property
+    def listener(self) -> MetricsConfig | None:
+        """The HTTP listener: ``http:``, or ``metrics:``, its old name."""
+        return self.http if self.http is not None else self.metrics
 
 
 @dataclass(frozen=True, slots=True)

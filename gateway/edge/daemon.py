@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import signal
 import time
@@ -48,6 +49,15 @@ def envelopes(config: GatewayConfig) -> dict[str, Envelope]:
     }
 
 
+def config_digest(path: str) -> str:
+    """sha256 (hex) of the config file, as the page shows it; "" when it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        return ""
+
+
 def reload_refusal(old: GatewayConfig, new: GatewayConfig) -> str | None:
     """Why a new config cannot be applied without a restart, or None when it can."""
     if new.id != old.id:
@@ -73,6 +83,9 @@ class Daemon:
     _envelopes: dict[str, Envelope] = field(default_factory=dict)
     _tasks: list[asyncio.Task[object]] = field(default_factory=list)
     _reloading: asyncio.Task[None] | None = None  # the reload in progress, if any
+    started_at: float = field(default_factory=time.time)
+    config_hash: str = ""
+    _page_facts: tuple[GatewayConfig, Any] | None = None  # (config, page ConfigFacts)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -89,16 +102,20 @@ class Daemon:
         # objects, and the modules imported next fill the memory they leave (loading after
         # the imports adds 3 MiB to the peak RSS with 100 devices x 20 points; bench/rss.py).
         config = load_gateway_config(self.config_path)
+        self.config_hash = config_digest(self.config_path)
         # Imported here so `check`, `schema` and friends never pay for these imports.
         from gateway.core.report import Reporter
         from gateway.edge import reportstate
         from gateway.edge.outbox import Outbox
+        from gateway.edge.page import ScanJournal
         from gateway.edge.publish import Publisher
         from gateway.edge.scheduler import Poller
         from gateway.edge.statedir import lock_state_dir
-        from gateway.runtime.metrics import GatewayMetrics, serve_metrics
+        from gateway.runtime.metrics import GatewayMetrics
 
         self.config = config
+        self.started_at = time.time()
+        self.journal = ScanJournal()
         self._envelopes = envelopes(config)
         self.metrics = GatewayMetrics()
         # One gateway per state_dir: a second one would publish this one's readings.
@@ -114,17 +131,15 @@ class Daemon:
         if saved is not None:
             log.info("report state: %d points continue from before the restart",
                      self.reporter.restore(saved))
-        self.poller = Poller(config, self._sink, metrics=self.metrics)
+        self.poller = Poller(config, self._sink, metrics=self.metrics,
+                             on_scan=self._on_scan)
         # The committer runs until shutdown cancels it; close() then commits what is left.
         self._committer = self._spawn(self.outbox.run_committer(), "outbox-committer")
         self._spawn(self.publisher.run(), "publisher")
         await self.poller.start()
         self.metrics_server = None
-        if config.metrics is not None:
-            self.metrics_server = await serve_metrics(
-                self.metrics.registry, config.metrics.host, config.metrics.port,
-                healthy=self.healthy,
-            )
+        if config.listener is not None:
+            self.metrics_server = await self._serve_http(config)
         self.started = True
         log.info(
             "started gateway %r: %d devices, %d buses, outbox in %s",
@@ -189,6 +204,8 @@ class Daemon:
         metrics_server = getattr(self, "metrics_server", None)
         if metrics_server is not None:
             metrics_server.close()
+        if getattr(self, "warning_log", None) is not None:
+            logging.getLogger("sensegate").removeHandler(self.warning_log)
         if hasattr(self, "_committer"):
             self._committer.cancel()
             await asyncio.gather(self._committer, return_exceptions=True)
@@ -252,7 +269,7 @@ class Daemon:
         assert self.config is not None
         log.info("reloading %s", self.config_path)
         try:
-            new, new_envelopes = await asyncio.to_thread(self._read_config)
+            new, new_envelopes, new_hash = await asyncio.to_thread(self._read_config)
         except ConfigError as exc:
             for issue in exc.issues:
                 log.error("reload refused: %s", issue)
@@ -262,20 +279,104 @@ class Daemon:
         if refusal is not None:
             log.error("reload refused: %s", refusal)
             return
+        if (new.listener, new.http) != (self.config.listener, self.config.http):
+            log.warning("http settings changed: the listener keeps its address and token "
+                        "until a restart")
         # The switch: no await that can yield before poller.apply has taken the new config.
         # Keep envelopes of removed devices: scans already in flight still need them.
         self._envelopes = {**self._envelopes, **new_envelopes}
         self.config = new
         self.reporter.apply(new.devices)
+        self.config_hash = new_hash
+        self.journal.keep_only({d.name for d in new.devices})
         await self.publisher.apply(new)
         await self.poller.apply(new)
         log.info("reloaded: %d devices", len(new.devices))
         systemd.status(self.status_line())
 
-    def _read_config(self) -> tuple[GatewayConfig, dict[str, Envelope]]:
+    def _read_config(self) -> tuple[GatewayConfig, dict[str, Envelope], str]:
         """The worker thread's part of a reload: no state of the daemon is touched here."""
         new = load_gateway_config(self.config_path)
-        return new, envelopes(new)
+        return new, envelopes(new), config_digest(self.config_path)
+
+    # -- the HTTP listener and the technician's page -----------------------------------
+
+    async def _serve_http(self, config: GatewayConfig) -> Any:
+        """``/metrics``, ``/healthz`` and the page (SPEC §9) on the configured address;
+        every route but ``/healthz`` behind the optional token (docs/page.md)."""
+        from gateway import __version__
+        from gateway.core.secrets import register as register_secret
+        from gateway.edge.page import WarningLog, page_routes
+        from gateway.runtime.http import HttpServer, TokenGate
+        from gateway.runtime.logs import ScrubbingFormatter
+        from gateway.runtime.metrics import metrics_routes
+
+        listen = config.listener
+        assert listen is not None
+        secret = config.http.token if config.http is not None else None
+        token = secret.reveal() if secret is not None else None
+        if token:
+            register_secret(token)
+        self.warning_log = WarningLog()
+        self.warning_log.setFormatter(ScrubbingFormatter("%(message)s"))
+        logging.getLogger("sensegate").addHandler(self.warning_log)
+        gate = TokenGate(token)
+        routes = metrics_routes(self.metrics.registry, healthy=self.healthy)
+        routes.update(page_routes(self.page_state, __version__))
+        guarded = {path: route if path == "/healthz" else gate.guard(route)
+                   for path, route in routes.items()}
+        server = await HttpServer(guarded).start(listen.host, listen.port)
+        log.info("http listening on %s: the page at /, /metrics, /healthz%s",
+                 ", ".join(server.addresses()), " (token required)" if gate.enabled else "")
+        return server
+
+    def page_state(self) -> Any:
+        """A snapshot of what the page shows (gateway.edge.page.PageState)."""
+        from gateway import __version__
+        from gateway.core.secrets import scrub
+        from gateway.edge.page import (
+            BrokerState,
+            DeviceCounters,
+            OutboxState,
+            PageState,
+            config_facts,
+        )
+        from gateway.edge.page.view import refresh_interval
+
+        assert self.config is not None
+        config = self.config
+        if self._page_facts is None or self._page_facts[0] is not config:
+            self._page_facts = (config, config_facts(config))  # once per config
+        outbox = self.outbox.stats()
+        publisher = self.publisher
+        error = publisher.last_error
+        return PageState(
+            now=time.time(),
+            config=config,
+            version=__version__,
+            started_at=self.started_at,
+            config_hash=self.config_hash,
+            broker=BrokerState(
+                address=f"{config.mqtt.host}:{config.mqtt.port}",
+                connected=publisher.connected,
+                since=publisher.connection_changed_at,
+                last_error=scrub(error) if error else None,
+            ),
+            outbox=OutboxState(outbox.pending_readings, outbox.oldest_age_s, outbox.dropped,
+                               outbox.bytes, self.outbox.problem()),
+            counters={
+                name: DeviceCounters(s.scans, s.last_ok, s.consecutive_failures, s.backoff)
+                for name, s in self.poller.stats().items()
+            },
+            journal=self.journal.devices,
+            warnings=tuple(self.warning_log.entries),
+            refresh=refresh_interval(config),
+            facts=self._page_facts[1],
+        )
+
+    def _on_scan(self, outcome: Any) -> None:
+        self.journal.record(outcome.device.name, outcome.reading, outcome.raw, outcome.errors,
+                            outcome.duration)
 
     # -- plumbing ----------------------------------------------------------------------
 

@@ -145,6 +145,7 @@ class Publisher:
         self._session_error: BaseException | None = None
         self._connected_once = False
         self.last_error: str | None = None
+        self.connection_changed_at = time.time()  # wall time of the last connect/disconnect
         self.published_messages = 0
         self.published_readings = 0
         self._socket_errors = _SocketErrors()
@@ -462,5 +463,7 @@ class Publisher:
     # -- metrics -----------------------------------------------------------------------
 
     def _set_connected(self, value: bool) -> None:
+        if value != self._connected:
+            self.connection_changed_at = time.time()
         self._connected = value
         self._metrics.mqtt_connected.set(1 if value else 0)

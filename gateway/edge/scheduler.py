@@ -142,6 +142,18 @@ class DriverLike(Protocol):
     async def close(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class ScanOutcome:
+    """One scan as an observer sees it (the technician's page keeps the last ones)."""
+
+    device: DeviceConfig
+    reading: Reading
+    raw: dict[str, Any]  # point name -> the registers (or bits) it was decoded from
+    errors: list[Any]  # DriverError
+    duration: float  # seconds the driver's scan took
+
+
+ScanObserver = Callable[[ScanOutcome], None]
 DriverFactory = Callable[[DeviceConfig, GatewayConfig, Any], DriverLike]
 BusFactory = Callable[[GatewayConfig], Any]
 
@@ -308,6 +320,8 @@ class _DeviceRunner:
         device = self.device
         errors: list[Any] = []
         reading: Reading | None = None
+        raw: dict[str, Any] = {}
+        started = loop.time()
         self._scanning = True
         self._hung = False
         watchdog = loop.call_later(self.hang_timeout, self._on_hang)
@@ -317,6 +331,7 @@ class _DeviceRunner:
             result = await self.driver.scan()
             reading = result.reading
             errors = result.errors
+            raw = getattr(result, "raw", None) or {}
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if not self._hung or self._stopping or task is None:
@@ -343,6 +358,12 @@ class _DeviceRunner:
             self.stats.sink_errors += 1
             log.error("%s: reading of ts %d not taken by the sink: %r", self.where, reading.ts, exc)
         self._account(reading, errors)
+        observer = self.poller.on_scan
+        if observer is not None:
+            try:
+                observer(ScanOutcome(device, reading, raw, errors, loop.time() - started))
+            except Exception:
+                log.exception("%s: scan observer failed", self.where)
 
     def _on_hang(self) -> None:
         if self._scanning and self.task is not None and not self.task.done():
@@ -400,7 +421,8 @@ class Poller:
 
     ``sink`` is called synchronously with each reading and must be cheap (``Outbox.add``).
     ``metrics`` is the daemon's `GatewayMetrics` (a private one when not given); its
-    ``forget_device`` is called for each device a reload removes.
+    ``forget_device`` is called for each device a reload removes. ``on_scan``, when set,
+    is called synchronously with every scan's `ScanOutcome` and must be cheap.
     """
 
     def __init__(
@@ -411,9 +433,11 @@ class Poller:
         metrics: GatewayMetrics | None = None,
         driver_factory: DriverFactory | None = None,
         bus_factory: BusFactory | None = None,
+        on_scan: ScanObserver | None = None,
     ) -> None:
         self.config = config
         self.sink = sink
+        self.on_scan = on_scan
         self.metrics = metrics if metrics is not None else GatewayMetrics()
         self._driver_factory = driver_factory or _default_driver_factory
         self._bus_factory = bus_factory or _default_bus_factory

@@ -1,9 +1,9 @@
 """A tiny HTTP/1.0 server on the daemon's own asyncio loop, bounded so no client load can
 take the loop from polling.
 
-It serves a few ``GET`` routes (``/metrics``, ``/healthz``) to scrapers and health checks:
-one request per connection (``Connection: close``), no keep-alive, no body. Everything a
-client controls is bounded:
+It serves a few ``GET`` routes (``/metrics``, ``/healthz``, the technician's page) to
+scrapers, health checks and browsers: one request per connection (``Connection: close``),
+no keep-alive, no body. Everything a client controls is bounded:
 
 - at most `MAX_CONNECTIONS` connections at once: a further one is closed (reset) the moment
   it is accepted, before anything is read from it;
@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from urllib.parse import quote, unquote_plus
 
 log = logging.getLogger("sensegate.http")
 
@@ -34,8 +37,9 @@ MAX_CONNECTIONS = 32
 REQUEST_TIMEOUT = 5.0  # seconds from accept to the last byte of the response
 MAX_HEAD_BYTES = 16 * 1024
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            500: "Internal Server Error", 503: "Service Unavailable"}
+_REASONS = {200: "OK", 303: "See Other", 400: "Bad Request", 401: "Unauthorized",
+            404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error",
+            503: "Service Unavailable"}
 TEXT = "text/plain; charset=utf-8"
 
 
@@ -44,6 +48,23 @@ class Request:
     method: str
     path: str  # without the query string
     headers: Mapping[str, str]  # names lower case
+    query: str = ""  # after the ``?``, undecoded
+
+    def cookie(self, name: str) -> str | None:
+        """The value of cookie ``name`` in the ``Cookie`` header, None when absent."""
+        for part in self.headers.get("cookie", "").split(";"):
+            key, sep, value = part.strip().partition("=")
+            if sep and key == name:
+                return value
+        return None
+
+    def param(self, name: str) -> str | None:
+        """The value of query parameter ``name`` (percent-decoded), None when absent."""
+        for part in self.query.split("&"):
+            key, sep, value = part.partition("=")
+            if sep and unquote_plus(key) == name:
+                return unquote_plus(value)
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +72,7 @@ class Response:
     status: int
     body: bytes
     content_type: str = TEXT
+    headers: tuple[tuple[str, str], ...] = ()  # extra headers (Set-Cookie, Location, ...)
 
 
 Route = Callable[[Request], Awaitable[Response]]
@@ -81,7 +103,8 @@ def parse_head(data: bytes) -> Request | None:
     for line in lines[1:]:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
-    return Request(parts[0], parts[1].split("?", 1)[0], headers)
+    path, _, query = parts[1].partition("?")
+    return Request(parts[0], path, headers, query)
 
 
 def encode(response: Response, *, head: bool = False) -> bytes:
@@ -90,10 +113,92 @@ def encode(response: Response, *, head: bool = False) -> bytes:
         f"Content-Type: {response.content_type}",
         f"Content-Length: {len(response.body)}",
         "Connection: close",
+        *(f"{name}: {value}" for name, value in response.headers),
         "",
         "",
     ]
     return "\r\n".join(lines).encode("ascii") + (b"" if head else response.body)
+
+
+def route_for(routes: Mapping[str, Route], path: str) -> Route | None:
+    """The route of ``path``: an exact key, else the longest ``/prefix/*`` key it starts with."""
+    route = routes.get(path)
+    if route is not None:
+        return route
+    best: tuple[int, Route] | None = None
+    for key, candidate in routes.items():
+        if (key.endswith("/*") and path.startswith(key[:-1]) and len(path) > len(key) - 1
+                and (best is None or len(key) > best[0])):
+            best = (len(key), candidate)
+    return best[1] if best is not None else None
+
+
+SESSION_COOKIE = "sensegate_session"
+UNAUTHORIZED = Response(
+    401, b"this gateway needs its token: open /?token=TOKEN once in this browser\n",
+    headers=(("WWW-Authenticate", 'Bearer realm="sensegate"'),),
+)
+
+
+def _digest(value: str) -> bytes:
+    return hashlib.sha256(value.encode("utf-8")).digest()
+
+
+class TokenGate:
+    """The optional ``http.token``: who may read the routes it guards.
+
+    Without a token every request passes. With one, a request passes when it carries the
+    session cookie (set by one visit to ``/?token=TOKEN``) or ``Authorization: Bearer
+    TOKEN`` (how Prometheus sends credentials). The cookie holds an HMAC of the token, not
+    the token, and is ``HttpOnly`` and ``SameSite=Strict``; every comparison is in
+    constant time. ``/healthz`` is never guarded (see docs/page.md).
+    """
+
+    def __init__(self, token: str | None) -> None:
+        self.enabled = bool(token)
+        secret = (token or "").encode("utf-8")
+        self._token = _digest(token or "")
+        self._session = hmac.new(secret, b"sensegate page session", hashlib.sha256).hexdigest()
+
+    def allows(self, request: Request) -> bool:
+        if not self.enabled:
+            return True
+        cookie = request.cookie(SESSION_COOKIE)
+        if cookie is not None and hmac.compare_digest(_digest(cookie),
+                                                      _digest(self._session)):
+            return True
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            _digest(credentials.strip()), self._token)
+
+    def login(self, request: Request) -> Response | None:
+        """The answer to a request carrying ``?token=``: on a match, a redirect to the same
+        path without the query that sets the session cookie; otherwise 401. None when the
+        request carries no token (or no token is configured)."""
+        given = request.param("token") if self.enabled else None
+        if given is None:
+            return None
+        if not hmac.compare_digest(_digest(given), self._token):
+            return UNAUTHORIZED
+        cookie = f"{SESSION_COOKIE}={self._session}; Path=/; HttpOnly; SameSite=Strict"
+        location = quote(request.path, safe="/-._~")
+        return Response(303, b"signed in\n", headers=(("Location", location),
+                                                       ("Set-Cookie", cookie)))
+
+    def guard(self, route: Route) -> Route:
+        """``route``, answered only to requests the gate allows (after a ``?token=`` login)."""
+        if not self.enabled:
+            return route
+
+        async def guarded(request: Request) -> Response:
+            login = self.login(request)
+            if login is not None:
+                return login
+            if not self.allows(request):
+                return UNAUTHORIZED
+            return await route(request)
+
+        return guarded
 
 
 BAD_REQUEST = Response(400, b"bad request\n")
@@ -162,7 +267,11 @@ class _Connection(asyncio.Protocol):
 
 
 class HttpServer:
-    """The routes served on ``host:port`` with the bounds above; `start` binds."""
+    """The routes served on ``host:port`` with the bounds above; `start` binds.
+
+    A route's key is a path (``/metrics``) or a prefix ending in ``/*`` (``/devices/*``
+    serves ``/devices/anything``); see `route_for`.
+    """
 
     def __init__(
         self,
@@ -212,7 +321,7 @@ class HttpServer:
     async def respond(self, request: Request) -> Response:
         if request.method not in ("GET", "HEAD"):
             return METHOD_NOT_ALLOWED
-        route = self.routes.get(request.path)
+        route = route_for(self.routes, request.path)
         if route is None:
             return NOT_FOUND
         try:

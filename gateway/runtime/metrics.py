@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from gateway.runtime.http import HttpServer, Request, Response
+from gateway.runtime.http import HttpServer, Request, Response, Route
 
 log = logging.getLogger("sensegate.metrics")
 
@@ -396,18 +396,12 @@ class MetricsText:
         return body, content_type
 
 
-async def serve_metrics(
-    registry: Registry,
-    host: str,
-    port: int,
-    healthy: Callable[[], bool],
-) -> HttpServer:
-    """Serve ``/metrics`` and ``/healthz`` on ``host:port`` (port 0: any free port).
+def metrics_routes(registry: Registry, healthy: Callable[[], bool]) -> dict[str, Route]:
+    """The ``/metrics`` and ``/healthz`` routes, for a server that serves more (the page).
 
     ``/metrics`` is Prometheus text, or OpenMetrics when the scraper asks for it;
     ``/healthz`` is 200 ``ok`` or 503 ``unhealthy`` as ``healthy()`` says (a check that
-    raises is unhealthy). Returns the started server; the caller closes it (``close()`` then
-    ``await wait_closed()``). Raises ``OSError`` if the address cannot be bound.
+    raises is unhealthy).
     """
     text = MetricsText(registry)
 
@@ -427,6 +421,21 @@ async def serve_metrics(
             ok = False
         return Response(200, b"ok\n") if ok else Response(503, b"unhealthy\n")
 
-    server = await HttpServer({"/metrics": metrics, "/healthz": health}).start(host, port)
+    return {"/metrics": metrics, "/healthz": health}
+
+
+async def serve_metrics(
+    registry: Registry,
+    host: str,
+    port: int,
+    healthy: Callable[[], bool],
+) -> HttpServer:
+    """Serve ``/metrics`` and ``/healthz`` (`metrics_routes`) on ``host:port`` (port 0: any
+    free port).
+
+    Returns the started server; the caller closes it (``close()`` then ``await
+    wait_closed()``). Raises ``OSError`` if the address cannot be bound.
+    """
+    server = await HttpServer(metrics_routes(registry, healthy)).start(host, port)
     log.info("metrics listening on %s", ", ".join(server.addresses()))
     return server

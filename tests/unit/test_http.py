@@ -28,7 +28,8 @@ def test_head_end(data: bytes, end: int) -> None:
     ("data", "expected"),
     [
         pytest.param(b"GET /metrics?x=1 HTTP/1.1\r\nAccept: text/plain\r\n\r\n",
-                     Request("GET", "/metrics", {"accept": "text/plain"}), id="query dropped"),
+                     Request("GET", "/metrics", {"accept": "text/plain"}, "x=1"),
+                     id="query apart"),
         pytest.param(b"HEAD /healthz HTTP/1.0\n\n", Request("HEAD", "/healthz", {}), id="lf"),
         pytest.param(b"garbage\r\n\r\n", None, id="no version"),
         pytest.param(b"GET / FTP/1.0\r\n\r\n", None, id="not http"),

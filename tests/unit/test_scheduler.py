@@ -123,7 +123,8 @@ class FakeDriver:
             raise exc
         names = [p.name for p in self.device.points]
         if b.answers(n):
-            return FakeResult(Reading(self.device.name, 1, {p: 1.0 for p in names}, {}))
+            return FakeResult(Reading(self.device.name, 1, {p: 1.0 for p in names}, {}),
+                              {p: [1] for p in names})
         err = DriverError("no answer", device=self.device.name, unit=self.device.unit,
                           kind="timeout")
         return FakeResult(Reading(self.device.name, 1, {}, {p: "bad" for p in names}), {}, [err])
@@ -691,6 +692,41 @@ def test_metrics_are_counted() -> None:
         assert value("scans", device="d") == 0.0
 
     run_virtual(main)
+
+
+def test_the_observer_sees_every_scan_with_its_raw_registers_errors_and_duration() -> None:
+    rig = Rig({"d": Behaviour(duration=lambda n: 0.2, answers=lambda n: n != 1)})
+    outcomes: list[scheduler.ScanOutcome] = []
+
+    async def main(loop: VirtualClockLoop) -> None:
+        poller = rig.poller(gateway(tcp("d")), on_scan=outcomes.append)
+        await poller.start()
+        await until(poller, "d", 2.5)
+        await poller.stop()
+
+    run_virtual(main)
+    assert len(outcomes) == 3
+    assert [o.device.name for o in outcomes] == ["d"] * 3
+    assert [bool(o.errors) for o in outcomes] == [False, True, False]
+    assert outcomes[0].raw == {"a": [1], "b": [1]} and outcomes[1].raw == {}
+    assert all(o.duration == pytest.approx(0.2) for o in outcomes)  # the virtual clock's
+
+
+def test_a_failing_observer_does_not_stop_polling() -> None:
+    rig = Rig()
+
+    def broken(outcome: scheduler.ScanOutcome) -> None:
+        raise RuntimeError("observer bug")
+
+    async def main(loop: VirtualClockLoop) -> None:
+        poller = rig.poller(gateway(tcp("d")), on_scan=broken)
+        await poller.start()
+        await until(poller, "d", 2.5)
+        assert poller.stats()["d"].scans == 3
+        await poller.stop()
+
+    run_virtual(main)
+    assert len(rig.readings) == 3
 
 
 # -- on a real loop: only counts, with generous margins ------------------------------------------
