@@ -22,6 +22,7 @@ from gateway.config.profiles import Profile, ProfileLoader
 from gateway.config.schema import Section
 from gateway.config.source import Node, describe
 from gateway.core.errors import ConfigError, ConfigIssue
+from gateway.core.signing import parse_public_key
 from gateway.core.model import (
     BIT_TABLES,
     MAX_READ_REGISTERS,
@@ -31,6 +32,7 @@ from gateway.core.model import (
     BridgeMqttConfig,
     BusConfig,
     DeviceConfig,
+    FleetConfig,
     GatewayConfig,
     InfluxConfig,
     MetricsConfig,
@@ -359,6 +361,7 @@ class _GatewayBuilder:
         dirs = [d if os.path.isabs(d) else os.path.join(base, d) for d in profile_dirs]
         loader = ProfileLoader([*dirs, os.path.join(base, "profiles")], self.env)
         devices = self._devices(data.get("devices") or [], buses, loader)
+        fleet = self._fleet(data.get("fleet"), base)
         if self.issues or not isinstance(gw, Section) or mqtt is None:
             return None
         return GatewayConfig(
@@ -373,7 +376,40 @@ class _GatewayBuilder:
                                 commit_interval=outbox.get("commit_interval")),
             metrics=_metrics(data),
             source=self.path,
+            status_interval=gw.get("status_interval"),
+            fleet=fleet,
         )
+
+    def _fleet(self, f: Any, base: str) -> FleetConfig:
+        if not isinstance(f, Section):
+            return FleetConfig()
+        key = None
+        text = f.get("public_key")
+        if text is not None:
+            key = self._public_key(f, text, base)
+        return FleetConfig(public_key=key, probation=f.get("probation"),
+                           max_age=f.get("max_age"), keep=f.get("keep"))
+
+    def _public_key(self, f: Section, text: str, base: str) -> bytes | None:
+        """The key inline (base64) or from a file (relative paths: to the config's dir)."""
+        node = f.at("public_key")
+        try:
+            return parse_public_key(text)
+        except ValueError as inline_error:
+            path = text if os.path.isabs(text) else os.path.join(base, text)
+            looks_like_path = text.startswith((".", "/", "~")) or text.endswith((".pub", ".pem"))
+            if not os.path.exists(path) and not looks_like_path:
+                reason = str(inline_error)
+            else:
+                try:
+                    with open(path, encoding="utf-8") as fh:
+                        return parse_public_key(fh.read())
+                except OSError as exc:
+                    reason = f"cannot read {path}: {(exc.strerror or str(exc)).lower()}"
+                except (ValueError, UnicodeDecodeError) as exc:
+                    reason = f"{path}: {exc}"
+        self.issues.append(node.issue(f.sub("public_key"), reason))
+        return None
 
     def _mqtt(self, m: Any, gw_id: str | None) -> MqttConfig | None:
         if not isinstance(m, Section):

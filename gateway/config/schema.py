@@ -210,6 +210,9 @@ GATEWAY = obj("sensegate gateway config", {
         "state_dir": Field("str", "the offline buffer lives here", default="/var/lib/sensegate"),
         "profile_dirs": Field("list", "directories searched first for device profiles",
                               items=Field("str"), default=[]),
+        "status_interval": Field("duration", "the retained health record on "
+                                 "{prefix}/{id}/status is refreshed this often (and on change)",
+                                 default=60.0, minimum=1.0),
     }, required=True),
     "mqtt": obj("the MQTT broker readings are published to", {
         "host": Field("str", "broker host name or address", required=True),
@@ -236,6 +239,18 @@ GATEWAY = obj("sensegate gateway config", {
                                  "far apart", default=0.2, positive=True),
     }, default={}),
     "metrics": _METRICS,
+    "fleet": obj("signed remote configuration from the operations centre; off unless "
+                 "public_key is set", {
+        "public_key": Field("str", "Ed25519 public key of the operations centre: the base64 "
+                            "line of KEY.pub, or the path of a file holding it (or PEM)"),
+        "probation": Field("duration", "a pushed config that loses the broker or fails more "
+                           "devices within this time is rolled back", default=120.0,
+                           positive=True),
+        "max_age": Field("duration", "a config message signed longer ago (or further in the "
+                         "future) than this is refused", default=300.0, positive=True),
+        "keep": Field("int", "configs kept under state_dir/fleet/configs", default=5,
+                      minimum=1, maximum=100),
+    }, default={}),
     "buses": Field("list", "RS-485 lines shared by Modbus RTU devices", items=BUS, default=[]),
     "devices": Field("list", "the sensors to poll", items=DEVICE, required=True),
 })

@@ -166,6 +166,20 @@ class DeviceConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class FleetConfig:
+    """Signed remote configuration (SPEC §7); off while ``public_key`` is None."""
+
+    public_key: bytes | None = None  # Ed25519, 32 raw bytes
+    probation: float = 120.0  # seconds a pushed config must prove itself
+    max_age: float = 300.0  # a config/set older (or further in the future) is refused
+    keep: int = 5  # configs kept under state_dir/fleet/configs
+
+    @property
+    def enabled(self) -> bool:
+        return self.public_key is not None
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     id: str
     mqtt: MqttConfig
@@ -176,6 +190,8 @@ class GatewayConfig:
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     metrics: MetricsConfig | None = None
     source: str = ""  # path of the file this was loaded from
+    status_interval: float = 60.0  # the retained health record is refreshed this often
+    fleet: FleetConfig = field(default_factory=FleetConfig)
 
     def bus(self, name: str) -> BusConfig:
         return next(b for b in self.buses if b.name == name)
