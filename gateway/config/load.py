@@ -22,7 +22,6 @@ from gateway.config.profiles import Profile, ProfileLoader
 from gateway.config.schema import Section
 from gateway.config.source import Node, describe
 from gateway.core.errors import ConfigError, ConfigIssue
-from gateway.core.signing import parse_public_key
 from gateway.core.model import (
     BIT_TABLES,
     MAX_READ_REGISTERS,
@@ -43,6 +42,7 @@ from gateway.core.model import (
     SerialSettings,
     TlsConfig,
 )
+from gateway.core.signing import parse_public_key
 
 RESERVED_TAGS = ("gateway", "device")
 TCP_DRIVERS = ("modbus-tcp", "modbus-rtu-over-tcp")

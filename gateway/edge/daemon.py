@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import signal
 import time
@@ -18,9 +19,11 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway import __version__
 from gateway.config.load import load_gateway_config
 from gateway.core.errors import ConfigError, StorageError
 from gateway.core.model import GatewayConfig, Reading
+from gateway.core.payload import Health, health_payload, status_topic
 from gateway.runtime import systemd
 from gateway.runtime.exitcodes import ExitCode
 from gateway.runtime.lifecycle import run_phases, signal_handlers
@@ -28,6 +31,7 @@ from gateway.runtime.lifecycle import run_phases, signal_handlers
 log = logging.getLogger("sensegate.daemon")
 
 STATUS_EVERY = 5.0  # seconds between STATUS= updates to systemd
+HEALTH_CHECK_EVERY = 1.0  # seconds between looks for a change worth a new health record
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +75,10 @@ class Daemon:
     _envelopes: dict[str, Envelope] = field(default_factory=dict)
     _tasks: list[asyncio.Task[object]] = field(default_factory=list)
     _reloading: asyncio.Task[None] | None = None  # the reload in progress, if any
+    config_sha: str = ""  # sha256 of the running config file's bytes
+    config_applied_ts: int = 0  # ns: when the running config was switched to
+    _started: float = field(default_factory=time.monotonic)
+    _switch_lock: asyncio.Lock | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -86,21 +94,31 @@ class Daemon:
         # The config first: loading it allocates many times the file's size in short-lived
         # objects, and the modules imported next fill the memory they leave (loading after
         # the imports adds 3 MiB to the peak RSS with 100 devices x 20 points; bench/rss.py).
-        config = load_gateway_config(self.config_path)
+        config, sha = self._load()
         # Imported here so `check`, `schema` and friends never pay for these imports.
+        from gateway.edge.fleet import RemoteConfig, recover
+
+        if recover(self.config_path, config.state_dir) is not None:
+            config, sha = self._load()  # the previous config, put back in place
         from gateway.edge.outbox import Outbox
         from gateway.edge.publish import Publisher
         from gateway.edge.scheduler import Poller
         from gateway.runtime.metrics import GatewayMetrics, serve_metrics
 
         self.config = config
+        self.config_sha = sha
+        self.config_applied_ts = time.time_ns()
         self._envelopes = envelopes(config)
         self.metrics = GatewayMetrics()
         self.outbox = Outbox.open(config.state_dir, config.outbox, metrics=self.metrics)
         self.publisher = Publisher(
-            config, self.outbox, metrics=self.metrics, **self.publisher_options
+            config, self.outbox, metrics=self.metrics, status=self.health,
+            **self.publisher_options,
         )
         self.poller = Poller(config, self._sink, metrics=self.metrics)
+        self.remote = RemoteConfig(self)
+        self.remote.configure()
+        self._spawn(self._health_loop(), "health")
         # The committer runs until shutdown cancels it; close() then commits what is left.
         self._committer = self._spawn(self.outbox.run_committer(), "outbox-committer")
         self._spawn(self.publisher.run(), "publisher")
@@ -157,6 +175,8 @@ class Daemon:
         systemd.stopping()
         log.info("stopping: draining within %.0fs", self.drain_timeout)
         deadline = time.monotonic() + self.drain_timeout
+        if hasattr(self, "remote"):
+            await self.remote.close()
         if hasattr(self, "poller"):
             with contextlib.suppress(Exception):
                 budget = max(0.1, deadline - time.monotonic())
@@ -222,7 +242,7 @@ class Daemon:
         assert self.config is not None
         log.info("reloading %s", self.config_path)
         try:
-            new, new_envelopes = await asyncio.to_thread(self._read_config)
+            new, new_envelopes, sha = await asyncio.to_thread(self._read_config)
         except ConfigError as exc:
             for issue in exc.issues:
                 log.error("reload refused: %s", issue)
@@ -232,19 +252,101 @@ class Daemon:
         if refusal is not None:
             log.error("reload refused: %s", refusal)
             return
-        # The switch: no await that can yield before poller.apply has taken the new config.
-        # Keep envelopes of removed devices: scans already in flight still need them.
-        self._envelopes = {**self._envelopes, **new_envelopes}
-        self.config = new
-        await self.publisher.apply(new)
-        await self.poller.apply(new)
+        await self.switch(new, sha, new_envelopes)
+
+    async def switch(self, new: GatewayConfig, sha: str,
+                     new_envelopes: dict[str, Envelope] | None = None) -> None:
+        """Run ``new`` from now on: a SIGHUP reload's last step, and a remote config's.
+
+        No await that can yield between taking the lock and poller.apply having taken the
+        new config. The outbox is not touched.
+        """
+        if self._switch_lock is None:
+            self._switch_lock = asyncio.Lock()
+        async with self._switch_lock:
+            # Keep envelopes of removed devices: scans already in flight still need them.
+            self._envelopes = {**self._envelopes, **(new_envelopes or envelopes(new))}
+            self.config = new
+            self.config_sha = sha
+            self.config_applied_ts = time.time_ns()
+            await self.publisher.apply(new)
+            await self.poller.apply(new)
+            self.remote.configure()
         log.info("reloaded: %d devices", len(new.devices))
         systemd.status(self.status_line())
 
-    def _read_config(self) -> tuple[GatewayConfig, dict[str, Envelope]]:
+    def _load(self) -> tuple[GatewayConfig, str]:
+        """The config file, loaded, and the sha256 of its bytes (the health record's hash)."""
+        try:
+            with open(self.config_path, "rb") as fh:
+                sha = hashlib.sha256(fh.read()).hexdigest()
+        except OSError:
+            sha = ""  # load_gateway_config reports why
+        return load_gateway_config(self.config_path), sha
+
+    def _read_config(self) -> tuple[GatewayConfig, dict[str, Envelope], str]:
         """The worker thread's part of a reload: no state of the daemon is touched here."""
-        new = load_gateway_config(self.config_path)
-        return new, envelopes(new)
+        new, sha = self._load()
+        return new, envelopes(new), sha
+
+    # -- health (SPEC §7) --------------------------------------------------------------
+
+    def failing_devices(self, *, unscanned_fail: bool = False) -> list[str]:
+        """Devices of the running config whose last scan got no answer at all (or, with
+        ``unscanned_fail``, that have not been scanned yet)."""
+        assert self.config is not None
+        stats = self.poller.stats()
+        failing = []
+        for device in self.config.devices:
+            st = stats.get(device.name)
+            if st is None or st.scans == 0:
+                if unscanned_fail:
+                    failing.append(device.name)
+            elif st.consecutive_failures > 0:
+                failing.append(device.name)
+        return failing
+
+    def all_scanned(self) -> bool:
+        assert self.config is not None
+        stats = self.poller.stats()
+        return all(d.name in stats and stats[d.name].scans > 0 for d in self.config.devices)
+
+    def health(self, state: str) -> bytes:
+        """The retained status: the health record of SPEC §7 (the last will too)."""
+        assert self.config is not None
+        out = self.outbox.stats()
+        record = Health(
+            version=__version__, config_sha256=self.config_sha,
+            config_applied_ts=self.config_applied_ts, devices_total=len(self.config.devices),
+            failing=tuple(self.failing_devices()), outbox_pending=out.pending_readings,
+            outbox_oldest_s=out.oldest_age_s, outbox_dropped=out.dropped,
+            uptime_s=time.monotonic() - self._started,
+        )
+        return health_payload(state, time.time_ns(), record)
+
+    def _health_key(self) -> tuple[object, ...]:
+        assert self.config is not None
+        return (self.config_sha, len(self.config.devices), tuple(self.failing_devices()))
+
+    async def _health_loop(self) -> None:
+        """Refresh the retained health record every status_interval and on change."""
+        sent: list[Any] = [None, time.monotonic()]  # key, when
+
+        def connected() -> None:  # the publisher has just published "online"
+            sent[:] = [self._health_key(), time.monotonic()]
+
+        self.publisher.on_connect(connected)
+        while True:
+            await asyncio.sleep(HEALTH_CHECK_EVERY)
+            config = self.config
+            if config is None or not self.publisher.connected:
+                continue
+            key = self._health_key()
+            if key == sent[0] and time.monotonic() - sent[1] < config.status_interval:
+                continue
+            topic = status_topic(config.mqtt.topic_prefix, config.id)
+            if await self.publisher.send(topic, self.health("online"), retain=True):
+                sent[:] = [key, time.monotonic()]
 
     # -- plumbing ----------------------------------------------------------------------
 
