@@ -41,6 +41,7 @@ from gateway.core.units import format_duration
 from gateway.runtime.exitcodes import ExitCode
 
 DEFAULT_BROKER = "127.0.0.1:1883"
+PROBATION_MARGIN = 10.0  # a rollback is reported after the gateway reconnects: wait this long more
 QUIET_AFTER = 0.3  # status: stop once retained records stopped arriving for this long
 # `password: hunter2` in a pushed file: secrets stay on the gateway, as ${VARS}
 _LITERAL_SECRET = re.compile(r"^\s*(?:-\s+)?(password|token)\s*:\s*(?![\"']?\$\{)(\S.*)$")
@@ -278,7 +279,7 @@ async def send_and_wait(broker: Broker, gateway: str, payload: bytes, msg_id: st
             if (result.get("status") != "applied" or not wait_probation
                     or not isinstance(probation, (int, float))):
                 break
-            deadline = loop.time() + probation + 15
+            deadline = loop.time() + probation + PROBATION_MARGIN
     return results
 
 
@@ -327,7 +328,7 @@ def push(broker: Broker, out: TextIO, *, key_path: str, gateway: str, path: str,
             out.write(line + "\n")
     last = results[-1]
     if wait_probation and last.get("status") == "applied" and "probation_s" in last:
-        out.write(f"{gateway}: passed its probation\n")
+        out.write(f"{gateway}: no rollback reported during the probation\n")
     return ExitCode.OK if last.get("status") == "applied" else ExitCode.FAILED
 
 

@@ -257,6 +257,7 @@ class RemoteConfig:
         self._tasks: set[asyncio.Task[None]] = set()
         self._probation: _Probation | None = None
         self._flushing = False
+        self._flush_again = False
         daemon.publisher.on_connect(self.flush_results)
 
     @property
@@ -449,24 +450,25 @@ class RemoteConfig:
         self.flush_results()
 
     def flush_results(self) -> None:
+        """Send the pending results, oldest first; called on every connect and new result."""
+        self._flush_again = True
         if not self._flushing:
             self._spawn(self._flush())
 
     async def _flush(self) -> None:
         self._flushing = True
         try:
-            config = self._config
-            topic = config_result_topic(config.mqtt.topic_prefix, config.id)
-            while True:
-                pending = self.files.pending_results()
-                if not pending:
-                    return
-                first = pending[0]
-                payload = json.dumps(first, separators=(",", ":")).encode()
-                if not await self.daemon.publisher.send(topic, payload):
-                    return  # the next connect flushes again
-                self.files.set_pending_results(
-                    [r for r in self.files.pending_results() if r != first])
+            while self._flush_again:  # asked again meanwhile (e.g. a new connection)
+                self._flush_again = False
+                config = self._config
+                topic = config_result_topic(config.mqtt.topic_prefix, config.id)
+                while pending := self.files.pending_results():
+                    first = pending[0]
+                    payload = json.dumps(first, separators=(",", ":")).encode()
+                    if not await self.daemon.publisher.send(topic, payload):
+                        break  # the next connect flushes again
+                    self.files.set_pending_results(
+                        [r for r in self.files.pending_results() if r != first])
         finally:
             self._flushing = False
 
