@@ -101,12 +101,15 @@ class FleetFiles:
         self.results_path = os.path.join(self.dir, "results.json")
         self.seen_path = os.path.join(self.dir, "seen.json")
         self.keep = keep
+
+    def _ensure(self) -> None:
         os.makedirs(self.configs, exist_ok=True)
 
     # -- configs -----------------------------------------------------------------------
 
     def save_config(self, data: bytes) -> str:
         """Keep ``data`` in the history (once per content); return its path."""
+        self._ensure()
         digest = sha256(data)
         for name in os.listdir(self.configs):
             if name.endswith(f"-{digest[:16]}.yaml"):
@@ -120,6 +123,8 @@ class FleetFiles:
 
     def history(self) -> list[str]:
         """The kept configs, oldest first."""
+        if not os.path.isdir(self.configs):
+            return []
         paths = [os.path.join(self.configs, n) for n in os.listdir(self.configs)
                  if n.endswith(".yaml")]
         return sorted(paths, key=os.path.getmtime)
@@ -156,6 +161,7 @@ class FleetFiles:
         return data if isinstance(data, dict) else None
 
     def write_journal(self, entry: dict[str, Any]) -> None:
+        self._ensure()
         write_atomic(self.journal_path, json.dumps(entry).encode())
 
     def clear_journal(self) -> None:
@@ -174,6 +180,7 @@ class FleetFiles:
         return [r for r in data if isinstance(r, dict)] if isinstance(data, list) else []
 
     def set_pending_results(self, results: list[dict[str, Any]]) -> None:
+        self._ensure()
         write_atomic(self.results_path, json.dumps(results[-MAX_PENDING_RESULTS:]).encode())
 
     # -- replay guard ------------------------------------------------------------------
@@ -186,6 +193,7 @@ class FleetFiles:
             return ReplayGuard(max_age)
 
     def save_guard(self, guard: ReplayGuard) -> None:
+        self._ensure()
         write_atomic(self.seen_path, guard.dumps().encode())
 
 
