@@ -300,6 +300,8 @@ class RemoteConfig:
     def _on_message(self, message: aiomqtt.Message) -> None:
         payload = message.payload
         data = payload if isinstance(payload, bytes) else str(payload).encode()
+        if not data:
+            return  # a retained message being cleared: nothing was sent
         self._spawn(self._process(str(message.topic), data, bool(message.retain)))
 
     def _spawn(self, coro: Any) -> None:
