@@ -14,8 +14,8 @@ scan, mostly floats). For each shape, in the same run and on the same messages:
   on both sides.
 - raw paho: a bare paho-mqtt v5 client (persistent session, QoS 1, Receive Maximum as the
   bridge's, automatic PUBACK, an `on_message` that only counts) receives every message:
-  stock paho's receive rate, for comparison with the bridge's bulk receive path
-  (gateway.bridge.receive).
+  stock paho's receive rate, for comparison with the bridge's own MQTT session
+  (gateway.bridge.receive; bench/bridge_receive.py compares receive paths alone).
 - bridge: `gateway.bridge.service.Bridge` in this process; the clock runs from its start until
   InfluxDB accepted every point (`db=bridge_<shape>`): connect, subscribe, MQTT receive,
   decode, batching, writes, acknowledgements.

@@ -1,5 +1,8 @@
 """The driver contract: one `DeviceDriver` per configured device, one `ScanResult` per scan.
 
+This module is the contract only: it imports no driver and no I/O library (the drivers
+import it; `drivers.registry` builds them, loading each driver's module on first use).
+
 A driver never raises for a device fault: a scan that cannot read some points returns them
 with quality ``bad`` and one `DriverError` per failed request (or line). Failures are
 logged once per change of state (a dead device does not flood the log), each line naming
@@ -9,18 +12,18 @@ the device, its unit and its bus.
 from __future__ import annotations
 
 import logging
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from gateway.core.errors import DriverError
-from gateway.core.model import DeviceConfig, GatewayConfig, Reading
-
-if TYPE_CHECKING:
-    from drivers.bus import BusRegistry
+from gateway.core.model import DEFAULT_MODBUS_TCP_PORT, TCP_DRIVERS, DeviceConfig, Reading
 
 log = logging.getLogger("sensegate.drivers")
+
+BACKOFF_MIN = 0.5  # seconds before the first reconnect attempt of a port or link
+BACKOFF_MAX = 30.0  # cap of the exponential backoff
 
 
 @dataclass(slots=True)
@@ -96,25 +99,17 @@ def bus_label(device: DeviceConfig) -> str | None:
     serial-line sensor (``/dev/ttyUSB1``)."""
     if device.driver == "modbus-rtu":
         return device.bus
-    if device.driver in ("modbus-tcp", "modbus-rtu-over-tcp"):
-        return f"tcp {device.host}:{device.port or 502}"
+    if device.driver in TCP_DRIVERS:
+        return f"tcp {device.host}:{device.port or DEFAULT_MODBUS_TCP_PORT}"
     if device.serial is not None:
         return device.serial.port
     return None
 
 
-def create_driver(
-    device: DeviceConfig, config: GatewayConfig | None, buses: BusRegistry
-) -> DeviceDriver:
-    """The driver for ``device``; RTU devices share their bus (and TCP endpoints their
-    connection) through ``buses``. Raises ``ValueError`` for a device no driver can serve
-    (the config loader rejects those first)."""
-    if device.driver == "serial-line":
-        from drivers.serial_line import SerialLineDriver
-
-        return SerialLineDriver(device)
-    if device.driver in ("modbus-tcp", "modbus-rtu", "modbus-rtu-over-tcp"):
-        from drivers.modbus import ModbusDriver
-
-        return ModbusDriver(device, buses)
-    raise ValueError(f"unknown driver {device.driver!r} for device {device.name!r}")
+def describe_os_error(exc: BaseException) -> str:
+    """``connection refused``, ``no such file or directory``: lower case, no errno noise."""
+    number = getattr(exc, "errno", None)
+    if isinstance(number, int) and number > 0:
+        return os.strerror(number).lower()
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return str(text).strip().rstrip(".").lower()

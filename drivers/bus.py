@@ -16,6 +16,9 @@ identical request). So after a transaction that got no valid answer, an RTU link
 (`Link.discard_late`) keeps listening for up to the timeout once more, and drops whatever
 arrives before the next request goes out.
 
+Only pymodbus's public API is used (see `Link`): no attribute of the client's internals
+is read or replaced, so a pymodbus release that reorganises them changes nothing here.
+
 Drivers `acquire` their link and `release` it when closed; a TCP endpoint no device uses
 any more is closed at once (a reload that removes its devices), an RS-485 bus link when
 the bus itself changes or goes (`BusRegistry.update`).
@@ -27,47 +30,89 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
+from typing import Any, TypeVar
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.client.base import ModbusBaseClient
+from pymodbus.exceptions import ModbusIOException
 from pymodbus.framer import FramerType
 
-from gateway.core.model import BusConfig, SerialSettings
+from drivers.base import BACKOFF_MAX, BACKOFF_MIN, describe_os_error
+from gateway.core.bustime import frame_silence
+from gateway.core.modbus import Sent, check_answer
+from gateway.core.model import BusConfig
 
-BACKOFF_MIN = 0.5  # seconds before the first reconnect attempt
-BACKOFF_MAX = 30.0  # cap of the exponential backoff
 _NEVER_DISCONNECT = 1 << 30  # pymodbus otherwise drops a TCP link after a few timeouts
+_LIBRARY_TIMEOUT = 3600.0  # pymodbus's own timeouts; sensegate's (per device) come first
+_CONNECT_PAUSE = 0.1  # pymodbus before 3.16 sleeps this long after connecting: not the peer's
 LATE_QUIET = 0.05  # a late answer is over once the line was silent this long
+
+T = TypeVar("T")
+MakeClient = Callable[[Callable[[bool, bytes], bytes]], ModbusBaseClient]
+
+
+IN_FLIGHT: ContextVar[str | None] = ContextVar("sensegate_modbus_in_flight", default=None)
+"""Who a library log line is about: the device whose transaction is in flight (set by the
+driver), or, in the transport's own callbacks, the link (set while connecting)."""
+
+
+class NameTheDevice(logging.Filter):
+    """Prefixes a library's log line with `IN_FLIGHT` (``device 'x' unit 1 bus 'y': ...``),
+    so that no line about a device's traffic goes out without its name. Public logging API
+    only: a filter on the library's loggers, nothing of the library changed."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        who = IN_FLIGHT.get()
+        if who and not getattr(record, "sensegate_named", False):
+            record.msg = f"{who}: {record.getMessage()}"
+            record.args = None
+            record.sensegate_named = True
+        return True
+
+
+_LIBRARY_LOGGERS = ("pymodbus", "pymodbus.logging", "asyncio")
+_NAMER = NameTheDevice()
 
 
 def quiet_pymodbus() -> None:
     """pymodbus logs every timeout and failed connect; sensegate logs those itself, once
-    per state change and naming the device, so its own lines are dropped unless debugging."""
+    per state change and naming the device, so its own lines are dropped unless debugging.
+    Whatever pymodbus (or asyncio, about a Modbus transport) still logs names the device or
+    link it is about (`NameTheDevice`)."""
     if not logging.getLogger().isEnabledFor(logging.DEBUG):
         logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    for name in _LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        if _NAMER not in logger.filters:
+            logger.addFilter(_NAMER)
 
 
-def rtu_silence(serial: SerialSettings) -> float:
-    """The 3.5 character times of silence that end an RTU frame (1.75 ms above 19200 baud)."""
-    if serial.baudrate > 19200:
-        return 0.00175
-    bits = 1 + serial.bytesize + (0 if serial.parity == "N" else 1) + serial.stopbits
-    return 3.5 * bits / serial.baudrate
+class Refused(Exception):
+    """An answer whose bytes contradict the request (`gateway.core.modbus.check_answer`):
+    kept from pymodbus's decoder, which would raise inside the transport."""
 
 
 class Link:
-    """One pymodbus client, its lock and its reconnect state."""
+    """One pymodbus client, its lock and its reconnect state.
+
+    Only public pymodbus API: the client is built with a ``trace_packet`` callback (which
+    sees every frame sent and the receive buffer before pymodbus decodes it), timeouts are
+    sensegate's own (``asyncio.timeout`` around connect and each request, one per device on
+    a shared bus), and a failed connect is explained by `diagnose` (pymodbus only says it
+    failed).
+    """
 
     def __init__(
         self,
         name: str,
-        make_client: Callable[[], ModbusBaseClient],
+        make_client: MakeClient,
         *,
         bus: str | None = None,
         gap: float = 0.0,
         framing: str = "socket",
+        diagnose: Callable[[float], Awaitable[str]] | None = None,
     ) -> None:
         self.name = name  # "rs485-a", "10.0.0.21:502"
         self.bus = bus  # bus name for log lines, None for TCP endpoints
@@ -76,44 +121,41 @@ class Link:
         self.lock = asyncio.Lock()
         self.transactions = 0
         self._make_client = make_client
+        self._diagnose = diagnose
         self._client: ModbusBaseClient | None = None
         self._delay = 0.0
         self._next_attempt = 0.0
         self._last_error = ""
+        self.sent: Sent | None = None  # the request in flight, as it went on the wire
         self.received = b""  # bytes received during the current transaction
+        self.refused: str | None = None  # why the answer received was refused
         self.users = 0  # drivers holding this link (`BusRegistry.acquire`)
         self.late_answers = 0  # answers (or bytes) discarded because they came too late
         self._arrived = asyncio.Event()
+        self._deadline: asyncio.Timeout | None = None
+        self._awaiting = False  # a request was sent and its exchange is not over
 
     @property
     def connected(self) -> bool:
         return self._client is not None and self._client.connected
 
     def _trace_packet(self, sending: bool, data: bytes) -> bytes:
-        if not sending:
-            self.received = data  # pymodbus hands over its whole receive buffer
-            self._arrived.set()
-        return data
-
-    def _build(self) -> ModbusBaseClient:
-        client = self._make_client()
-        client.ctx.trace_packet = self._trace_packet
-        client.set_max_no_responses(_NEVER_DISCONNECT)
-        create = getattr(client.ctx, "call_create", None)
-        if create is not None:  # keep the reason of a failed connect (pymodbus drops it)
-
-            async def call_create() -> Any:
-                try:
-                    return await create()
-                except TimeoutError:
-                    self._last_error = "timed out"
-                    raise
-                except OSError as exc:
-                    self._last_error = describe_os_error(exc)
-                    raise
-
-            client.ctx.call_create = call_create
-        return client
+        if sending:
+            self.sent = Sent.parse(self.framing, data)
+            self._awaiting = True
+            return data
+        self.received = data  # pymodbus hands over its whole receive buffer
+        self._arrived.set()
+        if not self._awaiting:
+            return b""  # no request waits for these (late) bytes: nothing to decode
+        if self.sent is not None and self.refused is None:
+            reason = check_answer(self.sent, data)
+            if reason is not None:
+                self.refused = reason
+                if self._deadline is not None:  # end the wait now: no answer is coming
+                    self._deadline.reschedule(asyncio.get_running_loop().time())
+        # a refused answer is not decoded: pymodbus's decoder would raise in the transport
+        return b"" if self.refused is not None else data
 
     async def connect(self, timeout: float) -> str | None:
         """Connect if needed; ``None`` when connected, else why not (call under the lock)."""
@@ -123,48 +165,64 @@ class Link:
         if now < self._next_attempt:
             return f"{self._last_error}; next attempt in {self._next_attempt - now:.1f}s"
         if self._client is None:
-            self._client = self._build()
-        self._client.ctx.comm_params.timeout_connect = timeout
-        self._last_error = "timed out"  # replaced by the OS error when there is one
+            self._client = self._make_client(self._trace_packet)
+            self._client.set_max_no_responses(_NEVER_DISCONNECT)
+        self._last_error = "timed out"
+        ok = False
+        # the transport's callbacks keep this context: their log lines name the link
+        token = IN_FLIGHT.set(f"bus '{self.bus}'" if self.bus else f"tcp {self.name}")
         try:
-            ok = await self._client.connect()
+            async with asyncio.timeout(timeout + _CONNECT_PAUSE):
+                ok = await self._client.connect()
+                if not ok and self._diagnose is not None:
+                    self._last_error = await self._diagnose(timeout)
+        except TimeoutError:
+            pass
         except Exception as exc:  # pyserial raises its own errors for bad ports
-            ok = False
             self._last_error = describe_os_error(exc)
+        finally:
+            IN_FLIGHT.reset(token)
         if ok and self._client.connected:
             self._delay = 0.0
             return None
+        self._client.close()
         self._delay = min(max(self._delay * 2, BACKOFF_MIN), BACKOFF_MAX)
         self._next_attempt = time.monotonic() + self._delay
         return self._last_error
 
-    def client(self, timeout: float) -> ModbusBaseClient:
-        """The connected client, its response timeout set for this transaction."""
+    @property
+    def client(self) -> ModbusBaseClient:
+        """The connected client (after `connect`)."""
         assert self._client is not None
-        self._client.ctx.comm_params.timeout_connect = timeout
-        self.received = b""
         return self._client
 
-    def frame_complete(self) -> bool:
-        """Whether the bytes received hold a whole RTU response by its declared length
-        (pymodbus's own frame-size rules), so a failed CRC check means corruption, not a
-        frame cut short."""
-        data = self.received
-        if self._client is None or len(data) < 4:
-            return False
-        decoder = self._client.ctx.framer.decoder
-        pdu_class = decoder.lookupPduClass(data)
-        if pdu_class is None:
-            return False
-        size = pdu_class.calculateRtuFrameSize(data)
-        return bool(size) and len(data) == size
+    async def exchange(self, call: Awaitable[T], timeout: float) -> T:
+        """Await ``call`` (one pymodbus request) within ``timeout``: its response, or
+        `Refused` when the answer's bytes contradict the request (the deadline is then
+        brought forward to now), or ``TimeoutError`` (`received` then holds whatever bytes
+        came). Call under the lock."""
+        self.sent = None
+        self.received = b""
+        self.refused = None
+        try:
+            async with asyncio.timeout(timeout) as deadline:
+                self._deadline = deadline
+                return await call
+        except (TimeoutError, ModbusIOException):
+            # pymodbus before 3.11 turns the cancellation into a ModbusIOException
+            if self.refused is not None:
+                raise Refused(self.refused) from None
+            raise
+        finally:
+            self._deadline = None
+            self._awaiting = False
 
     async def discard_late(self, window: float) -> bool:
         """After a transaction without a valid answer: wait up to ``window`` for bytes that
-        arrive late (and, once some came, until the line is quiet), then drop them and
-        pymodbus's receive buffer, so the next request cannot take a late answer for its
-        own. Only RTU framing needs this (Modbus TCP answers carry a transaction id).
-        Call under the lock; returns whether anything arrived late."""
+        arrive late (and, once some came, until the line is quiet), so the next request
+        cannot take a late answer for its own (pymodbus empties its receive buffer when it
+        sends the next request). Only RTU framing needs this (Modbus TCP answers carry a
+        transaction id). Call under the lock; returns whether anything arrived late."""
         if self.framing != "rtu" or self._client is None:
             return False
         loop = asyncio.get_running_loop()
@@ -172,6 +230,7 @@ class Link:
         deadline = loop.time() + window
         seen = bool(self.received)  # a frame cut short: its rest may still be coming
         late = False
+        self.sent = None  # whatever comes now answers nothing
         self._arrived.clear()
         while True:
             now = loop.time()
@@ -186,7 +245,6 @@ class Link:
             seen = late = True
         if late:
             self.late_answers += 1
-        self._client.ctx.recv_buffer = b""
         self.received = b""
         return late
 
@@ -204,13 +262,27 @@ class Link:
             self._client = None
 
 
-def describe_os_error(exc: BaseException) -> str:
-    """``connection refused``, ``no such file or directory``: lower case, no errno noise."""
-    number = getattr(exc, "errno", None)
-    if isinstance(number, int) and number > 0:
-        return os.strerror(number).lower()
-    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    return str(text).strip().rstrip(".").lower()
+async def diagnose_tcp(host: str, port: int, timeout: float) -> str:
+    """Why a TCP connect to ``host:port`` fails (``connection refused``), by trying once."""
+    try:
+        async with asyncio.timeout(timeout):
+            _reader, writer = await asyncio.open_connection(host, port)
+    except TimeoutError:
+        return "timed out"
+    except OSError as exc:
+        return describe_os_error(exc)
+    writer.close()
+    return "connection failed"
+
+
+async def diagnose_serial(port: str, _timeout: float) -> str:
+    """Why a serial port cannot be opened (``no such file or directory``), by trying once."""
+    try:
+        fd = os.open(port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError as exc:
+        return describe_os_error(exc)
+    os.close(fd)
+    return "cannot open the port"
 
 
 class BusRegistry:
@@ -250,20 +322,22 @@ class BusRegistry:
             serial = config.serial
             link = Link(
                 name,
-                lambda: AsyncModbusSerialClient(
+                lambda trace: AsyncModbusSerialClient(
                     serial.port,
                     framer=FramerType.RTU,
                     baudrate=serial.baudrate,
                     bytesize=serial.bytesize,
                     parity=serial.parity,
                     stopbits=serial.stopbits,
-                    timeout=1.0,
+                    timeout=_LIBRARY_TIMEOUT,
                     retries=0,
                     reconnect_delay=0,
+                    trace_packet=trace,
                 ),
                 bus=name,
-                gap=max(config.frame_gap, rtu_silence(serial)),
+                gap=max(config.frame_gap, frame_silence(serial)),
                 framing="rtu",
+                diagnose=lambda timeout: diagnose_serial(serial.port, timeout),
             )
             self._links[key] = link
         return link
@@ -275,15 +349,17 @@ class BusRegistry:
         if link is None:
             link = Link(
                 f"{host}:{port}",
-                lambda: AsyncModbusTcpClient(
+                lambda trace: AsyncModbusTcpClient(
                     host,
                     port=port,
                     framer=FramerType.RTU if rtu else FramerType.SOCKET,
-                    timeout=1.0,
+                    timeout=_LIBRARY_TIMEOUT,
                     retries=0,
                     reconnect_delay=0,
+                    trace_packet=trace,
                 ),
                 framing="rtu" if rtu else "socket",
+                diagnose=lambda timeout: diagnose_tcp(host, port, timeout),
             )
             self._links[key] = link
         return link

@@ -8,10 +8,13 @@ fails costs only the points it carried: they get quality ``bad`` and the scan ge
 * ``connection``: the link is down (refused, no such port); the device fails fast while
   the link waits out its reconnect backoff;
 * ``timeout``: no answer within ``timeout`` after ``1 + retries`` attempts;
-* ``crc``: an RTU answer arrived whose CRC does not match (checked by pymodbus's framer);
+* ``crc``: a whole RTU answer arrived whose CRC does not match (`gateway.core.modbus`);
 * ``frame``: bytes arrived but no valid answer (truncated, garbage, wrong function or
-  length);
-* ``exception``: a Modbus exception response, with its code (``code``) and name.
+  length, a byte count that contradicts the request: refused before pymodbus decodes it,
+  `gateway.core.modbus.check_answer`);
+* ``exception``: a Modbus exception response, with its code (``code``) and meaning
+  (``modbus exception 2 (illegal data address)``). It is an answer: the device is there,
+  so it does not make the device *down* (below) nor, in the scheduler, back it off.
 
 Timeouts, CRC errors and bad frames are retried ``retries`` times; exception responses
 and connection failures are not. A device that answered nothing in its previous scan is
@@ -31,37 +34,38 @@ one more timeout, and a dead one nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
-from pymodbus.framer import FramerRTU
+from pymodbus.pdu import ExceptionResponse
 
 from drivers.base import DeviceDriver, FailureLog, ScanResult, bus_label, where
-from drivers.bus import BusRegistry, Link
+from drivers.bus import IN_FLIGHT, BusRegistry, Link, Refused
 from gateway.core.decode import Decoder, build_decoder
 from gateway.core.errors import DriverError
-from gateway.core.model import BIT_TABLES, DeviceConfig, Reading, Value
+from gateway.core.modbus import FUNCTION_CODES, Sent, crc_ok, describe_exception, rtu_complete
+from gateway.core.model import (
+    BIT_TABLES,
+    DEFAULT_MODBUS_TCP_PORT,
+    TCP_DRIVERS,
+    DeviceConfig,
+    Reading,
+    Value,
+)
 from gateway.core.plan import ReadRequest, plan_device
 
-EXCEPTION_NAMES: dict[int, str] = {
-    1: "illegal function",
-    2: "illegal data address",
-    3: "illegal data value",
-    4: "server device failure",
-    5: "acknowledge",
-    6: "server device busy",
-    7: "negative acknowledge",
-    8: "memory parity error",
-    10: "gateway path unavailable",
-    11: "gateway target device failed to respond",
-}
-_FUNCTION_CODES = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
 
-
-def exception_name(code: int) -> str:
-    return EXCEPTION_NAMES.get(code, "unknown exception")
+@contextlib.contextmanager
+def _in_flight(who: str) -> Iterator[None]:
+    """Library log lines while this device's transaction runs name the device."""
+    token = IN_FLIGHT.set(who)
+    try:
+        yield
+    finally:
+        IN_FLIGHT.reset(token)
 
 
 class _Prepared:
@@ -71,7 +75,7 @@ class _Prepared:
 
     def __init__(self, request: ReadRequest) -> None:
         self.request = request
-        self.fc = _FUNCTION_CODES[request.table]
+        self.fc = FUNCTION_CODES[request.table]
         self.bits = request.table in BIT_TABLES
         self.points: tuple[tuple[str, Decoder, int, int], ...] = tuple(
             (p.name, build_decoder(p), (p.address or 0) - request.address, p.register_count)
@@ -90,11 +94,13 @@ class ModbusDriver(DeviceDriver):
             if device.bus is None:
                 raise ValueError(f"device {device.name!r} has no bus")
             link: Link = buses.bus(device.bus)
-        elif device.driver in ("modbus-tcp", "modbus-rtu-over-tcp"):
+        elif device.driver in TCP_DRIVERS:
             if device.host is None:
                 raise ValueError(f"device {device.name!r} has no host")
             link = buses.tcp(
-                device.host, device.port or 502, rtu=device.driver == "modbus-rtu-over-tcp"
+                device.host,
+                device.port or DEFAULT_MODBUS_TCP_PORT,
+                rtu=device.driver == "modbus-rtu-over-tcp",
             )
         else:
             raise ValueError(f"device {device.name!r} is not a modbus device")
@@ -135,6 +141,8 @@ class ModbusDriver(DeviceDriver):
                 if data.kind == "late":
                     answered = True  # slow, not dead: keep retrying and guarding the bus
                     data = self._error(str(data), "timeout")
+                elif data.kind == "exception":
+                    answered = True  # the device refused the request: it is there
                 errors.append(data)
                 for name, _decoder, _offset, _size in prepared.points:
                     quality[name] = "bad"
@@ -171,43 +179,49 @@ class ModbusDriver(DeviceDriver):
         valid answer is followed by `Link.discard_late`; an error whose answer came late has
         kind ``late`` (the scan reports it as a ``timeout``).
         """
+        async with self.link.lock:
+            with _in_flight(self.where):
+                return await self._locked(prepared, retries, guard_late)
+
+    async def _locked(
+        self, prepared: _Prepared, retries: int, guard_late: bool
+    ) -> Sequence[Any] | DriverError:
         link = self.link
         timeout = self.device.timeout
-        async with link.lock:
-            reason = await link.connect(timeout)
-            if reason is not None:
-                return self._error(f"cannot connect to {link.name}: {reason}", "connection")
-            error: DriverError | None = None
-            late = False
-            try:
-                for _attempt in range(retries + 1):
-                    result = await self._once(link, prepared, timeout)
-                    if not isinstance(result, DriverError):
-                        return result
-                    error = result
-                    if result.kind in ("exception", "connection"):
-                        break
-                    if guard_late and await link.discard_late(timeout):
-                        late = True
-                    elif link.gap:
-                        await asyncio.sleep(link.gap)
-            finally:
-                link.transactions += 1
-                if link.gap:
+        reason = await link.connect(timeout)
+        if reason is not None:
+            return self._error(f"cannot connect to {link.name}: {reason}", "connection")
+        error: DriverError | None = None
+        late = False
+        try:
+            for _attempt in range(retries + 1):
+                result = await self._once(link, prepared, timeout)
+                if not isinstance(result, DriverError):
+                    return result
+                error = result
+                if result.kind in ("exception", "connection"):
+                    break
+                if guard_late and await link.discard_late(timeout):
+                    late = True
+                elif link.gap:
                     await asyncio.sleep(link.gap)
-            assert error is not None
-            if error.kind == "timeout" and retries:
-                error = self._error(f"{error} ({retries + 1} attempts)", "timeout")
-            if late and error.kind == "timeout":
-                error = self._error(f"{error}; an answer came too late and was discarded "
-                                    f"(timeout {timeout:g}s too short?)", "late")
-            return error
+        finally:
+            link.transactions += 1
+            if link.gap:
+                await asyncio.sleep(link.gap)
+        assert error is not None
+        if error.kind == "timeout" and retries:
+            error = self._error(f"{error} ({retries + 1} attempts)", "timeout")
+        if late and error.kind == "timeout":
+            error = self._error(f"{error}; an answer came too late and was discarded "
+                                f"(timeout {timeout:g}s too short?)", "late")
+        return error
 
     async def _once(
         self, link: Link, prepared: _Prepared, timeout: float
     ) -> Sequence[Any] | DriverError:
         request = prepared.request
-        client = link.client(timeout)
+        client = link.client
         read = (
             client.read_coils,
             client.read_discrete_inputs,
@@ -215,7 +229,13 @@ class ModbusDriver(DeviceDriver):
             client.read_input_registers,
         )[prepared.fc - 1]
         try:
-            response = await read(request.address, count=request.count, device_id=self.unit)
+            response = await link.exchange(
+                read(request.address, count=request.count, device_id=self.unit), timeout
+            )
+        except TimeoutError:
+            return self._no_answer(link, prepared, timeout)
+        except Refused as exc:
+            return self._error(f"unreadable response {prepared.describe}: {exc}", "frame")
         except ConnectionException:
             link.drop("connection lost")
             return self._error(f"connection to {link.name} lost {prepared.describe}", "connection")
@@ -224,11 +244,9 @@ class ModbusDriver(DeviceDriver):
         except (ModbusException, ValueError, IndexError) as exc:
             return self._error(f"unreadable response {prepared.describe}: {exc}", "frame")
         if response.isError():
-            code = int(getattr(response, "exception_code", 0))
+            code = response.exception_code if isinstance(response, ExceptionResponse) else 0
             return self._error(
-                f"modbus exception {code} {exception_name(code)} {prepared.describe}",
-                "exception",
-                code,
+                f"modbus {describe_exception(code)} {prepared.describe}", "exception", code
             )
         if response.function_code != prepared.fc:
             return self._error(
@@ -252,13 +270,12 @@ class ModbusDriver(DeviceDriver):
         received = link.received
         if not received:
             return self._error(f"no response within {timeout:g}s {prepared.describe}", "timeout")
-        if link.framing == "rtu" and received[0] == self.unit and link.frame_complete():
-            crc = int.from_bytes(received[-2:], "big")
-            if not FramerRTU.check_CRC(received[:-2], crc):
-                return self._error(
-                    f"crc error in response {prepared.describe} ({len(received)} bytes)",
-                    "crc",
-                )
+        request = prepared.request
+        sent = Sent("rtu", self.unit, prepared.fc, request.count)
+        if link.framing == "rtu" and rtu_complete(sent, received) and not crc_ok(received):
+            return self._error(
+                f"crc error in response {prepared.describe} ({len(received)} bytes)", "crc"
+            )
         return self._error(
             f"truncated or garbled response {prepared.describe} "
             f"({len(received)} bytes: {received[:16].hex(' ')})",

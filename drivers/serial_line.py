@@ -4,12 +4,15 @@ Two modes (SPEC §2, ``serial-line``):
 
 * request/response (``request`` set): each scan discards what is pending, writes the
   request, then takes the first line matching ``pattern`` within ``timeout``;
-* streaming (no ``request``): a reader task keeps the latest matching record; a scan
+* streaming (no ``request``): the port's protocol keeps the latest matching record; a scan
   returns the newest record not yet returned, waiting up to ``timeout`` for one, so a
   silent sensor shows as ``bad`` instead of repeating an old value.
 
-Each named group of ``pattern`` gives the point of that name its value, converted per the
-point's type with scale and offset. A line that does not match is *noise*: counted
+Lines end with CR, LF or CRLF; a line longer than ``MAX_LINE`` (4096) bytes is noise, never
+a record, however long it goes on (`gateway.core.textline`). Each named group of
+``pattern`` gives the point of that name its value, converted per the point's type with
+scale and offset (`gateway.core.textline.build_converter`; a string with control
+characters has quality ``invalid``). A line that does not match is *noise*: counted
 (``noise_lines``), logged once per change of state, never fatal. ``ts`` is when the record
 was read. The port is opened lazily and reopened with capped exponential backoff.
 """
@@ -17,67 +20,51 @@ was read. The port is opened lazily and reopened with capped exponential backoff
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import math
 import re
 import time
-from collections.abc import Callable
 
 import serial_asyncio_fast
 
-from drivers.base import DeviceDriver, FailureLog, ScanResult, bus_label, where
-from drivers.bus import BACKOFF_MAX, BACKOFF_MIN, describe_os_error
+from drivers.base import (
+    BACKOFF_MAX,
+    BACKOFF_MIN,
+    DeviceDriver,
+    FailureLog,
+    ScanResult,
+    bus_label,
+    describe_os_error,
+    where,
+)
 from gateway.core.errors import DriverError
-from gateway.core.model import DeviceConfig, PointConfig, Reading, Value
+from gateway.core.model import DeviceConfig, Reading, Value
+from gateway.core.textline import MAX_LINE, LineSplitter, build_converter, decode_line
 
-MAX_LINE = 4096  # a longer "line" is noise
-_TRUE = frozenset({"1", "true", "on", "yes"})
-_FALSE = frozenset({"0", "false", "off", "no"})
-
-Converter = Callable[[str], tuple[Value | None, str]]
+__all__ = ["MAX_LINE", "SerialLineDriver", "build_converter"]
 
 
-def build_converter(point: PointConfig) -> Converter:
-    """Text of a named group -> ``(value, quality)`` per the point's type, scale, offset."""
-    scale = float(point.scale)
-    offset = float(point.offset)
-    identity = scale == 1 and offset == 0
-    if point.type == "string":
-        return lambda text: (text.strip(), "good")
-    if point.type == "bool":
+class _Lines(asyncio.Protocol):
+    """The port's bytes cut into lines (`gateway.core.textline.LineSplitter`), each handed
+    to the driver as it completes; the driver owns the buffer, so discarding what is pending
+    needs nothing of asyncio's stream internals."""
 
-        def to_bool(text: str) -> tuple[Value | None, str]:
-            word = text.strip().lower()
-            if word in _TRUE:
-                return True, "good"
-            if word in _FALSE:
-                return False, "good"
-            return None, "bad"
+    def __init__(self, driver: SerialLineDriver) -> None:
+        self._driver = driver
+        self.splitter = LineSplitter(MAX_LINE)
 
-        return to_bool
-    is_float = point.type in ("float32", "float64")
-    sentinels = frozenset(point.invalid_values)
+    def data_received(self, data: bytes) -> None:
+        if self._driver.current(self):
+            for line in self.splitter.feed(data):
+                self._driver.on_line(line)
 
-    def to_number(text: str) -> tuple[Value | None, str]:
-        try:
-            raw: float | int = float(text) if is_float else int(text.strip(), 10)
-        except ValueError:
-            return None, "bad"
-        if sentinels and raw in sentinels:
-            return None, "invalid"
-        if identity:
-            value: float | int = raw
-        else:
-            value = raw * scale + offset
-        if isinstance(value, float) and not math.isfinite(value):
-            return None, "invalid"
-        return value, "good"
-
-    return to_number
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._driver.current(self):
+            self._driver.on_lost(exc)
 
 
 class SerialLineDriver(DeviceDriver):
-    def __init__(self, device: DeviceConfig) -> None:
+    """A sensor on its own port: it shares no link, so ``buses`` is not used."""
+
+    def __init__(self, device: DeviceConfig, buses: object = None) -> None:
         if device.serial is None or not device.pattern:
             raise ValueError(f"device {device.name!r} needs a serial port and a pattern")
         self.device = device
@@ -88,14 +75,13 @@ class SerialLineDriver(DeviceDriver):
         self.noise_lines = 0
         self.records = 0
         self._log = FailureLog()
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._transport: asyncio.Transport | None = None
+        self._protocol: _Lines | None = None
         self._lock = asyncio.Lock()
         self._delay = 0.0
         self._next_attempt = 0.0
         self._last_error = ""
-        # streaming mode
-        self._task: asyncio.Task[None] | None = None
+        self._listening = device.request is None  # request mode: only while a request waits
         self._latest: tuple[int, re.Match[str]] | None = None
         self._fresh = asyncio.Event()
         self._stream_error: DriverError | None = None
@@ -106,7 +92,7 @@ class SerialLineDriver(DeviceDriver):
                            kind=kind)
 
     async def _open(self) -> DriverError | None:
-        if self._writer is not None:
+        if self._transport is not None:
             return None
         now = time.monotonic()
         if now < self._next_attempt:
@@ -115,15 +101,17 @@ class SerialLineDriver(DeviceDriver):
                 f"next attempt in {self._next_attempt - now:.1f}s",
                 "connection",
             )
+        protocol = self._protocol = _Lines(self)  # current before its first bytes arrive
         try:
-            self._reader, self._writer = await asyncio.wait_for(
-                serial_asyncio_fast.open_serial_connection(
-                    url=self.serial.port,
+            self._transport, _ = await asyncio.wait_for(
+                serial_asyncio_fast.create_serial_connection(
+                    asyncio.get_running_loop(),
+                    lambda: protocol,
+                    self.serial.port,
                     baudrate=self.serial.baudrate,
                     bytesize=self.serial.bytesize,
                     parity=self.serial.parity,
                     stopbits=self.serial.stopbits,
-                    limit=MAX_LINE,
                 ),
                 self.device.timeout,
             )
@@ -133,95 +121,73 @@ class SerialLineDriver(DeviceDriver):
             )
             self._delay = min(max(self._delay * 2, BACKOFF_MIN), BACKOFF_MAX)
             self._next_attempt = time.monotonic() + self._delay
+            self._protocol = None
             return self._error(f"cannot open {self.serial.port}: {self._last_error}", "connection")
         self._delay = 0.0
-        if self.device.request is None:
-            self._task = asyncio.create_task(self._stream(), name=f"serial-line {self.device.name}")
         return None
 
     def _drop(self, reason: str) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        self._reader = self._writer = None
+        if self._transport is not None:
+            self._transport.close()
+        self._transport = self._protocol = None
         self._last_error = reason
         self._delay = min(max(self._delay * 2, BACKOFF_MIN), BACKOFF_MAX)
         self._next_attempt = time.monotonic() + self._delay
 
-    async def _readline(self) -> str | None:
-        """One line (``None`` for an over-long line, which counts as noise)."""
-        assert self._reader is not None
-        try:
-            data = await self._reader.readuntil(b"\n")
-        except asyncio.LimitOverrunError as exc:
-            await self._reader.readexactly(exc.consumed)  # drop what we have
-            return None
-        except asyncio.IncompleteReadError as exc:
-            raise ConnectionError("port closed") from exc
-        return data.decode("ascii", errors="replace").strip("\r\n")
+    def current(self, protocol: asyncio.Protocol) -> bool:
+        """Whether ``protocol`` is the open port's (not one closed or replaced since)."""
+        return protocol is self._protocol
 
-    def _match(self, line: str | None) -> re.Match[str] | None:
-        match = self.pattern.search(line) if line is not None else None
+    def on_line(self, line: bytes | None) -> None:
+        """A complete line (``None``: one over-long line, dropped): noise or a record."""
+        if not self._listening:
+            return  # request mode, between requests: answers nothing, dropped
+        ts = time.time_ns()
+        match = self.pattern.search(decode_line(line)) if line is not None else None
         if match is None:
             self.noise_lines += 1
             self._noise_this_scan += 1
-        return match
+            return
+        if self.device.request is not None:
+            self._listening = False  # the first record after the request answers it
+        self._latest = (ts, match)
+        self._fresh.set()
 
-    async def _stream(self) -> None:
-        try:
-            while True:
-                line = await self._readline()
-                ts = time.time_ns()
-                match = self._match(line)
-                if match is not None:
-                    self._latest = (ts, match)
-                    self._fresh.set()
-        except (OSError, ConnectionError) as exc:
-            self._stream_error = self._error(
-                f"reading {self.serial.port} failed: {describe_os_error(exc)}", "connection"
-            )
-            self._fresh.set()
+    def on_lost(self, exc: Exception | None) -> None:
+        reason = describe_os_error(exc) if exc is not None else "port closed"
+        self._stream_error = self._error(
+            f"reading {self.serial.port} failed: {reason}", "connection"
+        )
+        self._fresh.set()
 
-    async def _request(self) -> tuple[int, re.Match[str]] | DriverError:
-        assert self._reader is not None and self._writer is not None
-        request = self.device.request or b""
+    async def _next_record(self) -> tuple[int, re.Match[str]] | DriverError:
+        """Request mode: discard what is pending, send the request, take the first record
+        after it. Streaming: the newest record not yet returned. Within ``timeout``."""
         timeout = self.device.timeout
-        # what is pending answers an earlier request, or is noise
-        pending = getattr(self._reader, "_buffer", None)
-        if pending:
-            pending.clear()
-        self._writer.write(request)
+        request = self.device.request
+        if request is not None:
+            assert self._transport is not None and self._protocol is not None
+            self._protocol.splitter.clear()  # answers an earlier request, or is noise
+            self._latest = None
+            self._fresh.clear()
+            self._listening = True
+            self._transport.write(request)
         try:
-            async with asyncio.timeout(timeout):
-                await self._writer.drain()
-                while True:
-                    line = await self._readline()
-                    ts = time.time_ns()
-                    match = self._match(line)
-                    if match is not None:
-                        return ts, match
-        except TimeoutError:
-            noise = f" ({self._noise_this_scan} noise lines)" if self._noise_this_scan else ""
-            return self._error(f"no matching record within {timeout:g}s{noise}", "timeout")
-        except (OSError, ConnectionError) as exc:
-            self._drop(describe_os_error(exc))
-            return self._error(
-                f"reading {self.serial.port} failed: {describe_os_error(exc)}", "connection"
-            )
-
-    async def _next_streamed(self) -> tuple[int, re.Match[str]] | DriverError:
-        if not self._fresh.is_set():
-            try:
-                async with asyncio.timeout(self.device.timeout):
-                    await self._fresh.wait()
-            except TimeoutError:
-                noise = f" ({self._noise_this_scan} noise lines)" if self._noise_this_scan else ""
-                return self._error(
-                    f"no matching record within {self.device.timeout:g}s{noise}", "timeout"
-                )
+            if not self._fresh.is_set():
+                try:
+                    async with asyncio.timeout(timeout):
+                        await self._fresh.wait()
+                except TimeoutError:
+                    noise = (f" ({self._noise_this_scan} noise lines)"
+                             if self._noise_this_scan else "")
+                    return self._error(f"no matching record within {timeout:g}s{noise}",
+                                       "timeout")
+        finally:
+            if request is not None:
+                self._listening = False
         self._fresh.clear()
         if self._stream_error is not None:
             error, self._stream_error = self._stream_error, None
-            self._task = None
             self._drop(str(error))
             return error
         assert self._latest is not None
@@ -230,13 +196,7 @@ class SerialLineDriver(DeviceDriver):
     async def scan(self) -> ScanResult:
         async with self._lock:
             error = await self._open()
-            result: tuple[int, re.Match[str]] | DriverError
-            if error is not None:
-                result = error
-            elif self.device.request is not None:
-                result = await self._request()
-            else:
-                result = await self._next_streamed()
+            result = error if error is not None else await self._next_record()
             return self._result(result)
 
     def _result(self, result: tuple[int, re.Match[str]] | DriverError) -> ScanResult:
@@ -288,11 +248,6 @@ class SerialLineDriver(DeviceDriver):
         return ScanResult(Reading(self.device.name, ts, values, quality), {}, errors)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if self._writer is not None:
-            self._writer.close()
-        self._reader = self._writer = None
+        transport, self._transport, self._protocol = self._transport, None, None
+        if transport is not None:
+            transport.close()

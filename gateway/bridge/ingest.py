@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 
 from gateway.core import lineproto
+from gateway.core.lineproto import INT64_MAX, INT64_MIN
 
 MAX_PAYLOAD = 4 * 1024 * 1024  # bytes; a larger message is dead-lettered unread
 
@@ -57,8 +58,6 @@ REASONS: tuple[str, ...] = (
     WRITE_FAILED, INTERNAL_ERROR,
 )
 
-INT64_MIN = -(2**63)
-INT64_MAX = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,233 +1,450 @@
-"""The bridge's MQTT receive path: paho's client, reading PUBLISH packets in bulk.
+"""The bridge's MQTT session: a subscriber with manual acknowledgements, over asyncio.
 
-paho-mqtt reads each packet with three or four `recv` calls, and for every MQTT v5 PUBLISH
-builds a `Properties` object and an `MQTTMessage` and matches the topic against its
-callbacks: about 45 µs per message, a ceiling near 22 000 messages/s on the benchmark
-machine. Gateways in steady state send one scan per message, so that ceiling, not
-InfluxDB, would bound the bridge (docs/benchmarks.md).
+    session = await Session.connect(SessionOptions(host=..., client_id=..., ...))
+    await session.subscribe("$share/group/sensegate/+/+/data", qos=1)
+    async for batch in session.batches():       # every message in the read buffer at once
+        ...write them...
+        session.ack_many(batch)                  # PUBACK (PUBREC for QoS 2) after the write
+    # the broker closed the connection: SessionTakenOver, BrokerDisconnected, ConnectionLost
 
-`BulkReceiveClient` keeps paho for everything else (connect, subscribe, keepalive, TLS,
-QoS 0 and 2, malformed packets, disconnects) and changes only how bytes come in:
+Why our own: stock paho (and aiomqtt on top of it) handles one packet per `recv` call and
+builds objects per message; the bridge needs several times that rate with acknowledgements
+held until InfluxDB has stored a batch (bench/bridge_receive.py, docs/benchmarks.md). This
+module is an `asyncio.Protocol` over the pure codec `gateway.bridge.codec`: each
+`data_received` decodes every complete packet in the bytes it got, and the acks of a batch
+go out as one write. Only public APIs: `loop.create_connection` (TLS included), the
+transport's `write`, `pause_reading`/`resume_reading` (TCP backpressure: what is not read
+stays at the broker) and `close`/`abort`.
 
-- one `recv` of up to `CHUNK` bytes per wake-up, and every packet in it handled at once;
-- a complete QoS 1 PUBLISH is split here (`split_publish`) and handed to
-  `on_publish(topic, payload, mid)`; its properties are skipped, as the bridge asks for
-  none that would change a message's meaning (no topic alias maximum, no subscription
-  identifiers);
-- anything else (another packet type, another QoS, a PUBLISH that does not split
-  cleanly, a packet cut by the end of the chunk) goes to paho's own `_packet_read`, served
-  from the same bytes, so paho handles it exactly as it would have from the socket;
-- `ack_many(mids)` queues the PUBACKs of a whole batch as one write, instead of one
-  `send` (and one wake-up byte) per message;
-- `pause_reading()` / `resume_reading()` stop and restart reading the socket (TCP
-  backpressure: the broker keeps what is not read), so the bridge can bound what it holds
-  in memory by points, whatever the size of the messages in its receive window.
-
-This leans on paho 2.x internals (`_sock`, `_sock_recv`, `_packet_read`, `_packet_queue`,
-`_loop_rc_handle`, `_in_packet`, `_last_bytes_received`) and, while paused, replaces
-aiomqtt 2.x's reader callback with its own equivalent (`_read_ready`): paho and aiomqtt
-are pinned below 3, and tests/unit/test_mqtt_receive.py fails at once if one of them
-changes.
+MQTT 3.1.1 and 5 (`SessionOptions.protocol`). A PUBLISH larger than `max_payload` is
+refused from its length prefix: its topic and size are read, the rest of its bytes skipped
+as they come, and it is yielded with an empty payload and `size` > `max_payload`, to be
+dead-lettered and acknowledged like any other refusal.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
-import struct
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol as Structural
+from typing import TypeVar
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import MQTTErrorCode
+from gateway.bridge import codec
+from gateway.bridge.codec import Protocol, Publish
+from gateway.core.errors import SensegateError
 
-CHUNK = 256 * 1024  # bytes per recv: ~1000 small messages
-PUBLISH_QOS1 = 0x32  # PUBLISH, QoS 1; the DUP (0x08) and RETAIN (0x01) bits may be set
-FLAGS_MASK = 0xF6  # packet type and QoS bits of the first byte
-
-OnPublish = Callable[[str, bytes, int], None]
-OnReadError = Callable[[Exception], None]
+_T = TypeVar("_T")
+Message = Publish  # an inbound message: topic, payload, qos, mid, retain, size
 
 
-def split_fixed_header(buf: bytes, pos: int, end: int) -> tuple[int, int] | None:
-    """`(body_start, body_end)` of the packet at `pos`, or None if it is not all in `buf`.
 
-    None also for a remaining length longer than four bytes (malformed): paho reads that
-    packet and reports the protocol error.
+class Delivery(Structural):
+    """What `ack` needs of a message: its packet id and QoS (a `Message` has both)."""
+
+    @property
+    def mid(self) -> int: ...
+    @property
+    def qos(self) -> int: ...
+
+
+__all__ = [
+    "BrokerDisconnected", "ConnectRefused", "ConnectionLost", "Delivery", "Message", "Protocol",
+    "Session", "SessionError", "SessionOptions", "SessionTakenOver",
+]
+
+
+class SessionError(SensegateError):
+    """The MQTT session failed or ended; the message names the broker."""
+
+
+class ConnectRefused(SessionError):
+    """The broker answered CONNECT with a refusal (`code`: the CONNACK return/reason code)."""
+
+    def __init__(self, message: str, *, code: int) -> None:
+        self.code = code
+        self.not_authorized = code in codec.NOT_AUTHORIZED
+        super().__init__(message)
+
+
+class BrokerDisconnected(SessionError):
+    """The broker sent DISCONNECT (MQTT 5) with `code` as its reason."""
+
+    def __init__(self, message: str, *, code: int) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+class SessionTakenOver(BrokerDisconnected):
+    """Another client connected with our client id: the broker closed this connection."""
+
+
+class ConnectionLost(SessionError):
+    """The connection closed or broke without a DISCONNECT (or with a malformed packet)."""
+
+
+CONNACK_REASONS = {
+    1: "unacceptable protocol version", 2: "client identifier rejected",
+    3: "server unavailable", 4: "bad username or password", 5: "not authorised",
+    0x80: "unspecified error", 0x84: "unsupported protocol version",
+    0x85: "client identifier not valid", 0x86: "bad username or password",
+    0x87: "not authorised", 0x88: "server unavailable", 0x89: "server busy",
+    0x8A: "banned", 0x9F: "connection rate exceeded",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOptions:
+    host: str
+    port: int = 1883
+    client_id: str = ""
+    protocol: Protocol = Protocol.V5
+    clean: bool = False  # Clean Session (3.1.1) / Clean Start (5): off keeps the session
+    session_expiry: int = 0  # seconds the broker keeps the session while away (MQTT 5)
+    receive_maximum: int = 65535  # unacknowledged messages the broker may send (MQTT 5)
+    keepalive: int = 30
+    username: str | None = None
+    password: str | None = None
+    tls: ssl.SSLContext | None = None
+    max_payload: int = 4 * 1024 * 1024  # larger messages are refused unread
+    timeout: float = 10.0  # connect, subscribe and unsubscribe
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class Session(asyncio.Protocol):
+    """One MQTT connection. Make it with `await Session.connect(options)`.
+
+    It is the `asyncio.Protocol` of its connection: asyncio calls `connection_made`,
+    `data_received` and `connection_lost`.
     """
-    i = pos + 1
-    length = 0
-    shift = 0
-    while True:
-        if i >= end or shift > 21:
-            return None
-        byte = buf[i]
-        i += 1
-        length |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            break
-        shift += 7
-    if i + length > end:
-        return None
-    return i, i + length
 
+    def __init__(self, options: SessionOptions) -> None:
+        self.options = options
+        self.session_present = False
+        self.paused = False
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._v5 = options.protocol is Protocol.V5
+        self._buf = bytearray()  # the start of a packet not yet complete
+        self._need = 0  # bytes `_buf` must hold for that packet (0: not known yet)
+        self._skip = 0  # bytes of a too-large packet still to skip
+        self._inbox: list[Publish] = []
+        self._wakeup: asyncio.Future[None] | None = None
+        self._connack: asyncio.Future[codec.ConnAck] = self._loop.create_future()
+        self.keepalive = options.keepalive  # as the broker may have changed it (MQTT 5)
+        self._acks: dict[int, asyncio.Future[list[int]]] = {}
+        self._next_mid = 0
+        self._error: SessionError | None = None
+        self._closing = False
+        self._closed: asyncio.Future[None] = self._loop.create_future()
+        self._last_sent = time.monotonic()
+        self._last_received = time.monotonic()
+        self._pinger: asyncio.Task[None] | None = None
 
-def split_publish(buf: bytes, start: int, end: int, *,
-                  properties: bool) -> tuple[str, bytes, int] | None:
-    """`(topic, payload, packet id)` of a QoS 1 PUBLISH body `buf[start:end]`, or None.
-
-    None when anything is unusual (empty topic, topic not UTF-8, packet id 0, a property
-    length over one byte, lengths that overrun the packet): paho then decodes the packet.
-    `properties` is True for MQTT v5, whose PUBLISH carries a properties field.
-    """
-    if end - start < 2:
-        return None
-    topic_end = start + 2 + ((buf[start] << 8) | buf[start + 1])
-    if topic_end == start + 2 or topic_end + 2 > end:
-        return None
-    try:
-        topic = buf[start + 2:topic_end].decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    mid = (buf[topic_end] << 8) | buf[topic_end + 1]
-    payload_start = topic_end + 2
-    if properties:
-        if payload_start >= end or buf[payload_start] & 0x80:
-            return None
-        payload_start += 1 + buf[payload_start]
-        if payload_start > end:
-            return None
-    if mid == 0:
-        return None
-    return topic, buf[payload_start:end], mid
-
-
-def puback_packets(mids: list[int]) -> bytes:
-    """The PUBACK packets (success, no properties: remaining length 2) for `mids`, in order."""
-    return struct.pack(f"!{len(mids)}I", *[0x40020000 | mid for mid in mids])
-
-
-class BulkReceiveClient(mqtt.Client):
-    """A paho client whose reads go through `loop_read` below (see the module docstring).
-
-    Made from a constructed client with `adopt`, since aiomqtt creates the paho client.
-    """
-
-    on_publish_qos1: OnPublish
-    on_read_error: OnReadError
-    paused: bool
-    _chunk: bytes
-    _chunk_pos: int
+    # -- connecting ------------------------------------------------------------------
 
     @classmethod
-    def adopt(cls, client: mqtt.Client, on_publish: OnPublish,
-              on_read_error: OnReadError) -> BulkReceiveClient:
-        """Make `client` one of these. `on_read_error(exc)`: reading raised (as aiomqtt
-        does, the connection is then to be taken as lost)."""
-        client.__class__ = cls
-        assert isinstance(client, BulkReceiveClient)
-        client.on_publish_qos1 = on_publish
-        client.on_read_error = on_read_error
-        client.paused = False
-        client._chunk = b""
-        client._chunk_pos = 0
-        return client
+    async def connect(cls, options: SessionOptions) -> Session:
+        """Open the connection and wait for CONNACK. Raises `ConnectRefused`,
+        `ConnectionLost`, `OSError` (including `ssl.SSLError`) or `TimeoutError`."""
+        session = cls(options)
+        await asyncio.wait_for(session._open(), options.timeout)
+        return session
+
+    async def _open(self) -> None:
+        o = self.options
+        await self._loop.create_connection(
+            lambda: self, o.host, o.port, ssl=o.tls,
+            server_hostname=o.host if o.tls is not None else None,
+        )
+        self._write(codec.connect(
+            o.client_id, protocol=o.protocol, clean=o.clean, keepalive=o.keepalive,
+            username=o.username, password=o.password, session_expiry=o.session_expiry,
+            receive_maximum=o.receive_maximum,
+        ))
+        try:
+            ack = await self._wait(self._connack)
+        except BaseException:
+            self.abort()
+            raise
+        if ack.code != 0:
+            self.abort()
+            reason = CONNACK_REASONS.get(ack.code, f"code {ack.code}")
+            said = f" ({ack.reason})" if ack.reason else ""
+            raise ConnectRefused(f"broker {o.where} refused the connection: {reason}{said}",
+                                 code=ack.code)
+        self.session_present = ack.session_present
+        if ack.server_keepalive is not None:
+            self.keepalive = ack.server_keepalive
+        if self.keepalive > 0:
+            self._pinger = self._loop.create_task(self._keepalive(), name="mqtt-keepalive")
+
+    async def _wait(self, future: asyncio.Future[_T]) -> _T:
+        """`future`'s result, or the session's error if the connection ends first."""
+        waiting: set[asyncio.Future[object]] = {future, self._closed}  # type: ignore[arg-type]
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if future.done():
+            return future.result()
+        future.cancel()
+        raise self._error or ConnectionLost(f"mqtt connection to {self.options.where} closed")
+
+    # -- subscriptions -----------------------------------------------------------------
+
+    async def subscribe(self, topic_filter: str, qos: int = 1) -> int:
+        """Subscribe; returns the granted QoS. Raises `SessionError` when refused."""
+        mid = self._mid()
+        codes = await self._request(mid, codec.subscribe(mid, topic_filter, qos,
+                                                         protocol=self.options.protocol))
+        if not codes or codes[0] >= 0x80:
+            code = codes[0] if codes else -1
+            raise SessionError(f"broker {self.options.where} refused the subscription to "
+                               f"{topic_filter!r} (code {code})")
+        return codes[0]
+
+    async def unsubscribe(self, topic_filter: str) -> None:
+        mid = self._mid()
+        await self._request(mid, codec.unsubscribe(mid, topic_filter,
+                                                   protocol=self.options.protocol))
+
+    def _mid(self) -> int:
+        self._next_mid = self._next_mid % 65535 + 1
+        return self._next_mid
+
+    async def _request(self, mid: int, packet: bytes) -> list[int]:
+        future: asyncio.Future[list[int]] = self._loop.create_future()
+        self._acks[mid] = future
+        self._write(packet)
+        try:
+            return await asyncio.wait_for(self._wait(future), self.options.timeout)
+        finally:
+            self._acks.pop(mid, None)
+
+    # -- receiving ---------------------------------------------------------------------
+
+    async def batches(self) -> AsyncIterator[list[Publish]]:
+        """The inbound messages, as decoded from each read. Ends after `close()`; raises
+        the `SessionError` that ended the connection otherwise."""
+        while True:
+            if self._inbox:
+                batch, self._inbox = self._inbox, []
+                yield batch
+                continue
+            if self._closed.done():
+                if self._closing:
+                    return
+                raise self._error or ConnectionLost(
+                    f"mqtt connection to {self.options.where} closed")
+            self._wakeup = self._loop.create_future()
+            await self._wakeup
 
     def pause_reading(self) -> None:
-        """Read nothing more from the socket until `resume_reading()` (call on the loop)."""
-        if self.paused or self._sock is None:
-            return
-        self.paused = True
-        asyncio.get_running_loop().remove_reader(self._sock.fileno())
+        """Read nothing more until `resume_reading()`: the broker keeps the rest."""
+        if not self.paused and self._transport is not None and not self._closed.done():
+            self.paused = True
+            self._transport.pause_reading()
 
     def resume_reading(self) -> None:
-        if not self.paused:
-            return
-        self.paused = False
-        if self._sock is None:
-            return
-        loop = asyncio.get_running_loop()
-        loop.add_reader(self._sock.fileno(), self._read_ready)
-        # Bytes TLS has already decrypted raise no readable event: read them now.
-        loop.call_soon(self._read_ready)
-
-    def _read_ready(self) -> None:
-        """The socket is readable: what aiomqtt's reader callback does."""
-        try:
-            while not self.paused:
-                self.loop_read()
-                sock = self._sock
-                if sock is None or not (hasattr(sock, "pending") and sock.pending() > 0):
-                    break
-        except Exception as exc:  # as aiomqtt: the connection is to be taken as lost
-            self.on_read_error(exc)
-
-    def loop_misc(self) -> MQTTErrorCode:
         if self.paused:
-            # Nothing is read while paused, PINGRESPs included, and paho would take the
-            # broker for dead. It keeps sending PINGREQs (so the broker keeps us), and the
-            # connection is checked again as soon as reading resumes.
-            self._last_bytes_received = mqtt.time_func()
-            self._ping_t = 0
-        return super().loop_misc()
+            self.paused = False
+            self._last_received = time.monotonic()  # no PINGRESP was read while paused
+            if self._transport is not None and not self._closed.done():
+                self._transport.resume_reading()
 
-    def _sock_recv(self, bufsize: int) -> bytes:
-        # paho's own reads come from the chunk this loop_read received.
-        available = len(self._chunk) - self._chunk_pos
-        if available <= 0:
-            raise BlockingIOError
-        n = min(bufsize, available)
-        data = self._chunk[self._chunk_pos:self._chunk_pos + n]
-        self._chunk_pos += n
-        return data
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
 
-    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
-        sock = self._sock
-        if sock is None:
-            return MQTTErrorCode.MQTT_ERR_NO_CONN
-        if self.paused and not (hasattr(sock, "pending") and sock.pending() > 0):
-            # A wake-up that was already due when reading paused. Bytes TLS has already
-            # decrypted (at most a record) are still read: aiomqtt's callback loops until
-            # there are none.
-            return MQTTErrorCode.MQTT_ERR_SUCCESS
+    def data_received(self, data: bytes) -> None:
+        self._last_received = time.monotonic()
+        if self._skip:
+            n = min(self._skip, len(data))
+            self._skip -= n
+            data = data[n:]
+        if self._buf:
+            self._buf += data
+            if len(self._buf) < self._need:
+                return
+            data = bytes(self._buf)
+            self._buf.clear()
         try:
-            data = sock.recv(CHUNK)
-        except (BlockingIOError, ssl.SSLWantReadError):
-            return MQTTErrorCode.MQTT_ERR_SUCCESS
-        except ssl.SSLWantWriteError:
-            self._call_socket_register_write()
-            return MQTTErrorCode.MQTT_ERR_SUCCESS
-        except OSError as err:
-            self._easy_log(mqtt.MQTT_LOG_ERR, "failed to receive on socket: %s", err)
-            return self._loop_rc_handle(MQTTErrorCode.MQTT_ERR_CONN_LOST)
-        if not data:
-            return self._loop_rc_handle(MQTTErrorCode.MQTT_ERR_CONN_LOST)
-        self._last_bytes_received = mqtt.time_func()
-        properties = self._protocol == mqtt.MQTTv5
-        on_publish = self.on_publish_qos1
-        pos = 0
-        end = len(data)
-        while pos < end:
-            if self._in_packet["command"] == 0 and data[pos] & FLAGS_MASK == PUBLISH_QOS1:
-                frame = split_fixed_header(data, pos, end)
-                if frame is not None:
-                    message = split_publish(data, *frame, properties=properties)
-                    if message is not None:
-                        on_publish(*message)
-                        pos = frame[1]
-                        continue
-            # paho reads this packet (or the rest of one it began) from the chunk.
-            self._chunk = data
-            self._chunk_pos = pos
-            rc = self._packet_read()
-            pos = self._chunk_pos
-            self._chunk = b""
-            if rc > 0:
-                return self._loop_rc_handle(rc)
-            if self._sock is not sock:
-                return MQTTErrorCode.MQTT_ERR_NO_CONN
-        return MQTTErrorCode.MQTT_ERR_SUCCESS
+            self._decode(data)
+        except codec.MalformedPacket as exc:
+            self._fail(ConnectionLost(
+                f"mqtt connection to {self.options.where}: malformed packet: {exc}"))
+        if self._inbox and self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
 
-    def ack_many(self, mids: list[int]) -> None:
-        """PUBACK QoS 1 messages (manual acknowledgement) with one queued write."""
-        if mids:
-            self._packet_queue(mqtt.PUBACK, puback_packets(mids), 0, 0)
+    def _decode(self, data: bytes) -> None:
+        """Handle every complete packet in `data`; keep (or skip) the rest."""
+        protocol = self.options.protocol
+        limit = self.options.max_payload
+        inbox = self._inbox
+        v5 = int(self._v5)
+        pos, end = 0, len(data)
+        publish = codec.PUBLISH
+        while pos < end:
+            # the remaining length: one or two bytes for packets under 16 KiB, inline
+            if pos + 2 < end and data[pos + 1] < 0x80:
+                start, length = pos + 2, data[pos + 1]
+            elif pos + 3 < end and data[pos + 2] < 0x80:
+                start, length = pos + 3, (data[pos + 1] & 0x7F) | (data[pos + 2] << 7)
+            else:
+                frame = codec.fixed_header(data, pos, end)
+                if frame is None:
+                    self._keep(data, pos, 0)
+                    return
+                start, length = frame
+            first = data[pos]
+            kind = first >> 4
+            if kind == publish and length > limit + 65_560:  # topic, id, properties
+                prefix = codec.publish_prefix(first, data[start:min(end, start + length)],
+                                              length, protocol=protocol)
+                if prefix is None:
+                    self._keep(data, pos, start - pos + min(length, 65_560 + 6))
+                    return
+                topic, mid, size = prefix
+                inbox.append(Publish(topic, b"", (first >> 1) & 3, mid, bool(first & 1),
+                                     size))
+                self._skip = max(0, start + length - end)
+                pos = min(end, start + length)
+                continue
+            if start + length > end:
+                self._keep(data, pos, start - pos + length)
+                return
+            pos = start + length
+            if first & 0xF6 == 0x32:  # a QoS 1 PUBLISH, the common case: decoded inline
+                topic_end = start + 2 + ((data[start] << 8) | data[start + 1])
+                body = topic_end + 2 + v5  # payload start (v5: one-byte property length)
+                if topic_end > start + 2 and body <= pos and (
+                        not v5 or not data[topic_end + 2] & 0x80):
+                    mid = (data[topic_end] << 8) | data[topic_end + 1]
+                    if v5:
+                        body += data[topic_end + 2]
+                    if mid and body <= pos and pos - body <= limit:
+                        try:
+                            topic = data[start + 2:topic_end].decode()
+                        except UnicodeDecodeError:
+                            pass  # codec.publish says why
+                        else:
+                            inbox.append(Publish(topic, data[body:pos], 1, mid,
+                                                 bool(first & 1), pos - body))
+                            continue
+            if kind == publish:
+                message = codec.publish(first, data[start:pos], protocol=protocol)
+                if message.size > limit:  # within the slack above: refuse it the same way
+                    message = Publish(message.topic, b"", message.qos, message.mid,
+                                      message.retain, message.size)
+                inbox.append(message)
+            else:
+                self._control(kind, data[start:pos])
+
+    def _keep(self, data: bytes, pos: int, need: int) -> None:
+        self._buf += data[pos:]
+        self._need = need
+
+    def _control(self, kind: int, body: bytes) -> None:
+        if kind == codec.PUBREL:
+            self._write(codec.pubcomp(codec.packet_id(body)))
+        elif kind == codec.CONNACK:
+            if not self._connack.done():
+                self._connack.set_result(codec.connack(body, protocol=self.options.protocol))
+        elif kind in (codec.SUBACK, codec.UNSUBACK):
+            mid, codes = codec.ack_body(body, protocol=self.options.protocol)
+            future = self._acks.get(mid)
+            if future is not None and not future.done():
+                future.set_result(codes)
+        elif kind == codec.DISCONNECT:
+            code, said = codec.disconnect_reason(body)
+            text = (f"broker {self.options.where} closed the connection: "
+                    f"{codec.describe_disconnect(code)}" + (f" ({said})" if said else ""))
+            error_type = (SessionTakenOver if code == codec.SESSION_TAKEN_OVER
+                          else BrokerDisconnected)
+            self._fail(error_type(text, code=code))
+        # PINGRESP: `_last_received` is enough. Anything else is not for a subscriber.
+
+    # -- acknowledging -----------------------------------------------------------------
+
+    def ack_many(self, messages: Sequence[Delivery]) -> None:
+        """PUBACK the QoS 1 messages (PUBREC the QoS 2 ones) in one write. Call only with
+        messages this session delivered; nothing is sent once the connection is gone."""
+        mids = [m.mid for m in messages if m.qos == 1]
+        out = codec.pubacks(mids) if mids else b""
+        for m in messages:
+            if m.qos == 2:
+                out += codec.pubrec(m.mid)
+        if out:
+            self._write(out)
+
+    def ack(self, message: Delivery) -> None:
+        self.ack_many([message])
+
+    # -- keepalive, closing ------------------------------------------------------------
+
+    async def _keepalive(self) -> None:
+        interval = self.keepalive
+        while not self._closed.done():
+            await asyncio.sleep(min(interval / 2, 5.0))
+            now = time.monotonic()
+            if self.paused:
+                self._last_received = now  # nothing is read while paused, PINGRESP included
+            elif now - self._last_received > interval * 1.5:
+                self._fail(ConnectionLost(f"mqtt connection to {self.options.where}: no "
+                                          f"answer within {interval * 1.5:g}s"))
+                return
+            if now - self._last_sent >= interval / 2:
+                self._write(codec.PINGREQ_PACKET)
+
+    def _write(self, data: bytes) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+            self._last_sent = time.monotonic()
+
+    def _fail(self, error: SessionError) -> None:
+        if self._error is None:
+            self._error = error
+        self.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._error is None and not self._closing:
+            why = f": {exc}" if exc else ""
+            self._error = ConnectionLost(
+                f"mqtt connection to {self.options.where} lost{why}")
+        if not self._closed.done():
+            self._closed.set_result(None)
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+        if self._pinger is not None:
+            self._pinger.cancel()
+
+    @property
+    def closed(self) -> asyncio.Future[None]:
+        """Done when the connection has ended (`error` then says why, unless closed by us)."""
+        return self._closed
+
+    @property
+    def error(self) -> SessionError | None:
+        return self._error
+
+    def abort(self) -> None:
+        """Drop the connection at once (no DISCONNECT: the broker keeps the session)."""
+        if self._transport is not None:
+            self._transport.abort()
+
+    async def close(self, timeout: float = 2.0) -> None:
+        """DISCONNECT and wait for the broker to close, so it has read every ack sent."""
+        self._closing = True
+        if self._transport is None or self._closed.done():
+            return
+        if self.paused:
+            self.paused = False
+            self._transport.resume_reading()
+        self._write(codec.DISCONNECT_PACKET)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._closed), timeout)
+        self.abort()

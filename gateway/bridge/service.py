@@ -9,16 +9,16 @@ Flow (one asyncio loop, blocking HTTP in a small thread pool):
     writers: gateway.bridge.writer (retries, bisects rejected or failing batches) → dead-letter
              the poison points → fsync the dead-letter file → PUBACK every message of the batch
 
-MQTT: v5 (aiomqtt for the connection; QoS 1 PUBLISH packets read in bulk by
-`gateway.bridge.receive`), fixed client id, `clean_start=False` with a session expiry, QoS 1,
-through `$share/<group>/<filter>` when a shared group is set, manual acknowledgements. The
-broker sends at most `receive_maximum` unacknowledged messages; a batch is flushed when it
-holds 1/(WRITERS + 1) of them (a fifth), so the window never fills with messages waiting
-for a timer. Reading pauses while more than HELD_BATCHES batches' worth of points wait
-for InfluxDB (TCP backpressure), so memory is bounded by points, not by message size.
-While InfluxDB is down the writers retry with capped backoff, reading pauses (or the
-window fills), and the broker keeps the rest: nothing is acknowledged early and nothing is
-lost.
+MQTT: v5 (3.1.1 with `Bridge(protocol=Protocol.V311)`) through our own session
+(`gateway.bridge.receive`: every packet in a read decoded at once), fixed client id,
+`clean_start=False` with a session expiry, QoS 1, through `$share/<group>/<filter>` when a
+shared group is set, manual acknowledgements. The broker sends at most `receive_maximum`
+unacknowledged messages; a batch is flushed when it holds 1/(WRITERS + 1) of them (a fifth),
+so the window never fills with messages waiting for a timer. Reading pauses while more than
+HELD_BATCHES batches' worth of points wait for InfluxDB (TCP backpressure), so memory is
+bounded by points, not by message size. While InfluxDB is down the writers retry with capped
+backoff, reading pauses (or the window fills), and the broker keeps the rest: nothing is
+acknowledged early and nothing is lost.
 
 A message is acknowledged on the connection that delivered it, or not at all: after a
 reconnect the broker delivers the unacknowledged messages again (same `ts`, so InfluxDB
@@ -33,92 +33,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
 import signal
-import ssl
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import aiomqtt
-import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-
-from gateway.bridge import ingest
+from gateway.bridge.batching import (
+    WRITERS,
+    Batch,
+    Inbound,
+    decode,
+    max_messages,
+    reading_paused,
+)
 from gateway.bridge.deadletter import DeadLetters
-from gateway.bridge.receive import BulkReceiveClient
+from gateway.bridge.receive import Message, Protocol, Session
+from gateway.bridge.session import RECONNECT_MAX, MqttLink, subscription, tls_context
 from gateway.bridge.sink import Sink, create_sink
 from gateway.bridge.writer import write_batch
 from gateway.core.errors import ConfigError, PublishError
-from gateway.core.model import BridgeConfig, BridgeMqttConfig
+from gateway.core.model import BridgeConfig
 from gateway.runtime import systemd
-from gateway.runtime.backoff import Backoff
 from gateway.runtime.exitcodes import ExitCode
 from gateway.runtime.lifecycle import run_phases, signal_handlers
 from gateway.runtime.metrics import BridgeMetrics, serve_metrics
-from gateway.runtime.tls import build_tls_context, describe_mqtt_error
 
 log = logging.getLogger("sensegate.bridge")
 
-WRITERS = 4  # batches written concurrently (bench/bridge.py: 4 beat 2, 3 and 8)
-# Reading pauses while the batches waiting for or in a writer hold more than this many
-# batch_size's worth of points, and resumes at half: memory is bounded by points, whatever
-# the size of the messages in the receive window.
-HELD_BATCHES = 2 * WRITERS
 STATUS_EVERY = 5.0
-RECONNECT_MAX = 30.0
-SUBSCRIPTION_FILE = "subscription.json"  # in state_dir: the filter this session holds
-
-
-def subscription(mqtt: BridgeMqttConfig) -> str:
-    """The topic filter to subscribe to, through the shared group when one is set."""
-    if mqtt.shared_group:
-        return f"$share/{mqtt.shared_group}/{mqtt.subscribe}"
-    return mqtt.subscribe
-
-
-def tls_context(mqtt: BridgeMqttConfig) -> ssl.SSLContext | None:
-    """The broker TLS context (`gateway.runtime.tls`, as the gateway's publisher), or None.
-
-    Raises `PublishError` naming the file (never its content) when a file cannot be used.
-    """
-    if mqtt.tls is None:
-        return None
-    return build_tls_context(mqtt.tls)
-
-
-@dataclass(slots=True)
-class Inbound:
-    """One received message waiting for its acknowledgement."""
-
-    client: aiomqtt.Client
-    mid: int
-    qos: int
-    topic: str
-    first_line: int  # index of its first line in the batch
-
-
-@dataclass(slots=True)
-class Batch:
-    lines: list[str] = field(default_factory=list)
-    messages: list[Inbound] = field(default_factory=list)
-    started: float = 0.0  # monotonic time of its first message
-
-    def owner(self, line_index: int) -> Inbound:
-        """The message that carried the line at `line_index` (messages are in line order)."""
-        lo, hi = 0, len(self.messages) - 1
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if self.messages[mid].first_line <= line_index:
-                lo = mid
-            else:
-                hi = mid - 1
-        return self.messages[lo]
 
 
 @dataclass
@@ -141,6 +85,7 @@ class Bridge:
     config: BridgeConfig | None = None
     drain_timeout: float = 10.0
     reconnect_max: float = RECONNECT_MAX  # cap of the MQTT reconnect backoff (the demo lowers it)
+    protocol: Protocol = Protocol.V5  # MQTT 3.1.1 for brokers without 5 (the demo's amqtt)
     should_exit: asyncio.Event = field(default_factory=asyncio.Event)
     reload_requested: asyncio.Event = field(default_factory=asyncio.Event)
     force_exit: bool = False
@@ -153,16 +98,16 @@ class Bridge:
         self._ready_event = asyncio.Event()
         self._busy = 0  # writers writing a batch now
         self._accepting = True
-        self._client: aiomqtt.Client | None = None
+        self._client: Session | None = None  # the connected MQTT session
         self._sink: Sink | None = None
         self._deadletters: DeadLetters | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self.failed = False  # a component died of a bug: stop, and exit 1
         self._writers: list[asyncio.Task[Any]] = []
-        self._session: asyncio.Task[Any] | None = None
-        self._stop_consuming = asyncio.Event()
-        self._stopping = False
-        self._leave = asyncio.Event()
+        self._link = MqttLink(self._current_config, on_message=self._on_publish,
+                              on_state=self._link_state, protocol=self.protocol,
+                              reconnect_max=self.reconnect_max)
+        self._session: asyncio.Task[Any] | None = None  # the link's reconnect loop
         self._force = asyncio.Event()  # a second SIGINT: cut the drain
         self._busy_messages = 0  # messages in the batches being written now
         self._busy_points = 0  # and their points
@@ -184,14 +129,16 @@ class Bridge:
         cfg = self.config
         tls_context(cfg.mqtt)  # unreadable TLS files: fail at start (exit 1), not later
         self._deadletters = DeadLetters(cfg.state_dir)
-        self._deadletters._open()  # fail at start, not at the first dead letter
+        # fail at start (exit 1), not at the first dead letter
+        self._deadletters.dir.mkdir(parents=True, exist_ok=True)
+        self._deadletters.path.open("a").close()
         self._sink = create_sink(cfg.influxdb, workers=WRITERS)
         await self._start_metrics(cfg)
         self._writers = [
             asyncio.create_task(self._writer(), name=f"writer-{i}") for i in range(WRITERS)
         ]
         self._tasks.append(asyncio.create_task(self._ticker(), name="ticker"))
-        self._session = asyncio.create_task(self._mqtt_session(), name="mqtt")
+        self._session = asyncio.create_task(self._link.run(), name="mqtt")
         self.started = True
         log.info(
             "bridge started: %s → influxdb %s (batch %d points, flush %ss)",
@@ -233,11 +180,10 @@ class Bridge:
 
     async def shutdown(self) -> None:
         systemd.stopping()
-        self._stopping = True
         # Stop taking messages (those not taken stay unacknowledged and come again), hand
         # the last partial batch to the writers and let them finish, still connected.
         self._accepting = False
-        self._stop_consuming.set()
+        self._link.stop_consuming()
         self._flush()
         drained = True
         if self._writers and (self._ready or self._busy):
@@ -252,7 +198,7 @@ class Bridge:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._force.wait(), 0.02)
         left = self._pending_messages()
-        self._leave.set()
+        self._link.leave()
         leftover = [t for t in [*self._writers, *self._tasks] if not t.done()]
         for task in leftover:
             task.cancel()
@@ -321,7 +267,7 @@ class Bridge:
             self._session.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._session
-            self._session = asyncio.create_task(self._mqtt_session(), name="mqtt")
+            self._session = asyncio.create_task(self._link.run(), name="mqtt")
         log.info("config reloaded from %s", self.config_path)
         systemd.ready(self._status_text())
 
@@ -345,159 +291,41 @@ class Bridge:
 
     # -- MQTT --------------------------------------------------------------------------
 
-    def _make_client(self, mqtt: BridgeMqttConfig) -> aiomqtt.Client:
-        client = self._new_client(mqtt)
-        # Take messages straight from the paho client rather than through aiomqtt's queue
-        # and iterator, which cost a task per message. QoS 1 PUBLISH packets come through
-        # the bulk receive path (gateway.bridge.receive); anything else through on_message.
-        paho = BulkReceiveClient.adopt(
-            client._client,
-            lambda topic, payload, mid: self._on_publish(client, topic, payload, mid, 1),
-            lambda exc: self._read_failed(client, exc),
-        )
-        # aiomqtt 2.5 has no manual-ack option; paho has (acks go out in _write_batch).
-        paho.manual_ack_set(True)
-        paho.on_message = lambda _c, _u, message: self._on_message(client, message)
-        return client
+    def _current_config(self) -> BridgeConfig:
+        assert self.config is not None  # loaded by startup() before the link runs
+        return self.config
 
-    def _new_client(self, mqtt: BridgeMqttConfig) -> aiomqtt.Client:
-        """The aiomqtt client of one connection: MQTT v5, persistent session, TLS."""
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = int(mqtt.session_expiry)
-        props.ReceiveMaximum = max(1, min(65535, mqtt.receive_maximum))
-        return aiomqtt.Client(
-            mqtt.host, mqtt.port,
-            identifier=mqtt.client_id,
-            username=mqtt.username,
-            password=mqtt.password.reveal() if mqtt.password else None,
-            protocol=aiomqtt.ProtocolVersion.V5,
-            clean_start=False,
-            properties=props,
-            keepalive=int(mqtt.keepalive),
-            tls_context=tls_context(mqtt),
-            tls_insecure=mqtt.tls.insecure if mqtt.tls else None,
-            timeout=10,
-        )
+    def _link_state(self, session: Session | None, error: str) -> None:
+        """The MQTT link is up (`session`) or down (None; `error` says why, "" if stopping)."""
+        self._client = session
+        self.stats.connected = session is not None
+        self._metrics.connected(session is not None)
+        if error:
+            self.stats.last_error = error
+        if session is None:
+            # Unwritten messages of the lost connection come again after reconnecting.
+            self._batch = Batch()
+            self._ready.clear()
+        else:
+            self._apply_backpressure()
 
-    @staticmethod
-    def _read_failed(client: aiomqtt.Client, exc: Exception) -> None:
-        # as aiomqtt's own reader callback: the session loop sees a lost connection
-        if not client._disconnected.done():
-            client._disconnected.set_exception(exc)
-
-    async def _forget_old_subscription(self, client: aiomqtt.Client,
-                                       mqtt: BridgeMqttConfig) -> None:
-        """Unsubscribe the filter of an earlier config from this persistent session.
-
-        The broker keeps a session's subscriptions across connections: without this a
-        changed `subscribe` or `shared_group` (by SIGHUP or across a restart) would add to
-        the old filter instead of replacing it. The last filter is kept in `state_dir`.
-        """
-        assert self.config is not None
-        path = Path(self.config.state_dir) / SUBSCRIPTION_FILE
-        session = {"host": mqtt.host, "port": mqtt.port, "client_id": mqtt.client_id}
-        current = subscription(mqtt)
-        try:
-            previous = json.loads(path.read_text())
-        except (OSError, ValueError):
-            previous = None
-        if isinstance(previous, dict) and previous.get("filter") != current and all(
-            previous.get(k) == v for k, v in session.items()
-        ):
-            old = str(previous.get("filter"))
-            await client.unsubscribe(old)
-            log.info("unsubscribed %r (no longer in the config)", old)
-        if previous != {**session, "filter": current}:
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({**session, "filter": current}) + "\n")
-            os.replace(tmp, path)
-
-    async def _mqtt_session(self) -> None:
-        backoff = Backoff(min(1.0, self.reconnect_max), self.reconnect_max)
-        while not self._stopping:
-            assert self.config is not None
-            mqtt = self.config.mqtt
-            try:
-                client = self._make_client(mqtt)
-            except PublishError as exc:  # a TLS file went missing since start-up
-                self.stats.last_error = str(exc)
-                delay = backoff.next()
-                log.error("%s; retrying in %.0fs", exc, delay)
-                await asyncio.sleep(delay)
-                continue
-            # Set before connecting: a persistent session's queued messages may arrive
-            # before the SUBACK.
-            self._client = client
-            try:
-                async with client:
-                    await client.subscribe(subscription(mqtt), qos=mqtt.qos)
-                    await self._forget_old_subscription(client, mqtt)
-                    self.stats.connected = True
-                    self._metrics.connected(True)
-                    log.info("connected to mqtt %s:%d as %r, subscribed to %r",
-                             mqtt.host, mqtt.port, mqtt.client_id, subscription(mqtt))
-                    backoff.reset()
-                    stop = asyncio.ensure_future(self._stop_consuming.wait())
-                    try:
-                        await asyncio.wait({client._disconnected, stop},
-                                           return_when=asyncio.FIRST_COMPLETED)
-                    finally:
-                        stop.cancel()
-                    if self._stopping:
-                        # Stay connected while the writers drain, so they can acknowledge.
-                        await self._leave.wait()
-                        return
-                    exc = client._disconnected.exception()
-                    raise aiomqtt.MqttError(f"disconnected: {exc}")
-            except (aiomqtt.MqttError, OSError) as exc:
-                if self._stopping:
-                    return
-                self.stats.last_error = describe_mqtt_error(exc, mqtt.host, mqtt.port)
-                log.warning("%s; reconnecting in %.0fs", self.stats.last_error, backoff.upcoming)
-            finally:
-                self._client = None
-                self.stats.connected = False
-                self._metrics.connected(False)
-                # Unwritten messages of the lost connection come again after reconnecting.
-                self._batch = Batch()
-                self._ready = deque(b for b in self._ready if b.messages[0].client is not client)
-            await asyncio.sleep(backoff.next())
-
-    def _on_message(self, client: aiomqtt.Client, message: mqtt.MQTTMessage) -> None:
-        """paho's on_message (QoS 0 and 2, and packets the bulk path leaves to paho)."""
-        try:
-            topic = message.topic
-        except UnicodeDecodeError:  # a broker should refuse such a topic; still, no loop
-            topic = repr(message._topic)
-        self._on_publish(client, topic, message.payload, message.mid, message.qos)
-
-    def _on_publish(self, client: aiomqtt.Client, topic: str, payload: bytes, mid: int,
-                    qos: int) -> None:
-        """A message, on the event loop: decode at once, add to the batch.
-
-        No queue and no task per message: what can pile up here while the writers are busy
-        is bounded by the receive window and by `_apply_backpressure`.
-        """
-        if not self._accepting or client is not self._client:
+    def _on_publish(self, session: Session, message: Message) -> None:
+        """A message: decode at once, add to the batch."""
+        if not self._accepting or session is not self._client:
             return  # not acknowledged: the broker delivers it again
+        topic, payload = message.topic, message.payload
         try:
             self.stats.received += 1
             self._metrics.messages_total.inc()
-            try:
-                result = ingest.decode_message(topic, payload)
-            except Exception as exc:
-                # A decoder bug must not leave the message unacknowledged: the broker would
-                # deliver it again and again, holding a slot of the receive window forever.
-                log.exception("decoding a message from %r failed", topic)
-                result = ingest.Rejected(ingest.INTERNAL_ERROR, f"decoding raised {exc!r}")
+            result = decode(message)
             batch = self._batch
             if not batch.messages:
                 batch.started = time.monotonic()
-            batch.messages.append(Inbound(client, mid, qos, topic, len(batch.lines)))
-            if result.__class__ is list:
-                batch.lines.extend(result)  # type: ignore[arg-type]
+            batch.messages.append(Inbound(session, message.mid, message.qos, topic,
+                                          len(batch.lines)))
+            if isinstance(result, list):
+                batch.lines.extend(result)
             else:
-                assert isinstance(result, ingest.Rejected)
                 self._dead_letter(topic, result.reason, payload, result.detail)
             if len(batch.lines) >= self._max_points or len(batch.messages) >= self._max_messages:
                 self._flush()
@@ -524,22 +352,20 @@ class Bridge:
 
     def _apply_backpressure(self) -> None:
         """Pause reading the broker while too many points wait for InfluxDB (HELD_BATCHES)."""
-        client = self._client
-        if client is None:
+        session = self._client
+        if session is None:
             return
-        paho = client._client
-        assert isinstance(paho, BulkReceiveClient)
         held = sum(len(b.lines) for b in self._ready) + self._busy_points
-        limit = self._max_points * HELD_BATCHES
-        if not paho.paused and held > limit:
-            paho.pause_reading()
-            if paho.paused:  # not when the connection is already gone
+        pause = reading_paused(held, self._max_points, session.paused)
+        if pause and not session.paused:
+            session.pause_reading()
+            if session.paused:  # not when the connection is already gone
                 self.stats.read_pauses += 1
                 log.debug("reading paused: %d points wait for influxdb", held)
-        elif paho.paused and held <= limit // 2:
-            paho.resume_reading()
+        elif session.paused and not pause:
+            session.resume_reading()
             log.debug("reading resumed: %d points wait for influxdb", held)
-        self._metrics.backpressure(held, paho.paused)
+        self._metrics.backpressure(held, session.paused)
 
     @property
     def _max_points(self) -> int:
@@ -548,10 +374,8 @@ class Bridge:
 
     @property
     def _max_messages(self) -> int:
-        # Leave room in the receive window for the batches being written, so it never
-        # fills up with messages that only a timer would flush.
         assert self.config is not None
-        return max(1, self.config.mqtt.receive_maximum // (WRITERS + 1))
+        return max_messages(self.config.mqtt.receive_maximum)
 
     async def _ticker(self) -> None:
         while True:
@@ -587,7 +411,7 @@ class Bridge:
             batch.lines,
             sink=lambda: self._sink,
             # connection lost: the broker delivers these again
-            wanted=lambda: batch.messages[0].client is self._client,
+            wanted=lambda: batch.messages[0].session is self._client,
             dead_letter=lambda p: self._dead_letter(
                 batch.owner(p.index).topic, p.reason, p.payload, p.detail),
             sync=self._deadletters.sync, stats=self.stats, metrics=self._metrics,
@@ -595,17 +419,12 @@ class Bridge:
             self.stats.acked += self._acknowledge(batch.messages)
 
     def _acknowledge(self, messages: list[Inbound]) -> int:
-        """PUBACK (PUBCOMP for QoS 2) the messages that came on the current connection."""
-        client = self._client
-        if client is None:
+        """PUBACK (PUBREC for QoS 2) the messages that came on the current connection."""
+        session = self._client
+        if session is None:
             return 0
-        paho = client._client
-        assert isinstance(paho, BulkReceiveClient)
-        current = [m for m in messages if m.client is client]
-        paho.ack_many([m.mid for m in current if m.qos == 1])
-        for m in current:
-            if m.qos == 2:
-                paho.ack(m.mid, m.qos)
+        current = [m for m in messages if m.session is session]
+        session.ack_many(current)
         return len(current)
 
     # -- status and metrics ------------------------------------------------------------

@@ -1,7 +1,9 @@
 """Config loading: YAML file -> validated, defaulted `gateway.core.model` objects.
 
 `gateway.config.schema` checks each field on its own (type, range, enum, pattern) and applies the
-plain defaults; this module adds what spans several fields: per-driver requirements,
+plain defaults, all from the declarations on the model dataclasses; `build` makes a dataclass
+from a validated section the same way for every class. This module adds what spans several
+fields: per-driver requirements (the declarations' ``applies_to`` / ``required_for``),
 computed defaults (MQTT port and client id, TCP port 502, measurement), unique names,
 serial ports used twice, Modbus units used twice on a bus, register ranges, serial-line
 patterns against their points, and device profiles. Every issue of the file (and of the
@@ -10,22 +12,28 @@ profiles it uses) is collected and raised at once as a `ConfigError`.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_origin
+from urllib.parse import urlsplit
 
 from gateway.config import schema
 from gateway.config.profiles import Profile, ProfileLoader
 from gateway.config.schema import Section
 from gateway.config.source import Node, describe
+from gateway.core import secrets
+from gateway.core.declare import Field, declared, strip_none
 from gateway.core.errors import ConfigError, ConfigIssue
 from gateway.core.model import (
     BIT_TABLES,
+    DEFAULT_MODBUS_TCP_PORT,
     MAX_READ_REGISTERS,
     MODBUS_DRIVERS,
+    TCP_DRIVERS,
     TYPE_REGISTERS,
     BridgeConfig,
     BridgeMqttConfig,
@@ -33,20 +41,18 @@ from gateway.core.model import (
     DeviceConfig,
     FleetConfig,
     GatewayConfig,
-    InfluxConfig,
-    MetricsConfig,
     MqttConfig,
-    OutboxConfig,
     PointConfig,
     Secret,
     SerialSettings,
-    TlsConfig,
 )
-from gateway.core.signing import parse_public_key
 
-RESERVED_TAGS = ("gateway", "device")
-TCP_DRIVERS = ("modbus-tcp", "modbus-rtu-over-tcp")
-DEFAULT_MODBUS_TCP_PORT = 502
+# Names a tag may not have, and why; a point may not be named `time` either.
+RESERVED_TAGS: dict[str, str] = {
+    "gateway": "sensegate adds it to every reading",
+    "device": "sensegate adds it to every reading",
+    "time": "InfluxDB keeps the timestamp under 'time' and drops a tag of that name",
+}
 ADDRESS_SPACE = 65536
 
 
@@ -68,8 +74,9 @@ def load_bridge_config(path: str, env: Mapping[str, str] | None = None) -> Bridg
 _Config = TypeVar("_Config")
 
 
-def _load(path: str, kind: schema.Field, env: Mapping[str, str] | None,
-          build: Callable[[Any, Mapping[str, str], list[ConfigIssue]], _Config]) -> _Config:
+def _load(path: str, kind: Field, env: Mapping[str, str] | None,
+          build: Callable[[Any, Mapping[str, str], list[ConfigIssue]], _Config | None],
+          ) -> _Config:
     """Read `path` against the schema `kind` and build the config, or raise every issue."""
     env = os.environ if env is None else env
     issues: list[ConfigIssue] = []
@@ -121,12 +128,14 @@ def _dedupe(issues: list[ConfigIssue]) -> list[ConfigIssue]:
 
 
 def _raise_if(issues: list[ConfigIssue]) -> None:
+    """Raise every issue, each message scrubbed of any registered secret (all forms)."""
     if issues:
-        raise ConfigError(_dedupe(issues))
+        raise ConfigError([dataclasses.replace(i, message=secrets.scrub(i.message))
+                           for i in _dedupe(issues)])
 
 
 def _read(
-    path: str, root: schema.Field, env: Mapping[str, str], issues: list[ConfigIssue],
+    path: str, root: Field, env: Mapping[str, str], issues: list[ConfigIssue],
 ) -> Section | None:
     from gateway.config import source as yamlsrc
 
@@ -149,34 +158,94 @@ def _where(first: Node, here: Node) -> str:
 def _check_tags(section: Section, issues: list[ConfigIssue]) -> dict[str, str]:
     tags: dict[str, str] = section.get("tags") or {}
     tags_node = section.node.get("tags")
-    for name in RESERVED_TAGS:
+    for name, why in RESERVED_TAGS.items():
         if name in tags and tags_node is not None:
             key = tags_node.key_node(name) or tags_node
             issues.append(key.issue(f"{section.sub('tags')}.{name}",
-                                    f"tag '{name}' is reserved: sensegate adds it to every "
-                                    "reading"))
+                                    f"tag '{name}' is reserved: {why}"))
     return tags
 
 
-def _secret(section: Section, key: str) -> Secret | None:
-    value = section.get(key)
-    return Secret(value) if value is not None else None
+_Built = TypeVar("_Built")
 
 
-def _tls(section: Section) -> TlsConfig | None:
-    tls = section.get("tls")
-    if not isinstance(tls, Section):
-        return None
-    return TlsConfig(ca_file=tls.get("ca_file"), cert_file=tls.get("cert_file"),
-                     key_file=tls.get("key_file"), insecure=tls.get("insecure", False))
+def build(cls: type[_Built], section: Section, **given: Any) -> _Built:
+    """The dataclass ``cls`` from a validated section, by its declarations.
+
+    Each declared key takes its validated value (defaults applied): a nested dataclass is
+    built from its sub-section, an ``inline`` one from this same section, a key of a
+    ``section`` from that sub-mapping, a secret wrapped in `Secret`, a list made a tuple.
+    A key that is absent, invalid or ``computed`` keeps the dataclass default; ``given``
+    holds what the caller computed (and wins).
+    """
+    kwargs: dict[str, Any] = {}
+    for name, sub_section, how, nested in _plan(cls):
+        if name in given:
+            continue
+        source = section.get(sub_section) if sub_section else section
+        if not isinstance(source, Section):
+            continue
+        if how == "inline":
+            kwargs[name] = build(nested, source)
+            continue
+        value = source.get(name)
+        if value is None:
+            continue
+        if how == "object":
+            if not isinstance(value, Section):
+                continue
+            value = build(nested, value)
+        elif how == "secret":
+            value = Secret(value)
+        elif how == "tuple" and isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    kwargs.update(given)
+    return cls(**kwargs)
 
 
-def _metrics(section: Section) -> MetricsConfig | None:
-    metrics = section.get("metrics")
-    if not isinstance(metrics, Section) or not metrics.ok("listen"):
-        return None
-    host, port = metrics["listen"]
-    return MetricsConfig(host=host, port=port)
+_PLANS: dict[type, tuple[tuple[str, str, str, Any], ...]] = {}
+
+
+def _plan(cls: type) -> tuple[tuple[str, str, str, Any], ...]:
+    """How `build` fills each declared YAML key of ``cls``: (attribute, YAML sub-mapping,
+    how: inline | object | secret | tuple | value, the nested dataclass)."""
+    known = _PLANS.get(cls)
+    if known is not None:
+        return known
+    plan = []
+    for name, decl, annotation in declared(cls):
+        if not decl.yaml:
+            continue
+        kind = strip_none(annotation)
+        how = ("inline" if decl.inline else "object" if dataclasses.is_dataclass(kind)
+               else "secret" if kind is Secret else "tuple" if get_origin(kind) is tuple
+               else "value")
+        plan.append((name, decl.section, how, kind))
+    _PLANS[cls] = tuple(plan)
+    return _PLANS[cls]
+
+
+def _selector_rules(section: Section, f: Field, issues: list[ConfigIssue]) -> None:
+    """Keys that do not apply to, or are required by, the value of the object's selector
+    (a device's ``driver``, the InfluxDB ``api``), from the declarations."""
+    value = section.get(f.selector)
+    if value is None:
+        return
+    fields = f.fields or {}
+    for key, child in fields.items():
+        if value in child.required_for and not section.given(key):
+            issues.append(section.node.issue(section.path, f"missing required key '{key}' "
+                                                           f"for {f.selector} '{value}'"))
+    for key, child in fields.items():
+        if child.applies_to and value not in child.applies_to and section.given(key):
+            issues.append(section.key_at(key).issue(
+                section.sub(key), f"'{key}' does not apply to {f.selector} '{value}'"))
+
+
+def _mqtt_port(m: Section) -> int:
+    port: int | None = m.get("port")
+    return port or (8883 if m.get("tls") is not None else 1883)
 
 
 def _unique_points(points: list[Section], issues: list[ConfigIssue]) -> None:
@@ -197,41 +266,54 @@ def _unique_points(points: list[Section], issues: list[ConfigIssue]) -> None:
 
 # --- points -------------------------------------------------------------------------------
 
-_MODBUS_ONLY_POINT_KEYS = ("table", "address", "byte_order", "bit", "length")
-
-
 def _point(
     p: Section, driver: str, device_order: str | None, max_registers: int,
     issues: list[ConfigIssue],
 ) -> PointConfig | None:
     """Check one point for ``driver``; the PointConfig, or None when it cannot be built."""
     start = len(issues)
-    modbus = driver in MODBUS_DRIVERS
-    table = p.get("table")
-    address = p.get("address")
-    dtype = p.get("type")
-    bit = p.get("bit")
-    length = p.get("length")
-    if not modbus:
-        for key in _MODBUS_ONLY_POINT_KEYS:
-            if p.given(key):
+    if p.get("name") == "time":
+        issues.append(p.at("name").issue(p.sub("name"), "point name 'time' is reserved: "
+                                                        "InfluxDB keeps the timestamp under "
+                                                        "'time' and drops a field of that "
+                                                        "name; rename the point"))
+    if driver not in MODBUS_DRIVERS:
+        for key, f in (schema.POINT.fields or {}).items():
+            if f.applies_to and driver not in f.applies_to and p.given(key):
                 issues.append(p.key_at(key).issue(
                     p.sub(key), f"'{key}' does not apply to {driver} points"))
-        if dtype is None and not p.given("type"):
-            dtype = "float64"
+        dtype = p.get("type") if p.given("type") else "float64"
         return _make_point(p, dtype, None, None, "ABCD", None, None, issues, start)
+    dtype = _modbus_type(p, issues)
+    _modbus_keys(p, dtype, issues)
+    if len(issues) == start and dtype is not None:
+        _register_range(p, dtype, max_registers, issues)
+    order = p.get("byte_order") or device_order or "ABCD"
+    return _make_point(p, dtype, p.get("table"), p.get("address"), order, p.get("bit"),
+                       p.get("length"), issues, start)
 
+
+def _modbus_type(p: Section, issues: list[ConfigIssue]) -> str | None:
+    """A Modbus point's table and address are there; its type, defaulted by its table."""
     for key in ("table", "address"):
         if not p.given(key):
             issues.append(p.node.issue(p.path, f"missing required key '{key}' for a modbus "
                                                "point"))
+    table = p.get("table")
+    dtype: str | None = p.get("type")
     if dtype is None and not p.given("type") and table is not None:
         dtype = "bool" if table in BIT_TABLES else "uint16"
     if table in BIT_TABLES and dtype is not None and dtype != "bool":
         issues.append(p.at("type").issue(p.sub("type"), f"'{dtype}' is not possible for a "
                                                         f"{table} point: {table}s are bool"))
-        dtype = None
-    if p.given("bit") and bit is not None:
+        return None
+    return dtype
+
+
+def _modbus_keys(p: Section, dtype: str | None, issues: list[ConfigIssue]) -> None:
+    """``bit``, ``length`` and ``byte_order`` only where the table and type allow them."""
+    table = p.get("table")
+    if p.given("bit") and p.get("bit") is not None:
         if table in BIT_TABLES:
             issues.append(p.key_at("bit").issue(p.sub("bit"), f"'bit' does not apply to "
                                                               f"{table} points"))
@@ -247,20 +329,25 @@ def _point(
     if table in BIT_TABLES and p.given("byte_order"):
         issues.append(p.key_at("byte_order").issue(
             p.sub("byte_order"), f"'byte_order' does not apply to {table} points"))
-    order = p.get("byte_order") or device_order or "ABCD"
-    if len(issues) == start and table is not None and dtype is not None:
-        count = 1 if table in BIT_TABLES else (
-            length or 1 if dtype == "string" else TYPE_REGISTERS[dtype])
-        if table not in BIT_TABLES and count > max_registers:
-            issues.append(p.at("length" if dtype == "string" else "type").issue(
-                p.sub("length" if dtype == "string" else "type"),
-                f"a point of {count} registers does not fit in one request "
-                f"(max_registers {max_registers})"))
-        if address is not None and address + count > ADDRESS_SPACE:
-            issues.append(p.at("address").issue(
-                p.sub("address"), f"the point's {count} registers from {address} run past the "
-                                  f"last address 65535"))
-    return _make_point(p, dtype, table, address, order, bit, length, issues, start)
+
+
+def _register_range(p: Section, dtype: str, max_registers: int,
+                    issues: list[ConfigIssue]) -> None:
+    """The point fits in one request and in the 65,536 addresses."""
+    table, address = p.get("table"), p.get("address")
+    if table is None:
+        return
+    count = 1 if table in BIT_TABLES else (
+        p.get("length") or 1 if dtype == "string" else TYPE_REGISTERS[dtype])
+    if table not in BIT_TABLES and count > max_registers:
+        key = "length" if dtype == "string" else "type"
+        issues.append(p.at(key).issue(p.sub(key), f"a point of {count} registers does not fit "
+                                                  f"in one request (max_registers "
+                                                  f"{max_registers})"))
+    if address is not None and address + count > ADDRESS_SPACE:
+        issues.append(p.at("address").issue(
+            p.sub("address"), f"the point's {count} registers from {address} run past the "
+                              f"last address 65535"))
 
 
 _INTEGER_RANGES: dict[str, tuple[int, int]] = {
@@ -311,12 +398,8 @@ def _make_point(
     invalid = _invalid_values(p, dtype, issues)
     if len(issues) != start or name is None or dtype is None:
         return None
-    return PointConfig(
-        name=name, type=dtype, table=table, address=address,  # type: ignore[arg-type]
-        byte_order=order, scale=p.get("scale", 1.0),  # type: ignore[arg-type]
-        offset=p.get("offset", 0.0), unit=p.get("unit"), bit=bit, length=length,
-        invalid_values=invalid,
-    )
+    return build(PointConfig, p, name=name, type=dtype, table=table, address=address,
+                 byte_order=order, bit=bit, length=length, invalid_values=invalid)
 
 
 def _pattern_matches_points(
@@ -353,8 +436,7 @@ class _GatewayBuilder:
         gw = data.get("gateway")
         gw_id = gw.get("id") if isinstance(gw, Section) else None
         tags = _check_tags(gw, self.issues) if isinstance(gw, Section) else {}
-        mqtt = self._mqtt(data.get("mqtt"), gw_id)
-        outbox = data.get("outbox")
+        m = data.get("mqtt")
         buses = self._buses(data.get("buses") or [])
         profile_dirs = gw.get("profile_dirs") or [] if isinstance(gw, Section) else []
         base = os.path.dirname(self.path)
@@ -362,37 +444,24 @@ class _GatewayBuilder:
         loader = ProfileLoader([*dirs, os.path.join(base, "profiles")], self.env)
         devices = self._devices(data.get("devices") or [], buses, loader)
         fleet = self._fleet(data.get("fleet"), base)
-        if self.issues or not isinstance(gw, Section) or mqtt is None:
+        if self.issues or not isinstance(gw, Section) or not isinstance(m, Section):
             return None
-        return GatewayConfig(
-            id=gw_id,  # type: ignore[arg-type]
-            mqtt=mqtt,
-            devices=tuple(devices),
-            buses=tuple(buses.values()),
-            tags=tags,
-            state_dir=gw.get("state_dir"),
-            outbox=OutboxConfig(max_bytes=outbox.get("max_bytes"),
-                                max_message_bytes=outbox.get("max_message_bytes"),
-                                commit_interval=outbox.get("commit_interval")),
-            metrics=_metrics(data),
-            source=self.path,
-            status_interval=gw.get("status_interval"),
-            fleet=fleet,
-        )
+        mqtt = build(MqttConfig, m, port=_mqtt_port(m),
+                     client_id=m.get("client_id") or f"sensegate-{gw_id}")
+        return build(GatewayConfig, data, mqtt=mqtt, devices=tuple(devices),
+                     buses=tuple(buses.values()), tags=tags, source=self.path, fleet=fleet)
 
     def _fleet(self, f: Any, base: str) -> FleetConfig:
         if not isinstance(f, Section):
             return FleetConfig()
-        key = None
         text = f.get("public_key")
-        if text is not None:
-            key = self._public_key(f, text, base)
-        return FleetConfig(public_key=key, probation=f.get("probation"),
-                           max_age=f.get("max_age"), keep=f.get("keep"))
+        key = self._public_key(f, text, base) if text is not None else None
+        return build(FleetConfig, f, key=key)
 
     def _public_key(self, f: Section, text: str, base: str) -> bytes | None:
-        """The key inline (base64) or from a file (relative paths: to the config's dir)."""
-        node = f.at("public_key")
+        """The key inline (base64) or from a file (a relative path: to the config's dir)."""
+        from gateway.core.signing import parse_public_key
+
         try:
             return parse_public_key(text)
         except ValueError as inline_error:
@@ -408,21 +477,8 @@ class _GatewayBuilder:
                     reason = f"cannot read {path}: {(exc.strerror or str(exc)).lower()}"
                 except (ValueError, UnicodeDecodeError) as exc:
                     reason = f"{path}: {exc}"
-        self.issues.append(node.issue(f.sub("public_key"), reason))
+        self.issues.append(f.at("public_key").issue(f.sub("public_key"), reason))
         return None
-
-    def _mqtt(self, m: Any, gw_id: str | None) -> MqttConfig | None:
-        if not isinstance(m, Section):
-            return None
-        tls = _tls(m)
-        port = m.get("port") or (8883 if tls is not None else 1883)
-        return MqttConfig(
-            host=m.get("host"), port=port,
-            client_id=m.get("client_id") or f"sensegate-{gw_id}",
-            username=m.get("username"), password=_secret(m, "password"), tls=tls,
-            qos=m.get("qos"), topic_prefix=m.get("topic_prefix"),
-            format=m.get("format"), keepalive=m.get("keepalive"),
-        )
 
     def _claim_port(self, port: str, owner: str, node: Node, path: str) -> None:
         first = self.serial_ports.get(port)
@@ -451,13 +507,7 @@ class _GatewayBuilder:
             if name is None or port is None:
                 continue
             nodes[name] = b.at("name")
-            buses[name] = BusConfig(
-                name=name,
-                serial=SerialSettings(port=port, baudrate=b.get("baudrate"),
-                                      parity=b.get("parity"), stopbits=b.get("stopbits"),
-                                      bytesize=b.get("bytesize")),
-                frame_gap=b.get("frame_gap"), turnaround=b.get("turnaround"),
-            )
+            buses[name] = build(BusConfig, b)
         return buses
 
     def _devices(
@@ -504,98 +554,37 @@ class _GatewayBuilder:
             return None  # already reported; per-driver checks would only add noise
         name = d.get("name")
         tags = _check_tags(d, issues)
-        for key, f in (schema.DEVICE.fields or {}).items():
-            if f.drivers and driver not in f.drivers and d.given(key):
-                issues.append(d.key_at(key).issue(
-                    d.sub(key), f"'{key}' does not apply to driver '{driver}'"))
+        _selector_rules(d, schema.DEVICE, issues)
+        profile = self._profile(d, driver, loader)
 
-        # Profile: device-level defaults and points the device may override or extend.
-        profile: Profile | None = None
-        if d.ok("profile"):
-            profile = loader.load(d["profile"], d.at("profile"), d.sub("profile"), issues)
-            if profile is not None and profile.is_serial != (driver == "serial-line"):
-                kind = "serial-line" if profile.is_serial else "modbus"
-                issues.append(d.at("profile").issue(
-                    d.sub("profile"), f"profile '{d['profile']}' is a {kind} profile; it "
-                                      f"cannot be used by a {driver} device"))
-                profile = None
-
-        def setting(key: str, default: Any = None) -> Any:
+        def setting(key: str) -> Any:
+            """The device's value, else its profile's, else the default."""
             if d.given(key) or profile is None or not profile.section.given(key):
-                return d.get(key, default)
-            return profile.section.get(key, default)
+                return d.get(key)
+            return profile.section.get(key)
 
-        # Driver requirements.
-        host = d.get("host")
-        port = d.get("port")
-        bus = d.get("bus")
-        unit = d.get("unit")
-        serial: SerialSettings | None = None
-        if driver in TCP_DRIVERS:
-            if not d.given("host"):
-                issues.append(d.node.issue(d.path, f"missing required key 'host' for driver "
-                                                   f"'{driver}'"))
-            if isinstance(port, str):
-                issues.append(d.at("port").issue(d.sub("port"), f"{describe(d.at('port'))} "
-                                                                "is not a TCP port"))
-            port = port if isinstance(port, int) else DEFAULT_MODBUS_TCP_PORT
+        port, serial = self._port(d, driver, name)
         if driver == "modbus-rtu":
-            if not d.given("bus"):
-                issues.append(d.node.issue(d.path, "missing required key 'bus' for driver "
-                                                   "'modbus-rtu'"))
-            elif bus is not None and bus not in buses:
-                here = d.at("bus")
-                hint = schema._did_you_mean(bus, buses) or (
-                    "; add it under buses" if not buses else
-                    "; buses are " + ", ".join(f"'{b}'" for b in buses))
-                issues.append(here.issue(d.sub("bus"), f"bus {describe(here)} is not "
-                                                       f"defined{hint}"))
+            self._check_bus(d, buses)
+        unit = d.get("unit")
         if driver in ("modbus-rtu", "modbus-rtu-over-tcp") and unit is not None and not (
                 1 <= unit <= 247):
             issues.append(d.at("unit").issue(d.sub("unit"), f"{describe(d.at('unit'))} is out "
                                                             f"of range 1..247 for {driver}"))
         pattern = setting("pattern")
-        if driver == "serial-line":
-            if not d.given("port"):
-                issues.append(d.node.issue(d.path, "missing required key 'port' for driver "
-                                                   "'serial-line'"))
-            elif isinstance(port, int):
-                issues.append(d.at("port").issue(d.sub("port"), f"{describe(d.at('port'))} is "
-                                                                "not a serial device path"))
-            elif port is not None:
-                self._claim_port(port, f"device '{name}'", d.at("port"), d.sub("port"))
-                serial = SerialSettings(port=port, baudrate=d.get("baudrate"),
-                                        parity=d.get("parity"), stopbits=d.get("stopbits"),
-                                        bytesize=d.get("bytesize"))
-            # A profile that failed to load has been reported; its pattern is unknown.
-            if pattern is None and not d.given("pattern") and not d.given("profile"):
-                issues.append(d.node.issue(d.path, "missing required key 'pattern' for driver "
-                                                   "'serial-line'"))
+        # A profile that failed to load has been reported; its pattern is unknown.
+        if (driver == "serial-line" and pattern is None and not d.given("pattern")
+                and not d.given("profile")):
+            issues.append(d.node.issue(d.path, "missing required key 'pattern' for driver "
+                                               "'serial-line'"))
 
-        # Points: the profile's, replaced by or extended with the device's own.
-        own = [p for p in (d.get("points") or []) if isinstance(p, Section)]
-        _unique_points(own, issues)
-        merged: dict[str, Section] = {}
-        anonymous: list[Section] = []
-        for p in profile.points if profile is not None else ():
-            if not isinstance(p, Section):
-                continue
-            if p.get("name") is None:
-                anonymous.append(p)
-            else:
-                merged.setdefault(p["name"], p)
-        for p in own:
-            if p.get("name") is None:
-                anonymous.append(p)
-            else:
-                merged[p["name"]] = p
-        point_sections = [*merged.values(), *anonymous]
+        point_sections = _merged_points(d, profile, issues)
         if not point_sections and not d.given("points") and len(issues) == start:
             issues.append(d.node.issue(d.path, "no points: list them under 'points' or name a "
                                                "'profile'"))
-        max_registers = setting("max_registers", MAX_READ_REGISTERS)
-        order = setting("byte_order")
-        points = [_point(p, driver, order, max_registers, issues) for p in point_sections]
+        max_registers = setting("max_registers")
+        points = [_point(p, driver, setting("byte_order"), max_registers, issues)
+                  for p in point_sections]
         if driver == "serial-line" and pattern is not None:
             where = d if d.given("pattern") or profile is None else profile.section
             _pattern_matches_points(where, pattern, [p for p in points if p is not None],
@@ -603,21 +592,76 @@ class _GatewayBuilder:
 
         if len(issues) != start or name is None:
             return None
-        request = setting("request")
-        return DeviceConfig(
-            name=name, driver=driver, points=tuple(p for p in points if p is not None),
-            interval=setting("interval"), timeout=setting("timeout"),
-            retries=setting("retries"),
-            measurement=d.get("measurement") or name,
-            tags=tags,
-            unit=unit if unit is not None else 1,
-            host=host, port=port if driver in TCP_DRIVERS else None,
-            bus=bus, serial=serial,
-            request=request,  # bytes: escapes read by the schema
-            pattern=pattern,
-            max_gap=setting("max_gap", 10), max_registers=max_registers,
-            profile=d.get("profile"),
+        return build(
+            DeviceConfig, d, points=tuple(p for p in points if p is not None),
+            **{key: setting(key) for key in schema.PROFILE_DEFAULTS},
+            measurement=d.get("measurement") or name, tags=tags, port=port, serial=serial,
         )
+
+    def _profile(self, d: Section, driver: str, loader: ProfileLoader) -> Profile | None:
+        """The device's profile: device-level defaults and points it may override or extend."""
+        if not d.ok("profile"):
+            return None
+        profile = loader.load(d["profile"], d.at("profile"), d.sub("profile"), self.issues)
+        if profile is not None and profile.is_serial != (driver == "serial-line"):
+            kind = "serial-line" if profile.is_serial else "modbus"
+            self.issues.append(d.at("profile").issue(
+                d.sub("profile"), f"profile '{d['profile']}' is a {kind} profile; it cannot "
+                                  f"be used by a {driver} device"))
+            return None
+        return profile
+
+    def _port(
+        self, d: Section, driver: str, name: str | None,
+    ) -> tuple[int | None, SerialSettings | None]:
+        """A device's ``port``: the TCP port of the TCP drivers, the serial-line's device."""
+        port = d.get("port")
+        if driver in TCP_DRIVERS:
+            if isinstance(port, str):
+                self.issues.append(d.at("port").issue(
+                    d.sub("port"), f"{describe(d.at('port'))} is not a TCP port"))
+            return (port if isinstance(port, int) else DEFAULT_MODBUS_TCP_PORT), None
+        if driver != "serial-line" or port is None:
+            return None, None
+        if isinstance(port, int):
+            self.issues.append(d.at("port").issue(
+                d.sub("port"), f"{describe(d.at('port'))} is not a serial device path"))
+            return None, None
+        self._claim_port(port, f"device '{name}'", d.at("port"), d.sub("port"))
+        return None, build(SerialSettings, d)
+
+    def _check_bus(self, d: Section, buses: dict[str, BusConfig]) -> None:
+        bus = d.get("bus")
+        if bus is None or bus in buses:
+            return
+        here = d.at("bus")
+        hint = schema.did_you_mean(bus, buses) or (
+            "; add it under buses" if not buses else
+            "; buses are " + ", ".join(f"'{b}'" for b in buses))
+        self.issues.append(here.issue(d.sub("bus"), f"bus {describe(here)} is not "
+                                                    f"defined{hint}"))
+
+
+def _merged_points(d: Section, profile: Profile | None, issues: list[ConfigIssue],
+                   ) -> list[Section]:
+    """The profile's points, replaced by or extended with the device's own (by name)."""
+    own = [p for p in (d.get("points") or []) if isinstance(p, Section)]
+    _unique_points(own, issues)
+    merged: dict[str, Section] = {}
+    anonymous: list[Section] = []
+    for p in profile.points if profile is not None else ():
+        if not isinstance(p, Section):
+            continue
+        if p.get("name") is None:
+            anonymous.append(p)
+        else:
+            merged.setdefault(p["name"], p)
+    for p in own:
+        if p.get("name") is None:
+            anonymous.append(p)
+        else:
+            merged[p["name"]] = p
+    return [*merged.values(), *anonymous]
 
 
 # --- bridge -------------------------------------------------------------------------------
@@ -627,36 +671,17 @@ def _build_bridge(path: str, data: Section, issues: list[ConfigIssue]) -> Bridge
     m = data.get("mqtt")
     i = data.get("influxdb")
     if isinstance(i, Section):
-        api = i.get("api")
-        needed = ("org", "bucket") if api == "v2" else ("database",) if api == "v1" else ()
-        for key in needed:
-            if not i.given(key):
-                issues.append(i.node.issue(i.path, f"missing required key '{key}' for "
-                                                   f"api '{api}'"))
-        other = ("database", "retention_policy", "create_database") if api == "v2" else (
-            "org", "bucket", "token") if api == "v1" else ()
-        for key in other:
-            if i.given(key):
-                issues.append(i.key_at(key).issue(i.sub(key), f"'{key}' does not apply to "
-                                                              f"api '{api}'"))
+        _selector_rules(i, schema.BRIDGE.fields["influxdb"], issues)  # type: ignore[index]
     if issues or not isinstance(m, Section) or not isinstance(i, Section):
         return None
-    tls = _tls(m)
-    mqtt = BridgeMqttConfig(
-        host=m.get("host"), port=m.get("port") or (8883 if tls is not None else 1883),
-        client_id=m.get("client_id"), subscribe=m.get("subscribe"),
-        shared_group=m.get("shared_group"), username=m.get("username"),
-        password=_secret(m, "password"), tls=tls, qos=m.get("qos"),
-        keepalive=m.get("keepalive"), session_expiry=m.get("session_expiry"),
-        receive_maximum=m.get("receive_maximum"),
-    )
-    influx = InfluxConfig(
-        url=i.get("url"), api=i.get("api"), org=i.get("org"), bucket=i.get("bucket"),
-        token=_secret(i, "token"), database=i.get("database"),
-        retention_policy=i.get("retention_policy"), username=i.get("username"),
-        password=_secret(i, "password"), create_database=i.get("create_database"),
-        batch_size=i.get("batch_size"),
-        flush_interval=i.get("flush_interval"), timeout=i.get("timeout"),
-    )
-    return BridgeConfig(mqtt=mqtt, influxdb=influx, state_dir=data.get("state_dir"),
-                        metrics=_metrics(data), source=path)
+    mqtt = build(BridgeMqttConfig, m, port=_mqtt_port(m))
+    config = build(BridgeConfig, data, mqtt=mqtt, source=path)
+    influx = config.influxdb
+    # InfluxDB v1 sends user:password as HTTP Basic; a URL may carry credentials too.
+    secrets.register_basic(influx.username, influx.password.reveal() if influx.password
+                           else None)
+    url = urlsplit(influx.url)
+    secrets.register(url.password)
+    if url.password is not None:
+        secrets.register_basic(url.username, url.password)
+    return config

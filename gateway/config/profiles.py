@@ -1,10 +1,11 @@
 """Device profiles: reusable register maps, one YAML file per sensor model.
 
 ``profile: NAME`` on a device loads ``NAME.yaml`` from the first directory that has it:
-``gateway.profile_dirs`` (relative to the config file), ``<config dir>/profiles``, the
-profiles shipped with sensegate (``config/profiles`` of the source tree), then
-``/usr/share/sensegate/profiles``. A profile holds ``model``, optional ``description`` and
-``manufacturer``, device-level defaults (`schema.PROFILE_DEFAULTS`) and ``points``. Issues
+``gateway.profile_dirs`` (relative to the config file), ``<config dir>/profiles``,
+``/etc/sensegate/profiles``, then the profiles shipped inside the package
+(``gateway/config/sensor_profiles``, package data: a wheel carries them). A profile holds
+``model``, optional ``description`` and ``manufacturer``, device-level defaults
+(`schema.PROFILE_DEFAULTS`) and ``points``. Issues
 inside a profile point into the profile file itself. Each profile file is read and
 validated once per load, however many devices use it.
 """
@@ -17,15 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import gateway
 from gateway.config import schema
 from gateway.config import source as yamlsrc
 from gateway.config.schema import Section
 from gateway.config.source import Node, describe
 from gateway.core.errors import ConfigIssue
 
-SHIPPED_DIR = str(Path(gateway.__file__).resolve().parent.parent / "config" / "profiles")
-SYSTEM_DIR = "/usr/share/sensegate/profiles"
+SYSTEM_DIR = "/etc/sensegate/profiles"
+SHIPPED_DIR = str(Path(__file__).resolve().parent / "sensor_profiles")
 
 
 @dataclass(slots=True)
@@ -42,8 +42,11 @@ class Profile:
 
 
 def search_dirs(first: list[str]) -> list[str]:
-    """Directories searched for profiles, in order: ``first``, then the shipped and system ones."""
-    return [*first, SHIPPED_DIR, SYSTEM_DIR]
+    """Directories searched for profiles, in order: ``first`` (``gateway.profile_dirs`` and the
+    config file's ``profiles/``), ``/etc/sensegate/profiles``, then the package's own; each
+    once (``/etc/sensegate/profiles`` is both for the installed service)."""
+    dirs = [os.path.normpath(d) for d in (*first, SYSTEM_DIR, SHIPPED_DIR)]
+    return list(dict.fromkeys(dirs))
 
 
 def available(dirs: list[str]) -> list[str]:
@@ -82,7 +85,7 @@ class ProfileLoader:
         """The profile ``name``, or None after an issue at ``at`` (the ``profile:`` value)."""
         file = self.find(name)
         if file is None:
-            hint = schema._did_you_mean(name, available(self.dirs))
+            hint = schema.did_you_mean(name, available(self.dirs))
             searched = ", ".join(self.dirs)
             issues.append(at.issue(path, f"profile {describe(at)} not found in {searched}"
                                          f"{hint}"))

@@ -1,12 +1,11 @@
-"""The config language in one place: every field with its type, default, limits and help.
+"""Validation and JSON Schema of the config language.
 
-This declarative field model drives three things, so they cannot drift apart:
-validation and defaults (`validate`, used by `config.load` and `config.profiles`), the
-JSON Schema printed by `sensegate schema` (`gateway_json_schema`, `bridge_json_schema`) and
-the config reference in the docs. Rules that span several fields (per-driver requirements,
-duplicate names, register ranges) live in `gateway.config.load`.
-
-Hand-written on purpose (no pydantic): the gateway runs on small boxes.
+The keys themselves are declared once, on the dataclasses of `gateway.core.model`
+(`gateway.core.declare.setting`); `tree()` turns them into the `Field` roots below. This
+module checks a YAML node tree against them (type, range, enum, pattern, defaults:
+`validate`, used by `config.load` and `config.profiles`) and prints them as JSON Schema
+(`sensegate schema`, `gateway_json_schema`, `bridge_json_schema`). Rules that span several
+fields (duplicate names, register ranges, profiles) live in `gateway.config.load`.
 """
 
 from __future__ import annotations
@@ -14,12 +13,14 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from gateway.config.source import MAPPING, SCALAR, SEQUENCE, Node, describe
-from gateway.core import model
+from gateway.config.syntax import ENV_FILE, looks_like_env_file
+from gateway.core import model, secrets
+from gateway.core.declare import NO_DEFAULT, Field, tree
 from gateway.core.errors import ConfigIssue
 from gateway.core.units import (
     DURATION_PATTERN,
@@ -30,245 +31,16 @@ from gateway.core.units import (
     parse_size,
 )
 
-NO_DEFAULT: Any = object()
 INVALID: Any = object()  # a value that produced an issue; cross-field checks skip it
 
-NAME_PATTERN = r"[A-Za-z0-9_-]{1,64}"
-NAME_HINT = "use 1-64 letters, digits, '_' or '-'"
-POINT_PATTERN = r"[A-Za-z0-9_]{1,64}"
-POINT_HINT = "use 1-64 letters, digits or '_'"
-PROFILE_PATTERN = r"[A-Za-z0-9_.-]{1,64}"
-PROFILE_HINT = "use 1-64 letters, digits, '_', '.' or '-'"
 
-# Byte-order spellings accepted and normalised at load (case-insensitive), after Telegraf's
-# normalizeByteOrder: the word order (MSW/LSW first) and the byte order within a word.
-BYTE_ORDER_ALIASES: dict[str, str] = {
-    "big": "ABCD", "big-endian": "ABCD", "be": "ABCD", "msw-be": "ABCD", "msw": "ABCD",
-    "little": "DCBA", "little-endian": "DCBA", "le": "DCBA", "lsw-le": "DCBA", "lsw": "DCBA",
-    "msw-le": "BADC", "big-swap": "BADC",
-    "lsw-be": "CDAB", "little-swap": "CDAB",
-}
-PARITY_ALIASES: dict[str, str] = {"none": "N", "even": "E", "odd": "O"}
+# --- the roots, derived from the declarations in gateway.core.model -----------------------
 
-
-@dataclass(frozen=True, slots=True)
-class Field:
-    """One config field. ``kind`` is one of the keys of `_CHECKERS` or object/list/map."""
-
-    kind: str
-    description: str = ""
-    default: Any = NO_DEFAULT
-    required: bool = False
-    choices: tuple[Any, ...] = ()
-    aliases: Mapping[str, str] = field(default_factory=dict)
-    noun: str = ""  # enum messages: "'flaot32' is not a data type"
-    pattern: str | None = None
-    pattern_hint: str = ""
-    minimum: float | None = None
-    maximum: float | None = None
-    positive: bool = False  # strictly more than 0
-    fields: Mapping[str, Field] | None = None  # object
-    items: Field | None = None  # list
-    secret: bool = False  # never quoted in a message
-    drivers: tuple[str, ...] = ()  # device fields: the drivers it applies to (empty: all)
-    default_note: str = ""  # a computed default, described for the docs and editors
-    json_extra: Mapping[str, Any] = field(default_factory=dict)
-
-
-def obj(description: str, fields: dict[str, Field], **kw: Any) -> Field:
-    return Field("object", description, fields=fields, **kw)
-
-
-# --- the field model ----------------------------------------------------------------------
-
-_TAGS = Field("map", "tags added to every reading (string values); 'gateway' and 'device' "
-                     "are reserved", default={})
-
-_TLS = obj("TLS settings; presence enables TLS", {
-    "ca_file": Field("str", "CA certificate(s) to verify the broker (PEM); default: system CAs"),
-    "cert_file": Field("str", "client certificate (PEM) for mutual TLS"),
-    "key_file": Field("str", "client private key (PEM)"),
-    "insecure": Field("bool", "skip hostname verification (test rigs only)", default=False),
-})
-
-_METRICS = obj("Prometheus metrics on /metrics and /healthz; absent: no metrics server", {
-    "listen": Field("listen", "HOST:PORT to listen on", default="127.0.0.1:9108"),
-})
-
-_SERIAL_LINE_FIELDS: dict[str, Field] = {
-    "baudrate": Field("int", "bits per second", default=9600, positive=True),
-    "parity": Field("enum", "N | E | O", default="N", choices=("N", "E", "O"),
-                    aliases=PARITY_ALIASES, noun="a parity"),
-    "stopbits": Field("int", "1 or 2", default=1, minimum=1, maximum=2),
-    "bytesize": Field("int", "data bits, 5-8", default=8, minimum=5, maximum=8),
-}
-
-BUS = obj("an RS-485 line shared by Modbus RTU devices", {
-    "name": Field("str", "bus name, referenced by devices' `bus`", required=True,
-                  pattern=NAME_PATTERN, pattern_hint=NAME_HINT, noun="bus name"),
-    "port": Field("str", "serial device, e.g. /dev/ttyUSB0", required=True),
-    **_SERIAL_LINE_FIELDS,
-    "frame_gap": Field("duration", "extra silence between transactions, for devices that "
-                       "need it", default=0.0),
-    "turnaround": Field("duration", "allowance for a device's reply latency, used by the bus "
-                        "time estimate", default=0.01),
-})
-
-BYTE_ORDER = Field("enum", "ABCD (big endian) | DCBA | BADC | CDAB; aliases: big, little, "
-                   "MSW-BE, MSW-LE, LSW-BE, LSW-LE", choices=model.BYTE_ORDERS,
-                   aliases=BYTE_ORDER_ALIASES, noun="a byte order")
-
-POINT = obj("one value read from the device", {
-    "name": Field("str", "unique within the device; the field name in InfluxDB", required=True,
-                  pattern=POINT_PATTERN, pattern_hint=POINT_HINT, noun="point name"),
-    "table": Field("enum", "Modbus table: holding | input | coil | discrete",
-                   choices=model.TABLES, noun="a table"),
-    "address": Field("int", "0-based protocol address", minimum=0, maximum=65535),
-    "type": Field("enum", "data type", choices=model.DATA_TYPES, noun="a data type",
-                  default_note="uint16 for registers, bool for coils and discretes, float64 "
-                  "for serial-line points"),
-    "byte_order": Field("enum", BYTE_ORDER.description, choices=model.BYTE_ORDERS,
-                        aliases=BYTE_ORDER_ALIASES, noun="a byte order",
-                        default_note="the device's byte_order, else ABCD"),
-    "scale": Field("float", "value = raw * scale + offset", default=1.0),
-    "offset": Field("float", "value = raw * scale + offset", default=0.0),
-    "unit": Field("str", "unit of measure, informational (e.g. degC)"),
-    "bit": Field("int", "read one bit (0 = least significant) of a holding/input register; "
-                 "type must be bool", minimum=0, maximum=15),
-    "length": Field("int", "registers a string occupies (two characters each)",
-                    minimum=1, maximum=model.MAX_READ_REGISTERS),
-    "invalid_values": Field("list", "raw values (before scale and offset) that mean \"no "
-                            "reading\", e.g. [32767] on an int16 or [65535] on a uint16 "
-                            "register: the point gets quality invalid instead of a value; "
-                            "numeric points only, each value within the point's type",
-                            items=Field("number"), default=[]),
-})
-
-_MODBUS = model.MODBUS_DRIVERS
-_TCP = ("modbus-tcp", "modbus-rtu-over-tcp")
-_SERIAL = ("serial-line",)
-
-DEVICE = obj("one sensor or meter", {
-    "name": Field("str", "unique device name; topic segment and tag", required=True,
-                  pattern=NAME_PATTERN, pattern_hint=NAME_HINT, noun="device name"),
-    "driver": Field("enum", "how the device is read", required=True, choices=model.DRIVERS,
-                    noun="a driver"),
-    "profile": Field("str", "a register map for one sensor model (PROFILE.yaml, searched in "
-                     "gateway.profile_dirs, <config dir>/profiles, the shipped profiles)",
-                     pattern=PROFILE_PATTERN, pattern_hint=PROFILE_HINT, noun="profile name"),
-    "host": Field("str", "address of the Modbus TCP server or serial gateway", drivers=_TCP),
-    "port": Field("port", "TCP port (modbus-tcp, modbus-rtu-over-tcp) or serial device "
-                  "(serial-line)", drivers=(*_TCP, *_SERIAL),
-                  default_note="502 for TCP drivers"),
-    "bus": Field("str", "name of the RS-485 bus (modbus-rtu)", drivers=("modbus-rtu",)),
-    "unit": Field("int", "Modbus unit / slave id: 1-247 on serial lines, 0-255 on TCP",
-                  default=1, minimum=0, maximum=255, drivers=_MODBUS),
-    **{k: Field(f.kind, f.description, default=f.default, choices=f.choices,
-                aliases=f.aliases, noun=f.noun, minimum=f.minimum, maximum=f.maximum,
-                positive=f.positive, drivers=_SERIAL)
-       for k, f in _SERIAL_LINE_FIELDS.items()},
-    "request": Field("escaped", "sent every interval; absent: the sensor streams. C-style "
-                     "escapes are read whatever the YAML quoting: `\\r`, `\\n`, `\\t`, `\\xHH` "
-                     "(one byte), `\\\\` (a backslash), so `'R\\r\\n'`, `R\\r\\n` and "
-                     "`\"R\\r\\n\"` all send R, CR, LF; other characters are sent as UTF-8",
-                     drivers=_SERIAL),
-    "pattern": Field("regex", "regular expression with one named group per point",
-                     drivers=_SERIAL),
-    "interval": Field("duration", "time between scans", default=1.0, positive=True),
-    "timeout": Field("duration", "time to wait for an answer", default=1.0, positive=True),
-    "retries": Field("int", "extra attempts of a failed request in one scan", default=1,
-                     minimum=0, maximum=10),
-    "measurement": Field("str", "InfluxDB measurement", default_note="the device name"),
-    "tags": _TAGS,
-    "byte_order": Field("enum", "default byte order of this device's points",
-                        choices=model.BYTE_ORDERS, aliases=BYTE_ORDER_ALIASES,
-                        noun="a byte order", drivers=_MODBUS),
-    "max_gap": Field("int", "unused registers a request may bridge (0: never read an "
-                     "unnamed address)", default=10, minimum=0, maximum=model.MAX_READ_BITS,
-                     drivers=_MODBUS),
-    "max_registers": Field("int", "largest request the device accepts, in registers",
-                           default=model.MAX_READ_REGISTERS, minimum=1,
-                           maximum=model.MAX_READ_REGISTERS, drivers=_MODBUS),
-    "points": Field("list", "the values to read (with a profile: added to or replacing the "
-                    "profile's points of the same name)", items=POINT),
-}, json_extra={"allOf": [
-    {"if": {"properties": {"driver": {"const": "modbus-tcp"}}},
-     "then": {"required": ["host"]}},
-    {"if": {"properties": {"driver": {"const": "modbus-rtu-over-tcp"}}},
-     "then": {"required": ["host"]}},
-    {"if": {"properties": {"driver": {"const": "modbus-rtu"}}},
-     "then": {"required": ["bus"]}},
-    {"if": {"properties": {"driver": {"const": "serial-line"}}},
-     "then": {"required": ["port"]}},
-]})
-
-GATEWAY = obj("sensegate gateway config", {
-    "gateway": obj("this gateway", {
-        "id": Field("str", "gateway id; topic segment and tag", required=True,
-                    pattern=NAME_PATTERN, pattern_hint=NAME_HINT, noun="gateway id"),
-        "tags": _TAGS,
-        "state_dir": Field("str", "the offline buffer lives here", default="/var/lib/sensegate"),
-        "profile_dirs": Field("list", "directories searched first for device profiles",
-                              items=Field("str"), default=[]),
-        "status_interval": Field("duration", "the retained health record on "
-                                 "{prefix}/{id}/status is refreshed this often (and on change)",
-                                 default=60.0, minimum=1.0),
-    }, required=True),
-    "mqtt": obj("the MQTT broker readings are published to", {
-        "host": Field("str", "broker host name or address", required=True),
-        "port": Field("int", "broker port", minimum=1, maximum=65535,
-                      default_note="1883, or 8883 when tls is set"),
-        "client_id": Field("str", "MQTT client id", default_note="sensegate-<gateway.id>"),
-        "username": Field("str", "user name"),
-        "password": Field("str", "password (use ${VAR})", secret=True),
-        "tls": _TLS,
-        "qos": Field("int", "0, 1 or 2", default=1, minimum=0, maximum=2),
-        "topic_prefix": Field("str", "first topic segment", default="sensegate",
-                              pattern=r"[^#+\s]+", pattern_hint="no '#', '+' or spaces",
-                              noun="topic prefix"),
-        "format": Field("enum", "payload format: json | influx (line protocol)", default="json",
-                        choices=("json", "influx"), noun="a payload format"),
-        "keepalive": Field("duration", "MQTT keepalive", default=30.0, positive=True),
-    }, required=True),
-    "outbox": obj("the offline buffer", {
-        "max_bytes": Field("size", "past it the oldest messages are dropped, and counted",
-                           default=512 * 1024 * 1024, minimum=1024 * 1024),
-        "max_message_bytes": Field("size", "several scans of one device share a message up "
-                                   "to this size", default=256 * 1024, minimum=1024),
-        "commit_interval": Field("duration", "readings are committed in batches at most this "
-                                 "far apart", default=0.2, positive=True),
-    }, default={}),
-    "metrics": _METRICS,
-    "fleet": obj("signed remote configuration from the operations centre; off unless "
-                 "public_key is set", {
-        "public_key": Field("str", "Ed25519 public key of the operations centre: the base64 "
-                            "line of KEY.pub, or the path of a file holding it (or PEM)"),
-        "probation": Field("duration", "a pushed config that loses the broker or fails more "
-                           "devices within this time is rolled back", default=120.0,
-                           positive=True),
-        "max_age": Field("duration", "a config message signed longer ago (or further in the "
-                         "future) than this is refused", default=300.0, positive=True),
-        "keep": Field("int", "configs kept under state_dir/fleet/configs", default=5,
-                      minimum=1, maximum=100),
-    }, default={}),
-    "buses": Field("list", "RS-485 lines shared by Modbus RTU devices", items=BUS, default=[]),
-    "devices": Field("list", "the sensors to poll", items=DEVICE, required=True),
-})
-
-PROFILE = obj("a register map for one sensor model (config/profiles/<name>.yaml)", {
-    "model": Field("str", "sensor model", required=True),
-    "description": Field("str", "what the sensor measures"),
-    "manufacturer": Field("str", "maker of the sensor"),
-    "interval": DEVICE.fields["interval"],  # type: ignore[index]
-    "timeout": DEVICE.fields["timeout"],  # type: ignore[index]
-    "retries": DEVICE.fields["retries"],  # type: ignore[index]
-    "byte_order": DEVICE.fields["byte_order"],  # type: ignore[index]
-    "max_gap": DEVICE.fields["max_gap"],  # type: ignore[index]
-    "max_registers": DEVICE.fields["max_registers"],  # type: ignore[index]
-    "request": DEVICE.fields["request"],  # type: ignore[index]
-    "pattern": DEVICE.fields["pattern"],  # type: ignore[index]
-    "points": Field("list", "the sensor's points", items=POINT, required=True),
-})
+POINT = tree(model.PointConfig)
+BUS = tree(model.BusConfig)
+DEVICE = tree(model.DeviceConfig)
+GATEWAY = tree(model.GatewayConfig)
+BRIDGE = tree(model.BridgeConfig)
 
 # Device-level settings a profile may provide; the device's own value wins.
 PROFILE_DEFAULTS: tuple[str, ...] = (
@@ -276,54 +48,13 @@ PROFILE_DEFAULTS: tuple[str, ...] = (
     "pattern",
 )
 
-BRIDGE = obj("sensegate bridge config (MQTT to InfluxDB)", {
-    "mqtt": obj("the broker the gateways publish to", {
-        "host": Field("str", "broker host name or address", required=True),
-        "port": Field("int", "broker port", minimum=1, maximum=65535,
-                      default_note="1883, or 8883 when tls is set"),
-        "client_id": Field("str", "fixed client id, so the broker keeps the session",
-                           default="sensegate-bridge"),
-        "username": Field("str", "user name"),
-        "password": Field("str", "password (use ${VAR})", secret=True),
-        "tls": _TLS,
-        "subscribe": Field("str", "topic filter of the data messages",
-                           default="sensegate/+/+/data"),
-        "shared_group": Field("str", "MQTT shared subscription group: bridges in one group "
-                              "share the load", pattern=r"[^#+/\s]+",
-                              pattern_hint="no '#', '+', '/' or spaces", noun="group name"),
-        "qos": Field("int", "0, 1 or 2", default=1, minimum=0, maximum=2),
-        "keepalive": Field("duration", "MQTT keepalive", default=30.0, positive=True),
-        "session_expiry": Field("duration", "how long the broker keeps the queue while the "
-                                "bridge is away", default=7 * 24 * 3600.0, positive=True),
-        "receive_maximum": Field("int", "unacknowledged messages the broker may send at once "
-                                 "(MQTT v5)", default=10000, minimum=1, maximum=65535),
-    }, required=True),
-    "influxdb": obj("where readings are written", {
-        "url": Field("str", "e.g. http://127.0.0.1:8086", required=True,
-                     pattern=r"https?://\S+", pattern_hint="write http://HOST:PORT",
-                     noun="url"),
-        "api": Field("enum", "v2 (InfluxDB 2.x, 3.x, 1.8+) | v1 (/write, InfluxDB 1.x)",
-                     default="v2", choices=("v1", "v2"), noun="an InfluxDB API"),
-        "org": Field("str", "organisation (v2)"),
-        "bucket": Field("str", "bucket (v2)"),
-        "token": Field("str", "API token (v2; use ${VAR})", secret=True),
-        "database": Field("str", "database (v1)"),
-        "retention_policy": Field("str", "retention policy (v1)"),
-        "username": Field("str", "user name (v1)"),
-        "password": Field("str", "password (v1; use ${VAR})", secret=True),
-        "create_database": Field("bool", "create the database when InfluxDB says it is missing "
-                                 "(v1; needs a user with ALL PRIVILEGES)", default=True),
-        "batch_size": Field("int", "points per write", default=5000, minimum=1,
-                            maximum=1_000_000),
-        "flush_interval": Field("duration", "longest wait before a partial batch is written",
-                                default=1.0, positive=True),
-        "timeout": Field("duration", "HTTP timeout of one write", default=10.0, positive=True),
-    }, required=True),
-    "state_dir": Field("str", "dead letters and bridge state live here",
-                       default="/var/lib/sensegate-bridge"),
-    "metrics": obj(_METRICS.description, {
-        "listen": Field("listen", "HOST:PORT to listen on", default="127.0.0.1:9109"),
-    }),
+_DEVICE_FIELDS = DEVICE.fields or {}
+PROFILE = Field("object", "a register map for one sensor model (<profile dir>/<name>.yaml)",
+                fields={
+    **(tree(model.ProfileInfo).fields or {}),
+    **{key: _DEVICE_FIELDS[key] for key in PROFILE_DEFAULTS},
+    "points": replace(_DEVICE_FIELDS["points"], description="the sensor's points",
+                      required=True),
 })
 
 
@@ -367,7 +98,7 @@ class Section:
         return f"{self.path}.{key}" if self.path else key
 
 
-def _did_you_mean(word: str, options: Any) -> str:
+def did_you_mean(word: str, options: Any) -> str:
     close = difflib.get_close_matches(word, [str(o) for o in options], n=1, cutoff=0.6)
     if not close:
         lowered = {str(o).lower(): str(o) for o in options}
@@ -423,6 +154,11 @@ def _check_str(node: Node, path: str, f: Field, issues: list[ConfigIssue]) -> An
     text = _scalar_text(node) if node.kind == SCALAR else None
     if text is None:
         issues.append(_type_issue(node, path, f))
+        return INVALID
+    if f.secret:
+        secrets.register(text)
+    if len(text) > f.max_length:
+        issues.append(node.issue(path, f"{_too_long(node, text, f)}"))
         return INVALID
     if f.pattern is not None and not re.fullmatch(f.pattern, text):
         hint = f"; {f.pattern_hint}" if f.pattern_hint else ""
@@ -508,13 +244,18 @@ def _check_size(node: Node, path: str, f: Field, issues: list[ConfigIssue]) -> A
     return size
 
 
+def _alias_key(text: str) -> str:
+    """How an alias is looked up: case, '_' and spaces do not matter ('Word Swap')."""
+    return re.sub(r"[\s_]+", "-", text.strip().lower())
+
+
 def _check_enum(node: Node, path: str, f: Field, issues: list[ConfigIssue]) -> Any:
     value = node.value
     if node.kind == SCALAR and value in f.choices:
         return value
     text = _scalar_text(node) if node.kind == SCALAR else None
     if text is not None:
-        alias = f.aliases.get(text.lower())
+        alias = f.aliases.get(_alias_key(text))
         if alias is not None:
             return alias
         if text.upper() in f.choices and f.aliases:
@@ -522,11 +263,24 @@ def _check_enum(node: Node, path: str, f: Field, issues: list[ConfigIssue]) -> A
     if text is None and node.kind != SCALAR:
         issues.append(_type_issue(node, path, f))
         return INVALID
-    hint = _did_you_mean(text or "", [*f.choices, *f.aliases])
-    if not hint:
-        hint = "; expected one of " + ", ".join(str(c) for c in f.choices)
-    issues.append(node.issue(path, f"{describe(node)} is not {f.noun or 'allowed'}{hint}"))
+    issues.append(node.issue(path, f"{describe(node)} is not {f.noun or 'allowed'}"
+                                   f"{_enum_hint(text or '', f)}"))
     return INVALID
+
+
+def _enum_hint(text: str, f: Field) -> str:
+    """'; did you mean X?', by meaning when the field knows how (a byte order), else by
+    spelling; then the choices, with what each means when the field says."""
+    meant = f.suggest(text) if f.suggest is not None else None
+    if meant is not None:
+        name = f.choice_names.get(meant)
+        hint = f"; did you mean '{meant}'{f' ({name})' if name else ''}?"
+    else:
+        hint = did_you_mean(text, [*f.choices, *f.aliases])
+    if f.choice_names:
+        legend = ", ".join(f"{c} {n}" for c, n in f.choice_names.items())
+        return f"{hint}{' ' if hint else '; '}known: {legend}"
+    return hint or "; expected one of " + ", ".join(str(c) for c in f.choices)
 
 
 def parse_listen(value: Any) -> tuple[str, int] | None:
@@ -568,6 +322,9 @@ def _check_port(node: Node, path: str, f: Field, issues: list[ConfigIssue]) -> A
 def _check_regex(node: Node, path: str, f: Field, issues: list[ConfigIssue]) -> Any:
     if node.kind != SCALAR or not isinstance(node.value, str):
         issues.append(_type_issue(node, path, f))
+        return INVALID
+    if len(node.value) > f.max_length:
+        issues.append(node.issue(path, _too_long(node, node.value, f)))
         return INVALID
     try:
         re.compile(node.value)
@@ -618,28 +375,65 @@ def _check_map(node: Node, path: str, f: Field, issues: list[ConfigIssue]) -> An
     if node.kind != MAPPING:
         issues.append(_type_issue(node, path, f))
         return INVALID
+    if not _count_ok(node, path, f, issues):
+        return INVALID
     out: dict[str, str] = {}
-    for key, (_, vnode) in node.value.items():
+    for key, (key_node, vnode) in node.value.items():
         text = _scalar_text(vnode) if vnode.kind == SCALAR else None
         if text is None:
             issues.append(vnode.issue(f"{path}.{key}", f"expected a string, got "
                                                        f"{describe(vnode)}"))
             continue
+        if len(key) > f.max_length:
+            issues.append(key_node.issue(path, _too_long(key_node, key, f)))
+            continue
+        if len(text) > f.max_length:
+            issues.append(vnode.issue(f"{path}.{key}", _too_long(vnode, text, f)))
+            continue
         out[key] = text
     return out
+
+
+def _too_long(node: Node, text: str, f: Field) -> str:
+    what = "the value" if node.env or f.secret else f"the value '{text[:20]}...'"
+    return f"{what} has {len(text):,} characters; at most {f.max_length:,} are allowed"
+
+
+def _count_ok(node: Node, path: str, f: Field, issues: list[ConfigIssue]) -> bool:
+    count = len(node.value)
+    if count <= f.max_items:
+        return True
+    issues.append(node.issue(path, f"{count:,} entries; at most {f.max_items:,} are allowed"))
+    return False
 
 
 def _check_list(node: Node, path: str, f: Field, issues: list[ConfigIssue]) -> Any:
     if node.kind != SEQUENCE:
         issues.append(_type_issue(node, path, f))
         return INVALID
+    if not _count_ok(node, path, f, issues):
+        return INVALID
     item = f.items or Field("str")
     return [validate(child, item, f"{path}[{i}]", issues) for i, child in enumerate(node.value)]
 
 
+def _not_a_mapping_file(node: Node) -> str:
+    """Why a whole file is not a config, without quoting it: the file may be anything a
+    wrong ``-c`` or a symlinked profile points at (an EnvironmentFile full of passwords)."""
+    text = node.text if node.kind == SCALAR and isinstance(node.text, str) else ""
+    if looks_like_env_file(text):
+        return ENV_FILE
+    held = "a list" if node.kind == SEQUENCE else "a single value"
+    return (f"the file holds {held} where 'key: value' lines were expected; its content is "
+            "not shown")
+
+
 def _check_object(node: Node, path: str, f: Field, issues: list[ConfigIssue]) -> Any:
     if node.kind != MAPPING:
-        issues.append(_type_issue(node, path, f))
+        if not path:
+            issues.append(node.issue(path, _not_a_mapping_file(node)))
+        else:
+            issues.append(_type_issue(node, path, f))
         return INVALID
     fields = f.fields or {}
     values: dict[str, Any] = {}
@@ -648,7 +442,7 @@ def _check_object(node: Node, path: str, f: Field, issues: list[ConfigIssue]) ->
         child = fields.get(key)
         sub = f"{path}.{key}" if path else key
         if child is None:
-            issues.append(key_node.issue(sub, f"unknown key '{key}'{_did_you_mean(key, fields)}"))
+            issues.append(key_node.issue(sub, f"unknown key '{key}'{did_you_mean(key, fields)}"))
             continue
         if value_node.bad:
             values[key] = INVALID
@@ -676,7 +470,7 @@ def _default(f: Field, node: Node, path: str) -> Any:
                                     for k, c in (f.fields or {}).items()
                                     if c.default is not NO_DEFAULT})
     default = f.default
-    if f.kind == "listen":
+    if f.kind == "listen" and not isinstance(default, tuple):
         return parse_listen(default)
     if isinstance(default, list | dict):
         return type(default)(default)
@@ -709,6 +503,8 @@ _ENV_REF = {"type": "string", "pattern": r"\$\{[A-Za-z_][A-Za-z0-9_]*\}"}
 
 
 def _json_default(f: Field) -> Any:
+    if f.kind == "listen" and isinstance(f.default, tuple):
+        return f"{f.default[0]}:{f.default[1]}"
     if f.kind == "duration":
         return format_duration(f.default)
     if f.kind == "size":
@@ -727,16 +523,21 @@ def json_schema(f: Field) -> dict[str, Any]:
         required = [k for k, c in fields.items() if c.required]
         if required:
             doc["required"] = required
+        rules = _selector_rules(f)
+        if rules:
+            doc["allOf"] = rules
     elif f.kind == "list":
-        doc = {"type": "array", "items": json_schema(f.items or Field("str"))}
+        doc = {"type": "array", "items": json_schema(f.items or Field("str")),
+               "maxItems": f.max_items}
     elif f.kind == "map":
-        doc = {"type": "object",
-               "additionalProperties": {"type": ["string", "number", "boolean"]}}
+        doc = {"type": "object", "maxProperties": f.max_items,
+               "additionalProperties": {"type": ["string", "number", "boolean"],
+                                        "maxLength": f.max_length}}
     elif f.kind == "enum":
         spellings = [*f.aliases, *(a.upper() for a in f.aliases)]
         doc = {"enum": list(dict.fromkeys([*f.choices, *spellings]))}
     elif f.kind in ("str", "regex", "escaped"):
-        doc = {"type": "string"}
+        doc = {"type": "string", "maxLength": f.max_length}
         if f.pattern:
             doc["pattern"] = f"^(?:{f.pattern})$"
     elif f.kind in ("int", "float", "number"):
@@ -764,14 +565,28 @@ def json_schema(f: Field) -> dict[str, Any]:
     description = f.description
     if f.default_note:
         description = f"{description} (default: {f.default_note})"
-    if f.drivers:
-        description = f"{description} [{', '.join(f.drivers)}]"
+    if f.applies_to:
+        description = f"{description} [{', '.join(f.applies_to)}]"
     if description:
         doc["description"] = description
     if f.default is not NO_DEFAULT and f.kind not in ("object",):
         doc["default"] = _json_default(f)
-    doc.update(f.json_extra)
     return doc
+
+
+def _selector_rules(f: Field) -> list[dict[str, Any]]:
+    """``if driver is X then KEY is required``, from the fields' ``required_for``."""
+    fields = f.fields or {}
+    selector = fields.get(f.selector)
+    if selector is None:
+        return []
+    rules = []
+    for value in selector.choices:
+        needed = [k for k, c in fields.items() if value in c.required_for]
+        if needed:
+            rules.append({"if": {"properties": {f.selector: {"const": value}}},
+                          "then": {"required": needed}})
+    return rules
 
 
 def _document(f: Field, title: str) -> dict[str, Any]:
@@ -790,5 +605,5 @@ def bridge_json_schema() -> dict[str, Any]:
 
 
 def profile_json_schema() -> dict[str, Any]:
-    """The JSON Schema of a device profile (config/profiles/*.yaml)."""
+    """The JSON Schema of a device profile (gateway/config/sensor_profiles/*.yaml)."""
     return _document(PROFILE, "sensegate device profile")

@@ -5,13 +5,14 @@ The loader composes the document into nodes (no object construction), so it can 
 with the YAML 1.2 core schema (``on``/``no``/``N`` stay strings, unlike YAML 1.1).
 
 Composing uses libyaml through PyYAML's C loader when it is installed (about ten times
-faster than pure Python, which matters for sites with a thousand devices); otherwise, and
-whenever the fast parser reports a syntax error, ruamel.yaml's pure-Python parser is used so
-that syntax errors always read the same.
+faster than pure Python, which matters for sites with a thousand devices); whenever it
+reports a syntax error, PyYAML's pure-Python parser re-reads the text so that syntax errors
+always read the same, in a technician's words (`gateway.config.syntax`).
 
 ``${NAME}`` in a scalar value is replaced from the environment; ``$${`` is a literal ``${``.
-A substituted value is registered as a secret and never quoted in a message: `describe`
-names the variable instead.
+A substituted value is never quoted in a message: `describe` names the variable instead. It
+is not masked in logs unless its key holds a secret (password, token): hosts, ports and
+names read as themselves (`gateway.config.schema` registers the secret keys' values).
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import yaml
+
+from gateway.config.syntax import explain
 from gateway.core.errors import ConfigIssue
-from gateway.runtime.logs import register_secret
 
 SCALAR = 0
 MAPPING = 1
@@ -188,9 +191,7 @@ def substitute(
         if name not in env:
             problems.append(f"environment variable ${{{name}}} is not set")
             return whole
-        value = env[name]
-        register_secret(value)
-        return value
+        return env[name]
 
     return _VAR.sub(repl, text), tuple(dict.fromkeys(used))
 
@@ -198,39 +199,39 @@ def substitute(
 # --- composing ----------------------------------------------------------------------------
 
 try:  # libyaml through PyYAML, when present: much faster than the pure-python parser
-    import yaml as _pyyaml
-
-    _FAST_LOADER: Any = _pyyaml.CSafeLoader
-except (ImportError, AttributeError):  # pragma: no cover - depends on the environment
-    _pyyaml = None
-    _FAST_LOADER = None
-
-
-def _compose_ruamel(text: str) -> Any:
-    from ruamel.yaml import YAML
-
-    return YAML(typ="safe", pure=True).compose(text)
+    _FAST_LOADER: Any = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover - PyYAML built without libyaml
+    _FAST_LOADER = yaml.SafeLoader
 
 
 def _compose(text: str, file: str, issues: list[ConfigIssue]) -> Any:
-    """Compose with the fast parser, falling back to ruamel for its error messages."""
-    if _FAST_LOADER is not None:
-        try:
-            return _pyyaml.compose(text, Loader=_FAST_LOADER)
-        except _pyyaml.YAMLError:
-            pass  # re-parse below so that the message is ruamel's, whatever is installed
-    from ruamel.yaml.error import MarkedYAMLError, YAMLError
-
+    """Compose with libyaml; on a syntax error, re-parse with PyYAML's pure-Python parser so
+    that the message (worded by `syntax.explain`) is the same whether libyaml is there."""
     try:
-        return _compose_ruamel(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
-        problem = (exc.problem or exc.context or "cannot parse").rstrip(".")
-        issues.append(ConfigIssue(file, line, col, "", f"yaml syntax error: {problem}"))
-    except YAMLError as exc:
+        return yaml.compose(text, Loader=_FAST_LOADER)
+    except yaml.YAMLError:
+        pass
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        line, col, message = explain(exc, text)
+        issues.append(ConfigIssue(file, line, col, "", message))
+    except yaml.YAMLError as exc:
         issues.append(ConfigIssue(file, 1, 1, "", f"yaml error: {exc}"))
     return None
+
+
+# Bounds of one file (issue: an 85 KB file of aliases took `check` 62.7 s and 1.58 GB).
+MAX_FILE_BYTES = 4 * 1024 * 1024  # a 1,003-device site written out is 1.5 MiB
+MAX_NODES = 2_000_000  # values in the document once every alias is expanded
+
+
+class _Amplified(Exception):
+    """The document expands to more than MAX_NODES values through its aliases."""
+
+    def __init__(self, raw: Any) -> None:
+        super().__init__()
+        self.raw = raw
 
 
 class _Builder:
@@ -239,22 +240,36 @@ class _Builder:
         self.env = env
         self.issues = issues
         self.memo: dict[int, Node] = {}  # anchors/aliases: one Node per composed node
+        self.weight: dict[int, int] = {}  # values under a collection, aliases expanded
+        self.expanded = 0  # values so far, as if every alias were written out
+
+    def _grow(self, count: int, raw: Any) -> None:
+        """Count values as validation will visit them; stop at once past MAX_NODES, so an
+        alias bomb costs as little as reading it."""
+        self.expanded += count
+        if self.expanded > MAX_NODES:
+            raise _Amplified(raw)
 
     def build(self, raw: Any, path: str) -> Node:
         known = self.memo.get(id(raw))
         if known is not None:
+            self._grow(self.weight.get(id(raw), 1), raw)
             return known
+        start = self.expanded
+        self._grow(1, raw)
         mark = raw.start_mark
         line, col = mark.line + 1, mark.column + 1
         if raw.id == "mapping":
             node = Node(MAPPING, {}, self.file, line, col)
             self.memo[id(raw)] = node
             self._mapping(raw, node, path)
+            self.weight[id(raw)] = self.expanded - start
             return node
         if raw.id == "sequence":
             node = Node(SEQUENCE, [], self.file, line, col)
             self.memo[id(raw)] = node
             node.value = [self.build(item, f"{path}[{i}]") for i, item in enumerate(raw.value)]
+            self.weight[id(raw)] = self.expanded - start
             return node
         text: str = raw.value
         plain = not raw.style
@@ -320,14 +335,28 @@ def parse(
     raw = _compose(text, file, issues)
     if raw is None:
         return None
-    return _Builder(file, env, issues).build(raw, "")
+    try:
+        return _Builder(file, env, issues).build(raw, "")
+    except _Amplified as exc:
+        mark = exc.raw.start_mark
+        issues.append(ConfigIssue(
+            file, mark.line + 1, mark.column + 1, "",
+            f"the file holds more than {MAX_NODES:,} values once its aliases are expanded "
+            "(this anchor is among the ones repeated); repeat it fewer times"))
+        return None
 
 
 def load(path: str, env: Mapping[str, str], issues: list[ConfigIssue]) -> Node | None:
     """Read and parse the file at ``path``; the file name in issues is ``path`` as given."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            issues.append(ConfigIssue(path, 1, 1, "", f"the file is larger than "
+                                                      f"{MAX_FILE_BYTES // 2**20} MiB, the "
+                                                      "most a config may be"))
+            return None
+        text = data.decode("utf-8")
     except OSError as exc:
         reason = (exc.strerror or str(exc)).lower()
         issues.append(ConfigIssue(path, 1, 1, "", f"cannot read file: {reason}"))

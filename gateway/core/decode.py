@@ -5,7 +5,10 @@ the response of the request that carried it and calls the point's decoder; the d
 returns ``(value, quality)``:
 
 * ``good``: the value decoded, with ``value = raw * scale + offset`` applied. Integer types
-  stay ``int`` when ``scale == 1`` and ``offset == 0``, otherwise the value is a ``float``.
+  stay ``int`` when ``scale == 1`` and ``offset == 0``, otherwise the value is a ``float``
+  rounded to the decimals scale and offset imply (`rounding`: raw 474 x scale 0.1 is 47.4,
+  not 47.400000000000006), or to the point's ``precision`` when it sets one (which rounds
+  float types too).
 * ``invalid``: decoded, but not a finite number (NaN, +inf, -inf), or a raw value the point
   lists in ``invalid_values`` (a sensor's "no reading" sentinel such as 32767, compared with
   the integer or float the registers hold, before scale and offset); the value is ``None``.
@@ -69,6 +72,44 @@ _CODES: dict[str, tuple[str, int]] = {
 _FLOAT_TYPES = frozenset({"float32", "float64"})
 
 
+def written_decimals(text: str) -> int:
+    """Decimal places a number's text carries: ``"47.40"`` -> 2, ``"1e-05"`` -> 5,
+    ``"2.5e3"`` -> 0, ``"10.0"`` -> 1 (as written; see `decimals` for a config number)."""
+    mantissa, _, exponent = text.strip().lower().partition("e")
+    _, _, fraction = mantissa.partition(".")
+    try:
+        shift = int(exponent) if exponent else 0
+    except ValueError:
+        return 0
+    return max(0, len(fraction) - shift)
+
+
+def decimals(number: float) -> int:
+    """Decimal places of ``number`` as written in the config (its shortest repr, trailing
+    zeros dropped): ``0.1`` -> 1, ``0.05`` -> 2, ``1e-05`` -> 5, ``10`` -> 0."""
+    if not math.isfinite(number):
+        return 0
+    mantissa, e, exponent = repr(float(number)).partition("e")
+    return written_decimals(mantissa.rstrip("0") + e + exponent)
+
+
+def rounding(point: PointConfig) -> int | None:
+    """Decimals a scaled value of ``point`` is rounded to, or ``None`` for no rounding.
+
+    ``precision`` when the point sets it; otherwise, for an integer raw value (any integer
+    type, a bit), the decimals its scale and offset imply, ``max(decimals(scale),
+    decimals(offset))``: exact, since an integer times a number of N decimals has at most N.
+    A float raw value has no decimals to go by, so it is not rounded (unless ``precision``).
+    """
+    if point.precision is not None:
+        return point.precision
+    if point.scale == 1 and point.offset == 0:
+        return None
+    if point.type in _FLOAT_TYPES and point.table not in BIT_TABLES:
+        return None
+    return max(decimals(point.scale), decimals(point.offset))
+
+
 def _swaps_bytes(byte_order: str) -> bool:
     """Whether the two bytes inside each register are swapped (low byte first)."""
     return byte_order in ("BADC", "DCBA")
@@ -95,6 +136,7 @@ def _numeric(point: PointConfig) -> Decoder:
     identity = scale == 1 and offset == 0
     isfinite = math.isfinite
     sentinels = frozenset(point.invalid_values)
+    places = rounding(point)
 
     def decode(registers: Sequence[int] | Sequence[bool]) -> Decoded:
         if len(registers) != width:
@@ -108,11 +150,14 @@ def _numeric(point: PointConfig) -> Decoder:
         if is_float:
             if not isfinite(raw):
                 return INVALID
-            return (raw if identity else raw * scale + offset), "good"
-        if identity:
+            value = raw if identity else raw * scale + offset
+        elif identity:
             return raw, "good"
-        value = raw * scale + offset
-        return (value, "good") if isfinite(value) else INVALID
+        else:
+            value = raw * scale + offset
+        if not isfinite(value):
+            return INVALID
+        return (value if places is None else round(value, places)), "good"
 
     return decode
 
@@ -152,12 +197,16 @@ def _bit_table(point: PointConfig) -> Decoder:
     scale = float(point.scale)
     offset = float(point.offset)
     identity = scale == 1 and offset == 0
+    places = rounding(point)
 
     def decode_number(bits: Sequence[int] | Sequence[bool]) -> Decoded:
         if len(bits) != 1:
             return BAD
         raw = 1 if bits[0] else 0
-        return (raw if identity else raw * scale + offset), "good"
+        if identity:
+            return raw, "good"
+        value = raw * scale + offset
+        return (value if places is None else round(value, places)), "good"
 
     return decode_number
 

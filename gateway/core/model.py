@@ -1,14 +1,21 @@
 """Typed, validated configuration and reading objects shared by every module.
 
-`gateway.config.load` builds these from YAML (after validation, with defaults applied);
-everything else only ever sees these objects, never raw YAML. Durations are float
-seconds, sizes are int bytes. The objects are frozen: a SIGHUP reload builds new ones.
+The config dataclasses are also the config language's declaration: each field is written
+once, as ``field(default=..., metadata=spec(...))`` (type and default here; help, limits
+and aliases in its `gateway.core.declare.spec`), and validation, the JSON Schema, the
+loader and docs/config-reference.md are derived from them. `gateway.config.load` builds
+these from YAML (after validation, with defaults applied); everything else only ever sees
+these objects, never raw YAML. Durations are float seconds, sizes are int bytes. The objects
+are frozen: a SIGHUP reload builds new ones.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal, get_args
+
+from gateway.core.declare import spec
+from gateway.core.secrets import Secret as Secret  # the config values that hold one
 
 Table = Literal["holding", "input", "coil", "discrete"]
 DataType = Literal[
@@ -17,18 +24,20 @@ DataType = Literal[
 ]
 ByteOrder = Literal["ABCD", "DCBA", "BADC", "CDAB"]
 Driver = Literal["modbus-tcp", "modbus-rtu", "modbus-rtu-over-tcp", "serial-line"]
+Parity = Literal["N", "E", "O"]
 Quality = Literal["good", "bad", "invalid"]
 PayloadFormat = Literal["json", "influx"]
+InfluxApi = Literal["v1", "v2"]
 
-TABLES: tuple[str, ...] = ("holding", "input", "coil", "discrete")
+TABLES: tuple[str, ...] = get_args(Table)
 BIT_TABLES: tuple[str, ...] = ("coil", "discrete")
-DATA_TYPES: tuple[str, ...] = (
-    "int16", "uint16", "int32", "uint32", "int64", "uint64",
-    "float32", "float64", "bool", "string",
-)
-BYTE_ORDERS: tuple[str, ...] = ("ABCD", "DCBA", "BADC", "CDAB")
-DRIVERS: tuple[str, ...] = ("modbus-tcp", "modbus-rtu", "modbus-rtu-over-tcp", "serial-line")
+DATA_TYPES: tuple[str, ...] = get_args(DataType)
+BYTE_ORDERS: tuple[ByteOrder, ...] = get_args(ByteOrder)
+DRIVERS: tuple[str, ...] = get_args(Driver)
 MODBUS_DRIVERS: tuple[str, ...] = ("modbus-tcp", "modbus-rtu", "modbus-rtu-over-tcp")
+TCP_DRIVERS: tuple[str, ...] = ("modbus-tcp", "modbus-rtu-over-tcp")
+SERIAL_DRIVERS: tuple[str, ...] = ("serial-line",)
+DEFAULT_MODBUS_TCP_PORT = 502
 
 # Registers a value of each type occupies (string: its `length`; bool: one register or bit).
 TYPE_REGISTERS: dict[str, int] = {
@@ -39,99 +48,307 @@ TYPE_REGISTERS: dict[str, int] = {
 
 MAX_READ_REGISTERS = 125  # Modbus limit for function codes 3 and 4
 MAX_READ_BITS = 2000  # Modbus limit for function codes 1 and 2
+MAX_DEVICES = 10_000  # devices in one gateway config
+MAX_PATTERN = 4096  # characters of a serial-line regular expression
+
+NAME_PATTERN = r"[A-Za-z0-9_-]{1,64}"
+NAME_HINT = "use 1-64 letters, digits, '_' or '-'"
+POINT_PATTERN = r"[A-Za-z0-9_]{1,64}"
+POINT_HINT = "use 1-64 letters, digits or '_'"
+PROFILE_PATTERN = r"[A-Za-z0-9_.-]{1,64}"
+PROFILE_HINT = "use 1-64 letters, digits, '_', '.' or '-'"
+
+# What each byte order means, in the words manuals and Modbus tools use.
+BYTE_ORDER_NAMES: dict[str, str] = {
+    "ABCD": "big endian", "CDAB": "word swap", "BADC": "byte swap", "DCBA": "little endian",
+}
+# Byte-order spellings accepted and normalised at load (case-insensitive; '_' and spaces
+# read as '-'): Telegraf's normalizeByteOrder (word order MSW/LSW first, then the byte order
+# within a word), the names of Modbus tools (Modbus Poll's "big-endian byte swap"), the
+# swap words, and the digit notation (1234 = ABCD).
+BYTE_ORDER_ALIASES: dict[str, str] = {
+    "big": "ABCD", "big-endian": "ABCD", "be": "ABCD", "msw-be": "ABCD", "msw": "ABCD",
+    "1234": "ABCD", "no-swap": "ABCD",
+    "little": "DCBA", "little-endian": "DCBA", "le": "DCBA", "lsw-le": "DCBA", "lsw": "DCBA",
+    "4321": "DCBA", "word-byte-swap": "DCBA", "byte-word-swap": "DCBA", "swap-all": "DCBA",
+    "msw-le": "BADC", "big-swap": "BADC", "big-endian-byte-swap": "BADC", "2143": "BADC",
+    "byte-swap": "BADC", "byteswap": "BADC", "byte-swapped": "BADC", "swap-bytes": "BADC",
+    "lsw-be": "CDAB", "little-swap": "CDAB", "little-endian-byte-swap": "CDAB", "3412": "CDAB",
+    "word-swap": "CDAB", "wordswap": "CDAB", "word-swapped": "CDAB", "swap-words": "CDAB",
+}
+BYTE_ORDER_DOC = ("ABCD (big endian) | CDAB (word swap) | BADC (byte swap) | DCBA (little "
+                  "endian); aliases: big, little, word-swap, byte-swap, MSW-BE, MSW-LE, "
+                  "LSW-BE, LSW-LE, 1234, 3412, 2143, 4321")
 
 
-class Secret:
-    """A string that never shows itself in repr, str, logs or error messages."""
+def byte_order_by_meaning(text: str) -> str | None:
+    """The byte order a misspelt four-letter order most likely means, or None.
 
-    __slots__ = ("_value",)
+    Read as a technician writes it: the first letter says which word comes first (A or B:
+    the high word, C or D: the low word, i.e. a word swap) and the first pair says whether
+    the bytes of a word are swapped (BA or DC). So ``CDBA`` means the word swap ``CDAB``, not
+    ``DCBA`` which only looks closer.
+    """
+    letters = text.strip().upper().translate(str.maketrans("1234", "ABCD"))
+    if len(letters) != 4 or sorted(letters) != ["A", "B", "C", "D"]:
+        return None
+    words_swapped = letters[0] in "CD"
+    bytes_swapped = letters[0] > letters[1]
+    return {(False, False): "ABCD", (True, False): "CDAB", (False, True): "BADC",
+            (True, True): "DCBA"}[(words_swapped, bytes_swapped)]
 
-    def __init__(self, value: str) -> None:
-        self._value = value
 
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
+PARITY_ALIASES: dict[str, str] = {"none": "N", "even": "E", "odd": "O"}
+TAGS_DOC = "tags added to every reading (string values); 'gateway' and 'device' are reserved"
 
 
 @dataclass(frozen=True, slots=True)
 class TlsConfig:
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    insecure: bool = False  # skip hostname verification (test rigs only)
+    """TLS settings; presence enables TLS."""
+
+    ca_file: str | None = field(
+        default=None,
+        metadata=spec(doc="CA certificate(s) to verify the broker (PEM); default: system CAs"),
+    )
+    cert_file: str | None = field(
+        default=None, metadata=spec(doc="client certificate (PEM) for mutual TLS")
+    )
+    key_file: str | None = field(default=None, metadata=spec(doc="client private key (PEM)"))
+    insecure: bool = field(
+        default=False, metadata=spec(doc="skip hostname verification (test rigs only)")
+    )
+
+
+_TLS_DOC = "TLS settings; presence enables TLS"
+_PORT_NOTE = "1883, or 8883 when tls is set"
 
 
 @dataclass(frozen=True, slots=True)
-class MqttConfig:
-    host: str
-    port: int  # default 1883, or 8883 when tls is set
-    client_id: str
-    username: str | None = None
-    password: Secret | None = None
-    tls: TlsConfig | None = None
-    qos: int = 1
-    topic_prefix: str = "sensegate"
-    format: PayloadFormat = "json"
-    keepalive: float = 30.0
+class BrokerConfig:
+    """An MQTT broker and how to log in: what the gateway's and the bridge's ``mqtt`` share."""
+
+    host: str = field(metadata=spec(doc="broker host name or address", required=True))
+    port: int = field(
+        metadata=spec(
+            doc="broker port", minimum=1, maximum=65535, computed=True, default_note=_PORT_NOTE
+        )
+    )
+    client_id: str = field(
+        metadata=spec(doc="MQTT client id", computed=True, default_note="sensegate-<gateway.id>")
+    )
+    username: str | None = field(default=None, metadata=spec(doc="user name"))
+    password: Secret | None = field(default=None, metadata=spec(doc="password (use ${VAR})"))
+    tls: TlsConfig | None = field(default=None, metadata=spec(doc=_TLS_DOC))
+    qos: int = field(default=1, metadata=spec(doc="0, 1 or 2", minimum=0, maximum=2))
+    keepalive: float = field(
+        default=30.0, metadata=spec(kind="duration", doc="MQTT keepalive", positive=True)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MqttConfig(BrokerConfig):
+    """The MQTT broker readings are published to."""
+
+    topic_prefix: str = field(
+        default="sensegate",
+        metadata=spec(
+            doc="first topic segment",
+            pattern=r"[^#+\s]+",
+            pattern_hint="no '#', '+' or spaces",
+            noun="topic prefix",
+        ),
+    )
+    format: PayloadFormat = field(
+        default="json",
+        metadata=spec(doc="payload format: json | influx (line protocol)", noun="a payload format"),
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class OutboxConfig:
-    max_bytes: int = 512 * 1024 * 1024
-    max_message_bytes: int = 256 * 1024  # several scans of one device share a message up to this
-    commit_interval: float = 0.2  # readings are committed in batches at most this far apart
+    """The offline buffer."""
+
+    max_bytes: int = field(
+        default=512 * 1024 * 1024,
+        metadata=spec(
+            kind="size",
+            minimum=1024 * 1024,
+            doc="past it the oldest messages are dropped, and counted",
+        ),
+    )
+    max_message_bytes: int = field(
+        default=256 * 1024,
+        metadata=spec(
+            kind="size",
+            minimum=1024,
+            doc="several scans of one device share a message up to this size",
+        ),
+    )
+    commit_interval: float = field(
+        default=0.2,
+        metadata=spec(
+            kind="duration",
+            positive=True,
+            doc="readings are committed in batches at most this far apart",
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
-    host: str = "127.0.0.1"
-    port: int = 9108
+    """Prometheus metrics on /metrics and /healthz."""
+
+    listen: tuple[str, int] = field(
+        default=("127.0.0.1", 9108), metadata=spec(kind="listen", doc="HOST:PORT to listen on")
+    )
+
+    @property
+    def host(self) -> str:
+        return self.listen[0]
+
+    @property
+    def port(self) -> int:
+        return self.listen[1]
+
+
+_METRICS_DOC = "Prometheus metrics on /metrics and /healthz; absent: no metrics server"
 
 
 @dataclass(frozen=True, slots=True)
 class SerialSettings:
     """Line settings of an RS-485 bus or a serial-line sensor port."""
 
-    port: str
-    baudrate: int = 9600
-    parity: Literal["N", "E", "O"] = "N"
-    stopbits: int = 1
-    bytesize: int = 8
+    port: str = field(metadata=spec(doc="serial device, e.g. /dev/ttyUSB0", required=True))
+    baudrate: int = field(default=9600, metadata=spec(doc="bits per second", positive=True))
+    parity: Parity = field(
+        default="N", metadata=spec(doc="N | E | O", aliases=PARITY_ALIASES, noun="a parity")
+    )
+    stopbits: int = field(default=1, metadata=spec(doc="1 or 2", minimum=1, maximum=2))
+    bytesize: int = field(default=8, metadata=spec(doc="data bits, 5-8", minimum=5, maximum=8))
 
 
 @dataclass(frozen=True, slots=True)
 class BusConfig:
-    name: str
-    serial: SerialSettings
-    frame_gap: float = 0.0  # extra silence between transactions, for devices that need it
-    turnaround: float = 0.01  # allowance for a device's reply latency, used by the bus estimate
+    """An RS-485 line shared by Modbus RTU devices."""
+
+    name: str = field(
+        metadata=spec(
+            doc="bus name, referenced by devices' `bus`",
+            required=True,
+            pattern=NAME_PATTERN,
+            pattern_hint=NAME_HINT,
+            noun="bus name",
+        )
+    )
+    serial: SerialSettings = field(metadata=spec(inline=True))
+    frame_gap: float = field(
+        default=0.0,
+        metadata=spec(
+            kind="duration", doc="extra silence between transactions, for devices that need it"
+        ),
+    )
+    turnaround: float = field(
+        default=0.01,
+        metadata=spec(
+            kind="duration",
+            doc="allowance for a device's reply latency, used by the bus time estimate",
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class PointConfig:
-    name: str
-    type: DataType = "float64"
-    table: Table | None = None  # None for serial-line points
-    address: int | None = None  # 0-based protocol address; None for serial-line points
-    byte_order: ByteOrder = "ABCD"
-    scale: float = 1.0
-    offset: float = 0.0
-    unit: str | None = None
-    bit: int | None = None  # read one bit (0 = LSB) of a 16-bit register
-    length: int | None = None  # registers a string occupies
-    # raw values (before scale/offset) that mean "no reading": quality invalid
-    invalid_values: tuple[int | float, ...] = ()
+    """One value read from the device."""
+
+    name: str = field(
+        metadata=spec(
+            doc="unique within the device; the field name in InfluxDB",
+            required=True,
+            pattern=POINT_PATTERN,
+            pattern_hint=POINT_HINT,
+            noun="point name",
+        )
+    )
+    type: DataType = field(
+        default="float64",
+        metadata=spec(
+            doc="data type",
+            noun="a data type",
+            computed=True,
+            default_note="uint16 for registers, bool for coils and "
+            "discretes, float64 for serial-line points",
+        ),
+    )
+    table: Table | None = field(  # None for serial-line points
+        default=None,
+        metadata=spec(
+            applies_to=MODBUS_DRIVERS,
+            doc="Modbus table: holding | input | coil | discrete",
+            noun="a table",
+        ),
+    )
+    address: int | None = field(  # None for serial-line points
+        default=None,
+        metadata=spec(
+            applies_to=MODBUS_DRIVERS, doc="0-based protocol address", minimum=0, maximum=65535
+        ),
+    )
+    byte_order: ByteOrder = field(
+        default="ABCD",
+        metadata=spec(
+            applies_to=MODBUS_DRIVERS,
+            doc=BYTE_ORDER_DOC,
+            aliases=BYTE_ORDER_ALIASES,
+            suggest=byte_order_by_meaning,
+            choice_names=BYTE_ORDER_NAMES,
+            noun="a byte order",
+            computed=True,
+            default_note="the device's byte_order, else ABCD",
+        ),
+    )
+    scale: float = field(default=1.0, metadata=spec(doc="value = raw * scale + offset"))
+    offset: float = field(default=0.0, metadata=spec(doc="value = raw * scale + offset"))
+    precision: int | None = field(
+        default=None,
+        metadata=spec(
+            doc="decimals a scaled value is rounded to (default: as many as scale and offset "
+            "imply for integer raw values, so raw 474 x 0.1 is 47.4; float raw values are not "
+            "rounded unless precision is set)",
+            minimum=0,
+            maximum=15,
+        ),
+    )
+    unit: str | None = field(
+        default=None, metadata=spec(doc="unit of measure, informational (e.g. degC)")
+    )
+    bit: int | None = field(
+        default=None,
+        metadata=spec(
+            applies_to=MODBUS_DRIVERS,
+            doc="read one bit (0 = least significant) of a "
+            "holding/input register; type must be bool",
+            minimum=0,
+            maximum=15,
+        ),
+    )
+    length: int | None = field(
+        default=None,
+        metadata=spec(
+            applies_to=MODBUS_DRIVERS,
+            doc="registers a string occupies (two characters each)",
+            minimum=1,
+            maximum=MAX_READ_REGISTERS,
+        ),
+    )
+    invalid_values: tuple[int | float, ...] = field(
+        default=(),
+        metadata=spec(
+            item_kind="number",
+            doc='raw values (before scale and offset) that mean "no reading", e.g. [32767] on '
+            "an int16 or [65535] on a uint16 register: the point gets quality invalid instead of "
+            "a value; numeric points only, each value within the point's type",
+        ),
+    )
 
     @property
     def register_count(self) -> int:
@@ -145,53 +362,239 @@ class PointConfig:
 
 @dataclass(frozen=True, slots=True)
 class DeviceConfig:
-    name: str
-    driver: Driver
-    points: tuple[PointConfig, ...]
-    interval: float = 1.0
-    timeout: float = 1.0
-    retries: int = 1
-    measurement: str = ""  # filled with the device name by the loader when absent
-    tags: dict[str, str] = field(default_factory=dict)
-    unit: int = 1
-    host: str | None = None  # modbus-tcp, modbus-rtu-over-tcp
-    port: int | None = None  # TCP port for modbus-tcp (default 502), modbus-rtu-over-tcp
-    bus: str | None = None  # modbus-rtu: name of a BusConfig
-    serial: SerialSettings | None = None  # serial-line: the sensor's own port
-    request: bytes | None = None  # serial-line: sent every interval; None = the sensor streams
-    pattern: str | None = None  # serial-line: regex with named groups = point names
-    max_gap: int = 10
-    max_registers: int = MAX_READ_REGISTERS
-    profile: str | None = None
+    """One sensor or meter."""
+
+    SELECTOR: ClassVar[str] = "driver"
+
+    name: str = field(
+        metadata=spec(
+            doc="unique device name; topic segment and tag",
+            required=True,
+            pattern=NAME_PATTERN,
+            pattern_hint=NAME_HINT,
+            noun="device name",
+        )
+    )
+    driver: Driver = field(
+        metadata=spec(doc="how the device is read", required=True, noun="a driver")
+    )
+    points: tuple[PointConfig, ...] = field(
+        metadata=spec(
+            doc="the values to read (with a profile: added "
+            "to or replacing the profile's points of the "
+            "same name)"
+        )
+    )
+    interval: float = field(
+        default=1.0, metadata=spec(kind="duration", doc="time between scans", positive=True)
+    )
+    timeout: float = field(
+        default=1.0, metadata=spec(kind="duration", doc="time to wait for an answer", positive=True)
+    )
+    retries: int = field(
+        default=1,
+        metadata=spec(doc="extra attempts of a failed request in one scan", minimum=0, maximum=10),
+    )
+    measurement: str = field(
+        default="",
+        metadata=spec(doc="InfluxDB measurement", computed=True, default_note="the device name"),
+    )
+    tags: dict[str, str] = field(default_factory=dict, metadata=spec(doc=TAGS_DOC))
+    unit: int = field(
+        default=1,
+        metadata=spec(
+            doc="Modbus unit / slave id: 1-247 on serial lines, 0-255 on TCP",
+            minimum=0,
+            maximum=255,
+            applies_to=MODBUS_DRIVERS,
+        ),
+    )
+    host: str | None = field(
+        default=None,
+        metadata=spec(
+            doc="address of the Modbus TCP server or serial gateway",
+            applies_to=TCP_DRIVERS,
+            required_for=TCP_DRIVERS,
+        ),
+    )
+    # TCP port; the serial device of serial-line is in `serial`
+    port: int | None = field(
+        default=None,
+        metadata=spec(
+            kind="port",
+            doc="TCP port (modbus-tcp, modbus-rtu-over-tcp) or serial device (serial-line)",
+            applies_to=(*TCP_DRIVERS, *SERIAL_DRIVERS),
+            required_for=SERIAL_DRIVERS,
+            computed=True,
+            default_note=f"{DEFAULT_MODBUS_TCP_PORT} for TCP drivers",
+        ),
+    )
+    bus: str | None = field(
+        default=None,
+        metadata=spec(
+            doc="name of the RS-485 bus (modbus-rtu)",
+            applies_to=("modbus-rtu",),
+            required_for=("modbus-rtu",),
+        ),
+    )
+    serial: SerialSettings | None = field(
+        default=None, metadata=spec(inline=True, applies_to=SERIAL_DRIVERS)
+    )
+    request: bytes | None = field(
+        default=None,
+        metadata=spec(
+            applies_to=SERIAL_DRIVERS,
+            doc="sent every interval; absent: the sensor streams. C-style escapes are read "
+            "whatever the YAML quoting: `\\r`, `\\n`, `\\t`, `\\xHH` (one byte), `\\\\` (a "
+            "backslash), so `'R\\r\\n'`, `R\\r\\n` and `\"R\\r\\n\"` all send R, CR, LF; other "
+            "characters are sent as UTF-8",
+        ),
+    )
+    pattern: str | None = field(
+        default=None,
+        metadata=spec(
+            kind="regex",
+            applies_to=SERIAL_DRIVERS,
+            max_length=MAX_PATTERN,
+            doc="regular expression with one named group per point",
+        ),
+    )
+    max_gap: int = field(
+        default=10,
+        metadata=spec(
+            doc="unused registers a request may bridge (0: never read an unnamed address)",
+            minimum=0,
+            maximum=MAX_READ_BITS,
+            applies_to=MODBUS_DRIVERS,
+        ),
+    )
+    max_registers: int = field(
+        default=MAX_READ_REGISTERS,
+        metadata=spec(
+            doc="largest request the device accepts, in registers",
+            minimum=1,
+            maximum=MAX_READ_REGISTERS,
+            applies_to=MODBUS_DRIVERS,
+        ),
+    )
+    profile: str | None = field(
+        default=None,
+        metadata=spec(
+            doc="a register map for one sensor model "
+            "(PROFILE.yaml, searched in gateway.profile_dirs, "
+            "<config dir>/profiles, the shipped profiles)",
+            pattern=PROFILE_PATTERN,
+            pattern_hint=PROFILE_HINT,
+            noun="profile name",
+        ),
+    )
+    byte_order: ByteOrder | None = field(
+        default=None,
+        metadata=spec(
+            doc="default byte order of this device's points",
+            aliases=BYTE_ORDER_ALIASES,
+            suggest=byte_order_by_meaning,
+            choice_names=BYTE_ORDER_NAMES,
+            noun="a byte order",
+            applies_to=MODBUS_DRIVERS,
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileInfo:
+    """What a device profile says about its sensor model (<profile dir>/<name>.yaml)."""
+
+    model: str = field(metadata=spec(doc="sensor model", required=True))
+    description: str | None = field(default=None, metadata=spec(doc="what the sensor measures"))
+    manufacturer: str | None = field(default=None, metadata=spec(doc="maker of the sensor"))
 
 
 @dataclass(frozen=True, slots=True)
 class FleetConfig:
-    """Signed remote configuration (SPEC §7); off while ``public_key`` is None."""
+    """Signed remote configuration from the operations centre (SPEC §7, docs/fleet.md)."""
 
-    public_key: bytes | None = None  # Ed25519, 32 raw bytes
-    probation: float = 120.0  # seconds a pushed config must prove itself
-    max_age: float = 300.0  # a config/set older (or further in the future) is refused
-    keep: int = 5  # configs kept under state_dir/fleet/configs
+    public_key: str | None = field(
+        default=None,
+        metadata=spec(doc="Ed25519 public key of the operations centre: the base64 line of "
+                      "KEY.pub (sensegate fleet keygen), or the path of a file holding it "
+                      "or a PEM key; absent: remote configuration is off"),
+    )
+    probation: float = field(
+        default=120.0,
+        metadata=spec(kind="duration", positive=True,
+                      doc="a pushed config that loses the broker or fails more devices "
+                      "within this time is rolled back"),
+    )
+    max_age: float = field(
+        default=300.0,
+        metadata=spec(kind="duration", positive=True,
+                      doc="a config message signed longer ago (or further ahead) than this "
+                      "is refused"),
+    )
+    keep: int = field(
+        default=5,
+        metadata=spec(minimum=1, maximum=100, doc="configs kept under state_dir/fleet/configs"),
+    )
+    key: bytes | None = None  # public_key read and parsed by the loader: 32 raw bytes
 
     @property
     def enabled(self) -> bool:
-        return self.public_key is not None
+        return self.key is not None
+
+
+_FLEET_DOC = ("signed remote configuration from the operations centre; off unless "
+              "public_key is set")
 
 
 @dataclass(frozen=True, slots=True)
 class GatewayConfig:
-    id: str
-    mqtt: MqttConfig
-    devices: tuple[DeviceConfig, ...]
-    buses: tuple[BusConfig, ...] = ()
-    tags: dict[str, str] = field(default_factory=dict)
-    state_dir: str = "/var/lib/sensegate"
-    outbox: OutboxConfig = field(default_factory=OutboxConfig)
-    metrics: MetricsConfig | None = None
+    """Sensegate gateway config."""
+
+    SECTIONS: ClassVar[dict[str, str]] = {"gateway": "this gateway"}
+
+    id: str = field(
+        metadata=spec(
+            doc="gateway id; topic segment and tag",
+            required=True,
+            section="gateway",
+            pattern=NAME_PATTERN,
+            pattern_hint=NAME_HINT,
+            noun="gateway id",
+        )
+    )
+    mqtt: MqttConfig = field(
+        metadata=spec(doc="the MQTT broker readings are published to", required=True)
+    )
+    devices: tuple[DeviceConfig, ...] = field(
+        metadata=spec(doc="the sensors to poll", required=True, max_items=MAX_DEVICES)
+    )
+    buses: tuple[BusConfig, ...] = field(
+        default=(), metadata=spec(doc="RS-485 lines shared by Modbus RTU devices")
+    )
+    tags: dict[str, str] = field(
+        default_factory=dict, metadata=spec(doc=TAGS_DOC, section="gateway")
+    )
+    state_dir: str = field(
+        default="/var/lib/sensegate",
+        metadata=spec(doc="the offline buffer lives here", section="gateway"),
+    )
+    outbox: OutboxConfig = field(
+        default_factory=OutboxConfig, metadata=spec(doc="the offline buffer")
+    )
+    metrics: MetricsConfig | None = field(default=None, metadata=spec(doc=_METRICS_DOC))
     source: str = ""  # path of the file this was loaded from
-    status_interval: float = 60.0  # the retained health record is refreshed this often
-    fleet: FleetConfig = field(default_factory=FleetConfig)
+    profile_dirs: tuple[str, ...] = field(
+        default=(),
+        metadata=spec(doc="directories searched first for device profiles", section="gateway"),
+    )
+    status_interval: float = field(
+        default=60.0,
+        metadata=spec(kind="duration", minimum=1.0, section="gateway",
+                      doc="the retained health record on {prefix}/{id}/status is refreshed "
+                      "this often (and at once on a change)"),
+    )
+    fleet: FleetConfig = field(default_factory=FleetConfig, metadata=spec(doc=_FLEET_DOC))
 
     def bus(self, name: str) -> BusConfig:
         return next(b for b in self.buses if b.name == name)
@@ -201,44 +604,117 @@ class GatewayConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class BridgeMqttConfig:
-    host: str
-    port: int
-    client_id: str  # fixed, so the broker keeps the persistent session
-    subscribe: str = "sensegate/+/+/data"
-    shared_group: str | None = None
-    username: str | None = None
-    password: Secret | None = None
-    tls: TlsConfig | None = None
-    qos: int = 1
-    keepalive: float = 30.0
-    session_expiry: float = 7 * 24 * 3600.0  # how long the broker keeps our queue while away
-    receive_maximum: int = 10000  # unacknowledged messages the broker may send us at once (v5)
+class BridgeMqttConfig(BrokerConfig):
+    """The broker the gateways publish to."""
+
+    # fixed, so the broker keeps the persistent session
+    client_id: str = field(
+        default="sensegate-bridge",
+        metadata=spec(doc="fixed client id, so the broker keeps the session"),
+    )
+    subscribe: str = field(
+        default="sensegate/+/+/data", metadata=spec(doc="topic filter of the data messages")
+    )
+    shared_group: str | None = field(
+        default=None,
+        metadata=spec(
+            doc="MQTT shared subscription group: bridges in one group share the load",
+            pattern=r"[^#+/\s]+",
+            pattern_hint="no '#', '+', '/' or spaces",
+            noun="group name",
+        ),
+    )
+    session_expiry: float = field(
+        default=7 * 24 * 3600.0,
+        metadata=spec(
+            kind="duration",
+            positive=True,
+            doc="how long the broker keeps the queue while the bridge is away",
+        ),
+    )
+    receive_maximum: int = field(
+        default=10000,
+        metadata=spec(
+            minimum=1,
+            maximum=65535,
+            doc="unacknowledged messages the broker may send at once (MQTT v5)",
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class InfluxConfig:
-    url: str
-    api: Literal["v1", "v2"] = "v2"
-    org: str | None = None  # v2
-    bucket: str | None = None  # v2
-    token: Secret | None = None  # v2
-    database: str | None = None  # v1
-    retention_policy: str | None = None  # v1
-    username: str | None = None  # v1
-    password: Secret | None = None  # v1
-    create_database: bool = True  # v1: create the database when /write says it is missing
-    batch_size: int = 5000
-    flush_interval: float = 1.0
-    timeout: float = 10.0
+    """Where readings are written."""
+
+    SELECTOR: ClassVar[str] = "api"
+
+    url: str = field(
+        metadata=spec(
+            doc="e.g. http://127.0.0.1:8086",
+            required=True,
+            pattern=r"https?://\S+",
+            pattern_hint="write http://HOST:PORT",
+            noun="url",
+        )
+    )
+    api: InfluxApi = field(
+        default="v2",
+        metadata=spec(
+            doc="v2 (InfluxDB 2.x, 3.x, 1.8+) | v1 (/write, InfluxDB 1.x)", noun="an InfluxDB API"
+        ),
+    )
+    org: str | None = field(
+        default=None, metadata=spec(doc="organisation", applies_to=("v2",), required_for=("v2",))
+    )
+    bucket: str | None = field(
+        default=None, metadata=spec(doc="bucket", applies_to=("v2",), required_for=("v2",))
+    )
+    token: Secret | None = field(
+        default=None, metadata=spec(doc="API token (use ${VAR})", applies_to=("v2",))
+    )
+    database: str | None = field(
+        default=None, metadata=spec(doc="database", applies_to=("v1",), required_for=("v1",))
+    )
+    retention_policy: str | None = field(
+        default=None, metadata=spec(doc="retention policy", applies_to=("v1",))
+    )
+    create_database: bool = field(
+        default=True,
+        metadata=spec(
+            doc="create the database when /write says it is missing", applies_to=("v1",)
+        ),
+    )
+    username: str | None = field(default=None, metadata=spec(doc="user name (v1)"))
+    password: Secret | None = field(default=None, metadata=spec(doc="password (v1; use ${VAR})"))
+    batch_size: int = field(
+        default=5000, metadata=spec(doc="points per write", minimum=1, maximum=1_000_000)
+    )
+    flush_interval: float = field(
+        default=1.0,
+        metadata=spec(
+            kind="duration", positive=True, doc="longest wait before a partial batch is written"
+        ),
+    )
+    timeout: float = field(
+        default=10.0, metadata=spec(kind="duration", doc="HTTP timeout of one write", positive=True)
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class BridgeConfig:
-    mqtt: BridgeMqttConfig
-    influxdb: InfluxConfig
-    state_dir: str = "/var/lib/sensegate-bridge"
-    metrics: MetricsConfig | None = None
+    """Sensegate bridge config (MQTT to InfluxDB)."""
+
+    mqtt: BridgeMqttConfig = field(
+        metadata=spec(doc="the broker the gateways publish to", required=True)
+    )
+    influxdb: InfluxConfig = field(metadata=spec(doc="where readings are written", required=True))
+    state_dir: str = field(
+        default="/var/lib/sensegate-bridge",
+        metadata=spec(doc="dead letters and bridge state live here"),
+    )
+    metrics: MetricsConfig | None = field(
+        default=None, metadata=spec(doc=_METRICS_DOC, defaults={"listen": ("127.0.0.1", 9109)})
+    )
     source: str = ""
 
 

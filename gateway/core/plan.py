@@ -34,6 +34,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from gateway.core.modbus import FUNCTION_CODES
 from gateway.core.model import (
     BIT_TABLES,
     MAX_READ_BITS,
@@ -62,7 +63,7 @@ class ReadRequest:
     @property
     def function_code(self) -> int:
         """Modbus function code: 1 coils, 2 discrete inputs, 3 holding, 4 input registers."""
-        return {"coil": 1, "discrete": 2, "holding": 3, "input": 4}[self.table]
+        return FUNCTION_CODES[self.table]
 
 
 def _span(point: PointConfig) -> tuple[int, int]:

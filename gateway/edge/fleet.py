@@ -323,7 +323,7 @@ class RemoteConfig:
         config = self._config
         fleet = config.fleet
         msg_id = _peek_id(payload)
-        if not fleet.enabled or fleet.public_key is None:
+        if fleet.key is None:
             return None  # unsubscribed meanwhile
         try:
             if retained:
@@ -332,7 +332,7 @@ class RemoteConfig:
             message = parse_signed(payload, {"config": str})
             from gateway.runtime.signing import verify  # cryptography: only when used
 
-            verify(fleet.public_key, message, topic)
+            verify(fleet.key, message, topic)
             guard = self.files.guard(fleet.max_age)
             check(message, time.time_ns(), fleet.max_age, guard)
             guard.remember(message.id, message.ts, time.time_ns())

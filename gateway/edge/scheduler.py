@@ -179,7 +179,10 @@ def bad_reading(device: DeviceConfig) -> Reading:
 
 
 def answered(reading: Reading, errors: list[Any]) -> bool:
-    """Whether the device said anything useful: some point not bad (or no point and no error)."""
+    """Whether the device said anything useful: some point not bad (or no point and no error),
+    or a reply that refused the request (a Modbus exception: the device is there)."""
+    if any(getattr(error, "kind", None) == "exception" for error in errors):
+        return True
     if reading.values:
         return True
     if reading.quality:
@@ -371,7 +374,7 @@ def _error(device: DeviceConfig, message: str, kind: str) -> DriverError:
 
 
 def _default_driver_factory(device: DeviceConfig, config: GatewayConfig, buses: Any) -> Any:
-    from drivers.base import create_driver
+    from drivers.registry import create_driver
 
     return create_driver(device, config, buses)
 

@@ -1,8 +1,9 @@
 """Logging set-up: one line per event on stderr, with secrets scrubbed and repeats summarised.
 
 journald adds the time, so lines carry level, logger and message only. Every secret the
-config loader sees (passwords, tokens) is registered here and replaced by *** in any line,
-as a last line of defence behind `model.Secret`.
+config loader sees (passwords, tokens) is registered in `gateway.core.secrets` and replaced
+by *** in any line, in any form (raw, base64, URL-encoded), as a last line of defence
+behind `model.Secret`.
 """
 
 from __future__ import annotations
@@ -15,20 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
-_secrets: set[str] = set()
+from gateway.core.secrets import register as register_secret
+from gateway.core.secrets import scrub
 
-
-def register_secret(value: str) -> None:
-    """Never let this exact string reach a log line (ignored when too short to be a secret)."""
-    if len(value) >= 3:
-        _secrets.add(value)
-
-
-def scrub(text: str) -> str:
-    for secret in _secrets:
-        if secret in text:
-            text = text.replace(secret, "***")
-    return text
+__all__ = ["ScrubbingFormatter", "register_secret", "scrub", "setup"]
 
 
 class ScrubbingFormatter(logging.Formatter):

@@ -523,19 +523,11 @@ class DemoDaemon(Daemon):
 
 def make_bridge(path: str) -> Any:
     """The bridge, speaking MQTT 3.1.1: amqtt (the embedded broker) has no MQTT 5."""
-    import aiomqtt
-
+    from gateway.bridge.receive import Protocol
     from gateway.bridge.service import Bridge
 
-    class DemoBridge(Bridge):
-        def _new_client(self, mqtt: Any) -> aiomqtt.Client:
-            # the bridge wires it up as any other (bulk receive, manual acks)
-            return aiomqtt.Client(
-                mqtt.host, mqtt.port, identifier=mqtt.client_id, clean_session=False,
-                keepalive=int(mqtt.keepalive), timeout=10,
-            )
-
-    return DemoBridge(path, reconnect_max=BRIDGE_RECONNECT_CAP)  # back soon after an outage
+    return Bridge(path, protocol=Protocol.V311,
+                  reconnect_max=BRIDGE_RECONNECT_CAP)  # back soon after an outage
 
 
 def create_influx_database(url: str) -> None:

@@ -1,7 +1,10 @@
 """Simulated field devices for the demo and the test suites.
 
-Modbus devices are served by pymodbus's own servers (TCP, RTU on a pty, RTU over TCP), so
-every frame on the wire is built by pymodbus, not here. A simulator holds several units
+Modbus devices are served by a small Modbus server of our own (TCP, RTU on a pty, RTU
+over TCP) built on `gateway.core.modbus` (CRC, MBAP), not on a library's server: the
+gateway talks to them through pymodbus's client, so every frame crosses two independent
+implementations, and the simulators do not depend on any library's server internals (which
+change from one pymodbus minor release to the next). A simulator holds several units
 (Modbus unit ids), each with its own register and bit tables, values settable at any time,
 optional per-read hooks (e.g. a sequence number that increments at every read) and a
 *fault* that makes it misbehave:
@@ -12,18 +15,24 @@ optional per-read hooks (e.g. a sequence number that increments at every read) a
 * ``garbage``: answers bytes that are no Modbus frame;
 * ``truncated``: answers the first half of a correct frame;
 * ``crc``: answers a correct frame with its last byte flipped (a CRC error in RTU);
+* ``bytecount``: answers a frame whose byte count lies (two more than the data it carries;
+  on TCP the MBAP length matches the bytes sent, in RTU the CRC is right);
 * ``delay`` (any fault or none): waits this long before answering.
 
 A unit answers one request at a time, as a real device does: a request that arrives while
 the unit is still working on an earlier one (e.g. a late answer after the gateway's
-timeout) is answered after it, in order.
+timeout) is answered after it, in order. Requests for units the simulator does not hold
+get no answer (as on a multi-drop line).
 
 Reads that touch an address outside ``0..size-1`` or listed in ``illegal`` answer
-exception 2 (illegal data address), as real devices do for holes in their map.
+exception 2 (illegal data address), as real devices do for holes in their map; a read of
+0 or more than 125 registers (2000 bits) exception 3; an unknown function exception 1.
+Writes (function codes 5, 6, 15, 16) change the tables.
 
 `SerialLineSimulator` prints ASCII records on a pty, streaming or answering a request, and
 can print noise. Every simulator keeps a log of the frames it received and sent with their
-monotonic times (``frames``), which tests use to prove bus discipline.
+monotonic times (``frames``; TCP simulators only when ``record_frames``), which tests use
+to prove bus discipline.
 
 All simulators are async: ``await sim.start()`` / ``await sim.stop()``, or ``async with``.
 """
@@ -31,6 +40,7 @@ All simulators are async: ``await sim.start()`` / ``await sim.stop()``, or ``asy
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import time
@@ -39,18 +49,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pymodbus.constants import ExcCodes
-from pymodbus.datastore import ModbusServerContext
-from pymodbus.exceptions import NoSuchIdException
-from pymodbus.framer import FramerType
-from pymodbus.server import ModbusSerialServer, ModbusTcpServer
-
 from gateway.core.decode import encode_registers
-from gateway.core.model import PointConfig, Value
+from gateway.core.modbus import TABLE_OF_FUNCTION, crc_ok, mbap_frame, rtu_frame
+from gateway.core.model import BIT_TABLES, PointConfig, Value
 
-FAULTS = ("silent", "exception", "garbage", "truncated", "crc")
-_FUNCTION_TABLES = {1: "coil", 2: "discrete", 3: "holding", 4: "input"}
-_BIT_TABLES = ("coil", "discrete")
+FAULTS = ("silent", "exception", "garbage", "truncated", "crc", "bytecount")
+ILLEGAL_FUNCTION, ILLEGAL_ADDRESS, ILLEGAL_VALUE = 1, 2, 3
+_MAX_REGISTERS, _MAX_BITS = 125, 2000
+_RTU_QUIET = 0.1  # a partial RTU request older than this is dropped (line silence)
 
 ReadHook = Callable[["SimUnit", str, int, int], None]
 
@@ -102,7 +108,7 @@ class SimUnit:
         """Store ``value`` (raw, before scale/offset) where ``point`` reads it."""
         if point.table is None or point.address is None:
             raise ValueError(f"point {point.name!r} has no modbus table and address")
-        if point.table in _BIT_TABLES:
+        if point.table in BIT_TABLES:
             self.set_bits(point.table, point.address, [bool(value)])
         else:
             self.set_registers(point.table, point.address, encode_registers(point, value))
@@ -121,60 +127,108 @@ class SimUnit:
         """Answer exception 2 (illegal data address) to any read covering ``address``."""
         self.illegal.add((table, address))
 
-    def read(self, table: str, address: int, count: int) -> list[Any] | ExcCodes:
+    def read(self, table: str, address: int, count: int) -> list[Any] | int:
+        """The values, or the exception code a device answers."""
         if address < 0 or address + count > self.size:
-            return ExcCodes.ILLEGAL_ADDRESS
+            return ILLEGAL_ADDRESS
         illegal = self.illegal
         if illegal and any((table, a) in illegal for a in range(address, address + count)):
-            return ExcCodes.ILLEGAL_ADDRESS
+            return ILLEGAL_ADDRESS
         for hook in self.hooks:
             hook(self, table, address, count)
         return self.table(table)[address : address + count]
 
 
-class _Context(ModbusServerContext):
-    """A pymodbus datastore that asks a `ModbusSimulator` for every read.
+def _pack_bits(bits: Sequence[bool]) -> bytes:
+    out = bytearray((len(bits) + 7) // 8)
+    for i, bit in enumerate(bits):
+        if bit:
+            out[i // 8] |= 1 << (i % 8)
+    return bytes(out)
 
-    pymodbus calls ``async_getValues`` for each request; a silent unit raises
-    `NoSuchIdException`, which the server (``ignore_missing_devices``) answers with nothing.
-    """
 
-    def __init__(self, sim: ModbusSimulator) -> None:  # no super(): that one only warns
-        self._sim = sim
-        self.old_simulator = True  # route requests to async_getValues below
-        self.simdevices = []
+def _unpack_bits(data: bytes, count: int) -> list[bool]:
+    return [bool(data[i // 8] >> (i % 8) & 1) for i in range(count)]
 
-    async def async_getValues(
-        self, device_id: int, func_code: int, address: int, count: int = 1
-    ) -> list[int] | list[bool] | ExcCodes:
-        return await self._sim._read(device_id, func_code, address, count)
 
-    async def async_setValues(
-        self, device_id: int, func_code: int, address: int, values: Sequence[int] | Sequence[bool]
-    ) -> ExcCodes | None:
-        unit = self._sim.units.get(device_id)
-        table = {5: "coil", 15: "coil", 6: "holding", 16: "holding"}.get(func_code)
-        if unit is None or table is None:
-            return ExcCodes.ILLEGAL_FUNCTION
-        unit.table(table)[address : address + len(values)] = list(values)
-        return None
+def _exception(function: int, code: int) -> bytes:
+    return bytes([function | 0x80, code])
 
-    def device_ids(self) -> list[int]:
-        return list(self._sim.units)
+
+def serve_pdu(unit: SimUnit, pdu: bytes) -> bytes:
+    """The response PDU a healthy device gives to request ``pdu`` (faults aside)."""
+    function = pdu[0]
+    if len(pdu) < 5:
+        return _exception(function, ILLEGAL_VALUE)
+    address = int.from_bytes(pdu[1:3], "big")
+    table = TABLE_OF_FUNCTION.get(function)
+    if table is not None:  # a read
+        count = int.from_bytes(pdu[3:5], "big")
+        bits = table in BIT_TABLES
+        if not 1 <= count <= (_MAX_BITS if bits else _MAX_REGISTERS):
+            return _exception(function, ILLEGAL_VALUE)
+        unit.reads += 1
+        values = unit.read(table, address, count)
+        if isinstance(values, int):
+            return _exception(function, values)
+        data = _pack_bits(values) if bits else b"".join(v.to_bytes(2, "big") for v in values)
+        return bytes([function, len(data)]) + data
+    if function in (5, 6):
+        value = int.from_bytes(pdu[3:5], "big")
+        if address >= unit.size:
+            return _exception(function, ILLEGAL_ADDRESS)
+        if function == 5:
+            unit.coil[address] = value == 0xFF00
+        else:
+            unit.holding[address] = value
+        return pdu[:5]
+    if function in (15, 16) and len(pdu) >= 6:
+        count = int.from_bytes(pdu[3:5], "big")
+        data = pdu[6 : 6 + pdu[5]]
+        if address + count > unit.size:
+            return _exception(function, ILLEGAL_ADDRESS)
+        if function == 15:
+            unit.set_bits("coil", address, _unpack_bits(data, count))
+        else:
+            unit.set_registers("holding", address, [int.from_bytes(data[i : i + 2], "big")
+                                                     for i in range(0, 2 * count, 2)])
+        return pdu[:5]
+    return _exception(function, ILLEGAL_FUNCTION)
+
+
+def rtu_request_size(buffer: bytes | bytearray, at: int) -> int | None:
+    """Bytes of the RTU request starting at ``at``, ``0`` when more bytes are needed to
+    tell, ``None`` when no request starts there (an unknown function code)."""
+    if len(buffer) - at < 2:
+        return 0
+    function = buffer[at + 1]
+    if 1 <= function <= 6:
+        return 8
+    if function in (15, 16):
+        return 9 + buffer[at + 6] if len(buffer) - at >= 7 else 0
+    return None
+
+
+def corrupt(frame: bytes, fault: str) -> bytes:
+    """A deliberately broken copy of a correct ``frame``."""
+    if fault == "truncated":
+        return frame[: max(1, len(frame) // 2)]
+    if fault == "crc":
+        return frame[:-1] + bytes([frame[-1] ^ 0xFF])
+    if fault == "garbage":
+        return bytes((0x5A ^ (i * 37)) & 0xFF for i in range(len(frame)))
+    return frame
 
 
 class ModbusSimulator:
     """Common part of the Modbus simulators: units, faults, frame log."""
 
-    framer: FramerType = FramerType.SOCKET
+    framing = "socket"  # socket | rtu
 
     def __init__(self, units: Sequence[int] | None = None, *, size: int = 1000) -> None:
         self.units: dict[int, SimUnit] = {u: SimUnit(u, size=size) for u in (units or [1])}
         self.frames: list[Frame] = []
         self.record_frames = True
-        self._context = _Context(self)
-        self._server: ModbusTcpServer | ModbusSerialServer | None = None
-        self._outgoing_fault: SimUnit | None = None
 
     def unit(self, unit: int = 1) -> SimUnit:
         return self.units[unit]
@@ -183,48 +237,30 @@ class ModbusSimulator:
         self.units[unit] = SimUnit(unit, size=size)
         return self.units[unit]
 
-    async def _read(
-        self, device_id: int, func_code: int, address: int, count: int
-    ) -> list[int] | list[bool] | ExcCodes:
-        unit = self.units.get(device_id)
-        if unit is None or unit.fault == "silent":
-            raise NoSuchIdException(f"unit {device_id} does not answer")
+    async def answer(self, unit_id: int, pdu: bytes, transaction: int = 0) -> bytes | None:
+        """The frame to send back for request ``pdu`` to ``unit_id`` (``None``: silence),
+        in this simulator's framing, with the unit's fault applied."""
+        unit = self.units.get(unit_id)
+        if unit is None or unit.fault == "silent" or not pdu:
+            return None
         async with unit.busy:  # one request at a time, as a real device
             if unit.delay:
                 await asyncio.sleep(unit.delay)
-            return self._answer(unit, func_code, address, count)
-
-    def _answer(
-        self, unit: SimUnit, func_code: int, address: int, count: int
-    ) -> list[int] | list[bool] | ExcCodes:
-        table = _FUNCTION_TABLES.get(func_code)
-        if table is None:
-            return ExcCodes.ILLEGAL_FUNCTION
-        unit.reads += 1
-        if unit.fault == "exception":
-            return ExcCodes(unit.exception_code)
-        # the response is sent right after this returns, with no await in between
-        self._outgoing_fault = unit if unit.fault in ("garbage", "truncated", "crc") else None
-        return unit.read(table, address, count)
-
-    def _trace(self, sending: bool, data: bytes) -> bytes:
-        if sending:
-            unit, self._outgoing_fault = self._outgoing_fault, None
-            if unit is not None:
-                data = corrupt(data, unit.fault or "")
-        return data
-
-    def _server_kwargs(self) -> dict[str, Any]:
-        return {
-            "framer": self.framer,
-            "ignore_missing_devices": True,
-            "trace_packet": self._trace,
-        }
+            if unit.fault == "exception":
+                unit.reads += 1
+                response = _exception(pdu[0], unit.exception_code)
+            else:
+                response = serve_pdu(unit, pdu)
+        if unit.fault == "bytecount" and len(response) >= 2 and not response[0] & 0x80:
+            response = bytes([response[0], (response[1] + 2) & 0xFF]) + response[2:]
+        if self.framing == "rtu":
+            frame = rtu_frame(unit_id, response)
+        else:
+            frame = mbap_frame(transaction, unit_id, response)
+        return corrupt(frame, unit.fault or "")
 
     async def stop(self) -> None:
-        if self._server is not None:
-            await self._server.shutdown()
-            self._server = None
+        raise NotImplementedError
 
     async def __aenter__(self) -> ModbusSimulator:
         await self.start()
@@ -237,15 +273,49 @@ class ModbusSimulator:
         raise NotImplementedError
 
 
-def corrupt(frame: bytes, fault: str) -> bytes:
-    """A deliberately broken copy of a correct ``frame``."""
-    if fault == "truncated":
-        return frame[: max(1, len(frame) // 2)]
-    if fault == "crc":
-        return frame[:-1] + bytes([frame[-1] ^ 0xFF])
-    if fault == "garbage":
-        return bytes((0x5A ^ (i * 37)) & 0xFF for i in range(len(frame)))
-    return frame
+class _RtuReceiver:
+    """Cuts RTU requests out of a byte stream (hunting past bytes that start none, or fail
+    their CRC) and answers each in turn through ``send``."""
+
+    def __init__(self, sim: ModbusSimulator, send: Callable[[bytes], None]) -> None:
+        self._sim = sim
+        self._send = send
+        self._buffer = bytearray()
+        self._last = 0.0
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self._task = asyncio.create_task(self._serve(), name="modbus rtu simulator")
+
+    def feed(self, data: bytes) -> None:
+        now = time.monotonic()
+        if now - self._last > _RTU_QUIET:
+            self._buffer.clear()  # a new frame after line silence
+        self._last = now
+        self._buffer += data
+        at = 0
+        while at < len(self._buffer):
+            size = rtu_request_size(self._buffer, at)
+            if size == 0 or (size is not None and len(self._buffer) - at < size):
+                break  # wait for the rest
+            if size is not None and crc_ok(bytes(self._buffer[at : at + size])):
+                self._queue.put_nowait(bytes(self._buffer[at : at + size]))
+                at += size
+            else:
+                at += 1
+        del self._buffer[:at]
+
+    async def _serve(self) -> None:
+        while True:
+            frame = await self._queue.get()
+            if frame[0] == 0:
+                continue  # broadcast: no answer
+            reply = await self._sim.answer(frame[0], frame[1:-2])
+            if reply is not None:
+                self._send(reply)
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
 
 
 class ModbusTcpSimulator(ModbusSimulator):
@@ -260,26 +330,80 @@ class ModbusTcpSimulator(ModbusSimulator):
         size: int = 1000,
     ) -> None:
         super().__init__(units, size=size)
+        self.record_frames = False
         self.host = host
         self.port = port  # 0: a free port, known after start (and kept across restarts)
+        self._server: asyncio.Server | None = None
+        self._clients: set[asyncio.StreamWriter] = set()
 
     @property
     def connections(self) -> int:
         """Clients connected now."""
-        return len(self._server.active_connections) if self._server is not None else 0
+        return len(self._clients)
+
+    def _log(self, direction: str, data: bytes) -> None:
+        if self.record_frames:
+            self.frames.append(Frame(direction, time.monotonic(), data))
+
+    async def _connection(self, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        self._clients.add(writer)
+        try:
+            if self.framing == "rtu":
+                await self._rtu_connection(reader, writer)
+            else:
+                await self._socket_connection(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._clients.discard(writer)
+            writer.close()
+
+    async def _socket_connection(self, reader: asyncio.StreamReader,
+                                 writer: asyncio.StreamWriter) -> None:
+        while True:
+            header = await reader.readexactly(7)
+            length = int.from_bytes(header[4:6], "big")
+            pdu = await reader.readexactly(max(0, length - 1))
+            self._log("rx", header + pdu)
+            reply = await self.answer(header[6], pdu, int.from_bytes(header[:2], "big"))
+            if reply is not None:
+                self._log("tx", reply)
+                writer.write(reply)
+
+    async def _rtu_connection(self, reader: asyncio.StreamReader,
+                              writer: asyncio.StreamWriter) -> None:
+        def send(reply: bytes) -> None:
+            self._log("tx", reply)
+            writer.write(reply)
+
+        receiver = _RtuReceiver(self, send)
+        try:
+            while data := await reader.read(4096):
+                self._log("rx", data)
+                receiver.feed(data)
+        finally:
+            await receiver.close()
 
     async def start(self) -> None:
-        address = (self.host, self.port)
-        server = ModbusTcpServer(self._context, address=address, **self._server_kwargs())
-        await server.serve_forever(background=True)
-        self._server = server
-        self.port = server.transport.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self._server = await asyncio.start_server(self._connection, self.host, self.port)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        for writer in list(self._clients):
+            writer.close()
+        await server.wait_closed()
+        self._clients.clear()
 
 
 class ModbusRtuOverTcpSimulator(ModbusTcpSimulator):
     """RTU frames (with CRC) on a TCP socket, as serial device servers forward them."""
 
-    framer = FramerType.RTU
+    framing = "rtu"
 
 
 class PtyPair:
@@ -299,87 +423,46 @@ class PtyPair:
                 pass
 
 
-class _PtyTransport(asyncio.Transport):
-    """An asyncio transport on the master side of a pty, logging every chunk."""
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        fd: int,
-        protocol: asyncio.Protocol,
-        frames: list[Frame] | None,
-    ) -> None:
-        super().__init__()
-        self._loop = loop
-        self._fd = fd
-        self._protocol = protocol
-        self._frames = frames
-        self._closing = False
-        loop.add_reader(fd, self._on_readable)
-
-    def _on_readable(self) -> None:
-        try:
-            data = os.read(self._fd, 4096)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:  # EIO: nobody has the other side open
-            return
-        if data:
-            if self._frames is not None:
-                self._frames.append(Frame("rx", time.monotonic(), data))
-            self._protocol.data_received(data)
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._closing:
-            return
-        if self._frames is not None:
-            self._frames.append(Frame("tx", time.monotonic(), bytes(data)))
-        try:
-            os.write(self._fd, data)
-        except OSError:
-            pass  # a full or hung-up line loses the frame, as a real wire would
-
-    def is_closing(self) -> bool:
-        return self._closing
-
-    def close(self) -> None:
-        if not self._closing:
-            self._closing = True
-            self._loop.remove_reader(self._fd)
-
-
 class ModbusRtuSimulator(ModbusSimulator):
     """Modbus RTU devices sharing one simulated RS-485 line: a pty, gateway side at ``path``."""
 
-    framer = FramerType.RTU
+    framing = "rtu"
 
     def __init__(self, units: Sequence[int] | None = None, *, size: int = 1000) -> None:
         super().__init__(units, size=size)
         self.pty = PtyPair()
         self.path = self.pty.path
+        self._receiver: _RtuReceiver | None = None
+
+    def _send(self, data: bytes) -> None:
+        if self.record_frames:
+            self.frames.append(Frame("tx", time.monotonic(), data))
+        with contextlib.suppress(OSError):  # a full or hung-up line loses the frame
+            os.write(self.pty.master, data)
+
+    def _on_readable(self) -> None:
+        try:
+            data = os.read(self.pty.master, 4096)
+        except OSError:  # EAGAIN, or EIO: nobody has the other side open
+            return
+        if data and self._receiver is not None:
+            if self.record_frames:
+                self.frames.append(Frame("rx", time.monotonic(), data))
+            self._receiver.feed(data)
 
     async def start(self) -> None:
-        server = ModbusSerialServer(self._context, port=self.path, **self._server_kwargs())
-        loop = asyncio.get_running_loop()
-
-        async def create() -> tuple[asyncio.Transport, asyncio.Protocol]:
-            protocol = server.handle_new_connection()
-            transport = _PtyTransport(
-                loop, self.pty.master, protocol, self.frames if self.record_frames else None
-            )
-            protocol.connection_made(transport)
-            return transport, protocol
-
-        server.call_create = create  # serve the pty master instead of opening a port by name
-        await server.serve_forever(background=True)
-        self._server = server
+        self._receiver = _RtuReceiver(self, self._send)
+        asyncio.get_running_loop().add_reader(self.pty.master, self._on_readable)
 
     def noise(self, data: bytes) -> None:
         """Put raw bytes on the line now (a glitch, another master, a babbling device)."""
         os.write(self.pty.master, data)
 
     async def stop(self) -> None:
-        await super().stop()
+        receiver, self._receiver = self._receiver, None
+        if receiver is not None:
+            asyncio.get_running_loop().remove_reader(self.pty.master)
+            await receiver.close()
         self.pty.close()
 
 

@@ -23,6 +23,8 @@ import aiomqtt
 import pytest
 from paho.mqtt.client import topic_matches_sub
 
+from gateway.bridge import ingest
+from gateway.bridge.receive import Protocol
 from gateway.bridge.service import Bridge
 from gateway.core import lineproto
 from gateway.core.model import BridgeConfig, BridgeMqttConfig, InfluxConfig, Reading
@@ -469,6 +471,51 @@ async def test_hostile_payloads_inject_nothing(
         assert len(d.get("payload", d.get("payload_b64", ""))) <= 64 * 1024 * 4 // 3 + 4
     reasons = [c["reason"] for c in cases if "reason" in c]
     assert running.bridge.stats.dead_letters == {r: reasons.count(r) for r in reasons}
+
+
+@pytest.mark.parametrize("protocol", [Protocol.V5, Protocol.V311])
+async def test_too_large_and_retained_junk_are_dead_lettered_once(
+    mosquitto: Mosquitto, influx: InfluxDB, tmp_path: Path, protocol: Protocol
+) -> None:
+    """Issue 13 item 8, on both protocols: a message over the bridge's limit is refused
+    unread (topic and size in the dead letter), its batch is written and acknowledged;
+    after a reconnect neither it nor a retained junk message is dead-lettered again."""
+    config = bridge_config(mosquitto, tmp_path, v1(influx), client_id=f"bridge-{protocol.name}")
+    good = make_messages(["gw-1"], ["dev-1"], 4, 1, fmt="json")
+    junk_topic = "sensegate/gw-1/junk/data"
+    big_topic = "sensegate/gw-1/big/data"
+    big = b"x" * (ingest.MAX_PAYLOAD + 1024 * 1024)
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="junk") as client:
+        await client.publish(junk_topic, b"{not json", qos=1, retain=True)
+
+    def bridge() -> Bridge:
+        return Bridge(config_path="(test)", config=config, protocol=protocol)
+
+    first = bridge()
+    task = asyncio.create_task(first.run())
+    await wait_for(lambda: first.stats.connected, what="bridge connected")
+    await publish(mosquitto, [*good[:2], (big_topic, big), *good[2:]])
+    await wait_for(lambda: first.stats.acked >= 6, what="all acked", info=lambda: first.stats)
+    first.should_exit.set()
+    assert await asyncio.wait_for(task, 30) == 0
+    letters = dead_letters(tmp_path)
+    assert sorted((d["topic"], d["reason"]) for d in letters) == [
+        (big_topic, ingest.TOO_LARGE), (junk_topic, ingest.BAD_JSON)]
+    too_large = next(d for d in letters if d["reason"] == ingest.TOO_LARGE)
+    assert str(len(big)) in too_large["detail"]
+    assert len(await wait_for_rows(influx, 'SELECT * FROM "weather"', 4)) == 4
+
+    # the same session again: nothing is delivered twice, the retained junk not again
+    second = bridge()
+    task = asyncio.create_task(second.run())
+    await wait_for(lambda: second.stats.connected, what="bridge reconnected")
+    more = make_messages(["gw-1"], ["dev-1"], 1, 1, start=100, fmt="json")
+    await publish(mosquitto, more)
+    await wait_for(lambda: second.stats.acked >= 1, what="acked", info=lambda: second.stats)
+    second.should_exit.set()
+    assert await asyncio.wait_for(task, 30) == 0
+    assert second.stats.received == 1
+    assert len(dead_letters(tmp_path)) == 2
 
 
 async def test_rejected_point_does_not_poison_its_batch(

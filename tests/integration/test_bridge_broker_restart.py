@@ -63,6 +63,13 @@ async def test_messages_queued_for_a_dead_bridge_survive_a_broker_restart(
         rows = await wait_for_rows(db, 'SELECT * FROM "weather"', len(expected))
         assert len(rows) == len(expected), log.read_text()[-3000:]
         assert stored_rows(db) == expected
+        # the bridge holds its subscription again (a shared one is renewed): new messages
+        # flow whatever happened to the session at the broker
+        later = make_messages(["gw-a"], ["rws-3"], 5, 2, start=1000)
+        await publish(mosquitto, later, client_id="p-later")
+        expected = expected_rows((msgs if not shared else before) + later)
+        rows = await wait_for_rows(db, 'SELECT * FROM "weather"', len(expected))
+        assert stored_rows(db) == expected, log.read_text()[-3000:]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:

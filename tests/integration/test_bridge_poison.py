@@ -87,7 +87,7 @@ async def start(mosquitto: Mosquitto, store: Store, tmp_path: Path) -> tuple[Run
     port = free_port()
     base = bridge_config(mosquitto, tmp_path, store.config())
     config = BridgeConfig(mqtt=base.mqtt, influxdb=base.influxdb, state_dir=base.state_dir,
-                          metrics=MetricsConfig("127.0.0.1", port))
+                          metrics=MetricsConfig(("127.0.0.1", port)))
     return await start_bridge(config), port
 
 

@@ -279,7 +279,7 @@ async def test_tls_with_client_certificate(influx: InfluxDB, tmp_path: Path, pki
         try:
             await bridge.wait_log("subscribed to")
             # Small messages, and large ones that span many TLS records and recv chunks
-            # (gateway.bridge.receive hands those to paho part by part).
+            # (gateway.bridge.receive keeps a packet cut by a read until it is complete).
             small = make_messages(["gw-a"], ["rws-1"], 300, 1)
             large = make_messages(["gw-a"], ["rws-2"], 3, 3000, start=1000, fmt="json")
             assert min(len(p) for _, p, *_ in large) > 200_000

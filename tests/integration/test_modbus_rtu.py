@@ -52,7 +52,7 @@ async def test_rtu_reads_every_type(line: ModbusRtuSimulator, buses: BusRegistry
         pytest.param("silent", "timeout", "no response within 0.2s reading holding 0..12",
                      id="silent"),
         pytest.param("exception", "exception",
-                     "modbus exception 2 illegal data address reading holding 0..12",
+                     "modbus exception 2 (illegal data address) reading holding 0..12",
                      id="exception"),
     ],
 )

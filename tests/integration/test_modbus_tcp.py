@@ -1,4 +1,4 @@
-"""Modbus TCP driver against pymodbus's own server (gateway.sim.simulator)."""
+"""Modbus TCP driver against simulated devices (gateway.sim.simulator)."""
 
 from __future__ import annotations
 
@@ -70,12 +70,12 @@ async def test_exception_costs_only_its_request(
     assert result.reading.values["temp"] == 21.5
     [error] = result.errors
     assert (error.kind, error.code) == ("exception", 2)
-    assert str(error) == "modbus exception 2 illegal data address reading input 100..100"
+    assert str(error) == "modbus exception 2 (illegal data address) reading input 100..100"
     # the bus of a TCP device is its endpoint, in the error and in the log line
     assert error.where() == f"device 'dev' unit 1 bus 'tcp 127.0.0.1:{sim.port}'"
     lines = [r.getMessage() for r in caplog.records]
     assert lines == [f"device 'dev' unit 1 bus 'tcp 127.0.0.1:{sim.port}': modbus exception 2 "
-                     "illegal data address reading input 100..100"]
+                     "(illegal data address) reading input 100..100"]
 
 
 @pytest.mark.parametrize(

@@ -88,7 +88,7 @@ async def test_exception_exits_1_with_reason(site) -> None:
     assert code == 1
     assert "level" in out and "bad" in out
     assert (f"error: device 'rws-1' unit 1 bus 'tcp 127.0.0.1:{sim.port}': modbus exception 2 "
-            "illegal data address reading input 100..100") in err
+            "(illegal data address) reading input 100..100") in err
 
 
 async def test_timeout_exits_1(site) -> None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 
 import pytest
 
 from drivers import create_driver
 from drivers.bus import BusRegistry
-from drivers.serial_line import SerialLineDriver, build_converter
+from drivers.serial_line import SerialLineDriver
 from gateway.core.model import DeviceConfig, PointConfig, SerialSettings
 from gateway.sim.simulator import SerialLineSimulator
 
@@ -149,18 +151,81 @@ async def test_missing_port() -> None:
     assert str(result.errors[0]).startswith("cannot open /dev/no-such-sensegate-port: ")
 
 
-@pytest.mark.parametrize(
-    ("point", "text", "expected"),
-    [
-        pytest.param(PointConfig("pm25", "float64", invalid_values=(-999.0,), scale=0.1),
-                     "-999", (None, "invalid"), id="float-sentinel-before-scale"),
-        pytest.param(PointConfig("pm25", "float64", invalid_values=(-999.0,), scale=0.1),
-                     "-99.9", (pytest.approx(-9.99), "good"), id="float-other-value"),
-        pytest.param(PointConfig("n", "int32", invalid_values=(9999,)), " 9999",
-                     (None, "invalid"), id="int-sentinel"),
-        pytest.param(PointConfig("n", "int32", invalid_values=(9999,)), "42", (42, "good"),
-                     id="int-good"),
-    ],
-)
-def test_serial_line_invalid_values(point: PointConfig, text: str, expected: tuple) -> None:
-    assert build_converter(point)(text) == expected
+async def _write_all(fd: int, data: bytes) -> None:
+    """Write ``data`` to a pty master however full its buffer gets (the reader drains it)."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view[:65536]):]
+        except BlockingIOError:
+            await asyncio.sleep(0.001)
+
+
+async def test_five_mib_line_is_noise_not_a_record(streaming: SerialLineSimulator) -> None:
+    """A line far past the 4096-byte limit, even one that contains a matching record, is one
+    noise line; the record after it is read, and memory stays bounded."""
+    streaming.silent = True
+    driver = await scan_driver(device(streaming.path, timeout=5))
+    try:
+        await driver.scan()  # opens the port (a streamed record or a timeout)
+        record = b"PM25=9.5,PM10=8,N=1"
+        await _write_all(streaming.pty.master, record * (5 * 1024 * 1024 // len(record)))
+        await _write_all(streaming.pty.master, b"\r\nPM25=1.5,PM10=8,N=2\r\n")
+        result = await driver.scan()
+        assert result.reading.values == {"pm25": 1.5, "pm10": 4.0, "n": 2}
+        assert driver.noise_lines == 1
+    finally:
+        await driver.close()
+
+
+async def test_cr_only_separates_records() -> None:
+    sim = SerialLineSimulator(TEMPLATE, {"pm25": 3.5, "pm10": 6, "n": 5}, period=0.02,
+                              newline=b"\r")
+    async with sim:
+        driver = await scan_driver(device(sim.path))
+        try:
+            results = [await driver.scan() for _ in range(3)]
+        finally:
+            await driver.close()
+    for result in results:
+        assert result.errors == []
+        assert result.reading.values == {"pm25": 3.5, "pm10": 3.0, "n": 5}
+    assert driver.noise_lines == 0
+
+
+@pytest.mark.parametrize("control", ["\x00", "\x1b", "\x07"], ids=["NUL", "ESC", "BEL"])
+async def test_control_characters_make_a_string_invalid(control: str) -> None:
+    points = (PointConfig("id", "string"), PointConfig("n", "int32"))
+    sim = SerialLineSimulator("ID={id},N={n}", {"id": f"AB{control}C", "n": 4},
+                              request=b"R\r\n")
+    async with sim:
+        dev = DeviceConfig("pm-1", "serial-line", points, serial=SerialSettings(sim.path),
+                           request=b"R\r\n", pattern=r"ID=(?P<id>[^,]*),N=(?P<n>\d+)",
+                           timeout=0.5)
+        driver = await scan_driver(dev)
+        try:
+            bad = await driver.scan()
+            sim.values["id"] = "ABC"
+            good = await driver.scan()
+        finally:
+            await driver.close()
+    assert bad.reading.values == {"n": 4}
+    assert bad.reading.quality == {"id": "invalid"}
+    assert good.reading.values == {"id": "ABC", "n": 4}
+
+
+async def test_port_gone_is_a_connection_error_then_reopened() -> None:
+    sim = SerialLineSimulator(TEMPLATE, {"pm25": 3.5, "pm10": 6, "n": 5}, period=0.02)
+    await sim.start()
+    driver = await scan_driver(device(sim.path, timeout=0.5))
+    try:
+        assert (await driver.scan()).errors == []
+        await sim.stop()  # the other side of the line goes away
+        errors = []
+        for _ in range(5):
+            errors = (await driver.scan()).errors
+            if errors and errors[0].kind == "connection":
+                break
+        assert errors and errors[0].kind == "connection"
+    finally:
+        await driver.close()

@@ -172,8 +172,8 @@ PR_MDWE_REFUSE_EXEC_GAIN = 1
 
 MDWE_PROBE = """
 import mmap, sqlite3, ssl, asyncio
-import aiomqtt, paho.mqtt.client, prometheus_client, pymodbus.client
-import ruamel.yaml, serial, serial_asyncio_fast
+import aiomqtt, paho.mqtt.client, pymodbus.client
+import yaml, serial, serial_asyncio_fast
 import gateway.commands.cli
 sqlite3.connect(":memory:").execute("create table t (x)")
 try:

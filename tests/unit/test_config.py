@@ -6,7 +6,7 @@ import pytest
 
 from gateway.config.load import load_bridge_config, load_gateway_config
 from gateway.core.errors import ConfigError
-from gateway.core.model import Secret
+from gateway.core.model import Secret, byte_order_by_meaning
 
 HEAD = "gateway: {id: site-1}\nmqtt: {host: broker}\n"
 
@@ -83,6 +83,18 @@ def test_metrics_listen(tmp_path: Path, metrics: str, host: str, port: int) -> N
     pytest.param("MSW-LE", "BADC", id="msw-le"),
     pytest.param("LSW-BE", "CDAB", id="lsw-be"),
     pytest.param("cdab", "CDAB", id="lower-case"),
+    pytest.param("word-swap", "CDAB", id="word-swap"),
+    pytest.param("Word Swap", "CDAB", id="word-swap-spaced"),
+    pytest.param("word_swap", "CDAB", id="word-swap-underscore"),
+    pytest.param("byte-swap", "BADC", id="byte-swap"),
+    pytest.param("swap-bytes", "BADC", id="swap-bytes"),
+    pytest.param("big-endian-byte-swap", "BADC", id="modbus-poll-big-byte-swap"),
+    pytest.param("little-endian-byte-swap", "CDAB", id="modbus-poll-little-byte-swap"),
+    pytest.param("little-endian", "DCBA", id="little-endian"),
+    pytest.param("big-endian", "ABCD", id="big-endian"),
+    pytest.param("3412", "CDAB", id="digits-3412"),
+    pytest.param("2143", "BADC", id="digits-2143"),
+    pytest.param("4321", "DCBA", id="digits-4321"),
 ])
 def test_byte_order_aliases(tmp_path: Path, written: str, order: str) -> None:
     cfg = load_gateway_config(_write(tmp_path, HEAD + f"""devices:
@@ -334,3 +346,19 @@ def test_wxt530_profile_marks_its_sentinels_invalid(tmp_path: Path) -> None:
     assert build_decoder(points["dew_point"])([0x7FFF]) == (None, "invalid")
     assert build_decoder(points["dew_point"])([0xFF85]) == (pytest.approx(-12.3), "good")
     assert build_decoder(points["wind_quality"])([0xFFFF]) == (None, "invalid")
+
+
+@pytest.mark.parametrize(("written", "meant"), [
+    pytest.param("CDBA", "CDAB", id="CDBA-is-a-word-swap"),
+    pytest.param("DCAB", "DCBA", id="DCAB-words-and-bytes-swapped"),
+    pytest.param("BACD", "BADC", id="BACD-byte-swap"),
+    pytest.param("ABDC", "ABCD", id="ABDC-words-in-order"),
+    pytest.param("3421", "CDAB", id="digits"),
+])
+def test_a_misspelt_byte_order_is_read_by_meaning(written: str, meant: str) -> None:
+    assert byte_order_by_meaning(written) == meant
+
+
+def test_byte_order_by_meaning_leaves_other_words_to_the_spelling_hint() -> None:
+    assert byte_order_by_meaning("middle") is None
+    assert byte_order_by_meaning("ABCC") is None

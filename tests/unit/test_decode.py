@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import math
 import struct
+from decimal import Decimal
+from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from gateway.core.decode import build_decoder, decode_all_orders, encode_registers
+from gateway.config.load import load_gateway_config
+from gateway.core.decode import (
+    build_decoder,
+    decimals,
+    decode_all_orders,
+    encode_registers,
+    written_decimals,
+)
+from gateway.core.errors import ConfigError
 from gateway.core.model import PointConfig
 
 # Where each byte of the big-endian value (index 0 = most significant) sits on the wire.
@@ -207,3 +219,91 @@ def test_integer_round_trip(type_: str, order: str) -> None:
         assert decode(registers) == (value, "good")
 
     check()
+
+
+@pytest.mark.parametrize(
+    ("point", "registers", "expected"),
+    [
+        pytest.param(PointConfig("h", "uint16", "holding", 0, scale=0.1), [474], 47.4,
+                     id="47.4, not 47.400000000000006"),
+        pytest.param(PointConfig("h", "int16", "holding", 0, scale=0.01, offset=-40), [6747],
+                     27.47, id="scale and offset"),
+        pytest.param(PointConfig("h", "uint16", "holding", 0, scale=0.1, offset=0.05), [1],
+                     0.15, id="offset with more decimals"),
+        pytest.param(PointConfig("h", "uint16", "holding", 0, scale=0.001, precision=1), [47449],
+                     47.4, id="precision wins"),
+        pytest.param(PointConfig("h", "uint16", "coil", 0, scale=0.1), [True], 0.1,
+                     id="coil scaled"),
+    ],
+)
+def test_scaled_values_are_rounded(point: PointConfig, registers: list[int],
+                                   expected: float) -> None:
+    value, quality = build_decoder(point)(registers)
+    assert quality == "good"
+    assert value == expected  # exactly: no float noise
+    assert repr(value) == repr(expected)
+
+
+def test_float_raw_values_are_not_rounded_without_precision() -> None:
+    point = PointConfig("t", "float32", "holding", 0, scale=0.1)
+    value, _ = build_decoder(point)(encode_registers(PointConfig("t", "float32", "holding", 0),
+                                                     47.4))
+    assert value == pytest.approx(4.74, rel=1e-6)
+    rounded = PointConfig("t", "float32", "holding", 0, scale=0.1, precision=2)
+    assert build_decoder(rounded)(encode_registers(PointConfig("t", "float32", "holding", 0),
+                                                   47.4)) == (4.74, "good")
+
+
+@pytest.mark.parametrize(("number", "places"),
+                         [(0.1, 1), (0.05, 2), (1e-05, 5), (10.0, 0), (2.5e3, 0), (-0.25, 2)])
+def test_decimals(number: float, places: int) -> None:
+    assert decimals(number) == places
+
+
+def test_precision_from_the_config(tmp_path: Path) -> None:
+    """``precision`` in YAML reaches the decoder; a bad one is a positioned error."""
+    head = "gateway: {id: site-1}\nmqtt: {host: broker}\ndevices:\n"
+    good = tmp_path / "good.yaml"
+    good.write_text(head + """  - name: rws-1
+    driver: modbus-tcp
+    host: 10.0.0.21
+    points:
+      - {name: h, table: input, address: 0, scale: 0.001, precision: 1}
+      - {name: t, table: input, address: 1, scale: 0.1}
+""")
+    h, t = load_gateway_config(str(good), env={}).devices[0].points
+    assert (h.precision, t.precision) == (1, None)
+    assert build_decoder(h)([47449]) == (47.4, "good")
+    assert build_decoder(t)([474]) == (47.4, "good")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(head + """  - name: rws-1
+    driver: modbus-tcp
+    host: 10.0.0.21
+    points:
+      - {name: h, table: input, address: 0, precision: -1}
+""")
+    with pytest.raises(ConfigError) as info:
+        load_gateway_config(str(bad), env={})
+    [issue] = info.value.issues
+    assert "precision" in str(issue) and "bad.yaml:8:" in str(issue)
+
+
+@given(raw=st.integers(-32768, 32767),
+       scale=st.sampled_from([0.1, 0.01, 0.001, 0.5, 0.25, 0.2, 2.5, 10.0]),
+       offset=st.sampled_from([0.0, -40.0, 0.5, 273.15, -0.05]))
+def test_rounded_value_is_the_exact_decimal_result(raw: int, scale: float,
+                                                   offset: float) -> None:
+    """For an integer register, the value is the exact decimal raw x scale + offset (as the
+    nearest float), never that plus float noise."""
+    point = PointConfig("p", "int16", "holding", 0, scale=scale, offset=offset)
+    value, quality = build_decoder(point)([raw & 0xFFFF])
+    exact = Decimal(raw) * Decimal(repr(scale)) + Decimal(repr(offset))
+    assert quality == "good"
+    assert value == float(exact)
+
+
+@pytest.mark.parametrize(("text", "places"),
+                         [("47.40", 2), ("1e-05", 5), ("2.5e3", 0), ("10.0", 1), ("-3", 0),
+                          ("1.25E-1", 3), ("x", 0)])
+def test_written_decimals(text: str, places: int) -> None:
+    assert written_decimals(text) == places

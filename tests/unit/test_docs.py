@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from ruamel.yaml import YAML
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -25,7 +25,7 @@ DASHBOARD = DOCS / "grafana" / "sensegate-dashboard.json"
 
 
 def _yaml(path: Path) -> dict:
-    return YAML(typ="safe").load(path.read_text())
+    return yaml.safe_load(path.read_text())
 
 
 def demo_site() -> dict:
@@ -33,7 +33,7 @@ def demo_site() -> dict:
     from gateway.sim.demo import gateway_yaml
 
     ports = dict.fromkeys(("rws-1", "traffic-1", "meter-1"), 502)
-    return YAML(typ="safe").load(gateway_yaml("/tmp/state", 1883, ports, "/dev/a", "/dev/b"))
+    return yaml.safe_load(gateway_yaml("/tmp/state", 1883, ports, "/dev/a", "/dev/b"))
 
 
 def shipped_series() -> tuple[dict[str, set[str]], set[str]]:
@@ -48,7 +48,8 @@ def shipped_series() -> tuple[dict[str, set[str]], set[str]]:
             tags |= set(device.get("tags") or {})
             points = [p["name"] for p in device.get("points") or []]
             if device.get("profile"):
-                profile = _yaml(ROOT / "config" / "profiles" / f"{device['profile']}.yaml")
+                profile = _yaml(ROOT / "gateway" / "config" / "sensor_profiles"
+                                / f"{device['profile']}.yaml")
                 points += [p["name"] for p in profile["points"]]
             measurement = device.get("measurement") or device["name"]
             fields.setdefault(measurement, set()).update(points)

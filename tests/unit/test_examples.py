@@ -1,5 +1,6 @@
 """Every YAML file under config/ stays valid: gateway configs pass `check`, the bridge
-example loads, and every shipped profile validates on its own."""
+example loads, and every shipped profile (gateway/config/sensor_profiles) validates on its
+own."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from gateway.commands import check
 from gateway.config.load import load_bridge_config
 from gateway.config.profiles import check_profile
 
-CONFIG = Path(__file__).resolve().parent.parent.parent / "config"
-PROFILES = CONFIG / "profiles"
+ROOT = Path(__file__).resolve().parent.parent.parent
+CONFIG = ROOT / "config"
+PROFILES = ROOT / "gateway" / "config" / "sensor_profiles"
 
 
 def _env(path: Path) -> dict[str, str]:
@@ -23,7 +25,7 @@ def _env(path: Path) -> dict[str, str]:
 
 
 def _configs() -> list[Path]:
-    return sorted(p for p in CONFIG.rglob("*.yaml") if PROFILES not in p.parents)
+    return sorted(CONFIG.rglob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", [pytest.param(p, id=p.name) for p in _configs()])
@@ -42,6 +44,10 @@ def test_driver_examples_exist() -> None:
     names = {p.name for p in _configs()}
     assert {"modbus-tcp.yaml", "modbus-rtu.yaml", "modbus-rtu-over-tcp.yaml",
             "serial-line.yaml", "gateway.example.yaml", "bridge.example.yaml"} <= names
+
+
+def test_profiles_ship() -> None:
+    assert len(list(PROFILES.glob("*.yaml"))) >= 5
 
 
 @pytest.mark.parametrize("path", [pytest.param(p, id=p.name)

@@ -131,7 +131,7 @@ def test_fleet_fields_load_with_the_key_inline_or_from_a_file(tmp_path: Path) ->
         path = tmp_path / "gw.yaml"
         path.write_text(BASE.format(state=tmp_path, key=key))
         config = load_gateway_config(str(path))
-        assert config.fleet.public_key == public
+        assert config.fleet.key == public
         assert (config.fleet.probation, config.fleet.max_age, config.fleet.keep) == (30, 300, 5)
         assert config.status_interval == 10
 

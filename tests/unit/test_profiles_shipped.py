@@ -1,8 +1,9 @@
 """The shipped sensor profiles and example sites stay loadable and consistent.
 
-Every profile under config/profiles/ passes `gateway.config.load.check_profile`, names its source
-manual in its header comment, and is used by at least one example site; every example site
-(config/site-*.yaml) loads and passes `sensegate check`.
+Every profile under gateway/config/sensor_profiles/ passes
+`gateway.config.load.check_profile`, names its source manual in its header comment, and is
+used by at least one example site; every example site (config/site-*.yaml) loads and passes
+`sensegate check`.
 """
 
 from __future__ import annotations
@@ -12,19 +13,20 @@ import re
 from pathlib import Path
 
 import pytest
-from ruamel.yaml import YAML
+import yaml
 
 from gateway.commands import check
 from gateway.config.load import check_profile, load_gateway_config
 
 ROOT = Path(__file__).resolve().parents[2]
-PROFILES = sorted((ROOT / "config" / "profiles").glob("*.yaml"))
+SHIPPED = ROOT / "gateway" / "config" / "sensor_profiles"
+PROFILES = sorted(SHIPPED.glob("*.yaml"))
 SITES = sorted((ROOT / "config").glob("site-*.yaml"))
 ENV = {"MQTT_USER": "gateway-user", "MQTT_PASSWORD": "not-a-real-password"}
 
 
 def _yaml(path: Path) -> dict:
-    return YAML(typ="safe").load(path.read_text())
+    return yaml.safe_load(path.read_text())
 
 
 def test_at_least_five_profiles_and_two_sites_ship() -> None:
@@ -72,7 +74,7 @@ def test_site_example_passes_check(path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_aerocet_pattern_reads_the_manuals_sample_lines() -> None:
-    profile = _yaml(ROOT / "config" / "profiles" / "metone-aerocet-531s.yaml")
+    profile = _yaml(SHIPPED / "metone-aerocet-531s.yaml")
     pattern = re.compile(profile["pattern"])
     assert set(pattern.groupindex) == {p["name"] for p in profile["points"]}
     # section 7.4.2 of the manual: a data line, and one without the T/RH probe
@@ -88,7 +90,7 @@ def test_aerocet_pattern_reads_the_manuals_sample_lines() -> None:
 
 def test_sdm630_addresses_follow_the_register_numbers() -> None:
     """Register number 3xxxx in the manual is protocol address 3xxxx - 30001."""
-    profile = _yaml(ROOT / "config" / "profiles" / "eastron-sdm630.yaml")
+    profile = _yaml(SHIPPED / "eastron-sdm630.yaml")
     by_name = {p["name"]: p for p in profile["points"]}
     assert by_name["voltage_l1"]["address"] == 30001 - 30001
     assert by_name["power_total"]["address"] == 30053 - 30001

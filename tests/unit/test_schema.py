@@ -40,6 +40,11 @@ def conforms(value: Any, s: dict[str, Any]) -> list[str]:
             return [f"{value!r} is not {types}"]
     if isinstance(value, str) and "pattern" in s and not re.search(s["pattern"], value):
         errors.append(f"{value!r} does not match {s['pattern']}")
+    if isinstance(value, str) and len(value) > s.get("maxLength", len(value)):
+        errors.append(f"{value!r} is longer than maxLength")
+    if isinstance(value, list | dict) and len(value) > s.get("maxItems",
+                                                             s.get("maxProperties", len(value))):
+        errors.append("too many entries")
     if isinstance(value, int | float) and not isinstance(value, bool):
         if "minimum" in s and value < s["minimum"]:
             errors.append(f"{value!r} < minimum")
@@ -104,7 +109,7 @@ def test_schema_is_json_schema_shaped(make: Any, root: schema.Field) -> None:
     assert doc["type"] == "object" and doc["title"]
     allowed = {"$schema", "title", "type", "properties", "required", "additionalProperties",
                "items", "enum", "pattern", "minimum", "maximum", "exclusiveMinimum", "anyOf",
-               "allOf", "description", "default"}
+               "allOf", "description", "default", "maxLength", "maxItems", "maxProperties"}
     for path, sub in _walk(doc):
         assert set(sub) <= allowed, path
         if "pattern" in sub:
@@ -142,6 +147,10 @@ def _plain(text: str) -> Any:
     pytest.param("gateway: {id: g}\nmqtt: {host: b}\ndevices:\n"
                  "  - {name: d, driver: modbus-tcp, points: []}\n", False,
                  id="tcp-device-without-host"),
+    pytest.param("gateway: {id: g, tags: {site: " + "x" * 1025 + "}}\nmqtt: {host: b}\n"
+                 "devices: []\n", False, id="long-tag-value"),
+    pytest.param("gateway: {id: g}\nmqtt: {host: " + "x" * 1025 + "}\ndevices: []\n", False,
+                 id="long-host"),
     pytest.param("gateway: {id: g}\nmqtt: {host: b}\ndevices:\n"
                  "  - {name: d, driver: modbus-tcp, host: h, interval: 2 weeks}\n", False,
                  id="bad-duration"),

@@ -4,10 +4,10 @@ import math
 from typing import Any
 
 import pytest
+import yaml
 
 from gateway.config.source import Node, describe, parse, resolve_plain, substitute
 from gateway.core.errors import ConfigIssue
-from gateway.runtime import logs
 
 
 def _parse(text: str, env: dict[str, str] | None = None) -> tuple[Node | None, list[str]]:
@@ -69,7 +69,8 @@ def test_duplicate_key_path_is_nested() -> None:
 def test_syntax_error_has_a_position() -> None:
     node, issues = _parse("a: 1\n b: 2\n")
     assert node is None
-    assert issues == ["f.yaml:2:3: yaml syntax error: mapping values are not allowed here"]
+    assert issues == ["f.yaml:2:2: indentation: this line is indented more than line 1, whose "
+                      "key already has a value; keys of one mapping start in the same column"]
 
 
 def test_empty_document() -> None:
@@ -116,13 +117,13 @@ def test_substituted_plain_values_are_resolved_again() -> None:
     assert node.get("port").env == ("P",)  # type: ignore[union-attr]
 
 
-def test_substituted_values_are_secrets_and_never_described() -> None:
+def test_substituted_values_are_never_described() -> None:
+    """Named, not quoted; whether a log masks them depends on the key (test_secrets.py)."""
     node, issues = _parse("password: ${PW}\n", {"PW": "hunter2-very-secret"})
     assert not issues and node is not None
     value = node.get("password")
     assert value is not None
     assert describe(value) == "the value of ${PW}"
-    assert logs.scrub("x hunter2-very-secret y") == "x *** y"
 
 
 def test_missing_variable_marks_the_node_bad() -> None:
@@ -148,7 +149,7 @@ def test_describe(text: str, described: str) -> None:
 def test_pure_python_fallback_gives_the_same_tree(monkeypatch: pytest.MonkeyPatch) -> None:
     text = "a: [1, x, {b: '2'}]\nc: ${V}\nc: 3\n"
     fast = _parse(text, {"V": "on"})
-    monkeypatch.setattr("gateway.config.source._FAST_LOADER", None)
+    monkeypatch.setattr("gateway.config.source._FAST_LOADER", yaml.SafeLoader)
     slow = _parse(text, {"V": "on"})
     assert fast[0] is not None and slow[0] is not None
     assert fast[0].plain() == slow[0].plain() == {"a": [1, "x", {"b": "2"}], "c": "on"}
