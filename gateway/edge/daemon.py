@@ -32,6 +32,7 @@ log = logging.getLogger("sensegate.daemon")
 
 STATUS_EVERY = 5.0  # seconds between STATUS= updates to systemd
 HEALTH_CHECK_EVERY = 1.0  # seconds between looks for a change worth a new health record
+HEALTH_MIN_GAP = 5.0  # at most one record this often: a flapping device must not flood a SIM
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,7 +343,8 @@ class Daemon:
             if config is None or not self.publisher.connected:
                 continue
             key = self._health_key()
-            if key == sent[0] and time.monotonic() - sent[1] < config.status_interval:
+            since = time.monotonic() - sent[1]
+            if since < config.status_interval and (key == sent[0] or since < HEALTH_MIN_GAP):
                 continue
             topic = status_topic(config.mqtt.topic_prefix, config.id)
             if await self.publisher.send(topic, self.health("online"), retain=True):

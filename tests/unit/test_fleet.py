@@ -136,6 +136,17 @@ def test_fleet_fields_load_with_the_key_inline_or_from_a_file(tmp_path: Path) ->
         assert config.status_interval == 10
 
 
+def test_check_says_remote_configuration_is_on(tmp_path: Path) -> None:
+    from gateway.commands.check import summary
+
+    public = write_key_pair(str(tmp_path / "k"))
+    path = tmp_path / "gw.yaml"
+    path.write_text(BASE.format(state=tmp_path, key=public_line(public)))
+    lines = summary(load_gateway_config(str(path)))
+    assert f"fleet: remote configuration on (key {public_line(public)[:8]}), probation 30s, " \
+           "max_age 5m" in lines
+
+
 def test_fleet_is_off_without_a_key(tmp_path: Path) -> None:
     path = tmp_path / "gw.yaml"
     path.write_text("gateway: {id: gw-1}\nmqtt: {host: h}\ndevices: []\n")
