@@ -55,8 +55,8 @@ def summary(config: GatewayConfig) -> list[str]:
         f"{' (tls)' if config.mqtt.tls else ''}, qos {config.mqtt.qos}, "
         f"format {config.mqtt.format}, topics {config.mqtt.topic_prefix}/{config.id}/...",
     ]
-    if config.fleet.key is not None:
-        fleet = config.fleet
+    fleet = config.fleet
+    if fleet.key is not None:
         lines.append(f"fleet: remote configuration on (key {key_id(fleet.key)}), probation "
                      f"{format_duration(fleet.probation)}, max_age "
                      f"{format_duration(fleet.max_age)}")

@@ -76,7 +76,8 @@ class Daemon:
     _envelopes: dict[str, Envelope] = field(default_factory=dict)
     _tasks: list[asyncio.Task[object]] = field(default_factory=list)
     _reloading: asyncio.Task[None] | None = None  # the reload in progress, if any
-    config_sha: str = ""  # sha256 of the running config file's bytes
+    config_text: bytes = b""  # the running config file's bytes, as loaded
+    config_sha: str = ""  # their sha256 (the health record's config hash)
     config_applied_ts: int = 0  # ns: when the running config was switched to
     _started: float = field(default_factory=time.monotonic)
     _switch_lock: asyncio.Lock | None = None
@@ -95,19 +96,20 @@ class Daemon:
         # The config first: loading it allocates many times the file's size in short-lived
         # objects, and the modules imported next fill the memory they leave (loading after
         # the imports adds 3 MiB to the peak RSS with 100 devices x 20 points; bench/rss.py).
-        config, sha = self._load()
+        config, text = self._load()
         # Imported here so `check`, `schema` and friends never pay for these imports.
         from gateway.edge.fleet import RemoteConfig, recover
 
         if recover(self.config_path, config.state_dir) is not None:
-            config, sha = self._load()  # the previous config, put back in place
+            config, text = self._load()  # the previous config, put back in place
         from gateway.edge.outbox import Outbox
         from gateway.edge.publish import Publisher
         from gateway.edge.scheduler import Poller
         from gateway.runtime.metrics import GatewayMetrics, serve_metrics
 
         self.config = config
-        self.config_sha = sha
+        self.config_text = text
+        self.config_sha = hashlib.sha256(text).hexdigest()
         self.config_applied_ts = time.time_ns()
         self._envelopes = envelopes(config)
         self.metrics = GatewayMetrics()
@@ -243,7 +245,7 @@ class Daemon:
         assert self.config is not None
         log.info("reloading %s", self.config_path)
         try:
-            new, new_envelopes, sha = await asyncio.to_thread(self._read_config)
+            new, new_envelopes, text = await asyncio.to_thread(self._read_config)
         except ConfigError as exc:
             for issue in exc.issues:
                 log.error("reload refused: %s", issue)
@@ -253,9 +255,9 @@ class Daemon:
         if refusal is not None:
             log.error("reload refused: %s", refusal)
             return
-        await self.switch(new, sha, new_envelopes)
+        await self.switch(new, text, new_envelopes)
 
-    async def switch(self, new: GatewayConfig, sha: str,
+    async def switch(self, new: GatewayConfig, text: bytes,
                      new_envelopes: dict[str, Envelope] | None = None) -> None:
         """Run ``new`` from now on: a SIGHUP reload's last step, and a remote config's.
 
@@ -268,7 +270,8 @@ class Daemon:
             # Keep envelopes of removed devices: scans already in flight still need them.
             self._envelopes = {**self._envelopes, **(new_envelopes or envelopes(new))}
             self.config = new
-            self.config_sha = sha
+            self.config_text = text
+            self.config_sha = hashlib.sha256(text).hexdigest()
             self.config_applied_ts = time.time_ns()
             await self.publisher.apply(new)
             await self.poller.apply(new)
@@ -276,19 +279,19 @@ class Daemon:
         log.info("reloaded: %d devices", len(new.devices))
         systemd.status(self.status_line())
 
-    def _load(self) -> tuple[GatewayConfig, str]:
-        """The config file, loaded, and the sha256 of its bytes (the health record's hash)."""
+    def _load(self) -> tuple[GatewayConfig, bytes]:
+        """The config file, loaded, and its bytes (kept for a rollback, hashed for health)."""
         try:
             with open(self.config_path, "rb") as fh:
-                sha = hashlib.sha256(fh.read()).hexdigest()
+                text = fh.read()
         except OSError:
-            sha = ""  # load_gateway_config reports why
-        return load_gateway_config(self.config_path), sha
+            text = b""  # load_gateway_config reports why
+        return load_gateway_config(self.config_path), text
 
-    def _read_config(self) -> tuple[GatewayConfig, dict[str, Envelope], str]:
+    def _read_config(self) -> tuple[GatewayConfig, dict[str, Envelope], bytes]:
         """The worker thread's part of a reload: no state of the daemon is touched here."""
-        new, sha = self._load()
-        return new, envelopes(new), sha
+        new, text = self._load()
+        return new, envelopes(new), text
 
     # -- health (SPEC §7) --------------------------------------------------------------
 

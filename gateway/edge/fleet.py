@@ -60,10 +60,15 @@ def sha256(data: bytes) -> str:
 
 
 def write_atomic(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one."""
+    """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one.
+
+    A file replaced keeps its permission bits (a config may be readable by its group only).
+    """
     directory = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
     with open(tmp, "wb") as fh:
+        with contextlib.suppress(OSError):
+            os.fchmod(fh.fileno(), os.stat(path).st_mode & 0o7777)
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
@@ -83,12 +88,6 @@ def candidate_path(config_path: str) -> str:
     """Where a pushed config is validated: next to the running one, hidden."""
     directory = os.path.dirname(os.path.abspath(config_path))
     return os.path.join(directory, f".{os.path.basename(config_path)}.pushed")
-
-
-def restore(source: str, config_path: str) -> None:
-    with open(source, "rb") as fh:
-        data = fh.read()
-    write_atomic(config_path, data)
 
 
 class FleetFiles:
@@ -134,12 +133,12 @@ class FleetFiles:
             with contextlib.suppress(OSError):
                 os.remove(path)
 
-    def commit(self, msg_id: str, candidate: str, path: str) -> str:
+    def commit(self, msg_id: str, candidate: str, path: str, old_text: bytes) -> str:
         """Put the validated ``candidate`` in place of the config at ``path``, journalled:
-        both kept in the history, the journal written, then the atomic rename. Returns the
-        previous config's path in the history."""
-        with open(path, "rb") as fh:
-            old_text = fh.read()
+        both kept in the history (``old_text`` is the running config's), the journal
+        written, then the atomic rename. Returns the previous config's path in the history."""
+        with contextlib.suppress(OSError):
+            os.chmod(candidate, os.stat(path).st_mode & 0o7777)
         with open(candidate, "rb") as fh:
             new_text = fh.read()
         previous = self.save_config(old_text)
@@ -247,7 +246,7 @@ def recover(config_path: str, state_dir: str) -> dict[str, Any] | None:
 class _Probation:
     msg_id: str
     previous: GatewayConfig
-    previous_sha: str
+    previous_text: bytes
     previous_path: str
     failing_before: int
     task: asyncio.Task[None] | None = None
@@ -377,15 +376,15 @@ class RemoteConfig:
                               config_sha256=new_sha, unchanged=True)
             return result(msg_id, "refused", refusal)
         try:
-            previous_path = await asyncio.to_thread(self.files.commit, msg_id, candidate, path)
+            previous_path = await asyncio.to_thread(self.files.commit, msg_id, candidate, path,
+                                                    daemon.config_text)
         except OSError as exc:
             self.files.clear_journal()
             return result(msg_id, "refused", f"cannot replace {path}: "
                           f"{(exc.strerror or str(exc)).lower()}")
         failing_before = len(daemon.failing_devices())
-        old_sha = daemon.config_sha
-        await daemon.switch(new, new_sha)
-        probation = _Probation(msg_id, old, old_sha, previous_path, failing_before)
+        probation = _Probation(msg_id, old, daemon.config_text, previous_path, failing_before)
+        await daemon.switch(new, text)
         self._probation = probation
         probation.task = asyncio.create_task(self._watch(probation, new), name="probation")
         return result(msg_id, "applied", f"running; on probation for {new.fleet.probation:g}s",
@@ -444,11 +443,11 @@ class RemoteConfig:
     async def _roll_back(self, probation: _Probation, reason: str) -> None:
         daemon = self.daemon
         async with self._lock:
-            await asyncio.to_thread(restore, probation.previous_path, daemon.config_path)
-            await daemon.switch(probation.previous, probation.previous_sha)
+            await asyncio.to_thread(write_atomic, daemon.config_path, probation.previous_text)
+            await daemon.switch(probation.previous, probation.previous_text)
             self.files.clear_journal()
         outcome = result(probation.msg_id, "rolled_back", reason,
-                         config_sha256=probation.previous_sha)
+                         config_sha256=sha256(probation.previous_text))
         log.warning("config %s rolled back: %s", probation.msg_id, reason)
         self.report(outcome)
 

@@ -297,7 +297,7 @@ async def _all_pushes(site: Site) -> dict[str, Any]:
         return await _cli_push(site, gws[0], good_path)
 
     tasks: dict[str, Any] = {
-        "readings": _readings(site, gws[0], 12.0),
+        "readings": _readings(site, gws[0], 9.0),
         "good": good(),
         "invalid": _push(site, gws[1], invalid),
         "no_broker": _push(site, gws[2], config_text(gws[2], closed, site.key_line),
@@ -455,7 +455,7 @@ def test_kill_9_at_random_moments_of_an_apply_restarts_on_a_config_that_passed(
         g.kill()
         assert g.sha() in passed  # never a half-written file
         g.start()
-        assert wait_until(lambda: _online_with(site, {g.id: g.sha()}), 60, step=1.0), \
+        assert wait_until(lambda: _online_with(site, {g.id: g.sha()}), 60, step=0.5), \
             g.log.read_text()[-3000:]
         assert g.sha() in passed
     assert "Traceback" not in g.log.read_text()

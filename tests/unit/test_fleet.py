@@ -67,6 +67,14 @@ def test_write_atomic_leaves_no_temporary_file(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gateway.yaml"]
 
 
+def test_write_atomic_keeps_the_permissions_of_the_file_it_replaces(tmp_path: Path) -> None:
+    target = tmp_path / "gateway.yaml"
+    target.write_bytes(b"a: 1\n")
+    target.chmod(0o640)
+    write_atomic(str(target), b"a: 2\n")
+    assert target.stat().st_mode & 0o777 == 0o640
+
+
 def _journal(tmp_path: Path, old: bytes, new: bytes, on_disk: bytes) -> tuple[Path, FleetFiles]:
     config = tmp_path / "gateway.yaml"
     files = FleetFiles(str(tmp_path / "state"))
