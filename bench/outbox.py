@@ -149,14 +149,14 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="sensegate-bench-") as tmp, mosquitto() as broker:
         # 1. commit rate (no broker involved)
-        box = Outbox.open(os.path.join(tmp, "commit"), OutboxConfig())
+        box = Outbox.open(os.path.join(tmp, "commit"), OutboxConfig(), "bench")
         commit_s = fill(box, args.readings, args.devices, args.points, args.batch)
         box.close()
 
         # 2. backlog filled while the broker is down, drained once it is up
         state = os.path.join(tmp, "drain")
         cfg = config(broker.port, state, args.max_message_bytes)
-        box = Outbox.open(state, cfg.outbox)
+        box = Outbox.open(state, cfg.outbox, cfg.id)
         fill(box, args.readings, args.devices, args.points, args.batch)
         disk = box.disk_bytes()
         msgs = payloads(box, cfg)

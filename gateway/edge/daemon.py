@@ -105,6 +105,7 @@ class Daemon:
         from gateway.edge.outbox import Outbox
         from gateway.edge.publish import Publisher
         from gateway.edge.scheduler import Poller
+        from gateway.edge.statedir import lock_state_dir
         from gateway.runtime.metrics import GatewayMetrics, serve_metrics
 
         self.config = config
@@ -113,7 +114,11 @@ class Daemon:
         self.config_applied_ts = time.time_ns()
         self._envelopes = envelopes(config)
         self.metrics = GatewayMetrics()
-        self.outbox = Outbox.open(config.state_dir, config.outbox, metrics=self.metrics)
+        # One gateway per state_dir: a second one would publish this one's readings.
+        self._lock = lock_state_dir(config.state_dir)
+        self.outbox = Outbox.open(
+            config.state_dir, config.outbox, config.id, metrics=self.metrics
+        )
         self.publisher = Publisher(
             config, self.outbox, metrics=self.metrics, status=self.health,
             **self.publisher_options,
@@ -130,7 +135,7 @@ class Daemon:
         if config.metrics is not None:
             self.metrics_server = await serve_metrics(
                 self.metrics.registry, config.metrics.host, config.metrics.port,
-                healthy=lambda: self.started and not self.should_exit.is_set(),
+                healthy=self.healthy,
             )
         self.started = True
         log.info(
@@ -193,8 +198,9 @@ class Daemon:
             remaining = max(0.1, deadline - time.monotonic())
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.publisher.stop(remaining), timeout=remaining + 1.0)
-        if getattr(self, "metrics_server", None) is not None:
-            self.metrics_server.close()
+        metrics_server = getattr(self, "metrics_server", None)
+        if metrics_server is not None:
+            metrics_server.close()
         if hasattr(self, "_committer"):
             self._committer.cancel()
             await asyncio.gather(self._committer, return_exceptions=True)
@@ -206,8 +212,21 @@ class Daemon:
             log.warning("cancelled %d task(s) still running at shutdown: %s", len(pending), names)
             await asyncio.gather(*pending, return_exceptions=True)
         if hasattr(self, "outbox"):
-            with contextlib.suppress(Exception):
-                self.outbox.close()
+            at_stop = 0
+            try:
+                at_stop = self.outbox.close()
+            except Exception as exc:  # never skip the exit status for it
+                log.error("closing the outbox failed: %r", exc)
+            thrown = self.outbox.thrown_away()
+            if thrown:
+                # Readings polled and neither stored nor published: not a clean stop.
+                log.error(
+                    "stopped having thrown away %d readings (%d of them at stop) that the "
+                    "disk refused to store and could not be published", thrown, at_stop,
+                )
+                self.failed = True
+        if hasattr(self, "_lock"):
+            self._lock.release()
         log.info("stopped")
 
     # -- reload ------------------------------------------------------------------------
@@ -361,14 +380,22 @@ class Daemon:
             envelope = Envelope(reading.device, {})
         self.outbox.add(reading, measurement=envelope.measurement, tags=envelope.tags)
 
+    def healthy(self) -> bool:
+        """/healthz: started, not stopping, and the outbox commits and loses nothing."""
+        if not self.started or self.should_exit.is_set():
+            return False
+        return self.outbox.problem() is None
+
     def status_line(self) -> str:
         if self.config is None:
             return "starting"
         stats = self.outbox.stats()
         connected = "connected" if self.publisher.connected else "disconnected"
+        problem = self.outbox.problem()
         return (
             f"{len(self.config.devices)} devices; mqtt {connected}; "
             f"outbox {stats.pending_readings} readings pending, {stats.dropped} dropped"
+            + (f"; {problem}" if problem else "")
         )
 
     def _spawn(self, coro: Coroutine[Any, Any, object], name: str) -> asyncio.Task[object]:

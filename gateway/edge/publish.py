@@ -17,6 +17,11 @@ go out within the time limit, publishes the retained ``offline`` status and disc
   the socket, so rows go as soon as the message left the process (no broker guarantee:
   QoS 0 is for operators who accept loss). On every (re)connect the outbox is rewound:
   messages in flight when a connection died are sent again (duplicates, same ``ts``).
+* Topic and payload carry the gateway id stored with the readings (``message.gateway``),
+  never the id configured now (docs/outbox.md).
+* While the disk refuses commits, readings waiting in memory are taken out of the outbox
+  (``take_unstored``) as the window has room and published directly, at most once: one lost
+  in flight is handed back to the outbox as ``lost`` (counted), never resent.
 * A lost connection is noticed through aiomqtt's public ``client.messages`` iterator, which
   raises ``MqttError`` on disconnect; in-flight publishes are then cancelled and retried on
   the next connection.
@@ -393,6 +398,12 @@ class Publisher:
                 ):
                     self._send(client, staged.popleft())
                     sent += 1
+                if not staged and len(self._inflight) < self._window:
+                    # The disk refuses commits: what waits in memory goes out directly, at
+                    # most once (taken only as the window has room, never staged).
+                    for message in self._outbox.take_unstored(self._window - len(self._inflight)):
+                        self._send(client, message)
+                        sent += 1
                 if sent:
                     await asyncio.sleep(0)  # let the sends start before sending more
                     continue
@@ -419,7 +430,9 @@ class Publisher:
     def _send(self, client: aiomqtt.Client, message: OutboxMessage) -> None:
         config = self._config
         try:
-            topic = data_topic(config.mqtt.topic_prefix, config.id, message.device)
+            # Under the id the readings were polled under (stored with them), never the
+            # id configured now: docs/outbox.md, "gateway id".
+            topic = data_topic(config.mqtt.topic_prefix, message.gateway, message.device)
             payload = self._payload(message)
         except ValueError as exc:
             # Cannot ever be published (a name no topic can carry): keeping it would block
@@ -456,15 +469,15 @@ class Publisher:
         config = self._config
         if config.mqtt.format != "json":
             return build_payload(
-                config.mqtt.format, config.id, message.device, message.measurement,
+                config.mqtt.format, message.gateway, message.device, message.measurement,
                 message.tags, message.readings,
             )
         # The envelope from gateway.core.payload, the readings spliced in from the stored JSON
         # (no decode and re-encode per reading: this is most of a backlog drain's CPU).
-        head = build_json(config.id, message.device, message.measurement, message.tags, [])
+        head = build_json(message.gateway, message.device, message.measurement, message.tags, [])
         if not head.endswith(b"[]}"):  # the envelope changed shape: take the slow path
             return build_payload(
-                "json", config.id, message.device, message.measurement, message.tags,
+                "json", message.gateway, message.device, message.measurement, message.tags,
                 message.readings,
             )
         return b"".join((head[:-2], message.json_readings(), b"]}"))
@@ -473,6 +486,7 @@ class Publisher:
         self, client: aiomqtt.Client, message: OutboxMessage, topic: str, payload: bytes
     ) -> None:
         mqtt = self._config.mqtt
+        delivered = False
         try:
             # No timer per publish (aiomqtt's wait_for would wrap each wait in another
             # task and a timer): the pump enforces the timeout, see _check_deadlines.
@@ -481,12 +495,15 @@ class Publisher:
             if self._session_error is None:
                 self._session_error = exc
         else:
+            delivered = True
             self._outbox.ack(message)
             self.published_messages += 1
             self.published_readings += message.count
             self._metrics.published_messages_total.inc()
             self._metrics.published_readings_total.inc(message.count)
         finally:
+            if not delivered:
+                self._outbox.lost(message)  # only unstored ones: the rest is sent again
             self._inflight_bytes -= message.size
             self._wake.set()
 

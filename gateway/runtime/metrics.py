@@ -112,6 +112,11 @@ class _Metric:
         with self._lock:
             del self._children[tuple(str(v) for v in values)]
 
+    @property
+    def value(self) -> float:
+        """The current value of an unlabelled metric (``.labels(...).value`` for a series)."""
+        return self._only().value
+
     def _only(self) -> _Child:
         if self.labelnames:
             raise ValueError(f"{self.name} has labels {self.labelnames}: use .labels()")
@@ -257,6 +262,20 @@ class GatewayMetrics:
         self.outbox_commit_errors_total = Counter(
             "outbox_commit_errors", "Outbox commits that failed (disk full, read-only)",
             namespace=ns, registry=reg)
+        self.outbox_files_replaced_total = Counter(
+            "outbox_files_replaced",
+            "Outbox files replaced by a new one while running or at start, by reason "
+            "(damaged: moved aside; vanished: deleted or replaced under the gateway)",
+            ["reason"], namespace=ns, registry=reg)
+        self.outbox_unstored_published_total = Counter(
+            "outbox_unstored_published",
+            "Readings published straight from memory, at most once, because the disk "
+            "refused to store them", namespace=ns, registry=reg)
+        self.outbox_healthy = Gauge(
+            "outbox_healthy",
+            "1 while the outbox commits and loses nothing; 0 while commits fail or readings "
+            "were lost in the last minute", namespace=ns, registry=reg)
+        self.outbox_healthy.set(1)
         self._dropped_seen = 0
 
     def set_outbox(

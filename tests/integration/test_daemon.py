@@ -20,8 +20,8 @@ import paho.mqtt.client as paho
 import pytest
 
 from bench._harness import Proc, SimProcess, gateway_yaml, wait_until
-from gateway.edge.outbox import committed_readings
 from tests.support.mosquitto import Mosquitto
+from tests.support.outbox import committed_readings
 from tests.support.ports import free_port
 
 pytestmark = pytest.mark.integration
@@ -299,3 +299,43 @@ def test_run_exit_codes(tmp_path: Path, config: str, code: int, message: str) ->
     assert done.returncode == code, done.stderr
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_second_gateway_on_the_same_state_dir_exits_1_naming_the_holder(
+    tmp_path: Path, broker: Mosquitto, sims: SimProcess
+) -> None:
+    import subprocess
+
+    from bench._harness import PYTHON, ROOT
+
+    state = tmp_path / "state"
+    first_config = tmp_path / "first.yaml"
+    write_config(first_config, state, broker, sims.devices()[:1])
+    second_config = tmp_path / "second.yaml"
+    second_config.write_text(first_config.read_text().replace(GATEWAY_ID, "gw-other"))
+    collector = Collector(broker.port)
+    first = Proc("run", first_config, tmp_path / "first.log").start()
+    try:
+        assert wait_until(lambda: len(collector.keys()) >= 3, 30)
+        done = subprocess.run([PYTHON, "-m", "gateway", "run", "-c", str(second_config)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1, done.stderr
+        assert (
+            f"gateway failed to start: state_dir '{state}' is in use by another gateway "
+            f"(pid {first.pid}); each gateway needs a state_dir of its own"
+        ) in done.stderr
+        assert first.alive()
+        seen = len(collector.keys())
+        assert wait_until(lambda: len(collector.keys()) > seen + 2, 15)  # undisturbed
+        assert first.stop(timeout=30) == 0
+        # Released with the first: the second now starts.
+        second = Proc("run", second_config, tmp_path / "second.log").start()
+        try:
+            assert wait_until(lambda: "started gateway 'gw-other'" in
+                              (tmp_path / "second.log").read_text(), 30)
+            assert second.stop(timeout=30) == 0
+        finally:
+            second.kill()
+    finally:
+        first.kill()
+        collector.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench._harness import PYTHON, ROOT, Proc, SimProcess, gateway_yaml, wait_until
-from gateway.edge.outbox import committed_readings
+from tests.support.outbox import committed_readings
 from tests.support.ports import free_port
 
 pytestmark = pytest.mark.integration

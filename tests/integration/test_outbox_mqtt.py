@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -153,7 +154,7 @@ async def test_max_bytes_during_an_outage_drops_oldest_counted_and_bounded_on_di
     metrics = GatewayMetrics()
     async with Collector(mosquitto.port) as col:
         mosquitto.stop()
-        outbox = Outbox.open(config.state_dir, config.outbox, metrics=metrics)
+        outbox = Outbox.open(config.state_dir, config.outbox, config.id, metrics=metrics)
         publisher = Publisher(config, outbox, metrics=metrics, reconnect_max=0.5)
         tasks = [asyncio.create_task(outbox.run_committer()),
                  asyncio.create_task(publisher.run())]
@@ -194,7 +195,7 @@ async def test_max_bytes_during_an_outage_drops_oldest_counted_and_bounded_on_di
 
 async def test_commit_failure_counts_a_metric(tmp_path: Path) -> None:
     metrics = GatewayMetrics()
-    outbox = Outbox.open(str(tmp_path), OutboxConfig(), metrics=metrics)
+    outbox = Outbox.open(str(tmp_path), OutboxConfig(), "gw-1", metrics=metrics)
     pages = outbox._writer.execute("PRAGMA page_count").fetchone()[0]
     outbox._writer.execute(f"PRAGMA max_page_count={pages}")
     for ts in range(300):
@@ -206,3 +207,23 @@ async def test_commit_failure_counts_a_metric(tmp_path: Path) -> None:
     assert metrics.outbox_pending_readings._value.get() == 300
     outbox._writer.execute("PRAGMA max_page_count=1073741823")
     outbox.close()
+
+
+async def test_readings_buffered_before_a_gateway_id_change_go_out_under_the_old_id(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    old = gw_config(mosquitto.port, tmp_path, gateway_id="gw-old")
+    outbox = Outbox.open(old.state_dir, old.outbox, old.id)
+    outbox.add(Reading("a", 1, {"v": 1.0}), measurement="m", tags=TAGS)
+    outbox.close()  # stopped with a backlog; the config now says gw-new
+    new = gw_config(mosquitto.port, tmp_path, gateway_id="gw-new")
+    async with Collector(mosquitto.port) as col, running(new) as (outbox, _publisher):
+        outbox.add(Reading("a", 2, {"v": 2.0}), measurement="m", tags=TAGS)
+        await wait_for(lambda: len(col.readings()) == 2)
+        bodies = [(str(m.topic), json.loads(m.payload)) for m in col.messages]
+        got = sorted(
+            (topic, body["gateway"], body["readings"][0]["ts"])
+            for topic, body in bodies if topic.endswith("/data")
+        )
+        assert got == [("sensegate/gw-new/a/data", "gw-new", 2),
+                       ("sensegate/gw-old/a/data", "gw-old", 1)]

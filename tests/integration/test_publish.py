@@ -114,7 +114,7 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None
 async def running(
     config: GatewayConfig, **kw: object
 ) -> AsyncIterator[tuple[Outbox, Publisher]]:
-    outbox = Outbox.open(config.state_dir, config.outbox)
+    outbox = Outbox.open(config.state_dir, config.outbox, config.id)
     publisher = Publisher(config, outbox, reconnect_max=1.0, **kw)  # type: ignore[arg-type]
     tasks = [
         asyncio.create_task(outbox.run_committer()),
@@ -294,7 +294,7 @@ async def test_cancelled_mid_flight_keeps_unacked_rows(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
     config = gw_config(mosquitto.port, tmp_path)
-    outbox = Outbox.open(config.state_dir, config.outbox)
+    outbox = Outbox.open(config.state_dir, config.outbox, config.id)
     publisher = Publisher(config, outbox)
     task = asyncio.create_task(publisher.run())
     await wait_for(lambda: publisher.connected)
@@ -310,7 +310,7 @@ async def test_cancelled_mid_flight_keeps_unacked_rows(
         outbox.close()
     finally:
         os.kill(mosquitto.proc.pid, signal.SIGCONT)
-    reopened = Outbox.open(config.state_dir, config.outbox)
+    reopened = Outbox.open(config.state_dir, config.outbox, config.id)
     try:
         assert reopened.stats().pending_readings == 100
     finally:
@@ -322,7 +322,7 @@ async def test_stop_drains_within_the_limit_and_says_offline(
 ) -> None:
     config = gw_config(mosquitto.port, tmp_path)
     async with Collector(mosquitto.port) as col:
-        outbox = Outbox.open(config.state_dir, config.outbox)
+        outbox = Outbox.open(config.state_dir, config.outbox, config.id)
         publisher = Publisher(config, outbox)
         task = asyncio.create_task(publisher.run())
         await wait_for(lambda: publisher.connected)
@@ -341,7 +341,7 @@ async def test_stop_when_the_broker_hangs_is_bounded_and_keeps_rows(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
     config = gw_config(mosquitto.port, tmp_path)
-    outbox = Outbox.open(config.state_dir, config.outbox)
+    outbox = Outbox.open(config.state_dir, config.outbox, config.id)
     publisher = Publisher(config, outbox)
     task = asyncio.create_task(publisher.run())
     await wait_for(lambda: publisher.connected)
@@ -373,7 +373,7 @@ async def test_last_will_says_offline_when_the_process_is_killed(
 
         async def main():
             config = gw_config({mosquitto.port}, Path({str(tmp_path)!r}))
-            outbox = Outbox.open(config.state_dir, config.outbox)
+            outbox = Outbox.open(config.state_dir, config.outbox, config.id)
             publisher = Publisher(config, outbox)
             task = asyncio.create_task(publisher.run())
             while not publisher.connected:
@@ -406,7 +406,7 @@ async def test_publish_timeout_is_enforced_by_the_pump(tmp_path: Path) -> None:
     # Publishes wait for their PUBACK without a timer each; the pump fails the session
     # once the oldest unacknowledged publish is past its deadline.
     config = gw_config(1, tmp_path)
-    outbox = Outbox.open(config.state_dir, config.outbox)
+    outbox = Outbox.open(config.state_dir, config.outbox, config.id)
     try:
         publisher = Publisher(config, outbox)
         loop = asyncio.get_running_loop()

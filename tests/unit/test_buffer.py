@@ -15,8 +15,12 @@ from gateway.core.errors import StorageError
 from gateway.core.model import OutboxConfig, Reading
 from gateway.edge import outbox as buffer
 from gateway.edge.outbox import FORMAT_VERSION, Outbox, read_status
+from gateway.edge.outbox.format import SCHEMA_V1
+from gateway.runtime.metrics import GatewayMetrics
+from tests.support.outbox import committed_readings
 
 TAGS = {"district": "xinwu", "lane": "north"}
+GW = "gw-1"
 
 
 def reading(device: str, ts: int, **values: float) -> Reading:
@@ -37,7 +41,7 @@ def all_messages(outbox: Outbox) -> list[buffer.OutboxMessage]:
 
 @pytest.fixture
 def outbox(tmp_path: Path) -> Outbox:
-    box = Outbox.open(str(tmp_path), OutboxConfig(max_message_bytes=4096))
+    box = Outbox.open(str(tmp_path), OutboxConfig(max_message_bytes=4096), GW)
     yield box
     box.close()
 
@@ -109,7 +113,7 @@ def test_ack_deletes_on_next_commit_and_rewind_offers_only_unacked(
     assert [m.device for m in outbox.take()] == ["b"]
     assert outbox.stats().pending_readings == 5
     outbox.close()
-    reopened = Outbox.open(str(tmp_path), OutboxConfig())
+    reopened = Outbox.open(str(tmp_path), OutboxConfig(), GW)
     try:
         [m] = reopened.take()
         assert m.device == "b" and len(m.readings) == 5
@@ -132,13 +136,13 @@ def test_on_ack_counts_each_delivered_reading_once(outbox: Outbox) -> None:
 
 
 def test_unacked_rows_survive_close_without_ack(tmp_path: Path) -> None:
-    box = Outbox.open(str(tmp_path), OutboxConfig())
+    box = Outbox.open(str(tmp_path), OutboxConfig(), GW)
     fill(box, "a", 3)
     box.flush()
     assert box.take()  # in flight, never acked
     fill(box, "a", 2, start=4)  # queued, committed by close
     box.close()
-    box = Outbox.open(str(tmp_path), OutboxConfig())
+    box = Outbox.open(str(tmp_path), OutboxConfig(), GW)
     try:
         assert [r.ts for m in box.take() for r in m.readings] == [1, 2, 3, 4, 5]
     finally:
@@ -146,7 +150,7 @@ def test_unacked_rows_survive_close_without_ack(tmp_path: Path) -> None:
 
 
 async def test_committer_commits_within_the_interval(tmp_path: Path) -> None:
-    box = Outbox.open(str(tmp_path), OutboxConfig(commit_interval=0.05))
+    box = Outbox.open(str(tmp_path), OutboxConfig(commit_interval=0.05), GW)
     task = asyncio.create_task(box.run_committer())
     try:
         fill(box, "a", 3)
@@ -182,7 +186,7 @@ def disk_bytes(state_dir: Path) -> int:
 def test_max_bytes_drops_oldest_counts_them_and_holds_on_disk(tmp_path: Path) -> None:
     max_bytes = 2 * 1024 * 1024
     cfg = OutboxConfig(max_bytes=max_bytes)
-    box = Outbox.open(str(tmp_path), cfg)
+    box = Outbox.open(str(tmp_path), cfg, GW)
     values = {f"p{i}": 1000.0 + i for i in range(20)}  # ~400 bytes a row
     added = 0
     peak = 0
@@ -205,7 +209,7 @@ def test_max_bytes_drops_oldest_counts_them_and_holds_on_disk(tmp_path: Path) ->
 
 
 def test_drained_backlog_gives_disk_space_back(tmp_path: Path) -> None:
-    box = Outbox.open(str(tmp_path), OutboxConfig())
+    box = Outbox.open(str(tmp_path), OutboxConfig(), GW)
     values = {f"p{i}": 1000.0 + i for i in range(20)}
     for ts in range(20000):
         box.add(Reading("a", ts, dict(values)), measurement="m", tags=TAGS)
@@ -221,7 +225,7 @@ def test_drained_backlog_gives_disk_space_back(tmp_path: Path) -> None:
 def test_space_is_given_back_once_the_backlog_drained_not_while_it_drains(
     tmp_path: Path,
 ) -> None:
-    box = Outbox.open(str(tmp_path), OutboxConfig())
+    box = Outbox.open(str(tmp_path), OutboxConfig(), GW)
     values = {f"p{i}": 1000.0 + i for i in range(20)}
     for ts in range(20000):
         box.add(Reading("a", ts, dict(values)), measurement="m", tags=TAGS)
@@ -244,12 +248,12 @@ def test_space_is_given_back_once_the_backlog_drained_not_while_it_drains(
 
 
 def test_future_format_version_is_refused(tmp_path: Path) -> None:
-    Outbox.open(str(tmp_path), OutboxConfig()).close()
+    Outbox.open(str(tmp_path), OutboxConfig(), GW).close()
     conn = sqlite3.connect(tmp_path / "outbox.db")
     conn.execute(f"PRAGMA user_version={FORMAT_VERSION + 1}")
     conn.close()
     with pytest.raises(StorageError) as err:
-        Outbox.open(str(tmp_path), OutboxConfig())
+        Outbox.open(str(tmp_path), OutboxConfig(), GW)
     assert str(err.value) == (
         f"outbox '{tmp_path}/outbox.db' has format version {FORMAT_VERSION + 1}, newer than "
         f"this sensegate reads (version {FORMAT_VERSION}); upgrade sensegate or move the "
@@ -263,12 +267,12 @@ def test_foreign_sqlite_file_is_refused(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     with pytest.raises(StorageError, match="is not a sensegate outbox database"):
-        Outbox.open(str(tmp_path), OutboxConfig())
+        Outbox.open(str(tmp_path), OutboxConfig(), GW)
 
 
 def test_empty_file_is_migrated_to_the_current_format(tmp_path: Path) -> None:
     (tmp_path / "outbox.db").write_bytes(b"")
-    Outbox.open(str(tmp_path), OutboxConfig()).close()
+    Outbox.open(str(tmp_path), OutboxConfig(), GW).close()
     conn = sqlite3.connect(tmp_path / "outbox.db")
     assert conn.execute("PRAGMA user_version").fetchone()[0] == FORMAT_VERSION
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -292,7 +296,7 @@ def test_empty_file_is_migrated_to_the_current_format(tmp_path: Path) -> None:
 def test_unusable_state_dir_is_a_clear_error(tmp_path: Path, make, message: str) -> None:
     state_dir = make(tmp_path)
     with pytest.raises(StorageError) as err:
-        Outbox.open(str(state_dir), OutboxConfig())
+        Outbox.open(str(state_dir), OutboxConfig(), GW)
     assert str(err.value) == message.format(d=state_dir)
 
 
@@ -301,7 +305,7 @@ def test_read_only_state_dir_is_a_clear_error(tmp_path: Path) -> None:
     tmp_path.chmod(0o500)
     try:
         with pytest.raises(StorageError, match="is not writable"):
-            Outbox.open(str(tmp_path), OutboxConfig())
+            Outbox.open(str(tmp_path), OutboxConfig(), GW)
     finally:
         tmp_path.chmod(0o700)
 
@@ -310,7 +314,7 @@ def test_full_disk_keeps_readings_in_memory_and_retries(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="sensegate.outbox")
-    box = Outbox.open(str(tmp_path), OutboxConfig())
+    box = Outbox.open(str(tmp_path), OutboxConfig(), GW)
     fill(box, "a", 10)
     box.flush()
     # SQLITE_FULL as on a full disk: the database may not grow past its current pages.
@@ -332,7 +336,7 @@ def test_full_disk_keeps_readings_in_memory_and_retries(
     assert box.flush() == 500
     assert "outbox commits resumed" in caplog.text
     box.close()
-    box = Outbox.open(str(tmp_path), OutboxConfig())
+    box = Outbox.open(str(tmp_path), OutboxConfig(), GW)
     try:
         assert [r.ts for m in all_messages(box) for r in m.readings] == list(range(1, 511))
     finally:
@@ -340,7 +344,7 @@ def test_full_disk_keeps_readings_in_memory_and_retries(
 
 
 def test_memory_queue_is_bounded_while_commits_fail(tmp_path: Path) -> None:
-    box = Outbox.open(str(tmp_path), OutboxConfig(), max_queued=100)
+    box = Outbox.open(str(tmp_path), OutboxConfig(), GW, max_queued=100)
     pages = box._writer.execute("PRAGMA page_count").fetchone()[0]
     box._writer.execute(f"PRAGMA max_page_count={pages}")
     values = {f"p{i}": float(i) for i in range(50)}
@@ -358,7 +362,7 @@ def test_memory_queue_is_bounded_while_commits_fail(tmp_path: Path) -> None:
 
 def test_read_status_while_open_and_print(tmp_path: Path, monkeypatch) -> None:
     assert read_status(str(tmp_path / "none"), OutboxConfig())["exists"] is False
-    box = Outbox.open(str(tmp_path), OutboxConfig(max_message_bytes=1000))
+    box = Outbox.open(str(tmp_path), OutboxConfig(max_message_bytes=1000), GW)
     fill(box, "a", 30)
     fill(box, "b", 1)
     box.flush()
@@ -423,7 +427,7 @@ def make_v1_outbox(state_dir: Path, rows: list[tuple[str, int, str, str | None]]
     conn.execute("PRAGMA page_size=4096")
     conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
     conn.execute("PRAGMA journal_mode=WAL")
-    for statement in buffer._SCHEMA_V1:
+    for statement in SCHEMA_V1:
         conn.execute(statement)
     conn.execute("UPDATE meta SET value = 7 WHERE key = 'dropped'")
     tags = '{"district":"xinwu","lane":"north"}'
@@ -441,19 +445,20 @@ def test_version_1_outbox_is_migrated_and_its_rows_are_offered(tmp_path: Path) -
     rows = [("a", ts, f'{{"t":{ts}.5}}', None) for ts in range(1, 301)]
     rows += [("b", 5, '{"x":1}', '{"y":"bad"}'), ("a", 301, "{}", '{"t":"invalid"}')]
     make_v1_outbox(tmp_path, rows)
-    assert buffer.committed_readings(str(tmp_path)) == {(d, ts) for d, ts, _, _ in rows}
+    assert committed_readings(str(tmp_path)) == {(d, ts) for d, ts, _, _ in rows}
     assert read_status(str(tmp_path), OutboxConfig())["readings"] == len(rows)
-    box = Outbox.open(str(tmp_path), OutboxConfig(max_message_bytes=4096))
+    box = Outbox.open(str(tmp_path), OutboxConfig(max_message_bytes=4096), GW)
     try:
         conn = sqlite3.connect(tmp_path / "outbox.db")
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == FORMAT_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == FORMAT_VERSION == 3
+        assert {g for (g,) in conn.execute("SELECT gateway FROM chunks")} == {GW}
         assert conn.execute(
             "SELECT count(*) FROM sqlite_master WHERE name = 'readings'"
         ).fetchone()[0] == 0
         conn.close()
         stats = box.stats()
         assert (stats.pending_readings, stats.dropped) == (len(rows), 7)
-        assert buffer.committed_readings(str(tmp_path)) == {(d, ts) for d, ts, _, _ in rows}
+        assert committed_readings(str(tmp_path)) == {(d, ts) for d, ts, _, _ in rows}
         msgs = all_messages(box)
         got = [(m.device, r.ts, r.values, r.quality) for m in msgs for r in m.readings]
         assert [g for g in got if g[0] == "a"] == (
@@ -465,23 +470,23 @@ def test_version_1_outbox_is_migrated_and_its_rows_are_offered(tmp_path: Path) -
             box.ack(m)
         box.flush()
         assert box.stats().pending_readings == 0
-        assert buffer.committed_readings(str(tmp_path)) == set()
+        assert committed_readings(str(tmp_path)) == set()
     finally:
         box.close()
 
 
 def test_partly_acked_chunk_survives_a_restart_without_its_acked_part(tmp_path: Path) -> None:
-    box = Outbox.open(str(tmp_path), OutboxConfig())
+    box = Outbox.open(str(tmp_path), OutboxConfig(), GW)
     fill(box, "a", 3)
     fill(box, "b", 2)
     box.flush()  # one chunk, two parts
     [a] = [m for m in box.take() if m.device == "a"]
     box.ack(a)
     box.flush()  # records the acked part
-    assert buffer.committed_readings(str(tmp_path)) == {("b", 1), ("b", 2)}
+    assert committed_readings(str(tmp_path)) == {("b", 1), ("b", 2)}
     assert read_status(str(tmp_path), OutboxConfig())["readings"] == 2
     box._writer.close()  # as after kill -9: no close(), no final commit
-    box = Outbox.open(str(tmp_path), OutboxConfig())
+    box = Outbox.open(str(tmp_path), OutboxConfig(), GW)
     try:
         assert box.stats().pending_readings == 2
         [b] = box.take()
@@ -492,3 +497,120 @@ def test_partly_acked_chunk_survives_a_restart_without_its_acked_part(tmp_path: 
         assert box._writer.execute("SELECT count(*) FROM chunks").fetchone()[0] == 0
     finally:
         box.close()
+
+
+def test_readings_keep_the_gateway_id_they_were_polled_under(tmp_path: Path) -> None:
+    """After a change of gateway.id, what the old id buffered still goes out under it."""
+    box = Outbox.open(str(tmp_path), OutboxConfig(), "gw-old")
+    fill(box, "a", 3)
+    box.close()
+    box = Outbox.open(str(tmp_path), OutboxConfig(), "gw-new")
+    try:
+        fill(box, "a", 2, start=10)
+        box.flush()
+        got = [(m.gateway, m.device, [r.ts for r in m.readings]) for m in all_messages(box)]
+        assert got == [("gw-old", "a", [1, 2, 3]), ("gw-new", "a", [10, 11])]
+    finally:
+        box.close()
+
+
+def test_version_2_outbox_is_stamped_with_the_configured_gateway_id(tmp_path: Path) -> None:
+    box = Outbox.open(str(tmp_path), OutboxConfig(), "gw-x")
+    fill(box, "a", 2)
+    box.close()
+    conn = sqlite3.connect(tmp_path / "outbox.db", isolation_level=None)
+    conn.execute("ALTER TABLE chunks DROP COLUMN gateway")  # as format 2 wrote it
+    conn.execute("DROP TABLE acked")
+    conn.execute("PRAGMA user_version=2")
+    conn.close()
+    box = Outbox.open(str(tmp_path), OutboxConfig(), "gw-y")
+    try:
+        assert [(m.gateway, m.count) for m in all_messages(box)] == [("gw-y", 2)]
+    finally:
+        box.close()
+
+
+def damage_interior_pages(db: Path) -> None:
+    """Overwrite every page but the first (the header) with garbage, as a bad disk might."""
+    data = bytearray(db.read_bytes())
+    for offset in range(4096, len(data), 4096):
+        data[offset:offset + 4096] = bytes((offset // 4096 * 37 + i) % 251 for i in range(4096))
+    db.write_bytes(bytes(data))
+
+
+def test_damaged_file_at_start_is_moved_aside_and_a_new_outbox_starts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    box = Outbox.open(str(tmp_path), OutboxConfig(), GW)
+    fill(box, "a", 500)
+    box.close()
+    damage_interior_pages(tmp_path / "outbox.db")
+    metrics = GatewayMetrics()
+    with caplog.at_level(logging.ERROR, "sensegate.outbox"):
+        box = Outbox.open(str(tmp_path), OutboxConfig(), GW, metrics=metrics)
+    try:
+        [aside] = [p for p in tmp_path.iterdir() if ".damaged-" in p.name]
+        assert aside.stat().st_size > 4096  # kept, for salvage
+        assert f"moved it to '{aside}'" in caplog.text
+        assert metrics.outbox_files_replaced_total.labels("damaged").value == 1
+        assert box.stats().pending_readings == 0
+        fill(box, "b", 3)
+        box.flush()
+        assert [(m.device, m.count) for m in all_messages(box)] == [("b", 3)]
+    finally:
+        box.close()
+
+
+def test_deleted_file_is_noticed_and_rebuilt_from_the_open_copy(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    metrics = GatewayMetrics()
+    box = Outbox.open(str(tmp_path), OutboxConfig(), GW, metrics=metrics)
+    try:
+        fill(box, "a", 300)
+        box.flush()
+        [first] = box.take(1)
+        box.ack(first)  # one part acked, the rest pending
+        for suffix in ("", "-wal", "-shm"):
+            (tmp_path / f"outbox.db{suffix}").unlink()
+        fill(box, "a", 5, start=1000)
+        with caplog.at_level(logging.ERROR, "sensegate.outbox"):
+            box.flush()
+        assert "was deleted or replaced while the gateway ran" in caplog.text
+        assert metrics.outbox_files_replaced_total.labels("vanished").value == 1
+        assert (tmp_path / "outbox.db").exists()
+        box.rewind()
+        got = [r.ts for m in all_messages(box) for r in m.readings]
+        assert got == [ts for ts in range(1, 301) if ts not in
+                       {r.ts for r in first.readings}] + list(range(1000, 1005))
+        assert committed_readings(str(tmp_path)) == {("a", ts) for ts in got}
+        assert box.stats().dropped == 0
+    finally:
+        box.close()
+
+
+def test_while_commits_fail_memory_goes_out_unstored_at_most_once(tmp_path: Path) -> None:
+    metrics = GatewayMetrics()
+    box = Outbox.open(str(tmp_path), OutboxConfig(), GW, metrics=metrics)
+    assert box.take_unstored(10) == [] and box.problem() is None  # commits work: nothing
+    pages = box._writer.execute("PRAGMA page_count").fetchone()[0]
+    box._writer.execute(f"PRAGMA max_page_count={pages}")  # SQLITE_FULL from now on
+    values = {f"p{i}": float(i) for i in range(50)}
+    for ts in range(1, 201):
+        box.add(Reading("a" if ts % 2 else "b", ts, dict(values)), measurement="m", tags=TAGS)
+    with pytest.raises(StorageError):
+        box.flush()
+    assert box.problem() == "outbox commits fail: disk full"
+    first, second = box.take_unstored(2)
+    odd, even = list(range(1, 201, 2)), list(range(2, 201, 2))
+    assert (first.gateway, first.device, [r.ts for r in first.readings]) == (GW, "a", odd)
+    assert (second.device, [r.ts for r in second.readings], second.stored) == ("b", even, False)
+    assert box.take_unstored(2) == []  # taken out of memory: at most once
+    box.ack(first)
+    box.lost(second)  # could not be published: gone, counted
+    assert metrics.outbox_unstored_published_total.value == 100
+    assert (box.stats().dropped, box.thrown_away()) == (100, 100)
+    for ts in range(300, 400):
+        box.add(Reading("c", ts, dict(values)), measurement="m", tags=TAGS)
+    assert box.close() == 100  # still in memory, the disk still refuses: thrown away
+    assert box.thrown_away() == 200
