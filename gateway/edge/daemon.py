@@ -99,14 +99,17 @@ class Daemon:
         config, text = self._load()
         # Imported here so `check`, `schema` and friends never pay for these imports.
         from gateway.edge.fleet import RemoteConfig, recover
-
-        if recover(self.config_path, config.state_dir) is not None:
-            config, text = self._load()  # the previous config, put back in place
         from gateway.edge.outbox import Outbox
         from gateway.edge.publish import Publisher
         from gateway.edge.scheduler import Poller
         from gateway.edge.statedir import lock_state_dir
         from gateway.runtime.metrics import GatewayMetrics, serve_metrics
+
+        # One gateway per state_dir: a second one would publish this one's readings.
+        self._lock = lock_state_dir(config.state_dir)
+        # A pushed config that never passed its probation is undone before it runs again.
+        if recover(self.config_path, config.state_dir) is not None:
+            config, text = self._load()  # the previous config, put back in place
 
         self.config = config
         self.config_text = text
@@ -114,8 +117,6 @@ class Daemon:
         self.config_applied_ts = time.time_ns()
         self._envelopes = envelopes(config)
         self.metrics = GatewayMetrics()
-        # One gateway per state_dir: a second one would publish this one's readings.
-        self._lock = lock_state_dir(config.state_dir)
         self.outbox = Outbox.open(
             config.state_dir, config.outbox, config.id, metrics=self.metrics
         )

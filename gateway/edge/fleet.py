@@ -265,6 +265,8 @@ class RemoteConfig:
         self._probation: _Probation | None = None
         self._flushing = False
         self._flush_again = False
+        # results not yet acknowledged by the broker, oldest first (also in results.json)
+        self._pending: list[dict[str, Any]] = self.files.pending_results()
         daemon.publisher.on_connect(self.flush_results)
 
     @property
@@ -310,7 +312,11 @@ class RemoteConfig:
 
     async def _process(self, topic: str, payload: bytes, retained: bool) -> None:
         async with self._lock:
-            outcome = await self._handle(topic, payload, retained)
+            try:
+                outcome = await self._handle(topic, payload, retained)
+            except OSError as exc:  # state_dir/fleet cannot be written: act on nothing
+                outcome = result(_peek_id(payload), "refused", f"cannot record it under "
+                                 f"{self.files.dir}: {(exc.strerror or str(exc)).lower()}")
         if outcome is not None:
             level = logging.INFO if outcome["status"] == "applied" else logging.WARNING
             log.log(level, "config %s %s: %s", outcome["id"], outcome["status"],
@@ -455,8 +461,16 @@ class RemoteConfig:
 
     def report(self, outcome: dict[str, Any]) -> None:
         """Keep the result until the broker acknowledged it; try to send it now."""
-        self.files.set_pending_results([*self.files.pending_results(), outcome])
+        self._pending.append(outcome)
+        self._save_pending()
         self.flush_results()
+
+    def _save_pending(self) -> None:
+        """Best effort: a state_dir that cannot be written keeps results in memory only."""
+        try:
+            self.files.set_pending_results(self._pending)
+        except OSError as exc:
+            log.error("cannot keep config results in %s: %s", self.files.dir, exc)
 
     def flush_results(self) -> None:
         """Send the pending results, oldest first; called on every connect and new result."""
@@ -471,13 +485,13 @@ class RemoteConfig:
                 self._flush_again = False
                 config = self._config
                 topic = config_result_topic(config.mqtt.topic_prefix, config.id)
-                while pending := self.files.pending_results():
-                    first = pending[0]
+                while self._pending:
+                    first = self._pending[0]
                     payload = json.dumps(first, separators=(",", ":")).encode()
                     if not await self.daemon.publisher.send(topic, payload):
                         break  # the next connect flushes again
-                    self.files.set_pending_results(
-                        [r for r in self.files.pending_results() if r != first])
+                    self._pending = [r for r in self._pending if r is not first]
+                    self._save_pending()
         finally:
             self._flushing = False
 
