@@ -321,7 +321,7 @@ class RemoteConfig:
             level = logging.INFO if outcome["status"] == "applied" else logging.WARNING
             log.log(level, "config %s %s: %s", outcome["id"], outcome["status"],
                     outcome["reason"])
-            self.report(outcome)
+            await self.report(outcome)
 
     async def _handle(self, topic: str, payload: bytes,
                       retained: bool) -> dict[str, Any] | None:
@@ -341,7 +341,8 @@ class RemoteConfig:
             guard = self.files.guard(fleet.max_age)
             check(message, time.time_ns(), fleet.max_age, guard)
             guard.remember(message.id, message.ts, time.time_ns())
-            self.files.save_guard(guard)  # before acting: a replay after a crash is refused
+            # Kept before acting on it: a replay after a crash is refused too.
+            await asyncio.to_thread(self.files.save_guard, guard)
         except Refused as exc:
             return result(msg_id, "refused", str(exc))
         if self._probation is not None:
@@ -428,7 +429,7 @@ class RemoteConfig:
             if reason is None:
                 reason = self._devices_worse(probation, final=True)
             if reason is None:
-                self.files.clear_journal()
+                await asyncio.to_thread(self.files.clear_journal)
                 log.info("config %s passed its probation", probation.msg_id)
                 return
             await self._roll_back(probation, reason)
@@ -451,24 +452,24 @@ class RemoteConfig:
         async with self._lock:
             await asyncio.to_thread(write_atomic, daemon.config_path, probation.previous_text)
             await daemon.switch(probation.previous, probation.previous_text)
-            self.files.clear_journal()
+            await asyncio.to_thread(self.files.clear_journal)
         outcome = result(probation.msg_id, "rolled_back", reason,
                          config_sha256=sha256(probation.previous_text))
         log.warning("config %s rolled back: %s", probation.msg_id, reason)
-        self.report(outcome)
+        await self.report(outcome)
 
     # -- results -----------------------------------------------------------------------
 
-    def report(self, outcome: dict[str, Any]) -> None:
+    async def report(self, outcome: dict[str, Any]) -> None:
         """Keep the result until the broker acknowledged it; try to send it now."""
         self._pending.append(outcome)
-        self._save_pending()
+        await self._save_pending()
         self.flush_results()
 
-    def _save_pending(self) -> None:
+    async def _save_pending(self) -> None:
         """Best effort: a state_dir that cannot be written keeps results in memory only."""
         try:
-            self.files.set_pending_results(self._pending)
+            await asyncio.to_thread(self.files.set_pending_results, list(self._pending))
         except OSError as exc:
             log.error("cannot keep config results in %s: %s", self.files.dir, exc)
 
@@ -491,7 +492,7 @@ class RemoteConfig:
                     if not await self.daemon.publisher.send(topic, payload):
                         break  # the next connect flushes again
                     self._pending = [r for r in self._pending if r is not first]
-                    self._save_pending()
+                    await self._save_pending()
         finally:
             self._flushing = False
 
