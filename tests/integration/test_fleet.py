@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import time
@@ -382,7 +383,7 @@ def test_a_push_that_fails_every_device_is_rolled_back(site: Site,
     ("name", "index", "reason"),
     [
         pytest.param("forged", 4, "bad signature: not signed by key", id="forged"),
-        pytest.param("stale", 6, "expired: signed 3600s ago, max_age is 300s", id="stale"),
+        pytest.param("stale", 6, r"expired: signed 36\d\ds ago, max_age is 300s", id="stale"),
         pytest.param("other_topic", 7, "bad signature", id="signed for another gateway"),
     ],
 )
@@ -391,7 +392,7 @@ def test_refused_pushes(site: Site, outcomes: dict[str, Any], name: str, index: 
     g = site.gateways[index]
     [result] = outcomes[name]
     assert result["status"] == "refused"
-    assert result["reason"].startswith(reason)
+    assert re.match(reason, result["reason"]), result["reason"]
     assert g.sha() == outcomes["shas_before"][g.id]
 
 

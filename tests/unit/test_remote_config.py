@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -192,7 +193,7 @@ async def test_more_failing_devices_roll_back(rig: Rig) -> None:
     [
         pytest.param("retained", "retained: config messages must not be retained", id="retained"),
         pytest.param("forged", "bad signature", id="forged"),
-        pytest.param("stale", "expired: signed 3600s ago", id="stale"),
+        pytest.param("stale", r"expired: signed 36\d\ds ago", id="stale"),
         pytest.param("garbage", "not a JSON object", id="garbage"),
         pytest.param("other id", "gateway.id changed from 'gw-1' to 'gw-2'", id="other id"),
     ],
@@ -213,7 +214,7 @@ async def test_refusals_change_nothing(rig: Rig, tmp_path: Path, case: str, reas
         rig.deliver(rig.text(gw_id="gw-2"))
     [result] = await rig.wait_results(1)
     assert result["status"] == "refused"
-    assert result["reason"].startswith(reason)
+    assert re.match(reason, result["reason"]), result["reason"]
     assert rig.path.read_bytes() == before and rig.daemon.switches == 0
 
 
