@@ -171,12 +171,15 @@ class FleetFiles:
     # -- results waiting for the broker ------------------------------------------------
 
     def pending_results(self) -> list[dict[str, Any]]:
+        """``[{"topic": where to send it (None: the running config's), "result": {...}}]``."""
         try:
             with open(self.results_path, encoding="utf-8") as fh:
                 data = json.load(fh)
         except (OSError, ValueError):
             return []
-        return [r for r in data if isinstance(r, dict)] if isinstance(data, list) else []
+        if not isinstance(data, list):
+            return []
+        return [r for r in data if isinstance(r, dict) and isinstance(r.get("result"), dict)]
 
     def set_pending_results(self, results: list[dict[str, Any]]) -> None:
         self._ensure()
@@ -237,7 +240,8 @@ def recover(config_path: str, state_dir: str) -> dict[str, Any] | None:
                          "the gateway restarted during the apply; still on the previous config",
                          config_sha256=running)
     if outcome is not None:
-        files.set_pending_results([*files.pending_results(), outcome])
+        files.set_pending_results([*files.pending_results(),
+                                   {"topic": None, "result": outcome}])
     files.clear_journal()
     return outcome
 
@@ -249,6 +253,7 @@ class _Probation:
     previous_text: bytes
     previous_path: str
     failing_before: int
+    answer: str  # the result topic
     task: asyncio.Task[None] | None = None
 
 
@@ -311,9 +316,11 @@ class RemoteConfig:
         task.add_done_callback(self._tasks.discard)
 
     async def _process(self, topic: str, payload: bytes, retained: bool) -> None:
+        # Answered where asked: a config that changes the topic prefix still answers there.
+        answer = topic.removesuffix("/set") + "/result"
         async with self._lock:
             try:
-                outcome = await self._handle(topic, payload, retained)
+                outcome = await self._handle(topic, payload, retained, answer)
             except OSError as exc:  # state_dir/fleet cannot be written: act on nothing
                 outcome = result(_peek_id(payload), "refused", f"cannot record it under "
                                  f"{self.files.dir}: {(exc.strerror or str(exc)).lower()}")
@@ -321,10 +328,10 @@ class RemoteConfig:
             level = logging.INFO if outcome["status"] == "applied" else logging.WARNING
             log.log(level, "config %s %s: %s", outcome["id"], outcome["status"],
                     outcome["reason"])
-            await self.report(outcome)
+            await self.report(outcome, answer)
 
-    async def _handle(self, topic: str, payload: bytes,
-                      retained: bool) -> dict[str, Any] | None:
+    async def _handle(self, topic: str, payload: bytes, retained: bool,
+                      answer: str) -> dict[str, Any] | None:
         config = self._config
         fleet = config.fleet
         msg_id = _peek_id(payload)
@@ -348,9 +355,9 @@ class RemoteConfig:
         if self._probation is not None:
             return result(message.id, "refused", f"config {self._probation.msg_id} is still on "
                           "probation; push again when it has passed")
-        return await self._apply(message.id, message.body["config"].encode("utf-8"))
+        return await self._apply(message.id, message.body["config"].encode("utf-8"), answer)
 
-    async def _apply(self, msg_id: str, text: bytes) -> dict[str, Any]:
+    async def _apply(self, msg_id: str, text: bytes, answer: str) -> dict[str, Any]:
         daemon = self.daemon
         old = self._config
         path = daemon.config_path
@@ -390,7 +397,8 @@ class RemoteConfig:
             return result(msg_id, "refused", f"cannot replace {path}: "
                           f"{(exc.strerror or str(exc)).lower()}")
         failing_before = len(daemon.failing_devices())
-        probation = _Probation(msg_id, old, daemon.config_text, previous_path, failing_before)
+        probation = _Probation(msg_id, old, daemon.config_text, previous_path, failing_before,
+                               answer)
         await daemon.switch(new, text)
         self._probation = probation
         probation.task = asyncio.create_task(self._watch(probation, new), name="probation")
@@ -456,13 +464,13 @@ class RemoteConfig:
         outcome = result(probation.msg_id, "rolled_back", reason,
                          config_sha256=sha256(probation.previous_text))
         log.warning("config %s rolled back: %s", probation.msg_id, reason)
-        await self.report(outcome)
+        await self.report(outcome, probation.answer)
 
     # -- results -----------------------------------------------------------------------
 
-    async def report(self, outcome: dict[str, Any]) -> None:
+    async def report(self, outcome: dict[str, Any], topic: str | None = None) -> None:
         """Keep the result until the broker acknowledged it; try to send it now."""
-        self._pending.append(outcome)
+        self._pending.append({"topic": topic, "result": outcome})
         await self._save_pending()
         self.flush_results()
 
@@ -485,10 +493,11 @@ class RemoteConfig:
             while self._flush_again:  # asked again meanwhile (e.g. a new connection)
                 self._flush_again = False
                 config = self._config
-                topic = config_result_topic(config.mqtt.topic_prefix, config.id)
+                running = config_result_topic(config.mqtt.topic_prefix, config.id)
                 while self._pending:
                     first = self._pending[0]
-                    payload = json.dumps(first, separators=(",", ":")).encode()
+                    topic = first.get("topic") or running
+                    payload = json.dumps(first["result"], separators=(",", ":")).encode()
                     if not await self.daemon.publisher.send(topic, payload):
                         break  # the next connect flushes again
                     self._pending = [r for r in self._pending if r is not first]

@@ -95,7 +95,7 @@ def test_recover_puts_the_previous_config_back_when_the_new_one_was_on_probation
     assert outcome is not None and outcome["status"] == "rolled_back"
     assert outcome["id"] == "c-9" and "restarted before the config passed" in outcome["reason"]
     assert files.journal() is None
-    assert files.pending_results() == [outcome]
+    assert files.pending_results() == [{"topic": None, "result": outcome}]
     assert recover(str(config), str(tmp_path / "state")) is None  # done: nothing left
 
 

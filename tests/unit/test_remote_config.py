@@ -72,6 +72,7 @@ class FakeDaemon:
     publisher: FakePublisher = field(default_factory=FakePublisher)
     failing: list[str] = field(default_factory=list)
     switches: int = 0
+    remote: Any = None
 
     @property
     def config_sha(self) -> str:
@@ -80,6 +81,7 @@ class FakeDaemon:
     async def switch(self, new: GatewayConfig, text: bytes) -> None:
         self.config, self.config_text = new, text
         self.switches += 1
+        self.remote.configure()  # as the daemon's switch does
 
     def failing_devices(self, *, unscanned_fail: bool = False) -> list[str]:
         return list(self.failing)
@@ -89,9 +91,9 @@ class FakeDaemon:
 
 
 def config_text(state: Path, key: str, *, port: int = 1883, extra: str = "",
-                gw_id: str = "gw-1") -> str:
+                gw_id: str = "gw-1", prefix: str = "sensegate") -> str:
     return (f"gateway: {{id: {gw_id}, state_dir: {state}}}\n"
-            f"mqtt: {{host: 127.0.0.1, port: {port}}}\n"
+            f"mqtt: {{host: 127.0.0.1, port: {port}, topic_prefix: {prefix}}}\n"
             f"fleet: {{public_key: {key}, probation: 1s}}\n"
             f"devices:\n  - name: dev\n    driver: modbus-tcp\n    host: 127.0.0.1\n"
             f"    points: [{{name: a, table: holding, address: 0}}]\n{extra}")
@@ -133,6 +135,7 @@ async def rig(tmp_path: Path) -> Any:
     config = load_gateway_config(str(path))
     daemon = FakeDaemon(str(path), config, path.read_bytes())
     remote = RemoteConfig(daemon)  # type: ignore[arg-type]
+    daemon.remote = remote
     remote.configure()
     yield Rig(path, PrivateKey.load(str(tmp_path / "key")), key_line, daemon, remote)
     await remote.close()
@@ -248,3 +251,11 @@ async def test_the_running_config_again_is_applied_as_unchanged(rig: Rig) -> Non
     [result] = await rig.wait_results(1)
     assert (result["status"], result["unchanged"]) == ("applied", True)
     assert rig.daemon.switches == 0
+
+
+async def test_a_config_with_another_topic_prefix_answers_where_it_was_asked(rig: Rig) -> None:
+    rig.deliver(rig.text(prefix="city"))
+    [result] = await rig.wait_results(1)  # on sensegate/gw-1/config/result
+    assert result["status"] == "applied"
+    assert "city/gw-1/config/set" in rig.daemon.publisher.handlers  # listening there now
+    assert TOPIC not in rig.daemon.publisher.handlers
