@@ -236,3 +236,30 @@ def test_broker_option() -> None:
     assert cli.parse_broker("10.0.0.1:8883") == ("10.0.0.1", 8883)
     with pytest.raises(ValueError, match="bad port"):
         cli.parse_broker("h:0")
+
+
+def test_fleet_command_is_not_available_yet(capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.commands.cli import main
+
+    assert main(["fleet", "command", "gw-1", "vms-3", "dim_pct=40"]) == 2
+    assert "not available yet" in capsys.readouterr().err
+
+
+def test_fleet_keygen_and_push_usage_errors(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.commands.cli import main
+
+    key = tmp_path / "key"
+    assert main(["fleet", "keygen", str(key)]) == 0
+    assert "public_key: " in capsys.readouterr().out
+    assert main(["fleet", "keygen", str(key)]) == 2  # never overwritten
+    assert main(["fleet", "push", "--key", str(tmp_path / "none"), "gw-1", "f.yaml"]) == 2
+    assert "cannot read key" in capsys.readouterr().err
+    bad = tmp_path / "gw.yaml"
+    bad.write_text("gateway: {id: gw-1}\nmqtt: {host: h, qos: 7}\ndevices: []\n")
+    assert main(["fleet", "push", "--key", str(key), "gw-1", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:2:" in err and "nothing pushed" in err
+    with pytest.raises(SystemExit) as exit_:
+        main(["fleet", "status", "--broker", "h:0"])
+    assert exit_.value.code == 2
