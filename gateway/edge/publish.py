@@ -339,10 +339,13 @@ class Publisher:
             await client.publish(
                 topic, self._status("online"), qos=1, retain=True, timeout=STATUS_TIMEOUT,
             )
-            for sub in list(self._subscriptions):
+            subscribed = list(self._subscriptions)
+            for sub in subscribed:
                 await client.subscribe(sub, qos=1, timeout=STATUS_TIMEOUT)
             self._outbox.rewind()
             self._client_now = client
+            for sub in set(self._subscriptions) - set(subscribed):  # added meanwhile
+                self._background(client.subscribe(sub, qos=1, timeout=STATUS_TIMEOUT))
             try:
                 for callback in self._connect_callbacks:
                     callback()
