@@ -319,21 +319,18 @@ class Daemon:
         """Devices of the running config whose last scan got no answer at all (or, with
         ``unscanned_fail``, that have not been scanned yet)."""
         assert self.config is not None
-        stats = self.poller.stats()
+        health = self.poller.health()
         failing = []
         for device in self.config.devices:
-            st = stats.get(device.name)
-            if st is None or st.scans == 0:
-                if unscanned_fail:
-                    failing.append(device.name)
-            elif st.consecutive_failures > 0:
+            scans, failures = health.get(device.name, (0, 0))
+            if (scans == 0 and unscanned_fail) or (scans > 0 and failures > 0):
                 failing.append(device.name)
         return failing
 
     def all_scanned(self) -> bool:
         assert self.config is not None
-        stats = self.poller.stats()
-        return all(d.name in stats and stats[d.name].scans > 0 for d in self.config.devices)
+        health = self.poller.health()
+        return all(health.get(d.name, (0, 0))[0] > 0 for d in self.config.devices)
 
     def health(self, state: str) -> bytes:
         """The retained status: the health record of SPEC §7 (the last will too)."""
