@@ -315,17 +315,11 @@ class Daemon:
 
     # -- health (SPEC §7) --------------------------------------------------------------
 
-    def failing_devices(self, *, unscanned_fail: bool = False) -> list[str]:
-        """Devices of the running config whose last scan got no answer at all (or, with
-        ``unscanned_fail``, that have not been scanned yet)."""
+    def failing_devices(self) -> list[str]:
+        """Devices of the running config whose last scan got no answer at all."""
         assert self.config is not None
         health = self.poller.health()
-        failing = []
-        for device in self.config.devices:
-            scans, failures = health.get(device.name, (0, 0))
-            if (scans == 0 and unscanned_fail) or (scans > 0 and failures > 0):
-                failing.append(device.name)
-        return failing
+        return [d.name for d in self.config.devices if health.get(d.name, (0, 0))[1] > 0]
 
     def all_scanned(self) -> bool:
         assert self.config is not None

@@ -440,15 +440,22 @@ class RemoteConfig:
                 await asyncio.to_thread(self.files.clear_journal)
                 log.info("config %s passed its probation", probation.msg_id)
                 return
-            await self._roll_back(probation, reason)
+            try:
+                await self._roll_back(probation, reason)
+            except (OSError, ConfigError) as exc:
+                # The journal stays: the next start puts the previous config back.
+                log.error("config %s could not be rolled back (%s): %s; the previous config "
+                          "returns at the next start", probation.msg_id, reason, exc)
         finally:
             if self._probation is probation:
                 self._probation = None
 
     def _devices_worse(self, probation: _Probation, final: bool) -> str | None:
-        failing = self.daemon.failing_devices(unscanned_fail=final)
+        # During the probation: once every device has been scanned. At its end: with what was
+        # seen (a device with a long interval may not have been scanned yet: no evidence).
         if not final and not self.daemon.all_scanned():
-            return None  # not every device has answered or failed yet
+            return None
+        failing = self.daemon.failing_devices()
         if len(failing) > probation.failing_before:
             names = ", ".join(sorted(failing)[:10])
             return (f"{len(failing)} device(s) failing with the new config, "

@@ -83,7 +83,7 @@ class FakeDaemon:
         self.switches += 1
         self.remote.configure()  # as the daemon's switch does
 
-    def failing_devices(self, *, unscanned_fail: bool = False) -> list[str]:
+    def failing_devices(self) -> list[str]:
         return list(self.failing)
 
     def all_scanned(self) -> bool:
