@@ -259,3 +259,23 @@ async def test_a_config_with_another_topic_prefix_answers_where_it_was_asked(rig
     assert result["status"] == "applied"
     assert "city/gw-1/config/set" in rig.daemon.publisher.handlers  # listening there now
     assert TOPIC not in rig.daemon.publisher.handlers
+
+
+async def test_key_rotation_by_a_config_signed_with_the_old_key(rig: Rig, tmp_path: Path) -> None:
+    new_public = write_key_pair(str(tmp_path / "new"))
+    new_key = PrivateKey.load(str(tmp_path / "new"))
+    rotated = config_text(rig.path.parent / "state", public_line(new_public))
+    rig.deliver(rotated)  # signed by the old key
+    [applied] = await rig.wait_results(1)
+    assert applied["status"] == "applied"
+    journal = rig.path.parent / "state" / "fleet" / "apply.json"
+    async with asyncio.timeout(10):  # past the probation
+        while journal.exists():
+            await asyncio.sleep(0.05)
+    rig.deliver(config_text(rig.path.parent / "state", public_line(new_public), port=1884))
+    rig.deliver(config_text(rig.path.parent / "state", public_line(new_public), port=1885),
+                key=new_key)
+    results = await rig.wait_results(3)
+    assert results[1]["status"] == "refused" and results[1]["reason"].startswith("bad signature")
+    assert results[2]["status"] == "applied"
+    assert rig.daemon.config.mqtt.port == 1885
