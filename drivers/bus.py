@@ -38,10 +38,11 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.client.base import ModbusBaseClient
 from pymodbus.exceptions import ModbusIOException
 from pymodbus.framer import FramerType
+from pymodbus.pdu import ModbusPDU
 
+from drivers.answer import Sent, check_answer
 from drivers.base import BACKOFF_MAX, BACKOFF_MIN, describe_os_error
 from gateway.core.bustime import frame_silence
-from gateway.core.modbus import Sent, check_answer
 from gateway.core.model import BusConfig
 
 _NEVER_DISCONNECT = 1 << 30  # pymodbus otherwise drops a TCP link after a few timeouts
@@ -50,7 +51,9 @@ _CONNECT_PAUSE = 0.1  # pymodbus before 3.16 sleeps this long after connecting: 
 LATE_QUIET = 0.05  # a late answer is over once the line was silent this long
 
 T = TypeVar("T")
-MakeClient = Callable[[Callable[[bool, bytes], bytes]], ModbusBaseClient]
+TracePacket = Callable[[bool, bytes], bytes]
+TracePdu = Callable[[bool, ModbusPDU], ModbusPDU]
+MakeClient = Callable[[TracePacket, TracePdu], ModbusBaseClient]
 
 
 IN_FLIGHT: ContextVar[str | None] = ContextVar("sensegate_modbus_in_flight", default=None)
@@ -90,15 +93,16 @@ def quiet_pymodbus() -> None:
 
 
 class Refused(Exception):
-    """An answer whose bytes contradict the request (`gateway.core.modbus.check_answer`):
+    """An answer whose bytes contradict the request (`drivers.answer.check_answer`):
     kept from pymodbus's decoder, which would raise inside the transport."""
 
 
 class Link:
     """One pymodbus client, its lock and its reconnect state.
 
-    Only public pymodbus API: the client is built with a ``trace_packet`` callback (which
-    sees every frame sent and the receive buffer before pymodbus decodes it), timeouts are
+    Only public pymodbus API: the client is built with a ``trace_pdu`` callback (which
+    sees every request before it is sent) and a ``trace_packet`` callback (which sees every
+    frame sent and the receive buffer before pymodbus decodes it), timeouts are
     sensegate's own (``asyncio.timeout`` around connect and each request, one per device on
     a shared bus), and a failed connect is explained by `diagnose` (pymodbus only says it
     failed).
@@ -126,7 +130,7 @@ class Link:
         self._delay = 0.0
         self._next_attempt = 0.0
         self._last_error = ""
-        self.sent: Sent | None = None  # the request in flight, as it went on the wire
+        self.sent: Sent | None = None  # the read request in flight
         self.received = b""  # bytes received during the current transaction
         self.refused: str | None = None  # why the answer received was refused
         self.users = 0  # drivers holding this link (`BusRegistry.acquire`)
@@ -139,9 +143,13 @@ class Link:
     def connected(self) -> bool:
         return self._client is not None and self._client.connected
 
+    def _trace_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
+        if sending:
+            self.sent = Sent.of(self.framing, pdu)
+        return pdu
+
     def _trace_packet(self, sending: bool, data: bytes) -> bytes:
         if sending:
-            self.sent = Sent.parse(self.framing, data)
             self._awaiting = True
             return data
         self.received = data  # pymodbus hands over its whole receive buffer
@@ -165,7 +173,7 @@ class Link:
         if now < self._next_attempt:
             return f"{self._last_error}; next attempt in {self._next_attempt - now:.1f}s"
         if self._client is None:
-            self._client = self._make_client(self._trace_packet)
+            self._client = self._make_client(self._trace_packet, self._trace_pdu)
             self._client.set_max_no_responses(_NEVER_DISCONNECT)
         self._last_error = "timed out"
         ok = False
@@ -322,7 +330,7 @@ class BusRegistry:
             serial = config.serial
             link = Link(
                 name,
-                lambda trace: AsyncModbusSerialClient(
+                lambda packet, pdu: AsyncModbusSerialClient(
                     serial.port,
                     framer=FramerType.RTU,
                     baudrate=serial.baudrate,
@@ -332,7 +340,8 @@ class BusRegistry:
                     timeout=_LIBRARY_TIMEOUT,
                     retries=0,
                     reconnect_delay=0,
-                    trace_packet=trace,
+                    trace_packet=packet,
+                    trace_pdu=pdu,
                 ),
                 bus=name,
                 gap=max(config.frame_gap, frame_silence(serial)),
@@ -349,14 +358,15 @@ class BusRegistry:
         if link is None:
             link = Link(
                 f"{host}:{port}",
-                lambda trace: AsyncModbusTcpClient(
+                lambda packet, pdu: AsyncModbusTcpClient(
                     host,
                     port=port,
                     framer=FramerType.RTU if rtu else FramerType.SOCKET,
                     timeout=_LIBRARY_TIMEOUT,
                     retries=0,
                     reconnect_delay=0,
-                    trace_packet=trace,
+                    trace_packet=packet,
+                    trace_pdu=pdu,
                 ),
                 framing="rtu" if rtu else "socket",
                 diagnose=lambda timeout: diagnose_tcp(host, port, timeout),

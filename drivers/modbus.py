@@ -8,10 +8,11 @@ fails costs only the points it carried: they get quality ``bad`` and the scan ge
 * ``connection``: the link is down (refused, no such port); the device fails fast while
   the link waits out its reconnect backoff;
 * ``timeout``: no answer within ``timeout`` after ``1 + retries`` attempts;
-* ``crc``: a whole RTU answer arrived whose CRC does not match (`gateway.core.modbus`);
+* ``crc``: a whole RTU answer arrived whose CRC does not match (`drivers.answer.crc_error`,
+  pymodbus's CRC);
 * ``frame``: bytes arrived but no valid answer (truncated, garbage, wrong function or
   length, a byte count that contradicts the request: refused before pymodbus decodes it,
-  `gateway.core.modbus.check_answer`);
+  `drivers.answer.check_answer`);
 * ``exception``: a Modbus exception response, with its code (``code``) and meaning
   (``modbus exception 2 (illegal data address)``). It is an answer: the device is there,
   so it does not make the device *down* (below) nor, in the scheduler, back it off.
@@ -42,11 +43,12 @@ from typing import Any
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.pdu import ExceptionResponse
 
+from drivers.answer import Sent, crc_error
 from drivers.base import DeviceDriver, FailureLog, ScanResult, bus_label, where
 from drivers.bus import IN_FLIGHT, BusRegistry, Link, Refused
 from gateway.core.decode import Decoder, build_decoder
 from gateway.core.errors import DriverError
-from gateway.core.modbus import FUNCTION_CODES, Sent, crc_ok, describe_exception, rtu_complete
+from gateway.core.modbus import FUNCTION_CODES, describe_exception
 from gateway.core.model import (
     BIT_TABLES,
     DEFAULT_MODBUS_TCP_PORT,
@@ -272,7 +274,7 @@ class ModbusDriver(DeviceDriver):
             return self._error(f"no response within {timeout:g}s {prepared.describe}", "timeout")
         request = prepared.request
         sent = Sent("rtu", self.unit, prepared.fc, request.count)
-        if link.framing == "rtu" and rtu_complete(sent, received) and not crc_ok(received):
+        if link.framing == "rtu" and crc_error(sent, received):
             return self._error(
                 f"crc error in response {prepared.describe} ({len(received)} bytes)", "crc"
             )

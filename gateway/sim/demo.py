@@ -46,12 +46,15 @@ import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from gateway.core.errors import ConfigError
 from gateway.core.model import DeviceConfig, PointConfig, Reading, Value
 from gateway.edge.daemon import Daemon
 from gateway.runtime.exitcodes import ExitCode
+
+if TYPE_CHECKING:
+    from gateway.sim.simulator import ModbusSimulator, SerialLineSimulator
 
 log = logging.getLogger("sensegate.demo")
 
@@ -200,7 +203,8 @@ class Site:
         self.update(0.0)  # the serial template needs every field before its first record
 
     async def start(self) -> None:
-        for sim in (*self.tcp.values(), self.rtu, self.aq):
+        sims: list[ModbusSimulator | SerialLineSimulator] = [*self.tcp.values(), self.rtu, self.aq]
+        for sim in sims:
             sim.frames = _NoFrames()  # a long demo must not keep every frame on the wire
             await sim.start()
             self._started.append(sim)

@@ -1,13 +1,13 @@
 """Simulated field devices for the demo and the test suites.
 
-Modbus devices are served by a small Modbus server of our own (TCP, RTU on a pty, RTU
-over TCP) built on `gateway.core.modbus` (CRC, MBAP), not on a library's server: the
-gateway talks to them through pymodbus's client, so every frame crosses two independent
-implementations, and the simulators do not depend on any library's server internals (which
-change from one pymodbus minor release to the next). A simulator holds several units
-(Modbus unit ids), each with its own register and bit tables, values settable at any time,
-optional per-read hooks (e.g. a sequence number that increments at every read) and a
-*fault* that makes it misbehave:
+Modbus devices are served by pymodbus's own servers, through their public API only:
+`pymodbus.server.ModbusTcpServer` (Modbus TCP), the same with the RTU framer (RTU over
+TCP) and `pymodbus.server.ModbusSerialServer` on a pty (RTU). pymodbus builds and parses
+every frame; the simulator plugs in where the servers offer it (`ModbusSimulator`): a
+datastore that calls back for each request, and the ``trace_pdu``, ``trace_packet`` and
+``trace_connect`` hooks. A simulator holds several units (Modbus unit ids), each with its
+own register and bit tables, values settable at any time, optional per-read hooks (e.g. a
+sequence number that increments at every read) and a *fault* that makes it misbehave:
 
 * ``silent``: never answers;
 * ``exception``: answers a Modbus exception (``exception_code``, default 2 illegal data
@@ -25,9 +25,9 @@ timeout) is answered after it, in order. Requests for units the simulator does n
 get no answer (as on a multi-drop line).
 
 Reads that touch an address outside ``0..size-1`` or listed in ``illegal`` answer
-exception 2 (illegal data address), as real devices do for holes in their map; a read of
-0 or more than 125 registers (2000 bits) exception 3; an unknown function exception 1.
-Writes (function codes 5, 6, 15, 16) change the tables.
+exception 2 (illegal data address), as real devices do for holes in their map; requests
+pymodbus itself refuses (a read of 0 or more than 125 registers, an unknown function) get
+pymodbus's answer. Writes (function codes 5, 6, 15, 16) change the tables.
 
 `SerialLineSimulator` prints ASCII records on a pty, streaming or answering a request, and
 can print noise. Every simulator keeps a log of the frames it received and sent with their
@@ -41,24 +41,80 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import logging
 import os
 import re
+import socket
 import time
 import tty
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+from pymodbus.datastore import (
+    ModbusDeviceContext,
+    ModbusSequentialDataBlock,
+    ModbusServerContext,
+)
+from pymodbus.exceptions import NoSuchIdException
+from pymodbus.framer import FramerRTU, FramerType
+from pymodbus.pdu import ExceptionResponse, ModbusPDU
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+
 from gateway.core.decode import encode_registers
-from gateway.core.modbus import TABLE_OF_FUNCTION, crc_ok, mbap_frame, rtu_frame
+from gateway.core.modbus import TABLE_OF_FUNCTION
 from gateway.core.model import BIT_TABLES, PointConfig, Value
 
 FAULTS = ("silent", "exception", "garbage", "truncated", "crc", "bytecount")
+_WIRE_FAULTS = ("garbage", "truncated", "crc", "bytecount")  # applied to the frame built
 ILLEGAL_FUNCTION, ILLEGAL_ADDRESS, ILLEGAL_VALUE = 1, 2, 3
 _MAX_REGISTERS, _MAX_BITS = 125, 2000
-_RTU_QUIET = 0.1  # a partial RTU request older than this is dropped (line silence)
+_BYTE_COUNT_AT = {FramerType.SOCKET: 8, FramerType.RTU: 2}  # after MBAP or unit, and code
+
+# pymodbus 3.10 serves a ModbusServerContext of device contexts whose documented
+# async_getValues/async_setValues can be overridden; newer releases turn such a context
+# into SimDevices (their datablocks keep no getValues), which take an ``action`` instead.
+_SIM_DEVICES = not hasattr(ModbusSequentialDataBlock, "getValues")
 
 ReadHook = Callable[["SimUnit", str, int, int], None]
+
+SERVING: ContextVar[str | None] = ContextVar("sensegate_simulator", default=None)
+"""The simulator whose server is running the current callback: the server's transport
+callbacks keep the context it was started in (`serve_named`)."""
+
+
+class NameTheSimulator(logging.Filter):
+    """Prefixes the lines pymodbus's *server* logs with the simulator they are about
+    (``simulator tcp 127.0.0.1:5020: ...``), so that in one process (the demo, the tests)
+    the simulated devices' lines are never taken for the gateway's. Public logging API
+    only: a filter on the library's loggers."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        who = SERVING.get()
+        if who and not getattr(record, "sensegate_named", False):
+            record.msg = f"{who}: {record.getMessage()}"
+            record.args = None
+            record.sensegate_named = True
+        return True
+
+
+_NAMER = NameTheSimulator()
+
+
+async def serve_named(name: str, serve: Awaitable[None]) -> None:
+    """Await ``serve`` (a server's start or shutdown) with `SERVING` set to ``name`` (also
+    for the callbacks the server registers meanwhile, and so for its connections)."""
+    for logger_name in ("pymodbus", "pymodbus.logging"):
+        logger = logging.getLogger(logger_name)
+        if _NAMER not in logger.filters:
+            logger.addFilter(_NAMER)
+    token = SERVING.set(name)
+    try:
+        await serve
+    finally:
+        SERVING.reset(token)
 
 
 @dataclass(slots=True)
@@ -139,125 +195,163 @@ class SimUnit:
         return self.table(table)[address : address + count]
 
 
-def _pack_bits(bits: Sequence[bool]) -> bytes:
-    out = bytearray((len(bits) + 7) // 8)
-    for i, bit in enumerate(bits):
-        if bit:
-            out[i // 8] |= 1 << (i % 8)
-    return bytes(out)
+class _Serving:
+    """The request a unit accepted, from its datastore hook to its response (`_Store`)."""
+
+    __slots__ = ("address", "function", "unit")
+
+    def __init__(self, unit: SimUnit, function: int, address: int) -> None:
+        self.unit = unit
+        self.function = function
+        self.address = address
 
 
-def _unpack_bits(data: bytes, count: int) -> list[bool]:
-    return [bool(data[i // 8] >> (i % 8) & 1) for i in range(count)]
-
-
-def _exception(function: int, code: int) -> bytes:
-    return bytes([function | 0x80, code])
-
-
-def serve_pdu(unit: SimUnit, pdu: bytes) -> bytes:
-    """The response PDU a healthy device gives to request ``pdu`` (faults aside)."""
-    function = pdu[0]
-    if len(pdu) < 5:
-        return _exception(function, ILLEGAL_VALUE)
-    address = int.from_bytes(pdu[1:3], "big")
-    table = TABLE_OF_FUNCTION.get(function)
-    if table is not None:  # a read
-        count = int.from_bytes(pdu[3:5], "big")
-        bits = table in BIT_TABLES
-        if not 1 <= count <= (_MAX_BITS if bits else _MAX_REGISTERS):
-            return _exception(function, ILLEGAL_VALUE)
-        unit.reads += 1
-        values = unit.read(table, address, count)
-        if isinstance(values, int):
-            return _exception(function, values)
-        data = _pack_bits(values) if bits else b"".join(v.to_bytes(2, "big") for v in values)
-        return bytes([function, len(data)]) + data
-    if function in (5, 6):
-        value = int.from_bytes(pdu[3:5], "big")
-        if address >= unit.size:
-            return _exception(function, ILLEGAL_ADDRESS)
-        if function == 5:
-            unit.coil[address] = value == 0xFF00
-        else:
-            unit.holding[address] = value
-        return pdu[:5]
-    if function in (15, 16) and len(pdu) >= 6:
-        count = int.from_bytes(pdu[3:5], "big")
-        data = pdu[6 : 6 + pdu[5]]
-        if address + count > unit.size:
-            return _exception(function, ILLEGAL_ADDRESS)
-        if function == 15:
-            unit.set_bits("coil", address, _unpack_bits(data, count))
-        else:
-            unit.set_registers("holding", address, [int.from_bytes(data[i : i + 2], "big")
-                                                     for i in range(0, 2 * count, 2)])
-        return pdu[:5]
-    return _exception(function, ILLEGAL_FUNCTION)
-
-
-def rtu_request_size(buffer: bytes | bytearray, at: int) -> int | None:
-    """Bytes of the RTU request starting at ``at``, ``0`` when more bytes are needed to
-    tell, ``None`` when no request starts there (an unknown function code)."""
-    if len(buffer) - at < 2:
-        return 0
-    function = buffer[at + 1]
-    if 1 <= function <= 6:
-        return 8
-    if function in (15, 16):
-        return 9 + buffer[at + 6] if len(buffer) - at >= 7 else 0
-    return None
-
-
-def corrupt(frame: bytes, fault: str) -> bytes:
-    """A deliberately broken copy of a correct ``frame``."""
+def corrupt(frame: bytes, fault: str, framer: FramerType) -> bytes:
+    """A deliberately broken copy of a correct ``frame`` (as pymodbus built it)."""
     if fault == "truncated":
         return frame[: max(1, len(frame) // 2)]
     if fault == "crc":
         return frame[:-1] + bytes([frame[-1] ^ 0xFF])
     if fault == "garbage":
         return bytes((0x5A ^ (i * 37)) & 0xFF for i in range(len(frame)))
+    if fault == "bytecount":
+        at = _BYTE_COUNT_AT[framer]
+        if len(frame) <= at:
+            return frame
+        lie = frame[:at] + bytes([(frame[at] + 2) & 0xFF]) + frame[at + 1 :]
+        if framer == FramerType.RTU:  # a right CRC: only the byte count lies
+            body = lie[:-2]
+            return body + FramerRTU.compute_CRC(body).to_bytes(2, "big")
+        return lie
     return frame
 
 
 class ModbusSimulator:
-    """Common part of the Modbus simulators: units, faults, frame log."""
+    """Common part of the Modbus simulators: units, faults, frame log, pymodbus hooks.
 
+    The server's datastore calls `accept` (async: the unit's turn, its delay, silence) for
+    every request; the server's ``trace_pdu`` hook then gives the response its values or
+    exception (`_Store.respond`), and its ``trace_packet`` hook breaks the frame pymodbus
+    built for a unit with a wire fault.
+    """
+
+    framer: FramerType = FramerType.SOCKET
     framing = "socket"  # socket | rtu
 
     def __init__(self, units: Sequence[int] | None = None, *, size: int = 1000) -> None:
         self.units: dict[int, SimUnit] = {u: SimUnit(u, size=size) for u in (units or [1])}
         self.frames: list[Frame] = []
         self.record_frames = True
+        self._serving: _Serving | None = None  # set by `accept`, taken by the response
+        self._packet: str | None = None  # what to do to the next frame sent: a fault, "drop"
+        self._trace_frames = True  # log frames in trace_packet (the pty relay logs its own)
 
     def unit(self, unit: int = 1) -> SimUnit:
         return self.units[unit]
 
     def add_unit(self, unit: int, *, size: int = 1000) -> SimUnit:
+        """A new unit (before `start`: the server's datastore is built when it starts)."""
         self.units[unit] = SimUnit(unit, size=size)
         return self.units[unit]
 
-    async def answer(self, unit_id: int, pdu: bytes, transaction: int = 0) -> bytes | None:
-        """The frame to send back for request ``pdu`` to ``unit_id`` (``None``: silence),
-        in this simulator's framing, with the unit's fault applied."""
+    async def accept(
+        self, unit_id: int, function: int, address: int, values: Sequence[Any] | None
+    ) -> int | None:
+        """Called by the datastore for each request to ``unit_id``: waits for the unit's
+        turn and delay, applies a write (``values``), and returns an exception code for a
+        write it refuses. Raises `NoSuchIdException` for a unit that does not answer (the
+        server, ``ignore_missing_devices``, then sends nothing)."""
         unit = self.units.get(unit_id)
-        if unit is None or unit.fault == "silent" or not pdu:
-            return None
+        if unit is None or unit.fault == "silent":
+            raise NoSuchIdException(f"unit {unit_id} does not answer")
         async with unit.busy:  # one request at a time, as a real device
             if unit.delay:
                 await asyncio.sleep(unit.delay)
-            if unit.fault == "exception":
-                unit.reads += 1
-                response = _exception(pdu[0], unit.exception_code)
-            else:
-                response = serve_pdu(unit, pdu)
-        if unit.fault == "bytecount" and len(response) >= 2 and not response[0] & 0x80:
-            response = bytes([response[0], (response[1] + 2) & 0xFF]) + response[2:]
-        if self.framing == "rtu":
-            frame = rtu_frame(unit_id, response)
+        # from here to the response going out pymodbus does not yield to the event loop
+        self._serving = _Serving(unit, function, address)
+        if values is None or unit.fault == "exception":
+            return None
+        table = "coil" if function in (5, 15) else "holding"
+        if address < 0 or address + len(values) > unit.size:
+            return ILLEGAL_ADDRESS
+        if table == "coil":
+            unit.set_bits(table, address, [bool(v) for v in values])
         else:
-            frame = mbap_frame(transaction, unit_id, response)
-        return corrupt(frame, unit.fault or "")
+            unit.set_registers(table, address, [int(v) for v in values])
+        return None
+
+    def _trace_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
+        if not sending:
+            return pdu
+        serving, self._serving = self._serving, None
+        unit = self.units.get(pdu.dev_id)
+        if unit is None or unit.fault == "silent":
+            self._packet = "drop"  # pymodbus's own answer (a unit of no device here)
+            return pdu
+        if serving is None or serving.unit is not unit:
+            return pdu  # pymodbus's own answer (e.g. illegal data value): as it is
+        response = self._respond(serving, pdu)
+        fault = unit.fault
+        if fault in _WIRE_FAULTS and not (fault == "bytecount" and response.isError()):
+            self._packet = fault
+        return response
+
+    def _respond(self, serving: _Serving, pdu: ModbusPDU) -> ModbusPDU:
+        """The response to the request ``serving`` describes, from the unit's tables."""
+        unit, function = serving.unit, serving.function
+        table = TABLE_OF_FUNCTION.get(function)
+        if unit.fault == "exception":
+            unit.reads += 1
+            return self._exception(pdu, function, unit.exception_code)
+        if table is None or pdu.isError():
+            return pdu  # a write (applied by `accept`), or an exception pymodbus chose
+        unit.reads += 1
+        bits = table in BIT_TABLES
+        count = len(pdu.bits) if bits else len(pdu.registers)
+        values = unit.read(table, serving.address, count)
+        if isinstance(values, int):
+            return self._exception(pdu, function, values)
+        if bits:
+            pdu.bits = values
+        else:
+            pdu.registers = values
+        return pdu
+
+    @staticmethod
+    def _exception(pdu: ModbusPDU, function: int, code: int) -> ModbusPDU:
+        return ExceptionResponse(
+            function, exception_code=code, device_id=pdu.dev_id, transaction=pdu.transaction_id
+        )
+
+    def _trace_packet(self, sending: bool, data: bytes) -> bytes:
+        if sending:
+            action, self._packet = self._packet, None
+            if action == "drop":
+                return b""
+            if action is not None:
+                data = corrupt(data, action, self.framer)
+        if self.record_frames and self._trace_frames and data:
+            self.frames.append(Frame("tx" if sending else "rx", time.monotonic(), data))
+        return data
+
+    def _datastore(self) -> Any:
+        """The server's ``context``: one datastore per unit, each calling `accept`."""
+        if _SIM_DEVICES:
+            return _sim_devices(self)
+        return ModbusServerContext(
+            devices={u: _UnitContext(self, u) for u in self.units}, single=False
+        )
+
+    def _server_options(self) -> dict[str, Any]:
+        return {
+            "framer": self.framer,
+            "ignore_missing_devices": True,
+            "trace_packet": self._trace_packet,
+            "trace_pdu": self._trace_pdu,
+        }
+
+    async def start(self) -> None:
+        raise NotImplementedError
 
     async def stop(self) -> None:
         raise NotImplementedError
@@ -269,57 +363,66 @@ class ModbusSimulator:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def start(self) -> None:
-        raise NotImplementedError
+
+class _UnitContext(ModbusDeviceContext):
+    """pymodbus's device datastore (before SimDevice) for one unit: its documented
+    ``async_getValues``/``async_setValues`` ask the simulator (`ModbusSimulator.accept`)."""
+
+    def __init__(self, sim: ModbusSimulator, unit_id: int) -> None:
+        tiny: Any = ModbusSequentialDataBlock  # never read: the unit's own tables are
+        super().__init__(di=tiny(0, [False]), co=tiny(0, [False]), ir=tiny(0, [0]),
+                         hr=tiny(0, [0]))
+        self.sim = sim
+        self.unit_id = unit_id
+
+    async def async_getValues(
+        self, fc_as_hex: int, address: int, count: int = 1
+    ) -> list[int] | list[bool] | int:
+        await self.sim.accept(self.unit_id, fc_as_hex, address, None)
+        unit = self.sim.units[self.unit_id]
+        table = unit.table("coil" if fc_as_hex in (1, 5, 15) else
+                           TABLE_OF_FUNCTION.get(fc_as_hex, "holding"))
+        values = table[address : address + count]  # the response gets its values later
+        return values + [values[-1] if values else 0] * (count - len(values))
+
+    async def async_setValues(
+        self, fc_as_hex: int, address: int, values: list[int] | list[bool]
+    ) -> int | None:
+        return await self.sim.accept(self.unit_id, fc_as_hex, address, list(values))
 
 
-class _RtuReceiver:
-    """Cuts RTU requests out of a byte stream (hunting past bytes that start none, or fail
-    their CRC) and answers each in turn through ``send``."""
+def _sim_devices(sim: ModbusSimulator) -> list[Any]:
+    """pymodbus's SimDevice datastore: one device per unit whose ``action`` asks the
+    simulator (`ModbusSimulator.accept`), and a catch-all device 0 that answers nothing."""
+    from pymodbus.constants import ExcCodes  # SimDevice releases only
+    from pymodbus.simulator import DataType, SimData, SimDevice
 
-    def __init__(self, sim: ModbusSimulator, send: Callable[[bytes], None]) -> None:
-        self._sim = sim
-        self._send = send
-        self._buffer = bytearray()
-        self._last = 0.0
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue()
-        self._task = asyncio.create_task(self._serve(), name="modbus rtu simulator")
+    async def action(unit_id: int, function: int, _start: int, address: int, _count: int,
+                     _registers: list[int], values: list[Any] | None) -> Any:
+        code = await sim.accept(unit_id, function, address, values)
+        return None if code is None else ExcCodes(code)
 
-    def feed(self, data: bytes) -> None:
-        now = time.monotonic()
-        if now - self._last > _RTU_QUIET:
-            self._buffer.clear()  # a new frame after line silence
-        self._last = now
-        self._buffer += data
-        at = 0
-        while at < len(self._buffer):
-            size = rtu_request_size(self._buffer, at)
-            if size == 0 or (size is not None and len(self._buffer) - at < size):
-                break  # wait for the rest
-            if size is not None and crc_ok(bytes(self._buffer[at : at + size])):
-                self._queue.put_nowait(bytes(self._buffer[at : at + size]))
-                at += size
-            else:
-                at += 1
-        del self._buffer[:at]
+    def device(unit_id: int, size: int) -> Any:
+        registers = size + _MAX_REGISTERS  # any legal read starting in the map reaches us
+        bits = (size + _MAX_BITS + 15) // 16 * 16
+        return SimDevice(
+            unit_id,
+            simdata=(
+                [SimData(0, count=bits, values=False, datatype=DataType.BITS)],
+                [SimData(0, count=bits, values=False, datatype=DataType.BITS)],
+                [SimData(0, count=registers, values=0, datatype=DataType.REGISTERS)],
+                [SimData(0, count=registers, values=0, datatype=DataType.REGISTERS)],
+            ),
+            action=functools.partial(action, unit_id),
+        )
 
-    async def _serve(self) -> None:
-        while True:
-            frame = await self._queue.get()
-            if frame[0] == 0:
-                continue  # broadcast: no answer
-            reply = await self._sim.answer(frame[0], frame[1:-2])
-            if reply is not None:
-                self._send(reply)
-
-    async def close(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+    devices = [device(u, unit.size) for u, unit in sim.units.items() if u != 0]
+    return [*devices, device(0, 1)]
 
 
 class ModbusTcpSimulator(ModbusSimulator):
-    """Modbus TCP devices on a free loopback port (``host``, ``port`` after start)."""
+    """Modbus TCP devices on a free loopback port (``host``, ``port`` after start), served
+    by `pymodbus.server.ModbusTcpServer`."""
 
     def __init__(
         self,
@@ -333,76 +436,51 @@ class ModbusTcpSimulator(ModbusSimulator):
         self.record_frames = False
         self.host = host
         self.port = port  # 0: a free port, known after start (and kept across restarts)
-        self._server: asyncio.Server | None = None
-        self._clients: set[asyncio.StreamWriter] = set()
+        self._server: ModbusTcpServer | None = None
+        self._connections = 0
 
     @property
     def connections(self) -> int:
         """Clients connected now."""
-        return len(self._clients)
+        return self._connections
 
-    def _log(self, direction: str, data: bytes) -> None:
-        if self.record_frames:
-            self.frames.append(Frame(direction, time.monotonic(), data))
-
-    async def _connection(self, reader: asyncio.StreamReader,
-                          writer: asyncio.StreamWriter) -> None:
-        self._clients.add(writer)
-        try:
-            if self.framing == "rtu":
-                await self._rtu_connection(reader, writer)
-            else:
-                await self._socket_connection(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            self._clients.discard(writer)
-            writer.close()
-
-    async def _socket_connection(self, reader: asyncio.StreamReader,
-                                 writer: asyncio.StreamWriter) -> None:
-        while True:
-            header = await reader.readexactly(7)
-            length = int.from_bytes(header[4:6], "big")
-            pdu = await reader.readexactly(max(0, length - 1))
-            self._log("rx", header + pdu)
-            reply = await self.answer(header[6], pdu, int.from_bytes(header[:2], "big"))
-            if reply is not None:
-                self._log("tx", reply)
-                writer.write(reply)
-
-    async def _rtu_connection(self, reader: asyncio.StreamReader,
-                              writer: asyncio.StreamWriter) -> None:
-        def send(reply: bytes) -> None:
-            self._log("tx", reply)
-            writer.write(reply)
-
-        receiver = _RtuReceiver(self, send)
-        try:
-            while data := await reader.read(4096):
-                self._log("rx", data)
-                receiver.feed(data)
-        finally:
-            await receiver.close()
+    def _trace_connect(self, connected: bool) -> None:
+        self._connections = max(0, self._connections + (1 if connected else -1))
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._connection, self.host, self.port)
-        self.port = int(self._server.sockets[0].getsockname()[1])
+        if not self.port:
+            self.port = _free_port(self.host)
+        server = ModbusTcpServer(
+            self._datastore(),
+            address=(self.host, self.port),
+            trace_connect=self._trace_connect,
+            **self._server_options(),
+        )
+        await serve_named(self._name(), server.serve_forever(background=True))
+        self._server = server
+
+    def _name(self) -> str:
+        kind = "rtu-over-tcp" if self.framing == "rtu" else "tcp"
+        return f"simulator {kind} {self.host}:{self.port}"
 
     async def stop(self) -> None:
         server, self._server = self._server, None
-        if server is None:
-            return
-        server.close()
-        for writer in list(self._clients):
-            writer.close()
-        await server.wait_closed()
-        self._clients.clear()
+        if server is not None:
+            await serve_named(self._name(), server.shutdown())  # type: ignore[no-untyped-call]
+        self._connections = 0
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
 
 
 class ModbusRtuOverTcpSimulator(ModbusTcpSimulator):
-    """RTU frames (with CRC) on a TCP socket, as serial device servers forward them."""
+    """RTU frames (with CRC) on a TCP socket, as serial device servers forward them:
+    `pymodbus.server.ModbusTcpServer` with the RTU framer."""
 
+    framer = FramerType.RTU
     framing = "rtu"
 
 
@@ -424,45 +502,64 @@ class PtyPair:
 
 
 class ModbusRtuSimulator(ModbusSimulator):
-    """Modbus RTU devices sharing one simulated RS-485 line: a pty, gateway side at ``path``."""
+    """Modbus RTU devices sharing one simulated RS-485 line, gateway side at ``path``.
 
+    The devices are a `pymodbus.server.ModbusSerialServer` on a second pty (pyserial opens
+    its slave); the simulator copies bytes between the two ptys' masters, which is where it
+    logs the frames on the line and where `noise` is put on it.
+    """
+
+    framer = FramerType.RTU
     framing = "rtu"
 
     def __init__(self, units: Sequence[int] | None = None, *, size: int = 1000) -> None:
         super().__init__(units, size=size)
-        self.pty = PtyPair()
+        self.pty = PtyPair()  # the gateway's side
         self.path = self.pty.path
-        self._receiver: _RtuReceiver | None = None
+        self._device_side: PtyPair | None = None  # the server's side, from `start`
+        self._trace_frames = False
+        self._server: ModbusSerialServer | None = None
 
-    def _send(self, data: bytes) -> None:
-        if self.record_frames:
-            self.frames.append(Frame("tx", time.monotonic(), data))
-        with contextlib.suppress(OSError):  # a full or hung-up line loses the frame
-            os.write(self.pty.master, data)
-
-    def _on_readable(self) -> None:
+    def _copy(self, source: int, target: int, direction: str) -> None:
         try:
-            data = os.read(self.pty.master, 4096)
+            data = os.read(source, 4096)
         except OSError:  # EAGAIN, or EIO: nobody has the other side open
             return
-        if data and self._receiver is not None:
-            if self.record_frames:
-                self.frames.append(Frame("rx", time.monotonic(), data))
-            self._receiver.feed(data)
+        if not data:
+            return
+        if self.record_frames:
+            self.frames.append(Frame(direction, time.monotonic(), data))
+        with contextlib.suppress(OSError):  # a full or hung-up line loses the bytes
+            os.write(target, data)
 
     async def start(self) -> None:
-        self._receiver = _RtuReceiver(self, self._send)
-        asyncio.get_running_loop().add_reader(self.pty.master, self._on_readable)
+        loop = asyncio.get_running_loop()
+        device_side = self._device_side = PtyPair()
+        gateway, devices = self.pty.master, device_side.master
+        loop.add_reader(gateway, self._copy, gateway, devices, "rx")
+        loop.add_reader(devices, self._copy, devices, gateway, "tx")
+        server = ModbusSerialServer(
+            self._datastore(), port=device_side.path, baudrate=115200,
+            **self._server_options(),
+        )
+        await serve_named(f"simulator rtu {self.path}", server.serve_forever(background=True))
+        self._server = server
 
     def noise(self, data: bytes) -> None:
         """Put raw bytes on the line now (a glitch, another master, a babbling device)."""
         os.write(self.pty.master, data)
 
     async def stop(self) -> None:
-        receiver, self._receiver = self._receiver, None
-        if receiver is not None:
-            asyncio.get_running_loop().remove_reader(self.pty.master)
-            await receiver.close()
+        server, self._server = self._server, None
+        if server is not None:
+            shutdown = server.shutdown()  # type: ignore[no-untyped-call]
+            await serve_named(f"simulator rtu {self.path}", shutdown)
+        device_side, self._device_side = self._device_side, None
+        if device_side is not None:
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(self.pty.master)
+            loop.remove_reader(device_side.master)
+            device_side.close()
         self.pty.close()
 
 

@@ -173,9 +173,9 @@ async def test_max_bytes_during_an_outage_drops_oldest_counted_and_bounded_on_di
         assert stats.dropped > 0
         assert stats.dropped + stats.pending_readings == added
         assert peak <= max_bytes * 1.05, (peak, max_bytes)
-        assert metrics.outbox_dropped_total._value.get() == stats.dropped
-        assert metrics.outbox_pending_readings._value.get() == stats.pending_readings
-        assert metrics.mqtt_connected._value.get() == 0
+        assert metrics.outbox_dropped_total.value == stats.dropped
+        assert metrics.outbox_pending_readings.value == stats.pending_readings
+        assert metrics.mqtt_connected.value == 0
         kept = stats.pending_readings
         mosquitto.start()
         await wait_for(lambda: publisher.connected, 30)
@@ -190,7 +190,7 @@ async def test_max_bytes_during_an_outage_drops_oldest_counted_and_bounded_on_di
     # exactly the newest `kept` readings arrived, each once
     assert sorted(ts for _, ts in got) == list(range(added - kept + 1, added + 1))
     assert set(got.values()) == {1}
-    assert metrics.published_readings_total._value.get() == kept
+    assert metrics.published_readings_total.value == kept
 
 
 async def test_commit_failure_counts_a_metric(tmp_path: Path) -> None:
@@ -203,8 +203,8 @@ async def test_commit_failure_counts_a_metric(tmp_path: Path) -> None:
                    measurement="m", tags={})
     with pytest.raises(Exception, match="disk full"):
         outbox.flush()
-    assert metrics.outbox_commit_errors_total._value.get() == 1
-    assert metrics.outbox_pending_readings._value.get() == 300
+    assert metrics.outbox_commit_errors_total.value == 1
+    assert metrics.outbox_pending_readings.value == 300
     outbox._writer.execute("PRAGMA max_page_count=1073741823")
     outbox.close()
 

@@ -1,27 +1,38 @@
-"""gateway.core.modbus: CRC, frames, and the check of an answer before pymodbus decodes it."""
+"""drivers.answer: the check of an answer's bytes before pymodbus decodes it (frames built
+and CRCs computed by pymodbus's own framers), and gateway.core.modbus's protocol facts."""
 
 from __future__ import annotations
 
 import pytest
+from pymodbus.framer import FramerRTU, FramerSocket
+from pymodbus.pdu import DecodePDU, ModbusPDU
 
-from gateway.core.modbus import (
-    Sent,
-    check_answer,
-    crc16,
-    crc_ok,
-    describe_exception,
-    mbap_frame,
-    rtu_complete,
-    rtu_frame,
-)
+from drivers.answer import Sent, check_answer, crc_error
+from gateway.core.modbus import describe_exception, read_byte_count
+
+_DECODER = DecodePDU(False)
 
 
-def test_crc16_known_frame() -> None:
+def mbap_frame(transaction: int, unit: int, pdu: bytes) -> bytes:
+    """A Modbus TCP frame, built by pymodbus's socket framer."""
+    return FramerSocket(_DECODER).encode(pdu, unit, transaction)
+
+
+def rtu_frame(unit: int, pdu: bytes) -> bytes:
+    """An RTU frame with its CRC, built by pymodbus's RTU framer."""
+    return FramerRTU(_DECODER).encode(pdu, unit, 0)
+
+
+def test_rtu_frame_is_the_textbook_one() -> None:
     # read holding 0..1 of unit 1: the textbook frame 01 03 00 00 00 02 C4 0B
     assert rtu_frame(1, bytes.fromhex("0300000002")) == bytes.fromhex("010300000002c40b")
-    assert crc16(b"") == b"\xff\xff"
-    assert crc_ok(bytes.fromhex("010300000002c40b"))
-    assert not crc_ok(bytes.fromhex("010300000002c40c"))
+
+
+def test_read_byte_count() -> None:
+    assert read_byte_count(3, 2) == 4
+    assert read_byte_count(4, 125) == 250
+    assert read_byte_count(1, 1) == 1
+    assert read_byte_count(2, 9) == 2
 
 
 @pytest.mark.parametrize(
@@ -34,16 +45,26 @@ def test_describe_exception(code: int, text: str) -> None:
     assert describe_exception(code) == text
 
 
-TCP_READ = Sent.parse("socket", mbap_frame(7, 1, bytes.fromhex("0300000002")))
-RTU_READ = Sent.parse("rtu", rtu_frame(1, bytes.fromhex("0300000002")))
 
 
-def test_parse_sent() -> None:
+def request(pdu: str, unit: int = 1, transaction: int = 0) -> ModbusPDU:
+    """A request PDU as pymodbus's client hands it to ``trace_pdu``."""
+    decoded = DecodePDU(True).decode(bytes.fromhex(pdu))
+    assert decoded is not None
+    decoded.dev_id, decoded.transaction_id = unit, transaction
+    return decoded
+
+
+READ = request("0300000002", transaction=7)  # read holding 0..1
+TCP_READ = Sent.of("socket", READ)
+RTU_READ = Sent.of("rtu", READ)
+
+
+def test_sent_of_a_request() -> None:
     assert Sent("socket", 1, 3, 2, 7) == TCP_READ
-    assert Sent("rtu", 1, 3, 2, None) == RTU_READ
-    assert Sent.parse("rtu", rtu_frame(1, bytes.fromhex("0600010002"))) is None  # a write
-    assert Sent.parse("rtu", rtu_frame(1, bytes.fromhex("10"))) is None
-    assert Sent.parse("socket", b"short") is None
+    assert Sent("rtu", 1, 3, 2, None) == RTU_READ  # RTU frames carry no transaction id
+    assert Sent.of("rtu", request("0600010002")) is None  # a write: only reads are judged
+    assert Sent.of("socket", request("0100050010", 3, 9)) == Sent("socket", 3, 1, 16, 9)
 
 
 @pytest.mark.parametrize(
@@ -92,9 +113,13 @@ def test_check_rtu_answer(received: bytes, verdict: str | None) -> None:
     assert check_answer(RTU_READ, received) == verdict
 
 
-def test_rtu_complete() -> None:
+def test_crc_error() -> None:
     assert RTU_READ is not None
     good = rtu_frame(1, bytes.fromhex("030400010002"))
-    assert rtu_complete(RTU_READ, good)
-    assert not rtu_complete(RTU_READ, good[:-1])
-    assert rtu_complete(RTU_READ, rtu_frame(1, bytes.fromhex("8302")))
+    flipped = good[:-1] + bytes([good[-1] ^ 0xFF])
+    assert crc_error(RTU_READ, flipped)
+    assert not crc_error(RTU_READ, good)
+    assert not crc_error(RTU_READ, flipped[:-1])  # cut short: truncated, not a CRC error
+    exception = rtu_frame(1, bytes.fromhex("8302"))
+    assert crc_error(RTU_READ, exception[:-1] + bytes([exception[-1] ^ 1]))
+    assert not crc_error(RTU_READ, rtu_frame(2, bytes.fromhex("030400010002"))[:-1] + b"\0")
