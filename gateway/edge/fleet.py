@@ -324,6 +324,9 @@ class RemoteConfig:
             except OSError as exc:  # state_dir/fleet cannot be written: act on nothing
                 outcome = result(_peek_id(payload), "refused", f"cannot record it under "
                                  f"{self.files.dir}: {(exc.strerror or str(exc)).lower()}")
+            except Exception as exc:
+                self._fatal("config apply", exc)
+                return
         if outcome is not None:
             level = logging.INFO if outcome["status"] == "applied" else logging.WARNING
             log.log(level, "config %s %s: %s", outcome["id"], outcome["status"],
@@ -446,9 +449,19 @@ class RemoteConfig:
                 # The journal stays: the next start puts the previous config back.
                 log.error("config %s could not be rolled back (%s): %s; the previous config "
                           "returns at the next start", probation.msg_id, reason, exc)
+        except Exception as exc:
+            self._fatal("probation", exc)
         finally:
             if self._probation is probation:
                 self._probation = None
+
+    def _fatal(self, what: str, exc: BaseException) -> None:
+        """A bug half-way through a switch: the running state is not known to be consistent.
+        Stop (exit 1) as for a reload that died; the journal makes the next start put the
+        previous config back."""
+        log.error("%s stopped: %r", what, exc)
+        self.daemon.failed = True
+        self.daemon.should_exit.set()
 
     def _devices_worse(self, probation: _Probation, final: bool) -> str | None:
         # During the probation: once every device has been scanned. At its end: with what was

@@ -73,12 +73,17 @@ class FakeDaemon:
     failing: list[str] = field(default_factory=list)
     switches: int = 0
     remote: Any = None
+    broken: bool = False  # switch raises, as a bug would
+    failed: bool = False
+    should_exit: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def config_sha(self) -> str:
         return hashlib.sha256(self.config_text).hexdigest()
 
     async def switch(self, new: GatewayConfig, text: bytes) -> None:
+        if self.broken:
+            raise RuntimeError("bug")
         self.config, self.config_text = new, text
         self.switches += 1
         self.remote.configure()  # as the daemon's switch does
@@ -279,3 +284,14 @@ async def test_key_rotation_by_a_config_signed_with_the_old_key(rig: Rig, tmp_pa
     assert results[1]["status"] == "refused" and results[1]["reason"].startswith("bad signature")
     assert results[2]["status"] == "applied"
     assert rig.daemon.config.mqtt.port == 1885
+
+
+async def test_a_bug_during_the_switch_stops_the_daemon_with_the_journal_in_place(
+    rig: Rig,
+) -> None:
+    rig.daemon.broken = True
+    rig.deliver(rig.text(port=1884))
+    async with asyncio.timeout(10):
+        await rig.daemon.should_exit.wait()
+    assert rig.daemon.failed
+    assert (rig.path.parent / "state" / "fleet" / "apply.json").exists()  # next start: back
