@@ -179,7 +179,7 @@ def status(broker: Broker, out: TextIO, *, patterns: list[str], state: str | Non
            failing: bool, as_json: bool, wait: float) -> int:
     try:
         records = asyncio.run(collect_status(broker, wait))
-    except aiomqtt.MqttError as exc:
+    except (aiomqtt.MqttError, OSError, ssl.SSLError) as exc:  # OSError: e.g. the CA file
         print(f"cannot reach the broker at {broker.where}: {exc}", file=sys.stderr)
         return ExitCode.FAILED
     chosen = select(records, patterns, state, failing)
@@ -315,7 +315,7 @@ def push(broker: Broker, out: TextIO, *, key_path: str, gateway: str, path: str,
     try:
         results = asyncio.run(send_and_wait(broker, gateway, payload, msg_id, timeout,
                                             wait_probation))
-    except aiomqtt.MqttError as exc:
+    except (aiomqtt.MqttError, OSError, ssl.SSLError) as exc:  # OSError: e.g. the CA file
         print(f"cannot reach the broker at {broker.where}: {exc}", file=sys.stderr)
         return ExitCode.FAILED
     if not results:

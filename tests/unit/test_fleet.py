@@ -263,3 +263,17 @@ def test_fleet_keygen_and_push_usage_errors(tmp_path: Path,
     with pytest.raises(SystemExit) as exit_:
         main(["fleet", "status", "--broker", "h:0"])
     assert exit_.value.code == 2
+
+
+def test_fleet_status_without_a_broker_is_one_line_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gateway.commands.cli import main
+    from tests.support.ports import free_port
+
+    port = free_port()  # nothing listens there
+    assert main(["fleet", "status", "--broker", f"127.0.0.1:{port}"]) == 1
+    assert capsys.readouterr().err.startswith(f"cannot reach the broker at 127.0.0.1:{port}: ")
+    assert main(["fleet", "status", "--broker", f"127.0.0.1:{port}", "--ca-file",
+                 str(tmp_path / "missing.pem")]) == 1
+    assert "cannot reach the broker" in capsys.readouterr().err
