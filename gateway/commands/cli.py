@@ -284,6 +284,8 @@ def _fleet_parser(fleet: argparse.ArgumentParser) -> None:
     push.add_argument("--wait-probation", action="store_true",
                       help="after 'applied', wait for the probation to end and report a "
                       "rollback")
+    push.add_argument("--json", action="store_true",
+                      help="print the gateway's results as JSON instead of lines")
     keygen = action("keygen", "make an Ed25519 key pair for signing configs",
                     "  sensegate fleet keygen ~/.sensegate/fleet-key")
     keygen.add_argument("key", metavar="KEY", help="private key file to create (KEY.pub too)")
@@ -308,7 +310,8 @@ def _run_fleet(args: argparse.Namespace) -> int:
         return fleet.status(broker, sys.stdout, patterns=args.patterns, state=args.state,
                             failing=args.failing, as_json=args.json, wait=args.wait)
     return fleet.push(broker, sys.stdout, key_path=args.key, gateway=args.gateway,
-                      path=args.file, timeout=args.timeout, wait_probation=args.wait_probation)
+                      path=args.file, timeout=args.timeout, wait_probation=args.wait_probation,
+                      as_json=args.json)
 
 
 def setup_logging(level: str) -> None:

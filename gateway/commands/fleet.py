@@ -297,7 +297,7 @@ def describe_result(result: Mapping[str, Any], gateway: str, path: str) -> list[
 
 
 def push(broker: Broker, out: TextIO, *, key_path: str, gateway: str, path: str,
-         timeout: float, wait_probation: bool) -> int:
+         timeout: float, wait_probation: bool, as_json: bool = False) -> int:
     from gateway.runtime.signing import PrivateKey
 
     try:
@@ -323,12 +323,15 @@ def push(broker: Broker, out: TextIO, *, key_path: str, gateway: str, path: str,
               "gateway is offline, has remote configuration off, or this key is not allowed "
               "to publish there", file=sys.stderr)
         return ExitCode.FAILED
-    for result in results:
-        for line in describe_result(result, gateway, path):
-            out.write(line + "\n")
     last = results[-1]
-    if wait_probation and last.get("status") == "applied" and "probation_s" in last:
-        out.write(f"{gateway}: no rollback reported during the probation\n")
+    if as_json:
+        out.write(json.dumps(results, indent=2) + "\n")
+    else:
+        for result in results:
+            for line in describe_result(result, gateway, path):
+                out.write(line + "\n")
+        if wait_probation and last.get("status") == "applied" and "probation_s" in last:
+            out.write(f"{gateway}: no rollback reported during the probation\n")
     return ExitCode.OK if last.get("status") == "applied" else ExitCode.FAILED
 
 

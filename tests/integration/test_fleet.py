@@ -260,11 +260,12 @@ async def _replay(site: Site, g: Gateway, text: str) -> list[dict[str, Any]]:
     return first + again
 
 
-async def _cli_push(site: Site, g: Gateway, path: Path) -> tuple[int, str]:
+async def _cli_push(site: Site, g: Gateway, path: Path, key: Path | None = None,
+                    *extra: str) -> tuple[int, str]:
     env = {**os.environ, "SENSEGATE_MQTT_PASSWORD": OPS[1], "PYTHONPATH": str(ROOT)}
     proc = await asyncio.create_subprocess_exec(
         PYTHON, "-m", "gateway", "fleet", "push", "--broker", f"127.0.0.1:{site.broker.port}",
-        "--username", OPS[0], "--key", str(site.key_path), g.id, str(path),
+        "--username", OPS[0], "--key", str(key or site.key_path), *extra, g.id, str(path),
         cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     out, _ = await proc.communicate()
     return proc.returncode or 0, out.decode()
@@ -297,6 +298,9 @@ async def _all_pushes(site: Site) -> dict[str, Any]:
         await asyncio.sleep(2.0)  # the data subscriber is listening by then
         return await _cli_push(site, gws[0], good_path)
 
+    forged_path = site.dir / "forged.yaml"
+    forged_path.write_text(site.text(gws[13], tags="{f: y}"))
+
     tasks: dict[str, Any] = {
         "readings": _readings(site, gws[0], 9.0),
         "good": good(),
@@ -306,6 +310,7 @@ async def _all_pushes(site: Site) -> dict[str, Any]:
         "devices_fail": _push(site, gws[3], site.text(gws[3], device_port=closed),
                               wait_probation=True),
         "forged": _push(site, gws[4], site.text(gws[4], tags="{f: x}"), key=site.other_key),
+        "forged_cli": _cli_push(site, gws[13], forged_path, site.dir / "other-key", "--json"),
         "replayed": _replay(site, gws[5], site.text(gws[5], tags="{r: x}")),
         "stale": _push(site, gws[6], site.text(gws[6], tags="{s: x}"),
                        ts=time.time_ns() - 3600 * 10**9),
@@ -393,6 +398,17 @@ def test_refused_pushes(site: Site, outcomes: dict[str, Any], name: str, index: 
     [result] = outcomes[name]
     assert result["status"] == "refused"
     assert re.match(reason, result["reason"]), result["reason"]
+    assert g.sha() == outcomes["shas_before"][g.id]
+
+
+def test_fleet_push_reports_a_refusal_with_exit_1(site: Site,
+                                                  outcomes: dict[str, Any]) -> None:
+    code, out = outcomes["forged_cli"]
+    assert code == 1, out
+    [result] = json.loads(out)
+    assert result["status"] == "refused"
+    assert result["reason"].startswith("bad signature: not signed by key ")
+    g = site.gateways[13]
     assert g.sha() == outcomes["shas_before"][g.id]
 
 
