@@ -96,10 +96,10 @@ class FakeDaemon:
 
 
 def config_text(state: Path, key: str, *, port: int = 1883, extra: str = "",
-                gw_id: str = "gw-1", prefix: str = "sensegate") -> str:
+                gw_id: str = "gw-1", prefix: str = "sensegate", probation: str = "1s") -> str:
     return (f"gateway: {{id: {gw_id}, state_dir: {state}}}\n"
             f"mqtt: {{host: 127.0.0.1, port: {port}, topic_prefix: {prefix}}}\n"
-            f"fleet: {{public_key: {key}, probation: 1s}}\n"
+            f"fleet: {{public_key: {key}, probation: {probation}}}\n"
             f"devices:\n  - name: dev\n    driver: modbus-tcp\n    host: 127.0.0.1\n"
             f"    points: [{{name: a, table: holding, address: 0}}]\n{extra}")
 
@@ -239,7 +239,8 @@ async def test_an_invalid_config_is_refused_with_every_position(rig: Rig) -> Non
 
 
 async def test_a_replay_and_a_push_during_probation_are_refused(rig: Rig) -> None:
-    msg_id, payload = signed_message(rig.key, TOPIC, rig.text(port=1884))
+    # A long probation: the third message surely arrives while it runs.
+    msg_id, payload = signed_message(rig.key, TOPIC, rig.text(port=1884, probation="5m"))
     handler = rig.daemon.publisher.handlers[TOPIC]
     handler(Message(TOPIC, payload))
     await rig.wait_results(1)
