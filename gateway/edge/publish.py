@@ -221,8 +221,18 @@ class Publisher:
                     backoff.reset()
                 wait = backoff.next()
                 log.warning("%s; retrying in %.1fs", failure, wait)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), wait)
+                # New mqtt settings (a reload, a remote config's rollback) end the wait:
+                # they are tried at once, not after a backoff earned by the old ones.
+                waits = [asyncio.ensure_future(self._stop.wait()),
+                         asyncio.ensure_future(self._reconfigure.wait())]
+                try:
+                    await asyncio.wait(waits, timeout=wait,
+                                       return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiter in waits:
+                        waiter.cancel()
+                if self._reconfigure.is_set():
+                    backoff.reset()
         finally:
             remove_listener()
             self._paho_log.removeFilter(self._socket_errors)
