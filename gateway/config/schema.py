@@ -378,7 +378,8 @@ def _check_map(node: Node, path: str, f: Field, issues: list[ConfigIssue]) -> An
     if not _count_ok(node, path, f, issues):
         return INVALID
     out: dict[str, str] = {}
-    for key, (key_node, vnode) in node.value.items():
+    for key, key_node in node.value.items():
+        vnode = key_node.node
         text = _scalar_text(vnode) if vnode.kind == SCALAR else None
         if text is None:
             issues.append(vnode.issue(f"{path}.{key}", f"expected a string, got "
@@ -438,7 +439,8 @@ def _check_object(node: Node, path: str, f: Field, issues: list[ConfigIssue]) ->
     fields = f.fields or {}
     values: dict[str, Any] = {}
     pairs = node.value
-    for key, (key_node, value_node) in pairs.items():
+    for key, key_node in pairs.items():
+        value_node = key_node.node
         child = fields.get(key)
         sub = f"{path}.{key}" if path else key
         if child is None:
