@@ -18,9 +18,10 @@ names read as themselves (`gateway.config.schema` registers the secret keys' val
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar
+from typing import Any, BinaryIO, ClassVar
 
 import yaml
 
@@ -569,11 +570,24 @@ def _build(text: str, file: str, env: Mapping[str, str], loader: Any,
     return root
 
 
+def _read_bounded(fh: BinaryIO) -> bytes:
+    """The file's bytes, at most MAX_FILE_BYTES + 1 of them, in a buffer of the file's size:
+    ``read(MAX_FILE_BYTES + 1)`` would allocate 4 MiB for every file (a pipe, whose size is
+    unknown, still gets that)."""
+    size = os.fstat(fh.fileno()).st_size
+    if not 0 < size <= MAX_FILE_BYTES:
+        return fh.read(MAX_FILE_BYTES + 1)
+    data = fh.read(size + 1)
+    if len(data) > size:  # it grew while we read: the rest, up to the bound
+        data += fh.read(MAX_FILE_BYTES + 1 - len(data))
+    return data
+
+
 def load(path: str, env: Mapping[str, str], issues: list[ConfigIssue]) -> Node | None:
     """Read and parse the file at ``path``; the file name in issues is ``path`` as given."""
     try:
         with open(path, "rb") as fh:
-            data = fh.read(MAX_FILE_BYTES + 1)
+            data = _read_bounded(fh)
         if len(data) > MAX_FILE_BYTES:
             issues.append(ConfigIssue(path, 1, 1, "", f"the file is larger than "
                                                       f"{MAX_FILE_BYTES // 2**20} MiB, the "
