@@ -360,6 +360,13 @@ class _Builder:
                     raise _NotComposable
                 names.add(event.anchor)
 
+    def _anchored(self, event: Any) -> _Anchor:
+        """The anchor an alias names."""
+        entry = self.anchors.get(event.anchor)
+        if entry is None:
+            raise _NotComposable  # undefined alias
+        return entry
+
     def _register(self, event: Any, node: Node, key_text: str | None = None,
                   plain_key: bool = False) -> _Anchor | None:
         anchor = event.anchor
@@ -375,11 +382,9 @@ class _Builder:
         if kind is _ScalarEvent:
             return self._scalar(event, path)
         if kind is _Alias:
-            entry = self.anchors.get(event.anchor)
-            if entry is None:
-                raise _NotComposable  # undefined alias
-            self._grow(entry.weight, entry.mark)
-            return entry.node
+            target = self._anchored(event)
+            self._grow(target.weight, target.mark)
+            return target.node
         start = self.expanded
         mark = event.start_mark
         self._grow(1, mark)
@@ -443,9 +448,7 @@ class _Builder:
                 self.expanded = saved
             return event.value, not event.style, event.start_mark
         if kind is _Alias:
-            entry = self.anchors.get(event.anchor)
-            if entry is None:
-                raise _NotComposable  # undefined alias
+            entry = self._anchored(event)
             if entry.key_text is not None:
                 return entry.key_text, entry.plain_key, entry.mark
             return None
@@ -502,16 +505,24 @@ class _Builder:
 
     def _merge_sources(self, event: Any, path: str) -> list[tuple[str, KeyNode]]:
         """The pairs a '<<' value merges in: a mapping, or a list of them."""
-        if type(event) is _SequenceStart:
+        kind = type(event)
+        sources: list[Node]
+        if kind is _SequenceStart:
             mark: Any = event.start_mark
+            start = self.expanded
             sequence = SequenceNode(self.file, self._line(mark), mark.column + 1)
-            self._register(event, sequence)
-            sources = []
+            entry = self._register(event, sequence)
+            sources = sequence.value
             for item in self.events:
                 if type(item) is yaml.SequenceEndEvent:
                     break
                 sources.append(self.node(item, path))
-            sequence.value = sources
+            if entry is not None:  # its items, and itself once an alias makes it a value
+                entry.weight = self.expanded - start + 1
+        elif kind is _Alias and self._anchored(event).node.kind == SEQUENCE:
+            target = self._anchored(event)  # '<<: *list': its items, as if written here
+            self._grow(target.weight - 1, target.mark)
+            sources = target.node.value
         else:
             sources = [self.node(event, path)]
         pairs: list[tuple[str, KeyNode]] = []
