@@ -1,13 +1,15 @@
 """YAML source: a node tree that remembers FILE:LINE:COL for every value.
 
-The loader composes the document into nodes (no object construction), so it can report
-*every* duplicate key instead of stopping at the first, and resolves plain scalars itself
-with the YAML 1.2 core schema (``on``/``no``/``N`` stay strings, unlike YAML 1.1).
+The loader builds its nodes straight from the parser's events (``yaml.parse``; no PyYAML
+node tree, no object construction), so it can report *every* duplicate key instead of
+stopping at the first, and resolves plain scalars itself with the YAML 1.2 core schema
+(``on``/``no``/``N`` stay strings, unlike YAML 1.1). Explicit tags are ignored, as before.
 
-Composing uses libyaml through PyYAML's C loader when it is installed (about ten times
+Parsing uses libyaml through PyYAML's C loader when it is installed (about ten times
 faster than pure Python, which matters for sites with a thousand devices); whenever it
-reports a syntax error, PyYAML's pure-Python parser re-reads the text so that syntax errors
-always read the same, in a technician's words (`gateway.config.syntax`).
+reports a syntax error, or something PyYAML's composer refuses (an undefined alias, a
+duplicate anchor, a second document), PyYAML's pure-Python composer re-reads the text so
+that these always read the same, in a technician's words (`gateway.config.syntax`).
 
 ``${NAME}`` in a scalar value is replaced from the environment; ``$${`` is a literal ``${``.
 A substituted value is never quoted in a message: `describe` names the variable instead. It
@@ -296,7 +298,6 @@ _ScalarEvent = yaml.ScalarEvent
 _MappingStart = yaml.MappingStartEvent
 _SequenceStart = yaml.SequenceStartEvent
 _Alias = yaml.AliasEvent
-_CollectionEnd = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
 
 
 class _Builder:
