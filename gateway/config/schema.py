@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -32,6 +32,7 @@ from gateway.core.units import (
 )
 
 INVALID: Any = object()  # a value that produced an issue; cross-field checks skip it
+_ABSENT: Any = object()  # a key neither given nor defaulted
 
 
 # --- the roots, derived from the declarations in gateway.core.model -----------------------
@@ -62,21 +63,41 @@ PROFILE = Field("object", "a register map for one sensor model (<profile dir>/<n
 
 
 class Section:
-    """A validated mapping: converted values (defaults applied) plus where each came from."""
+    """A validated mapping: converted values (defaults applied) plus where each came from.
 
-    __slots__ = ("node", "path", "values")
+    ``values`` holds what the YAML gave (converted, or INVALID); a key it did not give reads
+    as its declared default, made when asked for (a fresh copy of a list or mapping, a
+    Section of an object's defaults), so 2,000 points do not each hold a dict of a dozen
+    defaults through the whole load.
+    """
 
-    def __init__(self, node: Node, path: str, values: dict[str, Any]) -> None:
+    __slots__ = ("fields", "node", "path", "values")
+
+    def __init__(self, node: Node, path: str, values: dict[str, Any],
+                 fields: Mapping[str, Field] | None = None) -> None:
         self.node = node
         self.path = path
         self.values = values
+        self.fields = fields  # the object's declarations, for the defaults
+
+    def _value(self, key: str) -> Any:
+        """The key's value, its default, or _ABSENT."""
+        value = self.values.get(key, _ABSENT)
+        if value is _ABSENT and self.fields is not None:
+            child = self.fields.get(key)
+            if child is not None and child.default is not NO_DEFAULT:
+                return _default(child, self.node, self.sub(key))
+        return value
 
     def get(self, key: str, default: Any = None) -> Any:
-        value = self.values.get(key, default)
-        return default if value is INVALID else value
+        value = self._value(key)
+        return default if value is INVALID or value is _ABSENT else value
 
     def __getitem__(self, key: str) -> Any:
-        return self.values[key]
+        value = self._value(key)
+        if value is _ABSENT:
+            raise KeyError(key)
+        return value
 
     def given(self, key: str) -> bool:
         """Whether the YAML wrote this key (whatever its value)."""
@@ -84,8 +105,8 @@ class Section:
 
     def ok(self, key: str) -> bool:
         """Whether the key holds a valid value (given or defaulted)."""
-        value = self.values.get(key, INVALID)
-        return value is not INVALID and value is not None
+        value = self._value(key)
+        return value is not INVALID and value is not _ABSENT and value is not None
 
     def at(self, key: str) -> Node:
         """The node to point at for ``key``: its value, else the mapping itself."""
@@ -378,7 +399,8 @@ def _check_map(node: Node, path: str, f: Field, issues: list[ConfigIssue]) -> An
     if not _count_ok(node, path, f, issues):
         return INVALID
     out: dict[str, str] = {}
-    for key, (key_node, vnode) in node.value.items():
+    for key, key_node in node.value.items():
+        vnode = key_node.node
         text = _scalar_text(vnode) if vnode.kind == SCALAR else None
         if text is None:
             issues.append(vnode.issue(f"{path}.{key}", f"expected a string, got "
@@ -438,7 +460,8 @@ def _check_object(node: Node, path: str, f: Field, issues: list[ConfigIssue]) ->
     fields = f.fields or {}
     values: dict[str, Any] = {}
     pairs = node.value
-    for key, (key_node, value_node) in pairs.items():
+    for key, key_node in pairs.items():
+        value_node = key_node.node
         child = fields.get(key)
         sub = f"{path}.{key}" if path else key
         if child is None:
@@ -453,22 +476,16 @@ def _check_object(node: Node, path: str, f: Field, issues: list[ConfigIssue]) ->
         else:
             values[key] = validate(value_node, child, sub, issues)
     for key, child in fields.items():
-        if key in values:
-            continue
-        if child.required and key not in pairs:
+        if child.required and key not in values and key not in pairs:
             issues.append(node.issue(path, f"missing required key '{key}'"))
             values[key] = INVALID
-        elif child.default is not NO_DEFAULT:
-            values[key] = _default(child, node, f"{path}.{key}" if path else key)
-    return Section(node, path, values)
+    return Section(node, path, values, fields)  # the other keys read as their defaults
 
 
 def _default(f: Field, node: Node, path: str) -> Any:
     """A fresh default value; an absent object gets a Section of its fields' defaults."""
     if f.kind == "object":
-        return Section(node, path, {k: _default(c, node, f"{path}.{k}")
-                                    for k, c in (f.fields or {}).items()
-                                    if c.default is not NO_DEFAULT})
+        return Section(node, path, {}, f.fields or {})
     default = f.default
     if f.kind == "listen" and not isinstance(default, tuple):
         return parse_listen(default)

@@ -1,13 +1,15 @@
 """YAML source: a node tree that remembers FILE:LINE:COL for every value.
 
-The loader composes the document into nodes (no object construction), so it can report
-*every* duplicate key instead of stopping at the first, and resolves plain scalars itself
-with the YAML 1.2 core schema (``on``/``no``/``N`` stay strings, unlike YAML 1.1).
+The loader builds its nodes straight from the parser's events (``yaml.parse``; no PyYAML
+node tree, no object construction), so it can report *every* duplicate key instead of
+stopping at the first, and resolves plain scalars itself with the YAML 1.2 core schema
+(``on``/``no``/``N`` stay strings, unlike YAML 1.1). Explicit tags are ignored, as before.
 
-Composing uses libyaml through PyYAML's C loader when it is installed (about ten times
+Parsing uses libyaml through PyYAML's C loader when it is installed (about ten times
 faster than pure Python, which matters for sites with a thousand devices); whenever it
-reports a syntax error, PyYAML's pure-Python parser re-reads the text so that syntax errors
-always read the same, in a technician's words (`gateway.config.syntax`).
+reports a syntax error, or something PyYAML's composer refuses (an undefined alias, a
+duplicate anchor, a second document), PyYAML's pure-Python composer re-reads the text so
+that these always read the same, in a technician's words (`gateway.config.syntax`).
 
 ``${NAME}`` in a scalar value is replaced from the environment; ``$${`` is a literal ``${``.
 A substituted value is never quoted in a message: `describe` names the variable instead. It
@@ -18,9 +20,10 @@ names read as themselves (`gateway.config.schema` registers the secret keys' val
 from __future__ import annotations
 
 import math
+import os
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, BinaryIO, ClassVar
 
 import yaml
 
@@ -35,31 +38,31 @@ _MERGE_KEY = "<<"
 
 
 class Node:
-    """One YAML node: a scalar (python value), a mapping or a sequence, with its position.
+    """One YAML node with its position: a `Scalar`, a `Mapping` or a `Sequence`.
 
-    For a mapping ``value`` is ``dict[str, tuple[Node, Node]]`` (key node, value node), for a
-    sequence ``list[Node]``. ``text`` is a scalar's source text. ``env`` names the variables
-    a scalar was built from; ``bad`` marks a value that already produced an issue (e.g. a
-    missing variable), so validators skip it.
+    ``value`` is a scalar's python value, a mapping's ``dict[str, KeyNode]`` (each `KeyNode` holds
+    its value node) or a sequence's ``list[Node]``. ``text`` is a scalar's source text.
+    ``env`` names the variables a scalar was built from; ``bad`` marks a value that already
+    produced an issue (e.g. a missing variable), so validators skip it.
+
+    Compact on purpose (a 1,000-device site is about 200,000 nodes): a kind is a class, not
+    a field, and what most nodes lack (``text``, ``env``, ``bad``) is a class default.
     """
 
-    __slots__ = ("bad", "col", "env", "file", "kind", "line", "text", "value")
+    __slots__ = ("col", "file", "line", "value")
+    kind: ClassVar[int] = SCALAR
+    text: str | None = None  # a scalar's source text (after substitution): '017' stays '017'
+    env: tuple[str, ...] = ()
+    bad: bool = False
 
-    def __init__(
-        self, kind: int, value: Any, file: str, line: int, col: int,
-        env: tuple[str, ...] = (), bad: bool = False, text: str | None = None,
-    ) -> None:
-        self.kind = kind
+    def __init__(self, value: Any, file: str, line: int, col: int) -> None:
         self.value = value
         self.file = file
         self.line = line
         self.col = col
-        self.env = env
-        self.bad = bad
-        self.text = text  # a scalar's source text (after substitution): '017' stays '017'
 
     def __repr__(self) -> str:
-        return f"Node({self.kind}, {self.value!r}, {self.file}:{self.line}:{self.col})"
+        return f"{type(self).__name__}({self.value!r}, {self.file}:{self.line}:{self.col})"
 
     @property
     def is_mapping(self) -> bool:
@@ -78,13 +81,14 @@ class Node:
         if self.kind != MAPPING:
             return None
         pair = self.value.get(key)
-        return pair[1] if pair else None
+        return pair.node if pair is not None else None
 
     def key_node(self, key: str) -> Node | None:
+        """The node of the key ``key`` itself in a mapping (its position), or None."""
         if self.kind != MAPPING:
             return None
-        pair = self.value.get(key)
-        return pair[0] if pair else None
+        pair: KeyNode | None = self.value.get(key)
+        return pair
 
     def issue(self, path: str, message: str) -> ConfigIssue:
         return ConfigIssue(self.file, self.line, self.col, path, message)
@@ -92,10 +96,65 @@ class Node:
     def plain(self) -> Any:
         """The node as plain python data (dicts, lists, scalars), positions dropped."""
         if self.kind == MAPPING:
-            return {k: v.plain() for k, (_, v) in self.value.items()}
+            return {k: pair.node.plain() for k, pair in self.value.items()}
         if self.kind == SEQUENCE:
             return [n.plain() for n in self.value]
         return self.value
+
+
+class ScalarNode(Node):
+    """A scalar: its python value and its source text."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, value: Any, file: str, line: int, col: int, text: str) -> None:
+        super().__init__(value, file, line, col)
+        self.text = text
+
+
+class EnvScalarNode(ScalarNode):
+    """A scalar built from ``${NAME}`` references (``bad`` when one could not be)."""
+
+    __slots__ = ("bad", "env")
+
+    def __init__(self, value: Any, file: str, line: int, col: int, text: str,
+                 env: tuple[str, ...], bad: bool) -> None:
+        super().__init__(value, file, line, col, text)
+        self.env = env
+        self.bad = bad
+
+
+class KeyNode(Node):
+    """A mapping key (its text and position) and the value node written under it."""
+
+    __slots__ = ("node",)
+
+    def __init__(self, value: str, file: str, line: int, col: int, node: Node) -> None:
+        super().__init__(value, file, line, col)
+        self.node = node
+
+
+class MappingNode(Node):
+    """``value``: ``dict[str, KeyNode]``, in the order written."""
+
+    __slots__ = ()
+    kind = MAPPING
+
+    def __init__(self, file: str, line: int, col: int) -> None:
+        super().__init__({}, file, line, col)
+
+
+class SequenceNode(Node):
+    """``value``: ``list[Node]``."""
+
+    __slots__ = ()
+    kind = SEQUENCE
+
+    def __init__(self, file: str, line: int, col: int) -> None:
+        super().__init__([], file, line, col)
+
+
+_UNRESOLVED: Any = object()
 
 
 def describe(node: Node, secret: bool = False) -> str:
@@ -196,30 +255,12 @@ def substitute(
     return _VAR.sub(repl, text), tuple(dict.fromkeys(used))
 
 
-# --- composing ----------------------------------------------------------------------------
+# --- composing: the node tree straight from the parser's events ----------------------------
 
 try:  # libyaml through PyYAML, when present: much faster than the pure-python parser
     _FAST_LOADER: Any = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover - PyYAML built without libyaml
     _FAST_LOADER = yaml.SafeLoader
-
-
-def _compose(text: str, file: str, issues: list[ConfigIssue]) -> Any:
-    """Compose with libyaml; on a syntax error, re-parse with PyYAML's pure-Python parser so
-    that the message (worded by `syntax.explain`) is the same whether libyaml is there."""
-    try:
-        return yaml.compose(text, Loader=_FAST_LOADER)
-    except yaml.YAMLError:
-        pass
-    try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        line, col, message = explain(exc, text)
-        issues.append(ConfigIssue(file, line, col, "", message))
-    except yaml.YAMLError as exc:
-        issues.append(ConfigIssue(file, 1, 1, "", f"yaml error: {exc}"))
-    return None
-
 
 # Bounds of one file (issue: an 85 KB file of aliases took `check` 62.7 s and 1.58 GB).
 MAX_FILE_BYTES = 4 * 1024 * 1024  # a 1,003-device site written out is 1.5 MiB
@@ -229,97 +270,267 @@ MAX_NODES = 2_000_000  # values in the document once every alias is expanded
 class _Amplified(Exception):
     """The document expands to more than MAX_NODES values through its aliases."""
 
-    def __init__(self, raw: Any) -> None:
+    def __init__(self, mark: Any) -> None:
         super().__init__()
-        self.raw = raw
+        self.mark = mark
+
+
+class _NotComposable(Exception):
+    """What PyYAML's composer refuses (an undefined alias, a duplicate anchor, a second
+    document): the pure-Python `yaml.compose` then words it, as for a syntax error."""
+
+
+class _Anchor:
+    """An anchored node, for its aliases: the node, the values under it (aliases expanded,
+    for the amplification bound), and its key form when used as a mapping key."""
+
+    __slots__ = ("key_text", "mark", "node", "plain_key", "weight")
+
+    def __init__(self, node: Node, mark: Any, key_text: str | None, plain_key: bool) -> None:
+        self.node = node
+        self.mark = mark
+        self.weight = 1  # until the node is complete (an alias inside it sees 1)
+        self.key_text = key_text
+        self.plain_key = plain_key
+
+
+_ScalarEvent = yaml.ScalarEvent
+_MappingStart = yaml.MappingStartEvent
+_SequenceStart = yaml.SequenceStartEvent
+_Alias = yaml.AliasEvent
 
 
 class _Builder:
-    def __init__(self, file: str, env: Mapping[str, str], issues: list[ConfigIssue]) -> None:
+    """Builds the tree from `yaml.parse` events: one pass, no composed PyYAML nodes.
+
+    Composing first (``yaml.compose``) held PyYAML's whole node tree beside ours: 6.7 MiB
+    of a 100-device load's 11.5 MiB peak. Anchors are kept here as PyYAML's composer keeps
+    them (an alias is the anchored node itself), so the tree is the same.
+    """
+
+    def __init__(self, file: str, env: Mapping[str, str]) -> None:
         self.file = file
         self.env = env
-        self.issues = issues
-        self.memo: dict[int, Node] = {}  # anchors/aliases: one Node per composed node
-        self.weight: dict[int, int] = {}  # values under a collection, aliases expanded
+        self.issues: list[ConfigIssue] = []
+        self.anchors: dict[str, _Anchor] = {}
         self.expanded = 0  # values so far, as if every alias were written out
+        self.skipping = 0  # >0 inside what a mapping drops (a non-scalar key and its value)
+        self.lines: dict[int, int] = {}  # one int object per line number, shared by its nodes
+        self.texts: dict[str, str] = {}  # one str object per distinct scalar text
+        self.resolved: dict[str, Any] = {}  # plain text -> its value
+        self.events: Iterator[Any] = iter(())
 
-    def _grow(self, count: int, raw: Any) -> None:
+    def _line(self, mark: Any) -> int:
+        line: int = mark.line + 1
+        return self.lines.setdefault(line, line)
+
+    def _grow(self, count: int, mark: Any) -> None:
         """Count values as validation will visit them; stop at once past MAX_NODES, so an
         alias bomb costs as little as reading it."""
         self.expanded += count
-        if self.expanded > MAX_NODES:
-            raise _Amplified(raw)
+        if self.expanded > MAX_NODES and not self.skipping:
+            raise _Amplified(mark)
 
-    def build(self, raw: Any, path: str) -> Node:
-        known = self.memo.get(id(raw))
-        if known is not None:
-            self._grow(self.weight.get(id(raw), 1), raw)
-            return known
+    def document(self, events: Iterator[Any]) -> Node | None:
+        """The single document of the stream (None when there is none)."""
+        self.events = events
+        next(events)  # StreamStartEvent
+        event = next(events)
+        if type(event) is yaml.StreamEndEvent:
+            return None
+        root = self.node(next(events), "")  # after the DocumentStartEvent
+        next(events)  # DocumentEndEvent
+        if type(next(events)) is not yaml.StreamEndEvent:
+            raise _NotComposable  # a second document
+        return root
+
+    def drain(self, events: Iterator[Any]) -> None:
+        """Read the rest of the stream as the composer would, without building: raise what
+        it refuses (a syntax error, an undefined alias, a duplicate anchor, a second
+        document)."""
+        names = set(self.anchors)
+        for event in events:
+            kind = type(event)
+            if kind is _Alias:
+                if event.anchor not in names:
+                    raise _NotComposable
+            elif kind is yaml.DocumentStartEvent:
+                raise _NotComposable
+            elif kind in (_ScalarEvent, _MappingStart, _SequenceStart) and event.anchor:
+                if event.anchor in names:
+                    raise _NotComposable
+                names.add(event.anchor)
+
+    def _anchored(self, event: Any) -> _Anchor:
+        """The anchor an alias names."""
+        entry = self.anchors.get(event.anchor)
+        if entry is None:
+            raise _NotComposable  # undefined alias
+        return entry
+
+    def _register(self, event: Any, node: Node, key_text: str | None = None,
+                  plain_key: bool = False) -> _Anchor | None:
+        anchor = event.anchor
+        if anchor is None:
+            return None
+        if anchor in self.anchors:
+            raise _NotComposable  # duplicate anchor
+        entry = self.anchors[anchor] = _Anchor(node, event.start_mark, key_text, plain_key)
+        return entry
+
+    def node(self, event: Any, path: str) -> Node:
+        kind = type(event)
+        if kind is _ScalarEvent:
+            return self._scalar(event, path)
+        if kind is _Alias:
+            target = self._anchored(event)
+            self._grow(target.weight, target.mark)
+            return target.node
         start = self.expanded
-        self._grow(1, raw)
-        mark = raw.start_mark
-        line, col = mark.line + 1, mark.column + 1
-        if raw.id == "mapping":
-            node = Node(MAPPING, {}, self.file, line, col)
-            self.memo[id(raw)] = node
-            self._mapping(raw, node, path)
-            self.weight[id(raw)] = self.expanded - start
-            return node
-        if raw.id == "sequence":
-            node = Node(SEQUENCE, [], self.file, line, col)
-            self.memo[id(raw)] = node
-            node.value = [self.build(item, f"{path}[{i}]") for i, item in enumerate(raw.value)]
-            self.weight[id(raw)] = self.expanded - start
-            return node
-        text: str = raw.value
-        plain = not raw.style
-        env_names: tuple[str, ...] = ()
-        bad = False
-        if "$" in text:
-            problems: list[str] = []
-            text, env_names = substitute(text, self.env, problems)
-            for problem in problems:
-                self.issues.append(ConfigIssue(self.file, line, col, path, problem))
-            bad = bool(problems)
-        value: Any = resolve_plain(text) if plain else text
-        node = Node(SCALAR, value, self.file, line, col, env_names, bad, text)
-        self.memo[id(raw)] = node
+        mark = event.start_mark
+        self._grow(1, mark)
+        line, col = self._line(mark), mark.column + 1
+        if kind is _MappingStart:
+            node: Node = MappingNode(self.file, line, col)
+            entry = self._register(event, node)
+            self._mapping(node, path)
+        else:  # a sequence
+            node = SequenceNode(self.file, line, col)
+            entry = self._register(event, node)
+            items: list[Node] = node.value
+            for i, item in enumerate(self.events):
+                if type(item) is yaml.SequenceEndEvent:
+                    break
+                items.append(self.node(item, f"{path}[{i}]"))
+        if entry is not None:
+            entry.weight = self.expanded - start
         return node
 
-    def _mapping(self, raw: Any, node: Node, path: str) -> None:
-        out: dict[str, tuple[Node, Node]] = node.value
-        merged: list[tuple[str, tuple[Node, Node]]] = []
-        for key_raw, value_raw in raw.value:
-            kmark = key_raw.start_mark
-            if key_raw.id != "scalar":
-                self.issues.append(ConfigIssue(
-                    self.file, kmark.line + 1, kmark.column + 1, path,
-                    "a mapping key must be a plain value"))
+    def _scalar(self, event: Any, path: str) -> Node:
+        mark = event.start_mark
+        self._grow(1, mark)
+        line, col = self._line(mark), mark.column + 1
+        text: str = event.value
+        plain = not event.style
+        node: Node
+        if "$" in text:
+            problems: list[str] = []
+            text, names = substitute(text, self.env, problems)
+            if not self.skipping:
+                self.issues.extend(ConfigIssue(self.file, line, col, path, problem)
+                                   for problem in problems)
+            if names or problems:
+                value = resolve_plain(text) if plain else text
+                node = EnvScalarNode(value, self.file, line, col, text, names, bool(problems))
+                self._register(event, node, event.value, plain)
+                return node
+        text = self.texts.setdefault(text, text)
+        if plain:
+            value = self.resolved.get(text, _UNRESOLVED)
+            if value is _UNRESOLVED:
+                value = self.resolved[text] = resolve_plain(text)
+        else:
+            value = text
+        node = ScalarNode(value, self.file, line, col, text)
+        if event.anchor is not None:
+            self._register(event, node, event.value, plain)
+        return node
+
+    def _key(self, event: Any) -> tuple[str, bool, Any] | None:
+        """A key event's (text, plain, mark); None for a key that is not a scalar, whose
+        node (and its value's) is still built, for its anchors, then dropped."""
+        kind = type(event)
+        if kind is _ScalarEvent:
+            if event.anchor is not None:  # for its aliases, counted and checked where used
+                saved = self.expanded
+                self.skipping += 1
+                self._scalar(event, "")
+                self.skipping -= 1
+                self.expanded = saved
+            return event.value, not event.style, event.start_mark
+        if kind is _Alias:
+            entry = self._anchored(event)
+            if entry.key_text is not None:
+                return entry.key_text, entry.plain_key, entry.mark
+            return None
+        self.skipping += 1
+        self.node(event, "")
+        self.skipping -= 1
+        return None
+
+    def _mapping(self, node: Node, path: str) -> None:
+        out: dict[str, KeyNode] = node.value
+        merged: list[tuple[str, KeyNode]] = []
+        events = self.events
+        texts = self.texts
+        for event in events:
+            if type(event) is yaml.MappingEndEvent:
+                break
+            key = self._key(event)
+            if key is None:
+                mark = event.start_mark
+                saved = self.expanded
+                self.skipping += 1
+                self.node(next(events), path)
+                self.skipping -= 1
+                self.expanded = saved
+                if not self.skipping:
+                    self.issues.append(ConfigIssue(
+                        self.file, mark.line + 1, mark.column + 1, path,
+                        "a mapping key must be a plain value"))
                 continue
-            key_text = key_raw.value
-            key_node = Node(SCALAR, key_text, self.file, kmark.line + 1, kmark.column + 1)
-            if key_text == _MERGE_KEY and not key_raw.style:
-                merged.extend(self._merge_sources(value_raw, path))
+            key_text, plain, kmark = key
+            key_text = texts.setdefault(key_text, key_text)
+            line, col = self._line(kmark), kmark.column + 1
+            if key_text == _MERGE_KEY and plain:
+                merged.extend(self._merge_sources(next(events), path))
                 continue
             child_path = f"{path}.{key_text}" if path else key_text
             first = out.get(key_text)
             if first is not None:
-                self.issues.append(ConfigIssue(
-                    self.file, key_node.line, key_node.col, child_path,
-                    f"duplicate key '{key_text}' (first at line {first[0].line})"))
+                if not self.skipping:
+                    self.issues.append(ConfigIssue(
+                        self.file, line, col, child_path,
+                        f"duplicate key '{key_text}' (first at line {first.line})"))
+                saved = self.expanded
+                self.skipping += 1
+                self.node(next(events), child_path)
+                self.skipping -= 1
+                self.expanded = saved
                 continue
-            out[key_text] = (key_node, self.build(value_raw, child_path))
+            out[key_text] = KeyNode(key_text, self.file, line, col, self.node(next(events),
+                                                                          child_path))
         # Keys written out in the mapping win over keys merged in with '<<'.
         for key_text, pair in merged:
             out.setdefault(key_text, pair)
 
-    def _merge_sources(self, raw: Any, path: str) -> list[tuple[str, tuple[Node, Node]]]:
-        sources = raw.value if raw.id == "sequence" else [raw]
-        pairs: list[tuple[str, tuple[Node, Node]]] = []
-        for source in sources:
-            built = self.build(source, path)
+    def _merge_sources(self, event: Any, path: str) -> list[tuple[str, KeyNode]]:
+        """The pairs a '<<' value merges in: a mapping, or a list of them."""
+        kind = type(event)
+        sources: list[Node]
+        if kind is _SequenceStart:
+            mark: Any = event.start_mark
+            start = self.expanded
+            sequence = SequenceNode(self.file, self._line(mark), mark.column + 1)
+            entry = self._register(event, sequence)
+            sources = sequence.value
+            for item in self.events:
+                if type(item) is yaml.SequenceEndEvent:
+                    break
+                sources.append(self.node(item, path))
+            if entry is not None:  # its items, and itself once an alias makes it a value
+                entry.weight = self.expanded - start + 1
+        elif kind is _Alias and self._anchored(event).node.kind == SEQUENCE:
+            target = self._anchored(event)  # '<<: *list': its items, as if written here
+            self._grow(target.weight - 1, target.mark)
+            sources = target.node.value
+        else:
+            sources = [self.node(event, path)]
+        pairs: list[tuple[str, KeyNode]] = []
+        for built in sources:
             if built.kind != MAPPING:
-                self.issues.append(built.issue(path, "'<<' merges only mappings"))
+                if not self.skipping:
+                    self.issues.append(built.issue(path, "'<<' merges only mappings"))
                 continue
             pairs.extend(built.value.items())
         return pairs
@@ -330,27 +541,65 @@ def parse(
 ) -> Node | None:
     """Parse one YAML document into a Node tree; problems go to ``issues``.
 
-    Returns None for an empty document or a syntax error (reported in ``issues``).
+    Returns None for an empty document or a syntax error (reported in ``issues``). libyaml
+    reads first; whatever it refuses, PyYAML's pure-Python composer re-reads to word it.
     """
-    raw = _compose(text, file, issues)
-    if raw is None:
-        return None
     try:
-        return _Builder(file, env, issues).build(raw, "")
-    except _Amplified as exc:
-        mark = exc.raw.start_mark
-        issues.append(ConfigIssue(
-            file, mark.line + 1, mark.column + 1, "",
-            f"the file holds more than {MAX_NODES:,} values once its aliases are expanded "
-            "(this anchor is among the ones repeated); repeat it fewer times"))
+        return _build(text, file, env, _FAST_LOADER, issues)
+    except (yaml.YAMLError, _NotComposable):
+        pass
+    try:
+        yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        line, col, message = explain(exc, text)
+        issues.append(ConfigIssue(file, line, col, "", message))
         return None
+    except yaml.YAMLError as exc:
+        issues.append(ConfigIssue(file, 1, 1, "", f"yaml error: {exc}"))
+        return None
+    return _build(text, file, env, yaml.SafeLoader, issues)  # libyaml refused valid YAML
+
+
+def _build(text: str, file: str, env: Mapping[str, str], loader: Any,
+           issues: list[ConfigIssue]) -> Node | None:
+    """The tree from ``loader``'s events; raises what the parser or composer refuses."""
+    builder = _Builder(file, env)
+    events = yaml.parse(text, Loader=loader)
+    try:
+        try:
+            root = builder.document(events)
+        except _Amplified as exc:
+            builder.drain(events)  # a syntax error further on is reported instead
+            issues.extend(builder.issues)
+            issues.append(ConfigIssue(
+                file, exc.mark.line + 1, exc.mark.column + 1, "",
+                f"the file holds more than {MAX_NODES:,} values once its aliases are expanded "
+                "(this anchor is among the ones repeated); repeat it fewer times"))
+            return None
+    finally:
+        events.close()  # type: ignore[attr-defined]
+    issues.extend(builder.issues)
+    return root
+
+
+def _read_bounded(fh: BinaryIO) -> bytes:
+    """The file's bytes, at most MAX_FILE_BYTES + 1 of them, in a buffer of the file's size:
+    ``read(MAX_FILE_BYTES + 1)`` would allocate 4 MiB for every file (a pipe, whose size is
+    unknown, still gets that)."""
+    size = os.fstat(fh.fileno()).st_size
+    if not 0 < size <= MAX_FILE_BYTES:
+        return fh.read(MAX_FILE_BYTES + 1)
+    data = fh.read(size + 1)
+    if len(data) > size:  # it grew while we read: the rest, up to the bound
+        data += fh.read(MAX_FILE_BYTES + 1 - len(data))
+    return data
 
 
 def load(path: str, env: Mapping[str, str], issues: list[ConfigIssue]) -> Node | None:
     """Read and parse the file at ``path``; the file name in issues is ``path`` as given."""
     try:
         with open(path, "rb") as fh:
-            data = fh.read(MAX_FILE_BYTES + 1)
+            data = _read_bounded(fh)
         if len(data) > MAX_FILE_BYTES:
             issues.append(ConfigIssue(path, 1, 1, "", f"the file is larger than "
                                                       f"{MAX_FILE_BYTES // 2**20} MiB, the "

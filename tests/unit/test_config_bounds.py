@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,34 @@ def test_a_long_secret_is_refused_without_quoting_it(tmp_path: Path) -> None:
                                f"{'s' * 2000}}}\ndevices: []\n")
     assert errors == ["gateway.yaml:2:27: mqtt.password: the value has 2,000 characters; at "
                       "most 1,024 are allowed"]
+
+
+def _site(devices: int, points: int) -> str:
+    """bench/rss.py's site: Modbus TCP devices with flow-style points."""
+    kinds = [("uint16", "holding", a) for a in range(8)] + [
+        ("float32", "holding", 8 + 2 * i) for i in range(4)] + [
+        ("uint16", "input", a) for a in range(8)]
+    lines = [HEAD.rstrip("\n"), "devices:"]
+    for n in range(devices):
+        lines += [f"  - name: dev-{n:04d}", "    driver: modbus-tcp", "    host: 127.0.0.1",
+                  f"    port: {20000 + n}", "    unit: 1", "    interval: 1s",
+                  "    timeout: 1s", "    retries: 0", "    points:"]
+        lines += [f"      - {{name: p{i:02d}, table: {table}, address: {address}, "
+                  f"type: {kind}}}" for i, (kind, table, address) in enumerate(kinds[:points])]
+    return "\n".join(lines) + "\n"
+
+
+def test_loading_100_devices_stays_within_its_memory_bound(tmp_path: Path) -> None:
+    """The load's transient peak is most of the daemon's RSS above its imports (issue 12:
+    11.5 MiB when PyYAML's composed tree sat beside ours; about 2.8 MiB since)."""
+    path = tmp_path / "gateway.yaml"
+    path.write_text(_site(100, 20), encoding="utf-8")
+    load_gateway_config(str(path), env={})  # first load: lazy imports and caches
+    tracemalloc.start()
+    try:
+        config = load_gateway_config(str(path), env={})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(config.devices) == 100 and all(len(d.points) == 20 for d in config.devices)
+    assert peak < 6 * 2**20, f"load peak {peak / 2**20:.1f} MiB"

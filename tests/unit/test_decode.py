@@ -307,3 +307,21 @@ def test_rounded_value_is_the_exact_decimal_result(raw: int, scale: float,
                           ("1.25E-1", 3), ("x", 0)])
 def test_written_decimals(text: str, places: int) -> None:
     assert written_decimals(text) == places
+
+
+def test_points_that_decode_alike_share_one_decoder() -> None:
+    """100 devices with one register map hold 20 decoders, not 2,000."""
+    a = PointConfig(name="a", type="int16", table="holding", address=0, scale=0.1)
+    b = PointConfig(name="b", type="int16", table="input", address=7, scale=0.1)
+    assert build_decoder(a) is build_decoder(b)
+    other = [PointConfig(name="a", type="int16", table="holding", address=0, scale=0.01),
+             PointConfig(name="a", type="uint16", table="holding", address=0, scale=0.1),
+             PointConfig(name="a", type="int16", table="holding", address=0, scale=0.1,
+                         byte_order="BADC"),
+             PointConfig(name="a", type="int16", table="holding", address=0, scale=0.1,
+                         invalid_values=(-1,)),
+             PointConfig(name="a", type="int16", table="coil", address=0, scale=0.1)]
+    decoders = {id(build_decoder(p)) for p in [a, *other]}
+    assert len(decoders) == 1 + len(other)
+    assert build_decoder(a)([65535]) == (-0.1, "good")
+    assert build_decoder(other[3])([65535]) == (None, "invalid")

@@ -154,3 +154,36 @@ def test_pure_python_fallback_gives_the_same_tree(monkeypatch: pytest.MonkeyPatc
     assert fast[0] is not None and slow[0] is not None
     assert fast[0].plain() == slow[0].plain() == {"a": [1, "x", {"b": "2"}], "c": "on"}
     assert fast[1] == slow[1] == ["f.yaml:3:1: c: duplicate key 'c' (first at line 2)"]
+
+
+def test_merge_of_an_aliased_list_merges_each_mapping() -> None:
+    node, issues = _parse("a: &a {x: 1, y: 1}\nb: &b {y: 2, z: 2}\nl: &l [*a, *b]\n"
+                          "c:\n  <<: *l\n  z: 3\n")
+    assert not issues and node is not None
+    assert node.plain()["c"] == {"x": 1, "y": 1, "z": 3}
+
+
+def test_an_alias_is_the_anchored_node_itself() -> None:
+    node, issues = _parse("a: &p {x: 1}\nb: *p\n&k key: v\nother: *k\n")
+    assert not issues and node is not None
+    assert node.get("a") is node.get("b")
+    other = node.get("other")
+    assert other is not None and other.value == "key" and (other.line, other.col) == (3, 1)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    pytest.param("a: &x 1\nb: &x 2\n", "2:4: yaml syntax error: second occurrence",
+                 id="duplicate-anchor"),
+    pytest.param("a: 1\n---\nb: *nope\n", "a second document", id="second-document"),
+])
+def test_what_the_composer_refuses_is_worded_by_it(text: str, message: str) -> None:
+    node, issues = _parse(text)
+    assert node is None and len(issues) == 1 and message in issues[0]
+
+
+def test_an_alias_bomb_before_a_syntax_error_reports_the_syntax_error() -> None:
+    lines = ["x0: &x0 [a, a, a, a, a, a, a, a, a, a]"]
+    lines += [f"x{i}: &x{i} [" + ", ".join([f"*x{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    node, issues = _parse("\n".join(lines) + "\ny: [1, 2\n")
+    assert node is None and len(issues) == 1
+    assert "the '[' opened here is not closed" in issues[0]
