@@ -162,6 +162,23 @@ class MqttConfig(BrokerConfig):
         default="json",
         metadata=spec(doc="payload format: json | influx (line protocol)", noun="a payload format"),
     )
+    hosts: tuple[tuple[str, int], ...] = field(
+        default=(),
+        metadata=spec(
+            item_kind="listen",
+            max_items=16,
+            doc="the other nodes of a clustered broker, HOST:PORT each: when host:port cannot "
+            "be reached or its connection drops, the publisher moves on to the next node "
+            "(same client id; what was not acknowledged is sent again)",
+        ),
+    )
+
+    @property
+    def nodes(self) -> tuple[tuple[str, int], ...]:
+        """host:port, then the other nodes of `hosts`, each once: the order tried."""
+        out = [(self.host, self.port)]
+        out.extend(node for node in self.hosts if node not in out)
+        return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)
