@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs on a Debian machine, then run the whole suite.
-#   apt packages (Mosquitto, InfluxDB 1.x, VictoriaMetrics, systemd for systemd-analyze),
+#   apt packages (Mosquitto, InfluxDB 1.x, VictoriaMetrics, RabbitMQ, systemd for systemd-analyze),
 #   a venv in .venv, the package with its test extras, ruff, pytest.
 # Then: the install test (scripts/test-install.sh: the built wheel in a fresh venv, run from
 # outside the tree); when .ci/floors.txt exists, the unit tests against every dependency at
@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(mosquitto influxdb victoria-metrics openssl systemd python3-venv)
+APT_PACKAGES=(mosquitto influxdb victoria-metrics rabbitmq-server openssl systemd python3-venv)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
