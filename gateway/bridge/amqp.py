@@ -138,6 +138,9 @@ class AmqpLink:
     async def run(self) -> None:
         import aio_pika  # the AMQP client, only for this source
 
+        # aiormq logs a lost connection as a warning with two tracebacks; the link logs
+        # one line of its own for it
+        logging.getLogger("aiormq.connection").setLevel(logging.ERROR)
         backoff = Backoff(min(1.0, self.reconnect_max), self.reconnect_max)
         node = 0
         failed_nodes = 0
@@ -160,7 +163,8 @@ class AmqpLink:
                 failed_nodes = 0
                 if await self._consume(consumer, connection):
                     return
-                error = f"amqp connection to {where} lost"
+                why = consumer.lost.result()
+                error = f"amqp connection to {where} lost" + (f": {why}" if why else "")
             except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
                 if self._stopping:
                     return
