@@ -119,7 +119,7 @@ def test_node_and_bridge_kills_lose_nothing_committed(
             bridges.append(Proc("bridge", config, tmp_path / f"bridge{i}.log").start())
         # The queue and its binding must exist before a gateway publishes: a publish no
         # queue is bound for is confirmed and dropped.
-        for i, bridge in enumerate(bridges):
+        for bridge in bridges:
             assert wait_until(lambda b=bridge: consuming(b.log, 1), 60), bridge.log.read_text()
         assert len(cluster.queue_members(QUEUE)) == 3
         devices = sims.devices()
