@@ -12,10 +12,14 @@ the write; `stop_consuming()` then `leave()` stop.
 * At every connect the quorum queue (`x-queue-type: quorum`, durable) and its binding to
   `amqp.exchange` are declared, idempotently: the queue must exist before gateways publish
   (RabbitMQ confirms an MQTT publish that no queue is bound for, and drops it).
-* Manual acks; `prefetch` deliveries unacknowledged at most, which bounds memory (the
-  service's read pause is not needed: the broker sends no more than that). A delivery not
-  acknowledged when its connection dies is delivered again, to this or another bridge
-  (same `ts`: InfluxDB stores the points once).
+* Manual acks, cumulative: delivery tags are consecutive on a channel, so once every
+  delivery up to tag N was written (batches finish out of order: 4 writers) one
+  ``basic.ack(N, multiple)`` settles them all; deliveries written after one that is not
+  yet written are acked one by one (in order, on one sender). At most `prefetch`
+  deliveries are unacknowledged, which bounds memory (the service's read pause is not
+  needed: the broker sends no more than that). A delivery not acknowledged when its
+  connection dies is delivered again, to this or another bridge (same `ts`: InfluxDB
+  stores the points once).
 * The routing key is turned back into the topic (RabbitMQ's MQTT plugin swaps '/' and '.'),
   so `gateway.bridge.ingest` checks topic identity as for MQTT.
 
@@ -28,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -67,6 +72,16 @@ def queue_arguments(amqp: AmqpConfig) -> dict[str, Any]:
     return arguments
 
 
+def cumulative_ack(unwritten: set[int], delivered: int, acked: int) -> int | None:
+    """The tag to ack with ``multiple`` (every tag up to it written), or None (nothing new).
+
+    Tags are consecutive from 1 on a channel; `unwritten` holds those delivered and not yet
+    written, `delivered` the highest delivered, `acked` the highest acknowledged.
+    """
+    upto = min(unwritten) - 1 if unwritten else delivered
+    return upto if upto > acked else None
+
+
 def describe(amqp: AmqpConfig) -> str:
     nodes = ", ".join(f"{host}:{port}" for host, port in amqp.nodes)
     return f"amqp queue {amqp.queue!r} on {nodes}"
@@ -82,7 +97,15 @@ class Consumer:
         self.where = where
         self.lost: asyncio.Future[BaseException | None] = (
             asyncio.get_running_loop().create_future())
-        self._acks: set[asyncio.Task[None]] = set()
+        self._pending: deque[tuple[int, bool]] = deque()  # (tag, multiple) to send, in order
+        self._sender: asyncio.Task[None] | None = None
+        self._unwritten: set[int] = set()  # delivered, not yet handed to ack_many
+        self._delivered = 0  # highest delivery tag so far
+        self._acked = 0  # every tag up to this one is acknowledged
+
+    def delivered(self, tag: int) -> None:
+        self._unwritten.add(tag)
+        self._delivered = max(self._delivered, tag)
 
     def pause_reading(self) -> None:
         """Nothing to do: at most `prefetch` deliveries are unacknowledged."""
@@ -91,19 +114,27 @@ class Consumer:
         """Nothing to do (see `pause_reading`)."""
 
     def ack_many(self, messages: Sequence[Delivery]) -> None:
-        tags = [m.mid for m in messages]
-        if not tags or self.lost.done():
+        if self.lost.done():
             return
-        task = asyncio.ensure_future(self._ack(tags))
-        self._acks.add(task)
-        task.add_done_callback(self._acks.discard)
+        tags = [m.mid for m in messages]
+        self._unwritten.difference_update(tags)
+        upto = cumulative_ack(self._unwritten, self._delivered, self._acked)
+        if upto is not None:
+            self._acked = upto
+            self._pending.append((upto, True))
+        # written, but after one still being written: one by one, so none waits for it
+        self._pending.extend((tag, False) for tag in sorted(tags) if tag > self._acked)
+        if self._pending and (self._sender is None or self._sender.done()):
+            self._sender = asyncio.ensure_future(self._send())
 
-    async def _ack(self, tags: list[int]) -> None:
+    async def _send(self) -> None:
         try:
-            for tag in tags:
-                await self._channel.basic_ack(tag)
+            while self._pending:
+                tag, multiple = self._pending.popleft()
+                await self._channel.basic_ack(tag, multiple=multiple)
         except Exception as exc:  # the channel is gone: the broker delivers them again
             log.debug("acks on %s not sent: %r", self.where, exc)
+            self._pending.clear()
 
     def close(self, why: BaseException | None) -> None:
         if not self.lost.done():
@@ -205,6 +236,7 @@ class AmqpLink:
             if consumer.lost.done() or message.delivery_tag is None:
                 return
             body = message.body
+            consumer.delivered(message.delivery_tag)
             on_message(consumer, Message(
                 topic=topic_of(message.routing_key or ""), payload=body, qos=1,
                 mid=message.delivery_tag, retain=False, size=len(body)))
