@@ -1,7 +1,7 @@
 """The central side on a 3-node RabbitMQ cluster: throughput with one and two bridges, and
 what a broker `kill -9` right after its PUBACKs loses, single Mosquitto against the cluster.
 
-    python bench/cluster.py [--messages 5000] [--scans 20] [--window 1000]
+    python bench/cluster.py [--messages 20000] [--scans 20] [--window 1000]
 
 Starts its own 3-node RabbitMQ cluster (tests/support/rabbitmq.py), InfluxDB 1.x and
 Mosquitto on free loopback ports; the bridges are real `sensegate bridge` processes
@@ -139,7 +139,9 @@ def throughput(work: Path, cluster: RabbitCluster, influx: InfluxDB, n_messages:
     database = f"through{bridges}"
     msgs = messages(n_messages, scans, 4, "sensegate")
     expected = n_messages * scans
+    t = time.perf_counter()
     publish_through([node.mqtt_port for node in cluster.nodes], msgs)
+    publish_s = time.perf_counter() - t
     procs = start_bridges(work, cluster, influx, database, bridges)
     try:
         assert wait_until(lambda: all(consuming(p) for p in procs), 60, step=0.02)
@@ -160,6 +162,9 @@ def throughput(work: Path, cluster: RabbitCluster, influx: InfluxDB, n_messages:
     finally:
         for p in procs:
             p.stop()
+    left = cluster.queue_messages(QUEUE)  # 0: every delivery was acknowledged
+    if left:
+        cluster.purge(QUEUE)
     # The rate between 20 % and 80 % of the points: neither the bridges' start nor the
     # last partial batch (flushed after flush_interval) is in it.
     a = next(x for x in samples if x[1] >= 0.2 * expected)
@@ -167,7 +172,9 @@ def throughput(work: Path, cluster: RabbitCluster, influx: InfluxDB, n_messages:
     wall, points = b[0] - a[0], b[1] - a[1]
     return {
         "complete": samples[-1][1] >= expected,
+        "left_in_queue": left,
         "readings": expected,
+        "publish_readings_per_s": round(expected / publish_s),
         "readings_per_s": round(points / wall),
         "measured_s": round(wall, 2),
         "cores_rabbitmq": round((b[2] - a[2]) / wall, 2),
@@ -239,7 +246,7 @@ def window_cluster(work: Path, cluster: RabbitCluster, influx: InfluxDB, n_messa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--messages", type=int, default=20000)
     parser.add_argument("--scans", type=int, default=20)
     parser.add_argument("--window", type=int, default=1000, help="messages of the kill runs")
     parser.add_argument("--skip-window", action="store_true")

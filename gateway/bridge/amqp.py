@@ -72,14 +72,46 @@ def queue_arguments(amqp: AmqpConfig) -> dict[str, Any]:
     return arguments
 
 
-def cumulative_ack(unwritten: set[int], delivered: int, acked: int) -> int | None:
-    """The tag to ack with ``multiple`` (every tag up to it written), or None (nothing new).
+class AckPlan:
+    """Which ``basic.ack`` frames settle the deliveries written so far (pure, no I/O).
 
-    Tags are consecutive from 1 on a channel; `unwritten` holds those delivered and not yet
-    written, `delivered` the highest delivered, `acked` the highest acknowledged.
+    Delivery tags are consecutive from 1 on a channel. Once every tag up to N is written, one
+    ``(N, multiple)`` settles them; a tag written while an earlier one is not is acked
+    singly, so none waits for a slow batch. RabbitMQ closes the channel on an ack of an
+    unknown (already settled) tag, also as the N of a multiple ack, so N is never a tag
+    that was acked singly: the plan takes the highest one below it that was not.
     """
-    upto = min(unwritten) - 1 if unwritten else delivered
-    return upto if upto > acked else None
+
+    __slots__ = ("acked", "delivered", "singles", "unwritten")
+
+    def __init__(self) -> None:
+        self.unwritten: set[int] = set()  # delivered, not yet written
+        self.delivered = 0  # highest delivery tag so far
+        self.acked = 0  # every tag up to this one is settled
+        self.singles: set[int] = set()  # tags above `acked` settled one by one
+
+    def deliver(self, tag: int) -> None:
+        self.unwritten.add(tag)
+        self.delivered = max(self.delivered, tag)
+
+    def written(self, tags: Sequence[int]) -> list[tuple[int, bool]]:
+        """The frames, (tag, multiple), in the order to send them."""
+        self.unwritten.difference_update(tags)
+        frames: list[tuple[int, bool]] = []
+        upto = min(self.unwritten) - 1 if self.unwritten else self.delivered
+        if upto > self.acked:
+            tag = upto
+            while tag > self.acked and tag in self.singles:
+                tag -= 1
+            if tag > self.acked:
+                frames.append((tag, True))
+            self.singles = {t for t in self.singles if t > upto}
+            self.acked = upto
+        for tag in sorted(tags):
+            if tag > self.acked and tag not in self.singles:
+                self.singles.add(tag)
+                frames.append((tag, False))
+        return frames
 
 
 def describe(amqp: AmqpConfig) -> str:
@@ -99,13 +131,10 @@ class Consumer:
             asyncio.get_running_loop().create_future())
         self._pending: deque[tuple[int, bool]] = deque()  # (tag, multiple) to send, in order
         self._sender: asyncio.Task[None] | None = None
-        self._unwritten: set[int] = set()  # delivered, not yet handed to ack_many
-        self._delivered = 0  # highest delivery tag so far
-        self._acked = 0  # every tag up to this one is acknowledged
+        self._plan = AckPlan()
 
     def delivered(self, tag: int) -> None:
-        self._unwritten.add(tag)
-        self._delivered = max(self._delivered, tag)
+        self._plan.deliver(tag)
 
     def pause_reading(self) -> None:
         """Nothing to do: at most `prefetch` deliveries are unacknowledged."""
@@ -116,14 +145,7 @@ class Consumer:
     def ack_many(self, messages: Sequence[Delivery]) -> None:
         if self.lost.done():
             return
-        tags = [m.mid for m in messages]
-        self._unwritten.difference_update(tags)
-        upto = cumulative_ack(self._unwritten, self._delivered, self._acked)
-        if upto is not None:
-            self._acked = upto
-            self._pending.append((upto, True))
-        # written, but after one still being written: one by one, so none waits for it
-        self._pending.extend((tag, False) for tag in sorted(tags) if tag > self._acked)
+        self._pending.extend(self._plan.written([m.mid for m in messages]))
         if self._pending and (self._sender is None or self._sender.done()):
             self._sender = asyncio.ensure_future(self._send())
 
@@ -135,6 +157,13 @@ class Consumer:
         except Exception as exc:  # the channel is gone: the broker delivers them again
             log.debug("acks on %s not sent: %r", self.where, exc)
             self._pending.clear()
+
+    async def settle(self, timeout: float = 5.0) -> None:
+        """Wait until the acks handed over so far were sent (before a clean close)."""
+        sender = self._sender
+        if sender is not None and not sender.done():
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(sender), timeout)
 
     def close(self, why: BaseException | None) -> None:
         if not self.lost.done():
@@ -257,6 +286,7 @@ class AmqpLink:
             stop.cancel()
         if self._stopping:
             await self._leave.wait()  # the writers drain and ack on this connection
+            await consumer.settle()
             consumer.close(None)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(connection.close(), 5)

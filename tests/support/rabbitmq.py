@@ -221,3 +221,16 @@ class RabbitCluster:
             if line.startswith(queue + "\t") or line.startswith(queue + " "):
                 return [m.strip("[]\"', ") for m in line.split(None, 1)[1].split(",")]
         raise LookupError(queue)
+
+    def queue_messages(self, queue: str) -> int:
+        """Messages in a queue, ready and unacknowledged."""
+        out = self.ctl(self.any_alive(), "list_queues", "-q", "--no-table-headers",
+                       "name", "messages")
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == queue:
+                return int(parts[1])
+        raise LookupError(queue)
+
+    def purge(self, queue: str) -> None:
+        self.ctl(self.any_alive(), "purge_queue", queue)
