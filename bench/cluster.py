@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -162,7 +163,9 @@ def throughput(work: Path, cluster: RabbitCluster, influx: InfluxDB, n_messages:
     finally:
         for p in procs:
             p.stop()
-    left = cluster.queue_messages(QUEUE)  # 0: every delivery was acknowledged
+    # 0: every delivery was acknowledged (list_queues counts lag a few seconds behind)
+    wait_until(lambda: cluster.queue_messages(QUEUE) == 0, 15, step=1.0)
+    left = cluster.queue_messages(QUEUE)
     if left:
         cluster.purge(QUEUE)
     # The rate between 20 % and 80 % of the points: neither the bridges' start nor the
@@ -278,6 +281,7 @@ def main() -> None:
     finally:
         cluster.close()
         influx.close()
+        shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(report), flush=True)
 
 
