@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("sensegate.bridge")
 
 RECONNECT_MAX = 30.0
+STABLE_AFTER = 10.0  # a connection that lasted this long counts as good: next node at once
 CONNECT_TIMEOUT = 10.0
 _SWAP = str.maketrans("./", "/.")
 
@@ -204,6 +205,7 @@ class AmqpLink:
         backoff = Backoff(min(1.0, self.reconnect_max), self.reconnect_max)
         node = 0
         failed_nodes = 0
+        loop = asyncio.get_running_loop()
         while not self._stopping:
             amqp = self.config().amqp
             assert amqp is not None  # the service runs this link only for an amqp source
@@ -211,18 +213,20 @@ class AmqpLink:
             host, port = nodes[node % len(nodes)]
             where = f"{host}:{port}"
             error = ""
-            connected = False
+            lasted = False  # consumed for STABLE_AFTER: the node was good until it died
             connection: Any = None
             try:
                 connection = await aio_pika.connect(
                     url(amqp, host, port), timeout=CONNECT_TIMEOUT,
                     client_properties={"connection_name": "sensegate-bridge"})
                 consumer = await self._open(connection, amqp, where)
-                connected = True
-                backoff.reset()
-                failed_nodes = 0
+                started = loop.time()
                 if await self._consume(consumer, connection):
                     return
+                if loop.time() - started >= STABLE_AFTER:
+                    lasted = True
+                    backoff.reset()
+                    failed_nodes = 0
                 why = consumer.lost.result()
                 error = f"amqp connection to {where} lost" + (f": {why}" if why else "")
             except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
@@ -239,9 +243,9 @@ class AmqpLink:
                         await asyncio.wait_for(connection.close(), 2)
             failed_nodes += 1
             node = (node + 1) % len(nodes)
-            if connected or failed_nodes < len(nodes):
+            if lasted or failed_nodes < len(nodes):
+                # another node may be up: try it at once (a cluster's node died)
                 log.warning("%s; trying %s:%d", error, *nodes[node])
-                await asyncio.sleep(0.2 if connected else 0)
                 continue
             failed_nodes = 0
             wait = backoff.next()

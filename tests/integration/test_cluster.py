@@ -199,3 +199,18 @@ def test_node_and_bridge_kills_lose_nothing_committed(
             proc.kill()
         sims.close()
         influx.close()
+
+
+def test_a_single_mosquitto_killed_9_loses_what_it_had_acknowledged(tmp_path: Path) -> None:
+    """The window a single broker leaves (docs/scale-out.md §1): messages acknowledged with
+    PUBACK and queued for the bridge's persistent session, then `kill -9` before Mosquitto's
+    next autosave (`autosave_interval 30`): the gateways deleted them, the broker lost them."""
+    from bench.cluster import window_mosquitto
+
+    influx = InfluxDB().start()
+    try:
+        result = window_mosquitto(tmp_path, influx, n_messages=200, scans=5)
+    finally:
+        influx.close()
+    assert result["acknowledged"] == 1000
+    assert result["lost"] > 0, result  # if this fails, Mosquitto now keeps acknowledged messages
