@@ -32,6 +32,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -64,6 +66,12 @@ def url(amqp: AmqpConfig, host: str, port: int) -> str:
     auth = f"{quote(amqp.username, safe='')}:{quote(password, safe='')}"
     vhost = quote(amqp.vhost, safe="")
     return f"amqp://{auth}@{host}:{port}/{vhost}?heartbeat={max(1, int(amqp.heartbeat))}"
+
+
+def connection_name() -> str:
+    """How the bridge names its connection to RabbitMQ (`rabbitmqctl list_connections
+    client_properties`, the management UI): which bridge, on which host."""
+    return f"sensegate-bridge {socket.gethostname()} pid {os.getpid()}"
 
 
 def queue_arguments(amqp: AmqpConfig) -> dict[str, Any]:
@@ -218,7 +226,7 @@ class AmqpLink:
             try:
                 connection = await aio_pika.connect(
                     url(amqp, host, port), timeout=CONNECT_TIMEOUT,
-                    client_properties={"connection_name": "sensegate-bridge"})
+                    client_properties={"connection_name": connection_name()})
                 consumer = await self._open(connection, amqp, where)
                 started = loop.time()
                 if await self._consume(consumer, connection):

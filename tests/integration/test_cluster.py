@@ -6,7 +6,8 @@ they serve), three `sensegate run` gateways, each connected to a different node 
 other two in `mqtt.hosts`, two `sensegate bridge` processes consuming the quorum queue
 (3 replicas) over AMQP into a real InfluxDB 1.x. While readings flow, each node is killed -9
 in turn (the queue leader, a bridge's node, the remaining one: every node is also a
-gateway's node) and restarted, then one bridge is killed -9 mid-batch. The gateways are
+gateway's node) and restarted, then one bridge is killed -9 mid-batch (RabbitMQ counts
+unacknowledged deliveries on its connection just before). The gateways are
 stopped cleanly at the end (SIGTERM drains the outbox), so every reading served before that
 was committed: each must be in InfluxDB, once per (device, ts), with its own seq value.
 """
@@ -146,6 +147,8 @@ def test_node_and_bridge_kills_lose_nothing_committed(
 
         # A bridge killed -9 mid-batch (flush_interval 1s: it always holds a partial
         # batch): its unacknowledged deliveries go to the other bridge.
+        name = f"pid {bridges[0].pid}"
+        assert wait_until(lambda: cluster.unacked_of(name) > 0, 30, step=0.1), events
         note("kill -9 bridge 0")
         bridges[0].kill()
         time.sleep(2.0)

@@ -17,6 +17,7 @@ enabled offline through `RABBITMQ_ENABLED_PLUGINS_FILE`; nodes 2.. join node 1 w
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -234,3 +235,20 @@ class RabbitCluster:
 
     def purge(self, queue: str) -> None:
         self.ctl(self.any_alive(), "purge_queue", queue)
+
+    def unacked_of(self, connection_name: str) -> int:
+        """Deliveries not yet acknowledged on the channels of the connection whose client
+        named itself `connection_name` (a bridge: `sensegate-bridge HOST pid PID`)."""
+        node = self.any_alive()
+        conns = self.ctl(node, "list_connections", "-q", "--no-table-headers",
+                         "name", "client_properties")
+        named = re.compile(re.escape(connection_name) + r"(?!\d)")  # pid 12 is not pid 123
+        names = {line.split("\t", 1)[0] for line in conns.splitlines() if named.search(line)}
+        chans = self.ctl(node, "list_channels", "-q", "--no-table-headers",
+                         "name", "messages_unacknowledged")
+        total = 0
+        for line in chans.splitlines():
+            name, _, count = line.rpartition("\t")
+            if name.rpartition(" (")[0] in names:
+                total += int(count)
+        return total
