@@ -50,7 +50,7 @@ def summary(config: GatewayConfig) -> list[str]:
         f"gateway '{config.id}': {_plural(len(config.devices), 'device')}, "
         f"{_plural(points, 'point')}, {_plural(sum(requests.values()), 'Modbus request')} "
         f"per scan",
-        f"mqtt: {config.mqtt.host}:{config.mqtt.port}"
+        f"mqtt: {', '.join(f'{host}:{port}' for host, port in config.mqtt.nodes)}"
         f"{' (tls)' if config.mqtt.tls else ''}, qos {config.mqtt.qos}, "
         f"format {config.mqtt.format}, topics {config.mqtt.topic_prefix}/{config.id}/...",
     ]
