@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs on a Debian machine, then run the whole suite.
-#   apt packages (Mosquitto, InfluxDB 1.x, VictoriaMetrics, systemd for systemd-analyze,
-#   Chromium and its driver for the page's browser test),
+#   apt packages (Mosquitto, InfluxDB 1.x, VictoriaMetrics, RabbitMQ, systemd for
+#   systemd-analyze, Chromium and its driver for the page's browser test),
 #   a venv in .venv, the package with its test extras, ruff, pytest.
 # Then: the install test (scripts/test-install.sh: the built wheel in a fresh venv, run from
 # outside the tree); when .ci/floors.txt exists, the unit tests against every dependency at
@@ -10,8 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(mosquitto influxdb victoria-metrics openssl systemd python3-venv chromium
-              chromium-driver)
+APT_PACKAGES=(mosquitto influxdb victoria-metrics rabbitmq-server openssl systemd python3-venv
+              chromium chromium-driver)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -11,10 +11,12 @@ receive window. The wiring (when to flush, the writers) is `gateway.bridge.servi
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from gateway.bridge import ingest
-from gateway.bridge.receive import Message, Session
+from gateway.bridge.receive import Delivery, Message
 
 log = logging.getLogger("sensegate.bridge")
 
@@ -22,11 +24,22 @@ WRITERS = 4  # batches written concurrently (bench/bridge.py: 4 beat 2, 3 and 8)
 HELD_BATCHES = 2 * WRITERS  # points held (waiting or being written), in batch_size's
 
 
+class Source(Protocol):
+    """What the service needs of a connected source (an MQTT `receive.Session`, an AMQP
+    `amqp.Consumer`): acknowledgements, and pausing the reads."""
+
+    @property
+    def paused(self) -> bool: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def ack_many(self, messages: Sequence[Delivery]) -> None: ...
+
+
 @dataclass(slots=True)
 class Inbound:
     """One received message waiting for its acknowledgement."""
 
-    session: Session  # the connection that delivered it: the only one that can ack it
+    session: Source  # the connection that delivered it: the only one that can ack it
     mid: int
     qos: int
     topic: str

@@ -1,4 +1,4 @@
-"""`sensegate bridge`: MQTT → InfluxDB, acknowledging each message only once it is stored.
+"""`sensegate bridge`: MQTT (or AMQP) → InfluxDB, acknowledging each message once it is stored.
 
 Flow (one asyncio loop, blocking HTTP in a small thread pool):
 
@@ -24,6 +24,10 @@ A message is acknowledged on the connection that delivered it, or not at all: af
 reconnect the broker delivers the unacknowledged messages again (same `ts`, so InfluxDB
 stores the points once).
 
+AMQP (config `amqp:` instead of `mqtt:`): `gateway.bridge.amqp.AmqpLink` consumes a RabbitMQ
+cluster's quorum queue in place of the MQTT link, behind the same interface (`on_message`,
+`on_state`, `ack_many` on the delivering source); `prefetch` is its receive window.
+
 Lifecycle as `gateway.edge.daemon`: `startup()`, `main_loop()` (SIGHUP reload, watchdog,
 STATUS=), `shutdown()` (stop consuming, flush, drain the writers within `drain_timeout`
 while still connected so the written messages get acknowledged, then disconnect).
@@ -40,16 +44,19 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.bridge.amqp import AmqpLink
+from gateway.bridge.amqp import describe as describe_amqp
 from gateway.bridge.batching import (
     WRITERS,
     Batch,
     Inbound,
+    Source,
     decode,
     max_messages,
     reading_paused,
 )
 from gateway.bridge.deadletter import DeadLetters
-from gateway.bridge.receive import Message, Protocol, Session
+from gateway.bridge.receive import Message, Protocol
 from gateway.bridge.session import RECONNECT_MAX, MqttLink, subscription, tls_context
 from gateway.bridge.sink import Sink, create_sink
 from gateway.bridge.writer import write_batch
@@ -98,15 +105,13 @@ class Bridge:
         self._ready_event = asyncio.Event()
         self._busy = 0  # writers writing a batch now
         self._accepting = True
-        self._client: Session | None = None  # the connected MQTT session
+        self._client: Source | None = None  # the connected MQTT session or AMQP channel
         self._sink: Sink | None = None
         self._deadletters: DeadLetters | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self.failed = False  # a component died of a bug: stop, and exit 1
         self._writers: list[asyncio.Task[Any]] = []
-        self._link = MqttLink(self._current_config, on_message=self._on_publish,
-                              on_state=self._link_state, protocol=self.protocol,
-                              reconnect_max=self.reconnect_max)
+        self._link: MqttLink | AmqpLink | None = None  # made at startup, by the config
         self._session: asyncio.Task[Any] | None = None  # the link's reconnect loop
         self._force = asyncio.Event()  # a second SIGINT: cut the drain
         self._busy_messages = 0  # messages in the batches being written now
@@ -127,7 +132,9 @@ class Bridge:
 
             self.config = load_bridge_config(self.config_path)
         cfg = self.config
-        tls_context(cfg.mqtt)  # unreadable TLS files: fail at start (exit 1), not later
+        if cfg.mqtt is not None:
+            tls_context(cfg.mqtt)  # unreadable TLS files: fail at start (exit 1), not later
+        self._link = self._make_link(cfg)
         self._deadletters = DeadLetters(cfg.state_dir)
         # fail at start (exit 1), not at the first dead letter
         self._deadletters.dir.mkdir(parents=True, exist_ok=True)
@@ -138,11 +145,11 @@ class Bridge:
             asyncio.create_task(self._writer(), name=f"writer-{i}") for i in range(WRITERS)
         ]
         self._tasks.append(asyncio.create_task(self._ticker(), name="ticker"))
-        self._session = asyncio.create_task(self._link.run(), name="mqtt")
+        self._session = asyncio.create_task(self._link.run(), name="source")
         self.started = True
         log.info(
             "bridge started: %s → influxdb %s (batch %d points, flush %ss)",
-            subscription(cfg.mqtt), self._sink.describe(), cfg.influxdb.batch_size,
+            self._describe_source(cfg), self._sink.describe(), cfg.influxdb.batch_size,
             cfg.influxdb.flush_interval,
         )
         systemd.ready(self._status_text())
@@ -165,7 +172,7 @@ class Bridge:
                     for task in died:
                         log.error("%s stopped: %r", task.get_name(), task.exception())
                     if not died:
-                        log.error("mqtt session ended")
+                        log.error("source session ended")
                     self.failed = True
                     break
                 if self.reload_requested.is_set():
@@ -183,7 +190,8 @@ class Bridge:
         # Stop taking messages (those not taken stay unacknowledged and come again), hand
         # the last partial batch to the writers and let them finish, still connected.
         self._accepting = False
-        self._link.stop_consuming()
+        if self._link is not None:
+            self._link.stop_consuming()
         self._flush()
         drained = True
         if self._writers and (self._ready or self._busy):
@@ -198,7 +206,8 @@ class Bridge:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._force.wait(), 0.02)
         left = self._pending_messages()
-        self._link.leave()
+        if self._link is not None:
+            self._link.leave()
         leftover = [t for t in [*self._writers, *self._tasks] if not t.done()]
         for task in leftover:
             task.cancel()
@@ -241,8 +250,14 @@ class Bridge:
             systemd.ready(self._status_text())
             return
         old = self.config
+        if (new.mqtt is None) != (old.mqtt is None):
+            log.error("reload refused: the source changed between mqtt and amqp; restart "
+                      "to apply")
+            systemd.ready(self._status_text())
+            return
         try:
-            tls_context(new.mqtt)
+            if new.mqtt is not None:
+                tls_context(new.mqtt)
         except PublishError as exc:
             log.error("reload refused: %s; old config kept", exc)
             systemd.ready(self._status_text())
@@ -253,8 +268,8 @@ class Bridge:
             return
         if new.metrics != old.metrics:
             log.warning("metrics.listen changed; restart to apply (other changes applied)")
-            new = BridgeConfig(mqtt=new.mqtt, influxdb=new.influxdb, state_dir=new.state_dir,
-                               metrics=old.metrics, source=new.source)
+            new = BridgeConfig(mqtt=new.mqtt, amqp=new.amqp, influxdb=new.influxdb,
+                               state_dir=new.state_dir, metrics=old.metrics, source=new.source)
         self.config = new
         if new.influxdb != old.influxdb:
             old_sink, self._sink = self._sink, create_sink(new.influxdb, workers=WRITERS)
@@ -262,12 +277,13 @@ class Bridge:
                 # Writers in flight hold their own reference; close once they are done.
                 self._tasks.append(asyncio.create_task(self._close_later(old_sink)))
             log.info("influxdb settings reloaded: %s", self._sink.describe())
-        if new.mqtt != old.mqtt and self._session is not None:
-            log.info("mqtt settings changed; reconnecting")
+        if ((new.mqtt != old.mqtt or new.amqp != old.amqp) and self._session is not None
+                and self._link is not None):
+            log.info("%s settings changed; reconnecting", "mqtt" if new.mqtt else "amqp")
             self._session.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._session
-            self._session = asyncio.create_task(self._link.run(), name="mqtt")
+            self._session = asyncio.create_task(self._link.run(), name="source")
         log.info("config reloaded from %s", self.config_path)
         systemd.ready(self._status_text())
 
@@ -291,11 +307,26 @@ class Bridge:
 
     # -- MQTT --------------------------------------------------------------------------
 
+    def _make_link(self, cfg: BridgeConfig) -> MqttLink | AmqpLink:
+        if cfg.amqp is not None:
+            return AmqpLink(self._current_config, on_message=self._on_publish,
+                            on_state=self._link_state, reconnect_max=self.reconnect_max)
+        return MqttLink(self._current_config, on_message=self._on_publish,
+                        on_state=self._link_state, protocol=self.protocol,
+                        reconnect_max=self.reconnect_max)
+
+    @staticmethod
+    def _describe_source(cfg: BridgeConfig) -> str:
+        if cfg.amqp is not None:
+            return describe_amqp(cfg.amqp)
+        assert cfg.mqtt is not None
+        return subscription(cfg.mqtt)
+
     def _current_config(self) -> BridgeConfig:
         assert self.config is not None  # loaded by startup() before the link runs
         return self.config
 
-    def _link_state(self, session: Session | None, error: str) -> None:
+    def _link_state(self, session: Source | None, error: str) -> None:
         """The MQTT link is up (`session`) or down (None; `error` says why, "" if stopping)."""
         self._client = session
         self.stats.connected = session is not None
@@ -309,7 +340,7 @@ class Bridge:
         else:
             self._apply_backpressure()
 
-    def _on_publish(self, session: Session, message: Message) -> None:
+    def _on_publish(self, session: Source, message: Message) -> None:
         """A message: decode at once, add to the batch."""
         if not self._accepting or session is not self._client:
             return  # not acknowledged: the broker delivers it again
@@ -375,6 +406,9 @@ class Bridge:
     @property
     def _max_messages(self) -> int:
         assert self.config is not None
+        if self.config.amqp is not None:
+            return max_messages(self.config.amqp.prefetch)
+        assert self.config.mqtt is not None
         return max_messages(self.config.mqtt.receive_maximum)
 
     async def _ticker(self) -> None:
@@ -434,7 +468,8 @@ class Bridge:
         mqtt = "connected" if s.connected else "disconnected"
         store = "ok" if s.store_ok else "failing"
         dead = sum(s.dead_letters.values())
-        return (f"mqtt {mqtt}, influxdb {store}; {s.received} received, "
+        kind = "amqp" if self.config is not None and self.config.amqp is not None else "mqtt"
+        return (f"{kind} {mqtt}, influxdb {store}; {s.received} received, "
                 f"{s.points_written} points written, {dead} dead letters")
 
     def healthy(self) -> bool:

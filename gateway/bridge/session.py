@@ -146,6 +146,7 @@ class MqttLink:
         while not self._stopping:
             cfg = self.config()
             mqtt = cfg.mqtt
+            assert mqtt is not None  # the service runs this link only for an mqtt source
             session: Session | None = None
             error = ""
             try:

@@ -74,7 +74,7 @@ def summary(config: GatewayConfig) -> list[str]:
         f"gateway '{config.id}': {_plural(len(config.devices), 'device')}, "
         f"{_plural(points, 'point')}, {_plural(sum(requests.values()), 'Modbus request')} "
         f"per scan",
-        f"mqtt: {config.mqtt.host}:{config.mqtt.port}"
+        f"mqtt: {', '.join(f'{host}:{port}' for host, port in config.mqtt.nodes)}"
         f"{' (tls)' if config.mqtt.tls else ''}, qos {config.mqtt.qos}, "
         f"format {config.mqtt.format}, topics {config.mqtt.topic_prefix}/{config.id}/...",
     ]
@@ -121,9 +121,17 @@ def summary(config: GatewayConfig) -> list[str]:
 
 def bridge_summary(config: BridgeConfig) -> list[str]:
     """The lines `sensegate check` prints for a valid bridge config (no secret in them)."""
-    mqtt, influx = config.mqtt, config.influxdb
-    group = (f", shared group {mqtt.shared_group}" if mqtt.shared_group
-             else ", no shared group (one bridge)")
+    mqtt, amqp, influx = config.mqtt, config.amqp, config.influxdb
+    if amqp is not None:
+        nodes = ", ".join(f"{host}:{port}" for host, port in amqp.nodes)
+        source = (f"amqp: {nodes}, queue {amqp.queue} (quorum) bound to {amqp.exchange} "
+                  f"{amqp.binding}, prefetch {amqp.prefetch}")
+    else:
+        assert mqtt is not None  # the loader requires one of them
+        group = (f", shared group {mqtt.shared_group}" if mqtt.shared_group
+                 else ", no shared group (one bridge)")
+        source = (f"mqtt: {mqtt.host}:{mqtt.port}{' (tls)' if mqtt.tls else ''}, client id "
+                  f"{mqtt.client_id}, subscribe {mqtt.subscribe}{group}, qos {mqtt.qos}")
     if influx.api == "v1":
         target = f"database {influx.database}" + (
             f", retention policy {influx.retention_policy}" if influx.retention_policy else "")
@@ -131,8 +139,7 @@ def bridge_summary(config: BridgeConfig) -> list[str]:
         target = f"org {influx.org}, bucket {influx.bucket}"
     lines = [
         f"{config.source}: valid (bridge config)",
-        f"mqtt: {mqtt.host}:{mqtt.port}{' (tls)' if mqtt.tls else ''}, client id "
-        f"{mqtt.client_id}, subscribe {mqtt.subscribe}{group}, qos {mqtt.qos}",
+        source,
         f"influxdb: {influx.url} (api {influx.api}), {target}",
         f"batches: up to {influx.batch_size} points, flushed every "
         f"{format_duration(influx.flush_interval)}",

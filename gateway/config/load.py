@@ -770,9 +770,12 @@ def _build_bridge(path: str, data: Section, issues: list[ConfigIssue]) -> Bridge
     i = data.get("influxdb")
     if isinstance(i, Section):
         _selector_rules(i, schema.BRIDGE.fields["influxdb"], issues)  # type: ignore[index]
-    if issues or not isinstance(m, Section) or not isinstance(i, Section):
+    if data.given("mqtt") == data.given("amqp"):
+        issues.append(data.node.issue(data.path or "mqtt", "write one of 'mqtt' (a single "
+                                      "broker) and 'amqp' (a RabbitMQ cluster's queue)"))
+    if issues or not isinstance(i, Section):
         return None
-    mqtt = build(BridgeMqttConfig, m, port=_mqtt_port(m))
+    mqtt = build(BridgeMqttConfig, m, port=_mqtt_port(m)) if isinstance(m, Section) else None
     config = build(BridgeConfig, data, mqtt=mqtt, source=path)
     influx = config.influxdb
     # InfluxDB v1 sends user:password as HTTP Basic; a URL may carry credentials too.

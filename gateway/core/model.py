@@ -175,6 +175,23 @@ class MqttConfig(BrokerConfig):
         default="json",
         metadata=spec(doc="payload format: json | influx (line protocol)", noun="a payload format"),
     )
+    hosts: tuple[tuple[str, int], ...] = field(
+        default=(),
+        metadata=spec(
+            item_kind="listen",
+            max_items=16,
+            doc="the other nodes of a clustered broker, HOST:PORT each: when host:port cannot "
+            "be reached or its connection drops, the publisher moves on to the next node "
+            "(same client id; what was not acknowledged is sent again)",
+        ),
+    )
+
+    @property
+    def nodes(self) -> tuple[tuple[str, int], ...]:
+        """host:port, then the other nodes of `hosts`, each once: the order tried."""
+        out = [(self.host, self.port)]
+        out.extend(node for node in self.hosts if node not in out)
+        return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -795,14 +812,80 @@ class InfluxConfig:
     )
 
 
+DEFAULT_AMQP_PORT = 5672
+
+
+@dataclass(frozen=True, slots=True)
+class AmqpConfig:
+    """A RabbitMQ cluster's durable queue, consumed over AMQP 0-9-1."""
+
+    nodes: tuple[tuple[str, int], ...] = field(
+        metadata=spec(
+            item_kind="listen",
+            max_items=16,
+            required=True,
+            doc="the cluster's nodes, HOST:PORT each (AMQP port, usually 5672): the bridge "
+            "connects to the first that answers and moves on when its node is lost",
+        )
+    )
+    username: str = field(default="guest", metadata=spec(doc="user name"))
+    password: Secret | None = field(
+        default=None, metadata=spec(doc="password (use ${VAR}); absent: guest's")
+    )
+    vhost: str = field(default="/", metadata=spec(doc="virtual host"))
+    queue: str = field(
+        default="sensegate",
+        metadata=spec(doc="the durable quorum queue, declared at start (shared by all bridges)"),
+    )
+    exchange: str = field(
+        default="amq.topic",
+        metadata=spec(doc="the exchange RabbitMQ's MQTT plugin publishes to"),
+    )
+    binding: str = field(
+        default="sensegate.*.*.data",
+        metadata=spec(
+            doc="binding key of the queue: the data topic with '.' for '/' (RabbitMQ's MQTT "
+            "mapping); the prefix must follow mqtt.topic_prefix"
+        ),
+    )
+    prefetch: int = field(
+        default=5000,
+        metadata=spec(
+            minimum=1,
+            maximum=65535,
+            doc="unacknowledged deliveries at once: bounds the bridge's memory",
+        ),
+    )
+    replicas: int | None = field(
+        default=None,
+        metadata=spec(
+            minimum=1,
+            maximum=99,
+            doc="replicas of a new queue (x-quorum-initial-group-size); default: every node",
+        ),
+    )
+    heartbeat: float = field(
+        default=30.0,
+        metadata=spec(kind="duration", positive=True, doc="AMQP heartbeat"),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class BridgeConfig:
-    """Sensegate bridge config (MQTT to InfluxDB)."""
+    """Sensegate bridge config (MQTT or AMQP to InfluxDB)."""
 
-    mqtt: BridgeMqttConfig = field(
-        metadata=spec(doc="the broker the gateways publish to", required=True)
-    )
     influxdb: InfluxConfig = field(metadata=spec(doc="where readings are written", required=True))
+    mqtt: BridgeMqttConfig | None = field(
+        default=None,
+        metadata=spec(doc="the broker the gateways publish to (one of mqtt and amqp)"),
+    )
+    amqp: AmqpConfig | None = field(
+        default=None,
+        metadata=spec(
+            doc="consume a RabbitMQ cluster's quorum queue instead of subscribing over MQTT "
+            "(one of mqtt and amqp)"
+        ),
+    )
     state_dir: str = field(
         default="/var/lib/sensegate-bridge",
         metadata=spec(doc="dead letters and bridge state live here"),

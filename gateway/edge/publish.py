@@ -10,6 +10,10 @@ go out within the time limit, publishes the retained ``offline`` status and disc
   every connect. Failures are one log line (``tls handshake with host:port failed: ...``,
   ``cannot connect to host:port: connection refused``) and a retry after a capped,
   jittered exponential backoff.
+* Failover: the nodes are ``mqtt.host:port`` then ``mqtt.hosts`` (`MqttConfig.nodes`). When
+  a node cannot be reached or its connection drops, the next node is tried at once with the
+  same client id; only after every node failed in a row does the backoff wait. The outbox is
+  rewound on every connect, so what the old node had not acknowledged is sent again.
 * Delivery: up to ``window`` messages (and about ``window_bytes``) in flight at once. For
   QoS 1 aiomqtt's ``publish()`` returns when paho's ``on_publish`` fires, which for QoS 1
   is the PUBACK (QoS 2: PUBCOMP); only then is the message acked to the outbox, whose next
@@ -178,34 +182,36 @@ class Publisher:
         backoff = Backoff(self._reconnect_min, self._reconnect_max, jitter=JITTER)
         loop = asyncio.get_running_loop()
         closed_in_a_row = 0  # accepted sessions that ended without a socket error
+        node = 0  # index into mqtt.nodes of the node to try next
+        failed_nodes = 0  # nodes failed in a row since the last good connection
         try:
             while not self._stop.is_set():
                 mqtt = self._config.mqtt
+                nodes = mqtt.nodes
+                host, port = nodes[node % len(nodes)]
                 self._reconfigure.clear()
                 started = loop.time()
                 self._socket_errors.last = None
                 self._connected_once = False
                 try:
-                    await self._session(mqtt)
+                    await self._session(mqtt, host, port)
                     failure = None
                 except PublishError as exc:
                     failure = str(exc)
                 except (aiomqtt.MqttError, OSError) as exc:
-                    failure = describe_mqtt_error(exc, mqtt.host, mqtt.port)
+                    failure = describe_mqtt_error(exc, host, port)
                     socket_error = self._socket_errors.last
                     if socket_error is not None and not self._connected_once:
                         # e.g. "failed to receive on socket: [SSL: TLSV13_ALERT_CERTIFICATE_
                         # REQUIRED] ..." while waiting for CONNACK: that is the real reason
-                        failure = describe_mqtt_error(
-                            OSError(socket_error), mqtt.host, mqtt.port
-                        )
+                        failure = describe_mqtt_error(OSError(socket_error), host, port)
                     elif (self._connected_once and socket_error is None
                           and isinstance(exc, aiomqtt.MqttError)):
                         # two gateways with one client id knock each other off within
                         # their reconnect delays; a long session closed once is not that
                         long_session = loop.time() - started > 3 * self._reconnect_max
                         closed_in_a_row = 1 if long_session else closed_in_a_row + 1
-                        failure = closed_after_connect(mqtt.host, mqtt.port, mqtt.client_id,
+                        failure = closed_after_connect(host, port, mqtt.client_id,
                                                        closed_in_a_row)
                 finally:
                     self._set_connected(False)
@@ -213,6 +219,7 @@ class Publisher:
                     break
                 if failure is None:  # reconfigured: connect again with the new settings
                     backoff.reset()
+                    node, failed_nodes = 0, 0
                     continue
                 if not self._connected_once:
                     closed_in_a_row = 0
@@ -220,6 +227,17 @@ class Publisher:
                 self._metrics.publish_errors_total.inc()
                 if loop.time() - started >= STABLE_AFTER:
                     backoff.reset()
+                lasted = loop.time() - started >= STABLE_AFTER
+                failed_nodes = 1 if self._connected_once else failed_nodes + 1
+                node = (node + 1) % len(nodes)
+                if len(nodes) > 1 and failed_nodes < len(nodes) and (
+                    lasted or not self._connected_once
+                ):
+                    # another node may be up: try it at once (a cluster's node died); a
+                    # session that keeps being closed soon after connecting waits instead
+                    log.warning("%s; trying %s:%d", failure, *nodes[node])
+                    continue
+                failed_nodes = 0
                 wait = backoff.next()
                 log.warning("%s; retrying in %.1fs", failure, wait)
                 # New mqtt settings (a reload, a remote config's rollback) end the wait:
@@ -311,7 +329,7 @@ class Publisher:
 
     # -- one connection ----------------------------------------------------------------
 
-    def _client(self, mqtt: MqttConfig) -> aiomqtt.Client:
+    def _client(self, mqtt: MqttConfig, host: str, port: int) -> aiomqtt.Client:
         tls_context = build_tls_context(mqtt.tls) if mqtt.tls is not None else None
         will = aiomqtt.Will(
             status_topic(mqtt.topic_prefix, self._config.id),
@@ -320,8 +338,8 @@ class Publisher:
             retain=True,
         )
         client = aiomqtt.Client(
-            mqtt.host,
-            mqtt.port,
+            host,
+            port,
             identifier=mqtt.client_id,
             username=mqtt.username,
             password=mqtt.password.reveal() if mqtt.password is not None else None,
@@ -336,8 +354,8 @@ class Publisher:
         client.pending_calls_threshold = self._window + 10
         return client
 
-    async def _session(self, mqtt: MqttConfig) -> None:
-        client = self._client(mqtt)
+    async def _session(self, mqtt: MqttConfig, host: str, port: int) -> None:
+        client = self._client(mqtt, host, port)
         topic = status_topic(mqtt.topic_prefix, self._config.id)
         async with client:
             self._set_connected(True)
@@ -345,7 +363,7 @@ class Publisher:
             self.last_error = None
             log.info(
                 "connected to mqtt broker %s:%d as %r%s",
-                mqtt.host, mqtt.port, mqtt.client_id, " (tls)" if mqtt.tls else "",
+                host, port, mqtt.client_id, " (tls)" if mqtt.tls else "",
             )
             await client.publish(
                 topic, self._status("online"), qos=1, retain=True, timeout=STATUS_TIMEOUT,
@@ -372,9 +390,9 @@ class Publisher:
                 except aiomqtt.MqttError as exc:
                     log.warning(
                         "could not publish offline status: %s",
-                        describe_mqtt_error(exc, mqtt.host, mqtt.port),
+                        describe_mqtt_error(exc, host, port),
                     )
-                log.info("disconnected from mqtt broker %s:%d", mqtt.host, mqtt.port)
+                log.info("disconnected from mqtt broker %s:%d", host, port)
 
     async def _pump(self, client: aiomqtt.Client) -> None:
         """Publish outbox messages with a window until stop (drained or deadline) or failure."""
