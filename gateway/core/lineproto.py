@@ -327,7 +327,10 @@ def parse_lines(text: str) -> list[Point]:
     points: list[Point] = []
     for number, line in enumerate(text.split("\n"), start=1):
         stripped = line.removesuffix("\r")
-        if not stripped.strip() or stripped.lstrip().startswith("#"):
+        # InfluxDB trims ASCII blanks only: a measurement may begin with other white space
+        # (U+00A0 ...) and then '#', which is then no comment.
+        content = stripped.lstrip(" \t")
+        if not content or content.startswith("#"):
             continue
         try:
             points.append(parse_line(stripped))

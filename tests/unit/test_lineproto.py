@@ -321,3 +321,10 @@ def test_any_tag_is_refused_or_survives(text: str) -> None:
     except ValueError:
         return
     assert parse_line(line) == ("m", {"k": text}, {"v": 1}, 0)
+
+
+def test_a_measurement_starting_with_non_ascii_blank_then_hash_is_no_comment() -> None:
+    # found by hypothesis: str.lstrip() also strips U+00A0, InfluxDB only ASCII blanks
+    line = format_line("\xa0#", {}, {"v": 1.0}, 5)
+    assert parse_lines(line) == [("\xa0#", {}, {"v": 1.0}, 5)]
+    assert parse_lines("  # a comment\n\t#another") == []
