@@ -61,13 +61,18 @@ IN_FLIGHT: ContextVar[str | None] = ContextVar("sensegate_modbus_in_flight", def
 driver), or, in the transport's own callbacks, the link (set while connecting)."""
 
 
-class NameTheDevice(logging.Filter):
-    """Prefixes a library's log line with `IN_FLIGHT` (``device 'x' unit 1 bus 'y': ...``),
-    so that no line about a device's traffic goes out without its name. Public logging API
-    only: a filter on the library's loggers, nothing of the library changed."""
+class NameFromContext(logging.Filter):
+    """Prefixes a library's log line with who it is about, read from a context variable
+    (``device 'x' unit 1 bus 'y': ...``), so that no line about a device's traffic goes out
+    without its name. Public logging API only: a filter on the library's loggers, nothing of
+    the library changed. The simulators use it with their own variable."""
+
+    def __init__(self, who: ContextVar[str | None]) -> None:
+        super().__init__()
+        self.who = who
 
     def filter(self, record: logging.LogRecord) -> bool:
-        who = IN_FLIGHT.get()
+        who = self.who.get()
         if who and not getattr(record, "sensegate_named", False):
             record.msg = f"{who}: {record.getMessage()}"
             record.args = None
@@ -76,14 +81,14 @@ class NameTheDevice(logging.Filter):
 
 
 _LIBRARY_LOGGERS = ("pymodbus", "pymodbus.logging", "asyncio")
-_NAMER = NameTheDevice()
+_NAMER = NameFromContext(IN_FLIGHT)
 
 
 def quiet_pymodbus() -> None:
     """pymodbus logs every timeout and failed connect; sensegate logs those itself, once
     per state change and naming the device, so its own lines are dropped unless debugging.
     Whatever pymodbus (or asyncio, about a Modbus transport) still logs names the device or
-    link it is about (`NameTheDevice`)."""
+    link it is about (`NameFromContext`)."""
     if not logging.getLogger().isEnabledFor(logging.DEBUG):
         logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     for name in _LIBRARY_LOGGERS:

@@ -80,3 +80,17 @@ def format_size(size: int) -> str:
         if size >= factor and size % factor == 0:
             return f"{size // factor}{unit}"
     return f"{size}B"
+
+
+def format_age(seconds: float | None) -> str:
+    """``4 s``, ``3 min``, ``2 h 5 min``, ``3 d 4 h``; ``never`` for None."""
+    if seconds is None or math.isnan(seconds):
+        return "never"
+    s = max(0, int(seconds))
+    if s < 120:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min"
+    if s < 172800:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // 86400} d {s % 86400 // 3600} h"

@@ -63,6 +63,7 @@ from pymodbus.framer import FramerRTU, FramerType
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 
+from drivers.bus import NameFromContext
 from gateway.core.decode import encode_registers
 from gateway.core.modbus import TABLE_OF_FUNCTION
 from gateway.core.model import BIT_TABLES, PointConfig, Value
@@ -85,22 +86,10 @@ SERVING: ContextVar[str | None] = ContextVar("sensegate_simulator", default=None
 callbacks keep the context it was started in (`serve_named`)."""
 
 
-class NameTheSimulator(logging.Filter):
-    """Prefixes the lines pymodbus's *server* logs with the simulator they are about
-    (``simulator tcp 127.0.0.1:5020: ...``), so that in one process (the demo, the tests)
-    the simulated devices' lines are never taken for the gateway's. Public logging API
-    only: a filter on the library's loggers."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        who = SERVING.get()
-        if who and not getattr(record, "sensegate_named", False):
-            record.msg = f"{who}: {record.getMessage()}"
-            record.args = None
-            record.sensegate_named = True
-        return True
-
-
-_NAMER = NameTheSimulator()
+# pymodbus's *server* lines name the simulator they are about (``simulator tcp
+# 127.0.0.1:5020: ...``): in one process (the demo, the tests) they are never taken for the
+# gateway's.
+_NAMER = NameFromContext(SERVING)
 
 
 async def serve_named(name: str, serve: Awaitable[None]) -> None:

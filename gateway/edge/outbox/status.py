@@ -12,6 +12,7 @@ from typing import IO, Any
 
 from gateway.core.errors import StorageError
 from gateway.core.model import OutboxConfig
+from gateway.core.units import format_age
 from gateway.edge.outbox.chunks import head_parts
 from gateway.edge.outbox.format import DB_NAME, FORMAT_VERSION, describe_error
 
@@ -95,18 +96,6 @@ def read_status(state_dir: str, cfg: OutboxConfig) -> dict[str, Any]:
 
 
 
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f}h"
-    return f"{seconds / 86400:.1f}d"
-
-
 def _size(n: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
@@ -137,7 +126,7 @@ def print_status(config_path: str, out: IO[str]) -> int:
         f"{_size(status.get('max_bytes', 0))})",
         file=out,
     )
-    print(f"oldest:            {_age(status['oldest_age_s'])}", file=out)
+    print(f"oldest:            {format_age(status['oldest_age_s'])}", file=out)
     print(f"dropped:           {status['dropped']}", file=out)
     return ExitCode.OK
 

@@ -23,6 +23,7 @@ from gateway.core.decode import decode_all_orders, format_raw, is_multi_register
 from gateway.core.model import BYTE_ORDERS, DeviceConfig, GatewayConfig, PointConfig
 from gateway.core.plan import plan_device
 from gateway.core.secrets import scrub
+from gateway.core.units import format_age as age
 
 from .journal import HOUR, DeviceJournal, ErrorEntry, WarningEntry
 
@@ -147,20 +148,6 @@ def refresh_interval(config: GatewayConfig) -> float:
 
 
 # -- text ------------------------------------------------------------------------------------
-
-
-def age(seconds: float | None) -> str:
-    """``4 s``, ``3 min``, ``2 h 5 min``, ``3 d 4 h``; ``never`` for None."""
-    if seconds is None or math.isnan(seconds):
-        return "never"
-    s = max(0, int(seconds))
-    if s < 120:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min"
-    if s < 172800:
-        return f"{s // 3600} h {s % 3600 // 60} min"
-    return f"{s // 86400} d {s % 86400 // 3600} h"
 
 
 def clock(at: float) -> str:
