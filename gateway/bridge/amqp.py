@@ -39,6 +39,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from gateway.bridge.batching import Link
 from gateway.bridge.receive import Delivery, Message
 from gateway.core.model import AmqpConfig, BridgeConfig
 from gateway.runtime.backoff import Backoff
@@ -183,26 +184,17 @@ OnMessage = Callable[[Consumer, Message], None]
 OnState = Callable[[Consumer | None, str], None]
 
 
-class AmqpLink:
+class AmqpLink(Link):
     """The reconnect loop around one AMQP connection at a time (see the module docstring)."""
 
     def __init__(self, config: Callable[[], BridgeConfig], *, on_message: OnMessage,
                  on_state: OnState, reconnect_max: float = RECONNECT_MAX) -> None:
+        super().__init__()
         self.config = config
         self.on_message = on_message
         self.on_state = on_state
         self.reconnect_max = reconnect_max
         self.current: Consumer | None = None
-        self._stop = asyncio.Event()
-        self._leave = asyncio.Event()
-        self._stopping = False
-
-    def stop_consuming(self) -> None:
-        self._stopping = True
-        self._stop.set()
-
-    def leave(self) -> None:
-        self._leave.set()
 
     async def run(self) -> None:
         import aio_pika  # the AMQP client, only for this source

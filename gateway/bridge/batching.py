@@ -10,6 +10,7 @@ receive window. The wiring (when to flush, the writers) is `gateway.bridge.servi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,26 @@ class Source(Protocol):
     def pause_reading(self) -> None: ...
     def resume_reading(self) -> None: ...
     def ack_many(self, messages: Sequence[Delivery]) -> None: ...
+
+
+class Link:
+    """What both sources' reconnect loops (`session.MqttLink`, `amqp.AmqpLink`) share: the
+    two-step stop. `stop_consuming()` takes no more messages but stays connected, so the
+    acks of batches still being written go out; `leave()` then disconnects and ends run()."""
+
+    def __init__(self) -> None:
+        self._stop = asyncio.Event()  # stop taking messages
+        self._leave = asyncio.Event()  # then disconnect
+        self._stopping = False
+
+    def stop_consuming(self) -> None:
+        """Take no more messages; stay connected (so acks still go out) until `leave()`."""
+        self._stopping = True
+        self._stop.set()
+
+    def leave(self) -> None:
+        """Disconnect (after `stop_consuming`) and end `run()`."""
+        self._leave.set()
 
 
 @dataclass(slots=True)

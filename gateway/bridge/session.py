@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gateway.bridge import ingest
+from gateway.bridge.batching import Link
 from gateway.bridge.receive import Message, Protocol, Session, SessionError, SessionOptions
 from gateway.core.errors import PublishError
 from gateway.core.model import BridgeConfig, BridgeMqttConfig
@@ -111,7 +112,7 @@ async def reconcile_subscription(session: Session, mqtt: BridgeMqttConfig,
         os.replace(tmp, path)
 
 
-class MqttLink:
+class MqttLink(Link):
     """The reconnect loop around one `Session` at a time.
 
     `config()` is read at every attempt (a SIGHUP reload applies on the next connection).
@@ -122,24 +123,13 @@ class MqttLink:
     def __init__(self, config: Callable[[], BridgeConfig], *, on_message: OnMessage,
                  on_state: OnState, protocol: Protocol = Protocol.V5,
                  reconnect_max: float = RECONNECT_MAX) -> None:
+        super().__init__()
         self.config = config
         self.on_message = on_message
         self.on_state = on_state
         self.protocol = protocol
         self.reconnect_max = reconnect_max
         self.current: Session | None = None  # the connected session
-        self._stop = asyncio.Event()  # stop taking messages
-        self._leave = asyncio.Event()  # then disconnect
-        self._stopping = False
-
-    def stop_consuming(self) -> None:
-        """Take no more messages; stay connected (so acks still go out) until `leave()`."""
-        self._stopping = True
-        self._stop.set()
-
-    def leave(self) -> None:
-        """Disconnect (after `stop_consuming`) and end `run()`."""
-        self._leave.set()
 
     async def run(self) -> None:
         backoff = Backoff(min(1.0, self.reconnect_max), self.reconnect_max)
