@@ -12,6 +12,7 @@ profiles it uses) is collected and raised at once as a `ConfigError`.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import gc
 import os
@@ -325,6 +326,18 @@ def _modbus_keys(p: Section, dtype: str | None, issues: list[ConfigIssue]) -> No
         issues.append(p.key_at("length").issue(p.sub("length"), f"'length' applies only to "
                                                                 f"string points, not "
                                                                 f"'{dtype}'"))
+    if p.given("encoding") and dtype is not None and dtype != "string":
+        issues.append(p.key_at("encoding").issue(p.sub("encoding"), f"'encoding' applies only "
+                                                                    f"to string points, not "
+                                                                    f"'{dtype}'"))
+    elif p.given("encoding") and isinstance(p.get("encoding"), str):
+        try:
+            codecs.lookup(p.get("encoding"))
+        except LookupError:
+            issues.append(p.at("encoding").issue(
+                p.sub("encoding"), f"unknown text encoding {describe(p.at('encoding'))}: "
+                                   f"use utf-8, ascii, latin-1, cp1252 or another Python "
+                                   f"codec name"))
     if table in BIT_TABLES and p.given("byte_order"):
         issues.append(p.key_at("byte_order").issue(
             p.sub("byte_order"), f"'byte_order' does not apply to {table} points"))

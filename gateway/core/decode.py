@@ -5,15 +5,19 @@ the response of the request that carried it and calls the point's decoder; the d
 returns ``(value, quality)``:
 
 * ``good``: the value decoded, with ``value = raw * scale + offset`` applied. Integer types
-  stay ``int`` when ``scale == 1`` and ``offset == 0``, otherwise the value is a ``float``
-  rounded to the decimals scale and offset imply (`rounding`: raw 474 x scale 0.1 is 47.4,
-  not 47.400000000000006), or to the point's ``precision`` when it sets one (which rounds
-  float types too).
+  (and numeric bits) stay ``int`` when scale and offset are whole numbers (``5``, ``-40``,
+  ``1.0``): exact at any width, so ``uint64`` 2**64-2 plus 1 is 2**64-1, not a float off by
+  one. A whole-number result outside int64..uint64 (`INTEGER_RANGE`: what InfluxDB and JSON
+  consumers store as integers) is ``invalid``, never a rounded float. Otherwise the value
+  is a ``float`` rounded to the decimals scale and offset imply (`rounding`: raw 474 x
+  scale 0.1 is 47.4, not 47.400000000000006), or to the point's ``precision`` when it sets
+  one (which rounds float types too).
 * ``invalid``: decoded, but not a finite number (NaN, +inf, -inf), or a raw value the point
   lists in ``invalid_values`` (a sensor's "no reading" sentinel such as 32767, compared with
   the integer or float the registers hold, before scale and offset); the value is ``None``.
-* ``bad``: the registers cannot be decoded (wrong count, a string that is not ASCII); the
-  value is ``None``.
+* ``bad``: the registers cannot be decoded (wrong count, a register past 16 bits); the
+  value is ``None``. ``bad`` means the device did not give a usable answer; a string the
+  device sent whose bytes are not valid in the point's ``encoding`` is ``invalid``.
 
 Byte orders. The registers arrive as 16-bit words ``w0, w1, ...`` in address order, each
 word sent high byte first. Naming the bytes of a 32-bit value ``A`` (most significant) to
@@ -34,9 +38,12 @@ it does not swap words pairwise; ``BADC`` swaps the bytes inside each word
 (``BA DC FE HG``). For 16-bit values only the byte swap matters: ``ABCD`` and ``CDAB``
 read ``AB``, ``BADC`` and ``DCBA`` read ``BA`` (as Telegraf does).
 
-Strings occupy ``length`` registers, two ASCII bytes per register; ``ABCD``/``CDAB`` put the
-first character in the high byte, ``BADC``/``DCBA`` in the low byte (word order is not
-changed for strings). Trailing NULs and spaces are stripped.
+Strings occupy ``length`` registers, two bytes per register; ``ABCD``/``CDAB`` put the
+first byte in the high byte, ``BADC``/``DCBA`` in the low byte (word order is not
+changed for strings). The bytes are cut at the first NUL (devices leave old text after the
+terminator), decoded with the point's ``encoding`` (UTF-8 unless set, e.g. ``ascii``,
+``latin-1``), and leading and trailing spaces and NULs are stripped. Bytes the encoding
+cannot decode give quality ``invalid``.
 
 ``bit`` (0 = least significant bit) reads one bit of a 16-bit register as a ``bool``.
 Points in the coil and discrete tables are read as bits: ``bool`` points get the bit,
@@ -49,6 +56,7 @@ import math
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from decimal import Decimal
 
 from gateway.core.model import BIT_TABLES, BYTE_ORDERS, PointConfig, Quality, Value
 
@@ -70,6 +78,10 @@ _CODES: dict[str, tuple[str, int]] = {
     "float64": ("d", 4),
 }
 _FLOAT_TYPES = frozenset({"float32", "float64"})
+INTEGER_RANGE = (-(1 << 63), (1 << 64) - 1)
+"""Integers a point may publish: int64 and uint64, what JSON consumers and InfluxDB's
+integer (``i``) and unsigned (``u``) fields hold exactly; a scaled integer beyond is invalid."""
+_FLOAT_EXACT = 1 << 53  # past it, raw * scale in floats is no longer exact
 
 
 def written_decimals(text: str) -> int:
@@ -125,6 +137,53 @@ def _check_order(point: PointConfig) -> None:
         raise ValueError(f"unknown byte order {point.byte_order!r} for point {point.name!r}")
 
 
+def _integral(number: float) -> int | None:
+    """``number`` as an ``int`` when it is a whole number (``5.0`` -> 5), else None."""
+    if isinstance(number, bool):
+        return int(number)
+    if isinstance(number, int):
+        return number
+    return int(number) if math.isfinite(number) and float(number).is_integer() else None
+
+
+def _scaler(point: PointConfig) -> Callable[[int], Decoded]:
+    """``raw * scale + offset`` of an integer raw value (an integer type or a bit), exact.
+
+    With a whole scale and offset the result is an ``int``, exact at any width, and
+    ``invalid`` outside `INTEGER_RANGE` (the integers the payload formats carry). Otherwise
+    a ``float``, rounded per `rounding`; past 2**53, where a float product would already be
+    off, the sum is computed in `Decimal` and rounded once.
+    """
+    whole_scale, whole_offset = _integral(point.scale), _integral(point.offset)
+    places = rounding(point)
+    low, high = INTEGER_RANGE
+    if whole_scale is not None and whole_offset is not None:
+        identity = whole_scale == 1 and whole_offset == 0
+
+        def scale_int(raw: int) -> Decoded:
+            value = raw if identity else raw * whole_scale + whole_offset
+            if not low <= value <= high:
+                return INVALID
+            return value, "good"
+
+        return scale_int
+    scale, offset = float(point.scale), float(point.offset)
+    exact_scale, exact_offset = Decimal(repr(scale)), Decimal(repr(offset))
+    isfinite = math.isfinite
+
+    def scale_float(raw: int) -> Decoded:
+        if -_FLOAT_EXACT <= raw <= _FLOAT_EXACT:
+            value = raw * scale + offset
+        else:
+            exact = Decimal(raw) * exact_scale + exact_offset
+            value = float(round(exact, places) if places is not None else exact)
+        if not isfinite(value):
+            return INVALID
+        return (value if places is None else round(value, places)), "good"
+
+    return scale_float
+
+
 def _numeric(point: PointConfig) -> Decoder:
     code, width = _CODES[point.type]
     pack = struct.Struct(f"{'<' if _swaps_bytes(point.byte_order) else '>'}{width}H").pack
@@ -137,6 +196,7 @@ def _numeric(point: PointConfig) -> Decoder:
     isfinite = math.isfinite
     sentinels = frozenset(point.invalid_values)
     places = rounding(point)
+    scale_int = _scaler(point)
 
     def decode(registers: Sequence[int] | Sequence[bool]) -> Decoded:
         if len(registers) != width:
@@ -147,14 +207,11 @@ def _numeric(point: PointConfig) -> Decoder:
             return BAD
         if sentinels and raw in sentinels:
             return INVALID
-        if is_float:
-            if not isfinite(raw):
-                return INVALID
-            value = raw if identity else raw * scale + offset
-        elif identity:
-            return raw, "good"
-        else:
-            value = raw * scale + offset
+        if not is_float:
+            return scale_int(raw)
+        if not isfinite(raw):
+            return INVALID
+        value = raw if identity else raw * scale + offset
         if not isfinite(value):
             return INVALID
         return (value if places is None else round(value, places)), "good"
@@ -194,19 +251,12 @@ def _bit_table(point: PointConfig) -> Decoder:
             return bool(bits[0]), "good"
 
         return decode_bool
-    scale = float(point.scale)
-    offset = float(point.offset)
-    identity = scale == 1 and offset == 0
-    places = rounding(point)
+    scale_int = _scaler(point)
 
     def decode_number(bits: Sequence[int] | Sequence[bool]) -> Decoded:
         if len(bits) != 1:
             return BAD
-        raw = 1 if bits[0] else 0
-        if identity:
-            return raw, "good"
-        value = raw * scale + offset
-        return (value if places is None else round(value, places)), "good"
+        return scale_int(1 if bits[0] else 0)
 
     return decode_number
 
@@ -214,15 +264,20 @@ def _bit_table(point: PointConfig) -> Decoder:
 def _string(point: PointConfig) -> Decoder:
     length = point.length or 1
     pack = struct.Struct(f"{'<' if _swaps_bytes(point.byte_order) else '>'}{length}H").pack
+    encoding = point.encoding
 
     def decode(registers: Sequence[int] | Sequence[bool]) -> Decoded:
         if len(registers) != length:
             return BAD
         try:
-            text = pack(*registers).decode("ascii")
-        except (struct.error, UnicodeDecodeError):
+            data = pack(*registers)
+        except struct.error:
             return BAD
-        return text.rstrip("\x00 "), "good"
+        try:
+            text = data.split(b"\x00", 1)[0].decode(encoding)
+        except UnicodeDecodeError:
+            return INVALID
+        return text.strip(" \x00"), "good"
 
     return decode
 
@@ -288,7 +343,7 @@ def encode_registers(point: PointConfig, value: Value) -> list[int]:
     _check_order(point)
     if point.type == "string":
         length = point.length or 1
-        data = str(value).encode("ascii").ljust(2 * length, b"\x00")[: 2 * length]
+        data = str(value).encode(point.encoding).ljust(2 * length, b"\x00")[: 2 * length]
         fmt = f"{'<' if _swaps_bytes(point.byte_order) else '>'}{length}H"
         return list(struct.unpack(fmt, data))
     if point.type == "bool":

@@ -369,6 +369,15 @@ class PointConfig:
             maximum=MAX_READ_REGISTERS,
         ),
     )
+    encoding: str = field(
+        default="utf-8",
+        metadata=spec(
+            applies_to=MODBUS_DRIVERS,
+            doc="text encoding of a string point (any Python codec: utf-8, ascii, latin-1, "
+            "cp1252, ...); the text is cut at the first NUL and stripped of spaces; bytes it "
+            "cannot decode give quality invalid",
+        ),
+    )
     interval: float | None = field(
         default=None,
         metadata=spec(
