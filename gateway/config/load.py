@@ -34,8 +34,10 @@ from gateway.core.model import (
     DEFAULT_MODBUS_TCP_PORT,
     MAX_READ_REGISTERS,
     MODBUS_DRIVERS,
+    SIXTY_FOUR_BIT_TYPES,
     TCP_DRIVERS,
     TYPE_REGISTERS,
+    WORD_ORDERS_64,
     BridgeConfig,
     BridgeMqttConfig,
     BusConfig,
@@ -288,9 +290,22 @@ def _point(
     _modbus_keys(p, dtype, issues)
     if len(issues) == start and dtype is not None:
         _register_range(p, dtype, max_registers, issues)
-    order = p.get("byte_order") or device_order or "ABCD"
+    order = p.get("byte_order") or _narrow(device_order, dtype) or "ABCD"
+    if (p.given("byte_order") and order in WORD_ORDERS_64 and dtype is not None
+            and dtype not in SIXTY_FOUR_BIT_TYPES):
+        issues.append(p.at("byte_order").issue(
+            p.sub("byte_order"), f"byte order {order} is a 64-bit word order; a '{dtype}' "
+                                 f"point takes ABCD, CDAB, BADC or DCBA"))
     return _make_point(p, dtype, p.get("table"), p.get("address"), order, p.get("bit"),
                        p.get("length"), issues, start)
+
+
+def _narrow(device_order: str | None, dtype: str | None) -> str | None:
+    """A device's default order for one point: a 64-bit word order, for a narrower point,
+    is the order inside each 32-bit half (``CDABGHEF`` -> ``CDAB``, ``EFGHABCD`` -> ``ABCD``)."""
+    if device_order in WORD_ORDERS_64 and dtype not in SIXTY_FOUR_BIT_TYPES:
+        return device_order[:4].translate(str.maketrans("EFGH", "ABCD"))
+    return device_order
 
 
 def _modbus_type(p: Section, issues: list[ConfigIssue]) -> str | None:
@@ -366,6 +381,8 @@ _INTEGER_RANGES: dict[str, tuple[int, int]] = {
     "int16": (-(1 << 15), (1 << 15) - 1), "uint16": (0, (1 << 16) - 1),
     "int32": (-(1 << 31), (1 << 31) - 1), "uint32": (0, (1 << 32) - 1),
     "int64": (-(1 << 63), (1 << 63) - 1), "uint64": (0, (1 << 64) - 1),
+    "int8_high": (-128, 127), "int8_low": (-128, 127),
+    "uint8_high": (0, 255), "uint8_low": (0, 255),
 }
 
 
@@ -381,7 +398,7 @@ def _invalid_values(
             p.sub("invalid_values"), f"'invalid_values' does not apply to {dtype} points"))
         return ()
     limits = _INTEGER_RANGES.get(dtype)
-    if limits is None:  # float32, float64
+    if limits is None:  # float16, float32, float64
         return tuple(float(v) for v in values if v is not schema.INVALID)
     nodes = p.at("invalid_values").value
     out: list[int | float] = []

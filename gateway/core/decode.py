@@ -38,6 +38,29 @@ it does not swap words pairwise; ``BADC`` swaps the bytes inside each word
 (``BA DC FE HG``). For 16-bit values only the byte swap matters: ``ABCD`` and ``CDAB``
 read ``AB``, ``BADC`` and ``DCBA`` read ``BA`` (as Telegraf does).
 
+64-bit word orders. Some devices (energy counters as float64 or uint64) lay out eight
+bytes ``A`` (most significant) to ``H`` in ways the four orders above do not cover; they are
+named by the bytes as they appear on the wire, in address order, and apply to ``int64``,
+``uint64`` and ``float64`` only:
+
+==========  ======================  =================================================
+order       wire (w0 w1 w2 w3)      meaning
+==========  ======================  =================================================
+CDABGHEF    ``CD AB GH EF``         32-bit halves in order, words swapped inside each
+EFGHABCD    ``EF GH AB CD``         32-bit halves swapped, words in order inside each
+DCBAHGFE    ``DC BA HG FE``         halves in order, each half little endian
+FEHGBADC    ``FE HG BA DC``         halves swapped, bytes of each word swapped
+==========  ======================  =================================================
+
+The four short names keep their meaning at 64 bits: ``ABCD`` is ``ABCDEFGH``, ``DCBA``
+is ``HGFEDCBA``, ``BADC`` is ``BADCFEHG`` and ``CDAB`` is ``GHEFCDAB`` (those 8-letter
+spellings are accepted as aliases).
+
+``float16`` is an IEEE 754 half-precision value in one register. ``int8_high``,
+``int8_low``, ``uint8_high`` and ``uint8_low`` read one byte of a register (signed or
+not); a byte-swapping order (``BADC``, ``DCBA``) swaps the register's two bytes first, as
+it does for 16-bit values.
+
 Strings occupy ``length`` registers, two bytes per register; ``ABCD``/``CDAB`` put the
 first byte in the high byte, ``BADC``/``DCBA`` in the low byte (word order is not
 changed for strings). The bytes are cut at the first NUL (devices leave old text after the
@@ -58,7 +81,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from decimal import Decimal
 
-from gateway.core.model import BIT_TABLES, BYTE_ORDERS, PointConfig, Quality, Value
+from gateway.core.model import (
+    ALL_BYTE_ORDERS,
+    BIT_TABLES,
+    BYTE_ORDERS,
+    SIXTY_FOUR_BIT_TYPES,
+    WORD_ORDERS_64,
+    PointConfig,
+    Quality,
+    Value,
+)
 
 Decoded = tuple[Value | None, Quality]
 Decoder = Callable[[Sequence[int] | Sequence[bool]], Decoded]
@@ -76,8 +108,14 @@ _CODES: dict[str, tuple[str, int]] = {
     "int64": ("q", 4),
     "uint64": ("Q", 4),
     "float64": ("d", 4),
+    "float16": ("e", 1),
 }
-_FLOAT_TYPES = frozenset({"float32", "float64"})
+_FLOAT_TYPES = frozenset({"float16", "float32", "float64"})
+# 8-bit types: one byte of a register, by its place in the register (byte order aside)
+_BYTES: dict[str, tuple[int, bool]] = {
+    "int8_high": (8, True), "int8_low": (0, True),
+    "uint8_high": (8, False), "uint8_low": (0, False),
+}
 INTEGER_RANGE = (-(1 << 63), (1 << 64) - 1)
 """Integers a point may publish: int64 and uint64, what JSON consumers and InfluxDB's
 integer (``i``) and unsigned (``u``) fields hold exactly; a scaled integer beyond is invalid."""
@@ -133,8 +171,48 @@ def _reverses_words(byte_order: str) -> bool:
 
 
 def _check_order(point: PointConfig) -> None:
-    if point.byte_order not in BYTE_ORDERS:
+    if point.byte_order not in ALL_BYTE_ORDERS:
         raise ValueError(f"unknown byte order {point.byte_order!r} for point {point.name!r}")
+    if point.byte_order in WORD_ORDERS_64 and point.type not in SIXTY_FOUR_BIT_TYPES:
+        raise ValueError(f"byte order {point.byte_order} of point {point.name!r} is for "
+                         f"64-bit types only")
+
+
+def _wire_places(order: str) -> tuple[int, ...]:
+    """For an 8-letter order: the wire position of each big-endian byte (A=0 .. H=7)."""
+    return tuple(order.index(chr(ord("A") + i)) for i in range(8))
+
+
+def _to_big_endian(order: str, width: int) -> Callable[[Sequence[int]], bytes]:
+    """Registers as sent under ``order`` -> the value's bytes, most significant first."""
+    if order in WORD_ORDERS_64:
+        places = _wire_places(order)
+        pack8 = struct.Struct(">4H").pack
+
+        def reorder(registers: Sequence[int]) -> bytes:
+            wire = pack8(*registers)
+            return bytes(wire[i] for i in places)
+
+        return reorder
+    pack = struct.Struct(f"{'<' if _swaps_bytes(order) else '>'}{width}H").pack
+    if width > 1 and _reverses_words(order):
+        return lambda registers: pack(*registers[::-1])
+    return lambda registers: pack(*registers)
+
+
+def _from_big_endian(order: str, data: bytes) -> list[int]:
+    """The inverse of `_to_big_endian`: a value's bytes -> the registers sent."""
+    width = len(data) // 2
+    if order in WORD_ORDERS_64:
+        places = _wire_places(order)
+        wire = bytearray(8)
+        for i, place in enumerate(places):
+            wire[place] = data[i]
+        return list(struct.unpack(">4H", bytes(wire)))
+    words = list(struct.unpack(f"{'<' if _swaps_bytes(order) else '>'}{width}H", data))
+    if width > 1 and _reverses_words(order):
+        words.reverse()
+    return words
 
 
 def _integral(number: float) -> int | None:
@@ -186,9 +264,8 @@ def _scaler(point: PointConfig) -> Callable[[int], Decoded]:
 
 def _numeric(point: PointConfig) -> Decoder:
     code, width = _CODES[point.type]
-    pack = struct.Struct(f"{'<' if _swaps_bytes(point.byte_order) else '>'}{width}H").pack
+    to_bytes = _to_big_endian(point.byte_order, width)
     unpack = struct.Struct(f">{code}").unpack
-    reverse = width > 1 and _reverses_words(point.byte_order)
     is_float = point.type in _FLOAT_TYPES
     scale = float(point.scale)
     offset = float(point.offset)
@@ -202,7 +279,7 @@ def _numeric(point: PointConfig) -> Decoder:
         if len(registers) != width:
             return BAD
         try:
-            raw = unpack(pack(*(registers[::-1] if reverse else registers)))[0]
+            raw = unpack(to_bytes(registers))[0]
         except struct.error:
             return BAD
         if sentinels and raw in sentinels:
@@ -261,6 +338,28 @@ def _bit_table(point: PointConfig) -> Decoder:
     return decode_number
 
 
+def _byte(point: PointConfig) -> Decoder:
+    """``int8_high`` .. ``uint8_low``: one byte of a register; with a byte-swapping order
+    (BADC, DCBA) the register's bytes are swapped first, as for 16-bit values."""
+    shift, signed = _BYTES[point.type]
+    if _swaps_bytes(point.byte_order):
+        shift = 8 - shift
+    sentinels = frozenset(point.invalid_values)
+    scale_int = _scaler(point)
+
+    def decode(registers: Sequence[int] | Sequence[bool]) -> Decoded:
+        if len(registers) != 1 or not 0 <= int(registers[0]) <= 0xFFFF:
+            return BAD
+        raw = (int(registers[0]) >> shift) & 0xFF
+        if signed and raw > 127:
+            raw -= 256
+        if sentinels and raw in sentinels:
+            return INVALID
+        return scale_int(raw)
+
+    return decode
+
+
 def _string(point: PointConfig) -> Decoder:
     length = point.length or 1
     pack = struct.Struct(f"{'<' if _swaps_bytes(point.byte_order) else '>'}{length}H").pack
@@ -299,6 +398,8 @@ def build_decoder(point: PointConfig) -> Decoder:
         return _string(point)
     if point.type in _CODES:
         return _numeric(point)
+    if point.type in _BYTES:
+        return _byte(point)
     raise ValueError(f"unknown data type {point.type!r} for point {point.name!r}")
 
 
@@ -313,14 +414,18 @@ def is_multi_register(point: PointConfig) -> bool:
 
 
 def decode_all_orders(
-    point: PointConfig, registers: Sequence[int]
+    point: PointConfig, registers: Sequence[int], *, four_only: bool = False
 ) -> dict[str, Value | None]:
     """``registers`` decoded under every byte order (for ``sensegate read --all-orders``).
 
-    A value that is not good under some order is ``None`` there.
+    A value that is not good under some order is ``None`` there. 64-bit types get the
+    8-letter word orders (`WORD_ORDERS_64`) after the four, unless ``four_only``.
     """
     result: dict[str, Value | None] = {}
-    for order in BYTE_ORDERS:
+    orders = BYTE_ORDERS
+    if point.type in SIXTY_FOUR_BIT_TYPES and not four_only:
+        orders = ALL_BYTE_ORDERS
+    for order in orders:
         value, quality = build_decoder(replace(point, byte_order=order))(registers)
         result[order] = value if quality == "good" else None
     return result
@@ -348,10 +453,10 @@ def encode_registers(point: PointConfig, value: Value) -> list[int]:
         return list(struct.unpack(fmt, data))
     if point.type == "bool":
         return [1 if value else 0]
-    code, width = _CODES[point.type]
-    data = struct.pack(f">{code}", value)
-    fmt = f"{'<' if _swaps_bytes(point.byte_order) else '>'}{width}H"
-    words = list(struct.unpack(fmt, data))
-    if width > 1 and _reverses_words(point.byte_order):
-        words.reverse()
-    return words
+    if point.type in _BYTES:
+        shift, _ = _BYTES[point.type]
+        if _swaps_bytes(point.byte_order):
+            shift = 8 - shift
+        return [(int(value) & 0xFF) << shift]
+    code, _ = _CODES[point.type]
+    return _from_big_endian(point.byte_order, struct.pack(f">{code}", value))

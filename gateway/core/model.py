@@ -21,8 +21,13 @@ Table = Literal["holding", "input", "coil", "discrete"]
 DataType = Literal[
     "int16", "uint16", "int32", "uint32", "int64", "uint64",
     "float32", "float64", "bool", "string",
+    "int8_high", "int8_low", "uint8_high", "uint8_low", "float16",
 ]
-ByteOrder = Literal["ABCD", "DCBA", "BADC", "CDAB"]
+ByteOrder4 = Literal["ABCD", "DCBA", "BADC", "CDAB"]
+# 64-bit layouts the four orders do not cover: bytes A (most significant) to H as they
+# appear on the wire, in address order (docs/drivers.md, "64-bit word orders").
+WordOrder64 = Literal["CDABGHEF", "EFGHABCD", "DCBAHGFE", "FEHGBADC"]
+ByteOrder = Literal[ByteOrder4, WordOrder64]
 Driver = Literal["modbus-tcp", "modbus-rtu", "modbus-rtu-over-tcp", "serial-line"]
 Parity = Literal["N", "E", "O"]
 Quality = Literal["good", "bad", "invalid"]
@@ -33,7 +38,10 @@ Aggregate = Literal["min", "max", "mean", "last", "count"]
 TABLES: tuple[str, ...] = get_args(Table)
 BIT_TABLES: tuple[str, ...] = ("coil", "discrete")
 DATA_TYPES: tuple[str, ...] = get_args(DataType)
-BYTE_ORDERS: tuple[ByteOrder, ...] = get_args(ByteOrder)
+BYTE_ORDERS: tuple[ByteOrder, ...] = get_args(ByteOrder4)
+WORD_ORDERS_64: tuple[ByteOrder, ...] = get_args(WordOrder64)
+ALL_BYTE_ORDERS: tuple[ByteOrder, ...] = BYTE_ORDERS + WORD_ORDERS_64
+SIXTY_FOUR_BIT_TYPES: tuple[str, ...] = ("int64", "uint64", "float64")
 DRIVERS: tuple[str, ...] = get_args(Driver)
 AGGREGATES: tuple[str, ...] = get_args(Aggregate)
 MODBUS_DRIVERS: tuple[str, ...] = ("modbus-tcp", "modbus-rtu", "modbus-rtu-over-tcp")
@@ -43,7 +51,8 @@ DEFAULT_MODBUS_TCP_PORT = 502
 
 # Registers a value of each type occupies (string: its `length`; bool: one register or bit).
 TYPE_REGISTERS: dict[str, int] = {
-    "int16": 1, "uint16": 1, "bool": 1,
+    "int16": 1, "uint16": 1, "bool": 1, "float16": 1,
+    "int8_high": 1, "int8_low": 1, "uint8_high": 1, "uint8_low": 1,
     "int32": 2, "uint32": 2, "float32": 2,
     "int64": 4, "uint64": 4, "float64": 4,
 }
@@ -63,6 +72,8 @@ PROFILE_HINT = "use 1-64 letters, digits, '_', '.' or '-'"
 # What each byte order means, in the words manuals and Modbus tools use.
 BYTE_ORDER_NAMES: dict[str, str] = {
     "ABCD": "big endian", "CDAB": "word swap", "BADC": "byte swap", "DCBA": "little endian",
+    "CDABGHEF": "64-bit words swapped per half", "EFGHABCD": "64-bit halves swapped",
+    "DCBAHGFE": "64-bit halves little endian", "FEHGBADC": "64-bit halves and bytes swapped",
 }
 # Byte-order spellings accepted and normalised at load (case-insensitive; '_' and spaces
 # read as '-'): Telegraf's normalizeByteOrder (word order MSW/LSW first, then the byte order
@@ -75,12 +86,14 @@ BYTE_ORDER_ALIASES: dict[str, str] = {
     "4321": "DCBA", "word-byte-swap": "DCBA", "byte-word-swap": "DCBA", "swap-all": "DCBA",
     "msw-le": "BADC", "big-swap": "BADC", "big-endian-byte-swap": "BADC", "2143": "BADC",
     "byte-swap": "BADC", "byteswap": "BADC", "byte-swapped": "BADC", "swap-bytes": "BADC",
+    "abcdefgh": "ABCD", "hgfedcba": "DCBA", "badcfehg": "BADC", "ghefcdab": "CDAB",
     "lsw-be": "CDAB", "little-swap": "CDAB", "little-endian-byte-swap": "CDAB", "3412": "CDAB",
     "word-swap": "CDAB", "wordswap": "CDAB", "word-swapped": "CDAB", "swap-words": "CDAB",
 }
 BYTE_ORDER_DOC = ("ABCD (big endian) | CDAB (word swap) | BADC (byte swap) | DCBA (little "
                   "endian); aliases: big, little, word-swap, byte-swap, MSW-BE, MSW-LE, "
-                  "LSW-BE, LSW-LE, 1234, 3412, 2143, 4321")
+                  "LSW-BE, LSW-LE, 1234, 3412, 2143, 4321; 64-bit types also: CDABGHEF, "
+                  "EFGHABCD, DCBAHGFE, FEHGBADC (bytes A..H as sent, docs/drivers.md)")
 
 
 def byte_order_by_meaning(text: str) -> str | None:

@@ -383,3 +383,88 @@ def test_strings_never_bad_and_invalid_only_when_undecodable(data: bytes) -> Non
         assert (value, quality) == (None, "invalid")
     else:
         assert (value, quality) == (text.strip(" \x00"), "good")
+
+
+# 64-bit word orders: where each big-endian byte (A=0 .. H=7) sits on the wire
+WORD_ORDER_LAYOUTS = {
+    "CDABGHEF": [2, 3, 0, 1, 6, 7, 4, 5],
+    "EFGHABCD": [4, 5, 6, 7, 0, 1, 2, 3],
+    "DCBAHGFE": [3, 2, 1, 0, 7, 6, 5, 4],
+    "FEHGBADC": [5, 4, 7, 6, 1, 0, 3, 2],
+}
+
+
+def test_64_bit_word_orders_lay_out_bytes_as_named() -> None:
+    for order, layout in WORD_ORDER_LAYOUTS.items():
+        point = PointConfig("t", "uint64", "holding", 0, byte_order=order)  # type: ignore[arg-type]
+        big = (0x0102030405060708).to_bytes(8, "big")
+        data = bytes(big[i] for i in layout)
+        registers = [int.from_bytes(data[i : i + 2], "big") for i in range(0, 8, 2)]
+        assert registers == encode_registers(point, 0x0102030405060708)
+        assert build_decoder(point)(registers) == (0x0102030405060708, "good")
+    assert encode_registers(PointConfig("t", "uint64", "holding", 0, byte_order="EFGHABCD"),
+                            0x0102030405060708) == [0x0506, 0x0708, 0x0102, 0x0304]
+
+
+@pytest.mark.parametrize("order", list(WORD_ORDER_LAYOUTS))
+@pytest.mark.parametrize("type_", ["int64", "uint64", "float64"])
+def test_64_bit_word_orders_round_trip(type_: str, order: str) -> None:
+    point = PointConfig("t", type_, "holding", 0, byte_order=order)  # type: ignore[arg-type]
+    assert build_decoder(point)(encode_registers(point, SAMPLES[type_])) == (
+        SAMPLES[type_], "good")
+
+
+def test_word_orders_refused_for_narrower_types() -> None:
+    with pytest.raises(ValueError, match="64-bit types only"):
+        build_decoder(PointConfig("t", "float32", "holding", 0, byte_order="EFGHABCD"))
+
+
+def test_all_orders_of_a_64_bit_point_include_the_word_orders() -> None:
+    point = PointConfig("t", "uint64", "holding", 0)
+    orders = decode_all_orders(point, [0x0506, 0x0708, 0x0102, 0x0304])
+    assert orders["EFGHABCD"] == 0x0102030405060708
+    assert list(decode_all_orders(point, [0, 0, 0, 1], four_only=True)) == [
+        "ABCD", "DCBA", "BADC", "CDAB"]
+
+
+@pytest.mark.parametrize(
+    ("type_", "order", "register", "expected"),
+    [
+        ("uint8_high", "ABCD", 0xFE01, 0xFE),
+        ("uint8_low", "ABCD", 0xFE01, 0x01),
+        ("int8_high", "ABCD", 0xFE01, -2),
+        ("int8_low", "ABCD", 0x01FE, -2),
+        ("int8_low", "ABCD", 0x017F, 127),
+        ("uint8_high", "BADC", 0xFE01, 0x01),  # bytes swapped first
+        ("uint8_low", "DCBA", 0xFE01, 0xFE),
+    ],
+)
+def test_8_bit_types(type_: str, order: str, register: int, expected: int) -> None:
+    point = PointConfig("t", type_, "holding", 0, byte_order=order)  # type: ignore[arg-type]
+    assert build_decoder(point)([register]) == (expected, "good")
+    assert build_decoder(point)(encode_registers(point, expected)) == (expected, "good")
+
+
+def test_8_bit_scaled_and_invalid() -> None:
+    point = PointConfig("t", "int8_low", "holding", 0, scale=0.5, invalid_values=(-128,))
+    assert build_decoder(point)([0x00FF]) == (-0.5, "good")
+    assert build_decoder(point)([0x0080]) == (None, "invalid")
+
+
+@pytest.mark.parametrize(
+    ("register", "expected"),
+    [(0x3C00, 1.0), (0xC000, -2.0), (0x7BFF, 65504.0), (0x3555, 0.333251953125),
+     (0x0001, 2.0 ** -24)],
+)
+def test_float16(register: int, expected: float) -> None:
+    point = PointConfig("t", "float16", "holding", 0)
+    assert build_decoder(point)([register]) == (expected, "good")
+    swapped = PointConfig("t", "float16", "holding", 0, byte_order="BADC")
+    assert build_decoder(swapped)([((register & 0xFF) << 8) | (register >> 8)]) == (
+        expected, "good")
+
+
+def test_float16_nan_and_infinity_are_invalid() -> None:
+    point = PointConfig("t", "float16", "holding", 0)
+    assert build_decoder(point)([0x7C00]) == (None, "invalid")
+    assert build_decoder(point)([0x7E00]) == (None, "invalid")
