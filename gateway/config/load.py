@@ -29,6 +29,7 @@ from gateway.config.source import Node, describe
 from gateway.core import secrets
 from gateway.core.declare import Field, declared, strip_none
 from gateway.core.errors import ConfigError, ConfigIssue
+from gateway.core.modbus import modicon_address
 from gateway.core.model import (
     BIT_TABLES,
     DEFAULT_MODBUS_TCP_PORT,
@@ -270,7 +271,7 @@ def _unique_points(points: list[Section], issues: list[ConfigIssue]) -> None:
 
 def _point(
     p: Section, driver: str, device_order: str | None, max_registers: int,
-    issues: list[ConfigIssue],
+    issues: list[ConfigIssue], addressing: str = "protocol",
 ) -> PointConfig | None:
     """Check one point for ``driver``; the PointConfig, or None when it cannot be built."""
     start = len(issues)
@@ -286,6 +287,10 @@ def _point(
                     p.sub(key), f"'{key}' does not apply to {driver} points"))
         dtype = p.get("type") if p.given("type") else "float64"
         return _make_point(p, dtype, None, None, "ABCD", None, None, issues, start)
+    converted = _addressed(p, addressing, issues)
+    if converted is None:
+        return None
+    p = converted
     dtype = _modbus_type(p, issues)
     _modbus_keys(p, dtype, issues)
     if len(issues) == start and dtype is not None:
@@ -300,6 +305,45 @@ def _point(
                        p.get("length"), issues, start)
 
 
+def _addressed(p: Section, addressing: str, issues: list[ConfigIssue]) -> Section | None:
+    """The point with its ``address`` (and, for Modicon numbers, ``table``) converted to the
+    protocol address the device's ``addressing`` says it is written in; None after an issue."""
+    address = p.get("address")
+    if not isinstance(address, int) or isinstance(address, bool):
+        return p
+    here = p.at("address")
+    if addressing == "protocol":
+        if address > ADDRESS_SPACE - 1:
+            hint = (f"; {address} looks like a Modicon register number: set the device's "
+                    f"addressing: modicon" if address >= 100_001 else "")
+            issues.append(here.issue(p.sub("address"), f"{address} is out of range "
+                                                       f"0..{ADDRESS_SPACE - 1}{hint}"))
+            return None
+        return p
+    if addressing == "one-based":
+        if not 1 <= address <= ADDRESS_SPACE:
+            issues.append(here.issue(p.sub("address"), f"{address} is not a register number: "
+                                                       f"with addressing one-based they run "
+                                                       f"from 1 (address 0) to {ADDRESS_SPACE}"))
+            return None
+        return Section(p.node, p.path, {**p.values, "address": address - 1})
+    try:
+        table, converted = modicon_address(address)
+    except ValueError as exc:
+        issues.append(here.issue(p.sub("address"), f"{exc} (addressing modicon)"))
+        return None
+    given = p.get("table")
+    if given is not None and given != table:
+        issues.append(here.issue(
+            p.sub("address"), f"{address} is {'an' if table == 'input' else 'a'} {table} "
+                              f"register number in modicon addressing ({table} address "
+                              f"{converted}), but the point says table "
+                              f"{given}: drop 'table', or use addressing protocol or one-based "
+                              f"for a plain number"))
+        return None
+    return Section(p.node, p.path, {**p.values, "address": converted, "table": table})
+
+
 def _narrow(device_order: str | None, dtype: str | None) -> str | None:
     """A device's default order for one point: a 64-bit word order, for a narrower point,
     is the order inside each 32-bit half (``CDABGHEF`` -> ``CDAB``, ``EFGHABCD`` -> ``ABCD``)."""
@@ -311,7 +355,7 @@ def _narrow(device_order: str | None, dtype: str | None) -> str | None:
 def _modbus_type(p: Section, issues: list[ConfigIssue]) -> str | None:
     """A Modbus point's table and address are there; its type, defaulted by its table."""
     for key in ("table", "address"):
-        if not p.given(key):
+        if not p.given(key) and p.get(key) is None:
             issues.append(p.node.issue(p.path, f"missing required key '{key}' for a modbus "
                                                "point"))
     table = p.get("table")
@@ -574,6 +618,13 @@ class _GatewayBuilder:
                 1 <= unit <= 247):
             issues.append(d.at("unit").issue(d.sub("unit"), f"{describe(d.at('unit'))} is out "
                                                             f"of range 1..247 for {driver}"))
+        codes = setting("retry_exceptions")
+        if isinstance(codes, list) and any(isinstance(c, int) and not 1 <= c <= 255
+                                           for c in codes):
+            where = d if d.given("retry_exceptions") or profile is None else profile.section
+            issues.append(where.at("retry_exceptions").issue(
+                where.sub("retry_exceptions"), "Modbus exception codes run from 1 to 255 "
+                                               "(e.g. 6: server device busy)"))
         pattern = setting("pattern")
         # A profile that failed to load has been reported; its pattern is unknown.
         if (driver == "serial-line" and pattern is None and not d.given("pattern")
@@ -586,7 +637,8 @@ class _GatewayBuilder:
             issues.append(d.node.issue(d.path, "no points: list them under 'points' or name a "
                                                "'profile'"))
         max_registers = setting("max_registers")
-        points = [_point(p, driver, setting("byte_order"), max_registers, issues)
+        points = [_point(p, driver, setting("byte_order"), max_registers, issues,
+                         setting("addressing"))
                   for p in point_sections]
         if driver == "serial-line" and pattern is not None:
             where = d if d.given("pattern") or profile is None else profile.section
@@ -599,7 +651,8 @@ class _GatewayBuilder:
             return None
         return build(
             DeviceConfig, d, points=tuple(p for p in points if p is not None),
-            **{key: setting(key) for key in schema.PROFILE_DEFAULTS},
+            **{key: tuple(v) if isinstance(v := setting(key), list) else v
+               for key in schema.PROFILE_DEFAULTS},
             measurement=d.get("measurement") or name, tags=tags, port=port, serial=serial,
         )
 

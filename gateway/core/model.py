@@ -34,6 +34,7 @@ Quality = Literal["good", "bad", "invalid"]
 PayloadFormat = Literal["json", "influx"]
 InfluxApi = Literal["v1", "v2"]
 Aggregate = Literal["min", "max", "mean", "last", "count"]
+Addressing = Literal["protocol", "one-based", "modicon"]
 
 TABLES: tuple[str, ...] = get_args(Table)
 BIT_TABLES: tuple[str, ...] = ("coil", "discrete")
@@ -332,7 +333,9 @@ class PointConfig:
     address: int | None = field(  # None for serial-line points
         default=None,
         metadata=spec(
-            applies_to=MODBUS_DRIVERS, doc="0-based protocol address", minimum=0, maximum=65535
+            applies_to=MODBUS_DRIVERS, minimum=0, maximum=465536,
+            doc="0-based protocol address 0..65535 (or as the device's `addressing` says: "
+            "register numbers 1..65536, Modicon numbers up to 465536)",
         ),
     )
     byte_order: ByteOrder = field(
@@ -552,6 +555,79 @@ class DeviceConfig:
             minimum=1,
             maximum=MAX_READ_REGISTERS,
             applies_to=MODBUS_DRIVERS,
+        ),
+    )
+    # Device quirks (docs/drivers.md, "Device quirks": which device behaviour each one fixes)
+    pause: float = field(
+        default=0.0,
+        metadata=spec(
+            kind="duration",
+            applies_to=MODBUS_DRIVERS,
+            doc="quirk: wait this long between two requests to this device (slow devices that "
+            "miss a request sent right after their last answer); the bus is free meanwhile",
+        ),
+    )
+    pause_after_connect: float = field(
+        default=0.0,
+        metadata=spec(
+            kind="duration",
+            applies_to=MODBUS_DRIVERS,
+            doc="quirk: wait this long after the connection opens before the first request "
+            "(devices that drop or ignore a request sent at once after connect)",
+        ),
+    )
+    one_request_per_point: bool = field(
+        default=False,
+        metadata=spec(
+            applies_to=MODBUS_DRIVERS,
+            doc="quirk: never read two values in one request (devices that refuse or garble "
+            "requests spanning several values); points sharing registers still share one",
+        ),
+    )
+    close_after_scan: bool = field(
+        default=False,
+        metadata=spec(
+            applies_to=MODBUS_DRIVERS,
+            doc="quirk: close the connection after every scan (devices that accept one client "
+            "at a time, or hang on an idle connection)",
+        ),
+    )
+    turnaround_delay: float = field(
+        default=0.0,
+        metadata=spec(
+            kind="duration",
+            applies_to=MODBUS_DRIVERS,
+            doc="quirk: keep the line silent this long after each transaction with this "
+            "device, before any device is sent a request (RS-485 transceivers slow to "
+            "release the line); the bus's frame_gap applies to every device",
+        ),
+    )
+    retry_exceptions: tuple[int, ...] = field(
+        default=(),
+        metadata=spec(
+            item_kind="int",
+            applies_to=MODBUS_DRIVERS,
+            doc="quirk: Modbus exception codes retried like a timeout (up to `retries` times, "
+            "after `retry_wait`), e.g. [6] for server busy, [5, 6] for acknowledge and busy",
+        ),
+    )
+    retry_wait: float = field(
+        default=0.1,
+        metadata=spec(
+            kind="duration",
+            applies_to=MODBUS_DRIVERS,
+            doc="wait before retrying a request answered with one of `retry_exceptions`",
+        ),
+    )
+    addressing: Addressing = field(
+        default="protocol",
+        metadata=spec(
+            applies_to=MODBUS_DRIVERS,
+            noun="an addressing",
+            doc="how point addresses are written: protocol (0-based, as sent) | one-based "
+            "(register number 1 is address 0) | modicon (40001-style: 40001 is holding "
+            "address 0, 30001 input, 10001 discrete, 00001 coil; six digits 400001 up to "
+            "465536; the table follows from the number)",
         ),
     )
     profile: str | None = field(
