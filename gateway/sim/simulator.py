@@ -70,6 +70,7 @@ from gateway.core.model import BIT_TABLES, PointConfig, Value
 FAULTS = ("silent", "exception", "garbage", "truncated", "crc", "bytecount")
 _WIRE_FAULTS = ("garbage", "truncated", "crc", "bytecount")  # applied to the frame built
 ILLEGAL_FUNCTION, ILLEGAL_ADDRESS, ILLEGAL_VALUE = 1, 2, 3
+SERVER_BUSY = 6
 _MAX_REGISTERS, _MAX_BITS = 125, 2000
 _BYTE_COUNT_AT = {FramerType.SOCKET: 8, FramerType.RTU: 2}  # after MBAP or unit, and code
 
@@ -142,6 +143,7 @@ class SimUnit:
     exception_code: int = 2
     delay: float = 0.0
     reads: int = 0  # read requests answered or refused (not counted when silent)
+    busy_for: int = 0  # answer the next reads with exception 6 (server device busy)
     busy: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     def __post_init__(self) -> None:
@@ -303,6 +305,10 @@ class ModbusSimulator:
         if unit.fault == "exception":
             unit.reads += 1
             return self._exception(pdu, function, unit.exception_code)
+        if unit.busy_for > 0 and table is not None:
+            unit.busy_for -= 1
+            unit.reads += 1
+            return self._exception(pdu, function, SERVER_BUSY)
         if table is None or pdu.isError():
             return pdu  # a write (applied by `accept`), or an exception pymodbus chose
         unit.reads += 1
