@@ -290,6 +290,11 @@ class BusConfig:
             kind="duration", doc="extra silence between transactions, for devices that need it"
         ),
     )
+    framing: Literal["rtu", "ascii"] = field(
+        default="rtu",
+        metadata=spec(doc="rtu | ascii (Modbus ASCII: hex text with an LRC, for older "
+                      "devices and radio modems that only speak it)", noun="a framing"),
+    )
     turnaround: float = field(
         default=0.01,
         metadata=spec(

@@ -46,6 +46,7 @@ import logging
 import os
 import re
 import socket
+import termios
 import time
 import tty
 from collections.abc import Awaitable, Callable, Sequence
@@ -525,6 +526,31 @@ class ModbusRtuSimulator(ModbusSimulator):
         self._device_side: PtyPair | None = None  # the server's side, from `start`
         self._trace_frames = False
         self._server: ModbusSerialServer | None = None
+        self._line: tuple[int, str, str | None] | None = None
+
+    def listen_at(self, baudrate: int, parity: str = "N", trace: str | None = None) -> None:
+        """Answer only a gateway that opened the line at ``baudrate`` and ``parity``, as
+        devices set to them do (others see garbage, and stay silent). The speed is read
+        from the pty with termios; a pty keeps no parity, so the parity asked for is read
+        from the gateway's `drivers.line` trace file ``trace`` (its last line for this
+        port); without one, parity is not checked."""
+        self._line = (baudrate, parity, trace)
+
+    def _line_matches(self) -> bool:
+        if self._line is None:
+            return True
+        baudrate, parity, trace = self._line
+        speed = termios.tcgetattr(self.pty.master)[4]
+        if speed != getattr(termios, f"B{baudrate}", None):
+            return False
+        if trace is None:
+            return True
+        try:
+            with open(trace, encoding="utf-8") as lines:
+                asked = [line.split() for line in lines if line.startswith(self.path + " ")]
+        except OSError:
+            return False
+        return bool(asked) and asked[-1][3] == parity
 
     def _copy(self, source: int, target: int, direction: str) -> None:
         try:
@@ -533,6 +559,8 @@ class ModbusRtuSimulator(ModbusSimulator):
             return
         if not data:
             return
+        if direction == "rx" and not self._line_matches():
+            return  # at another speed or parity the devices hear only noise
         if self.record_frames:
             self.frames.append(Frame(direction, time.monotonic(), data))
         with contextlib.suppress(OSError):  # a full or hung-up line loses the bytes
@@ -567,6 +595,14 @@ class ModbusRtuSimulator(ModbusSimulator):
             loop.remove_reader(device_side.master)
             device_side.close()
         self.pty.close()
+
+
+class ModbusAsciiSimulator(ModbusRtuSimulator):
+    """Modbus ASCII devices on a simulated line (`pymodbus.server.ModbusSerialServer` with
+    the ASCII framer): for buses with ``framing: ascii``."""
+
+    framer = FramerType.ASCII
+    framing = "ascii"
 
 
 class SerialLineSimulator:
