@@ -54,6 +54,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+from pymodbus import ModbusDeviceIdentification
 from pymodbus.datastore import (
     ModbusDeviceContext,
     ModbusSequentialDataBlock,
@@ -248,6 +249,7 @@ class ModbusSimulator:
         self._serving: _Serving | None = None  # set by `accept`, taken by the response
         self._packet: str | None = None  # what to do to the next frame sent: a fault, "drop"
         self._trace_frames = True  # log frames in trace_packet (the pty relay logs its own)
+        self.identity: ModbusDeviceIdentification | None = None  # FC 43/14, `identify_as`
 
     def unit(self, unit: int = 1) -> SimUnit:
         return self.units[unit]
@@ -349,8 +351,14 @@ class ModbusSimulator:
             devices={u: _UnitContext(self, u) for u in self.units}, single=False
         )
 
+    def identify_as(self, vendor: str, product: str, revision: str = "1.0") -> None:
+        """Answer FC 43/14 (read device identification) with these, for every unit."""
+        self.identity = ModbusDeviceIdentification(info_name={  # type: ignore[no-untyped-call]
+            "VendorName": vendor, "ProductCode": product, "MajorMinorRevision": revision})
+
     def _server_options(self) -> dict[str, Any]:
         return {
+            "identity": self.identity,
             "framer": self.framer,
             "ignore_missing_devices": True,
             "trace_packet": self._trace_packet,
