@@ -169,7 +169,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Runs until Ctrl-C (or --duration). Exit 0, 2 on a bad config or device name.",
         "  sensegate simulate -c site.yaml -o /tmp/practice.yaml\n"
         "  sensegate simulate -c site.yaml meter-main rws-1\n"
-        "  sensegate read -c /tmp/practice.yaml meter-main --all-orders",
+        "  sensegate simulate -c site.yaml --duration 10m",
     ),
     "outbox": (
         "offline buffer status",
