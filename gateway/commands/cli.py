@@ -169,7 +169,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Runs until Ctrl-C (or --duration). Exit 0, 2 on a bad config or device name.",
         "  sensegate simulate -c site.yaml -o /tmp/practice.yaml\n"
         "  sensegate simulate -c site.yaml meter-main rws-1\n"
-        "  sensegate simulate -c site.yaml --duration 10m",
+        "  sensegate simulate -c site.yaml --duration 10m\n"
+        "  sensegate simulate --profile eastron-sdm630 -o /tmp/meter.yaml",
     ),
     "outbox": (
         "offline buffer status",
@@ -271,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="write the config pointing at the simulators to FILE")
     simulate.add_argument("--duration", type=duration, default=None, metavar="DURATION",
                           help="stop after this long (default: until Ctrl-C)")
+    simulate.add_argument("--profile", action="append", default=[], metavar="NAME",
+                          help="simulate a device of this profile instead of a config's "
+                          "(repeatable)")
     with_config(command("outbox"))
     with_config(command("bridge"), DEFAULT_BRIDGE_CONFIG)
     demo = command("demo")
@@ -373,7 +377,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if command == "simulate":
         from gateway.sim import serve
 
-        return serve.run(path, args.devices, args.output, args.duration)
+        return serve.run(path, args.devices, args.output, args.duration, args.profile)
     if command == "scan":
         return _scan(args, path)
     if command == "outbox":

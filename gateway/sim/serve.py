@@ -1,4 +1,5 @@
-"""`sensegate simulate -c FILE [DEVICE...]`: the config's Modbus devices, simulated here.
+"""`sensegate simulate -c FILE [DEVICE...]`: the config's Modbus devices, simulated here
+(or, with ``--profile NAME``, one Modbus TCP device per shipped or local profile).
 
 Each Modbus TCP (or RTU over TCP) device gets a pymodbus server on a free loopback port,
 each RS-485 bus a pty with all its devices behind it (`gateway.sim.simulator`), filled with
@@ -13,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any, TextIO
@@ -208,6 +211,22 @@ async def _until_stopped(served: Served, duration: float | None) -> None:
             break
 
 
+def profile_site(profiles: Sequence[str], directory: str) -> str:
+    """A config file in ``directory`` with one Modbus TCP device per profile (named after
+    it), for ``sensegate simulate --profile NAME``; its path."""
+    lines = ["gateway: {id: practice}", "mqtt: {host: 127.0.0.1}", "devices:"]
+    for name in profiles:
+        lines += [f"  - name: {name.replace('.', '-')}", "    driver: modbus-tcp",
+                  "    host: 127.0.0.1", f"    profile: {name}"]
+    path = os.path.join(directory, "profiles.yaml")
+    _write(path, "\n".join(lines) + "\n")
+    return path
+
+
 def run(path: str, names: Sequence[str], write: str | None = None,
-        duration: float | None = None) -> int:
-    return asyncio.run(serve(path, names, sys.stdout, sys.stderr, write, duration))
+        duration: float | None = None, profiles: Sequence[str] = ()) -> int:
+    if not profiles:
+        return asyncio.run(serve(path, names, sys.stdout, sys.stderr, write, duration))
+    with tempfile.TemporaryDirectory(prefix="sensegate-simulate-") as directory:
+        site = profile_site(profiles, directory)
+        return asyncio.run(serve(site, names, sys.stdout, sys.stderr, write, duration))

@@ -149,3 +149,25 @@ def test_run_publishes_the_simulated_site(practice: tuple[Path, str],
         client.loop_stop()
         client.disconnect()
     assert seen >= {"plc", "meter", "wind"}, err
+
+
+def test_a_profile_without_a_config(tmp_path: Path) -> None:
+    pointed = tmp_path / "meter.yaml"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "simulate", "--profile", "tuf-2000m",
+         "--profile", "eastron-sdm630", "-o", str(pointed)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    try:
+        for _ in range(10):
+            if proc.stdout.readline().startswith("simulating"):
+                break
+        for device in ("tuf-2000m", "eastron-sdm630"):
+            result = sensegate("read", "-c", str(pointed), device, "--json")
+            assert result.returncode == 0, result.stderr
+            points = {p["name"]: p for p in json.loads(result.stdout)["points"]}
+            assert all(p["quality"] == "good" for p in points.values()), points
+        assert 200 <= points["voltage_l1"]["value"] <= 260  # a plausible mains voltage
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=20) == 0
