@@ -111,6 +111,18 @@ def _size(devices: Sequence[DeviceConfig]) -> int:
     return max(1000, top + 1)
 
 
+def _bit_size(devices: Sequence[DeviceConfig]) -> int:
+    """Coils and discretes to serve: up to the highest bit point (pymodbus builds large bit
+    tables slowly, and a register map at 40000 needs none)."""
+    return 1 + max((p.address or 0 for d in devices for p in d.points
+                    if p.table in BIT_TABLES), default=0)
+
+
+def _sized(sim: ModbusSimulator, devices: Sequence[DeviceConfig]) -> None:
+    for unit in sim.units.values():
+        unit.bit_size = _bit_size(devices)
+
+
 async def start(config: GatewayConfig, names: Sequence[str]) -> Served:
     served = Served()
     chosen = [d for d in config.devices if not names or d.name in names]
@@ -122,6 +134,7 @@ async def start(config: GatewayConfig, names: Sequence[str]) -> Served:
             kind = ModbusTcpSimulator if device.driver == "modbus-tcp" else (
                 ModbusRtuOverTcpSimulator)
             sim = kind([device.unit], size=_size([device]))
+            _sized(sim, [device])
             await sim.start()
             served.simulators.append(sim)
             served.units.append((sim.unit(device.unit), device))
@@ -133,6 +146,7 @@ async def start(config: GatewayConfig, names: Sequence[str]) -> Served:
     for bus, devices in by_bus.items():
         line = ModbusRtuSimulator([d.unit for d in devices], size=_size(devices))
         line.record_frames = False
+        _sized(line, devices)
         await line.start()
         served.simulators.append(line)
         served.buses[bus] = line.path

@@ -146,6 +146,7 @@ class SimUnit:
     delay: float = 0.0
     reads: int = 0  # read requests answered or refused (not counted when silent)
     busy_for: int = 0  # answer the next reads with exception 6 (server device busy)
+    bit_size: int | None = None  # coils and discretes the server accepts (default: size)
     busy: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     def __post_init__(self) -> None:
@@ -417,9 +418,10 @@ def _sim_devices(sim: ModbusSimulator) -> list[Any]:
         code = await sim.accept(unit_id, function, address, values)
         return None if code is None else ExcCodes(code)
 
-    def device(unit_id: int, size: int) -> Any:
+    def device(unit_id: int, size: int, bit_size: int) -> Any:
         registers = size + _MAX_REGISTERS  # any legal read starting in the map reaches us
-        bits = (size + _MAX_BITS + 15) // 16 * 16
+        # pymodbus builds bit tables slowly (seconds for 20,000 bits): only as many as used
+        bits = (bit_size + _MAX_BITS + 15) // 16 * 16
         return SimDevice(
             unit_id,
             simdata=(
@@ -431,8 +433,9 @@ def _sim_devices(sim: ModbusSimulator) -> list[Any]:
             action=functools.partial(action, unit_id),
         )
 
-    devices = [device(u, unit.size) for u, unit in sim.units.items() if u != 0]
-    return [*devices, device(0, 1)]
+    devices = [device(u, unit.size, unit.size if unit.bit_size is None else unit.bit_size)
+               for u, unit in sim.units.items() if u != 0]
+    return [*devices, device(0, 1, 1)]
 
 
 class ModbusTcpSimulator(ModbusSimulator):

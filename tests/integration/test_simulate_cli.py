@@ -155,14 +155,15 @@ def test_a_profile_without_a_config(tmp_path: Path) -> None:
     pointed = tmp_path / "meter.yaml"
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", "simulate", "--profile", "tuf-2000m",
-         "--profile", "eastron-sdm630", "-o", str(pointed)],
+         "--profile", "eastron-sdm630", "--profile", "sunspec-inverter-103",
+         "-o", str(pointed)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     try:
         for _ in range(10):
             if proc.stdout.readline().startswith("simulating"):
                 break
-        for device in ("tuf-2000m", "eastron-sdm630"):
+        for device in ("tuf-2000m", "sunspec-inverter-103", "eastron-sdm630"):
             result = sensegate("read", "-c", str(pointed), device, "--json")
             assert result.returncode == 0, result.stderr
             points = {p["name"]: p for p in json.loads(result.stdout)["points"]}
