@@ -43,3 +43,19 @@ def test_tuf_2000m_register_numbers_are_one_based(tmp_path: Path) -> None:
     assert addresses["positive_total"] == 8  # REG 0009
     assert addresses["signal_quality"] == 91  # REG 0092
     assert {p.byte_order for p in device.points if p.register_count == 2} == {"CDAB"}
+
+
+def test_road_sensor_reads_the_protocols_worked_examples(tmp_path: Path) -> None:
+    from gateway.core.decode import build_decoder
+
+    device = load_gateway_config(str(_site(tmp_path, "tsingsense-road-sensor",
+                                           "modbus-rtu"))).devices[0]
+    points = {p.name: p for p in device.points}
+    # the protocol's section 3 examples: 0x07EE = 20.3 degC (its text; 2030 is 20.30),
+    # 0x00FA = 2.5 mm, 0x0052 = 0.82, 0x0106 = warning 1, state 6 (snow)
+    assert build_decoder(points["surface_temperature"])([0x07EE]) == (20.3, "good")
+    assert build_decoder(points["water_film"])([0x00FA]) == (2.5, "good")
+    assert build_decoder(points["grip"])([0x0052]) == (0.82, "good")
+    assert build_decoder(points["warning"])([0x0106]) == (1, "good")
+    assert build_decoder(points["road_state"])([0x0106]) == (6, "good")
+    assert build_decoder(points["surface_temperature"])([0xFF38]) == (-2.0, "good")
