@@ -1,7 +1,8 @@
 """`sensegate scan`'s wire side: is there a Modbus unit at this id, and what is it?
 
 One cheap request per unit id (read holding register 0) with a short timeout: any answer,
-data or an exception, means a device is there. Then, for a unit that answered, the basic
+data or an exception, means a device is there, except exceptions 10 and 11, which a Modbus
+TCP gateway sends for a unit id with no device behind it. Then, for a unit that answered, the basic
 device identification (function 43, MEI type 14, read code 1: vendor, product code,
 revision), which many devices do not support (an exception or silence: no identity).
 Reads only: the scan never writes. pymodbus's public client only.
@@ -29,6 +30,7 @@ from gateway.core.scan import Found
 log = logging.getLogger("sensegate.scan")
 
 _IDENTITY_NAMES = {0: "vendor", 1: "product", 2: "revision"}
+_GATEWAY_EXCEPTIONS = frozenset({10, 11})  # gateway path unavailable, target did not respond
 _QUIET = 0.02  # after a probe without an answer: let a late one pass before the next
 
 
@@ -87,6 +89,8 @@ class Prober:
         if response is None:
             return None
         if isinstance(response, ExceptionResponse):
+            if response.exception_code in _GATEWAY_EXCEPTIONS:
+                return None  # a TCP gateway saying nothing is behind it at this unit id
             answer = describe_exception(response.exception_code)
         else:
             answer = "registers"

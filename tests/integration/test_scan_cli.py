@@ -108,10 +108,12 @@ async def test_refuses_a_port_the_gateway_polls(
 
 
 async def test_tcp_host_over_unit_ids() -> None:
-    sim = ModbusTcpSimulator([1, 5])
+    sim = ModbusTcpSimulator([1, 5, 6])
     for unit in sim.units.values():
         load(unit)
     sim.unit(5).fault = "exception"
+    sim.unit(6).fault = "exception"  # a TCP gateway: nothing behind unit 6
+    sim.unit(6).exception_code = 11
     await sim.start()
     try:
         code, out, err = await sensegate("scan", "--host", f"127.0.0.1:{sim.port}",
@@ -123,4 +125,5 @@ async def test_tcp_host_over_unit_ids() -> None:
     assert "unit 1: answered with registers" in out
     assert "unit 5: answered with exception 2 (illegal data address)" in out
     assert "unit 2:" not in out
+    assert "unit 6:" not in out
     assert f"    host: 127.0.0.1\n    port: {sim.port}\n    unit: 5" in out
