@@ -30,7 +30,7 @@ _SOCKET = FramerSocket(DecodePDU(False))  # client side: decodes answers
 class Sent:
     """What the answer must match: the read request as it went out."""
 
-    framing: str  # socket | rtu
+    framing: str  # socket | rtu | ascii
     unit: int
     function_code: int
     count: int
@@ -53,6 +53,8 @@ def check_answer(sent: Sent, received: bytes) -> str | None:
     (another transaction, another unit, line noise: the library skips those itself)."""
     if sent.framing == "socket":
         return _check_socket(sent, received)
+    if sent.framing == "ascii":
+        return None  # hex text with an LRC: pymodbus's ASCII framer judges it
     return _check_rtu(sent, received)
 
 

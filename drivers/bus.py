@@ -42,6 +42,7 @@ from pymodbus.pdu import ModbusPDU
 
 from drivers.answer import Sent, check_answer
 from drivers.base import BACKOFF_MAX, BACKOFF_MIN, describe_os_error
+from drivers.line import usable_settings
 from gateway.core.bustime import frame_silence
 from gateway.core.model import BusConfig
 
@@ -51,6 +52,7 @@ _CONNECT_PAUSE = 0.1  # pymodbus before 3.16 sleeps this long after connecting: 
 LATE_QUIET = 0.05  # a late answer is over once the line was silent this long
 
 T = TypeVar("T")
+log = logging.getLogger("sensegate.drivers")
 TracePacket = Callable[[bool, bytes], bytes]
 TracePdu = Callable[[bool, ModbusPDU], ModbusPDU]
 MakeClient = Callable[[TracePacket, TracePdu], ModbusBaseClient]
@@ -126,7 +128,7 @@ class Link:
         self.name = name  # "rs485-a", "10.0.0.21:502"
         self.bus = bus  # bus name for log lines, None for TCP endpoints
         self.gap = gap  # silence after each transaction
-        self.framing = framing  # socket | rtu
+        self.framing = framing  # socket | rtu | ascii
         self.lock = asyncio.Lock()
         self.transactions = 0
         self._make_client = make_client
@@ -298,6 +300,32 @@ async def diagnose_serial(port: str, _timeout: float) -> str:
     return "cannot open the port"
 
 
+_WARNED: set[tuple[str, str]] = set()
+
+
+def serial_client(config: BusConfig, packet: TracePacket, pdu: TracePdu) -> ModbusBaseClient:
+    """The pymodbus client of an RS-485 bus, at the line settings the port accepts
+    (`drivers.line.usable_settings`: a port that refuses parity is opened without it, with
+    a warning once per port and parity)."""
+    serial, warning = usable_settings(config.serial)
+    if warning is not None and (serial.port, config.serial.parity) not in _WARNED:
+        _WARNED.add((serial.port, config.serial.parity))
+        log.warning("bus '%s': %s", config.name, warning)
+    return AsyncModbusSerialClient(
+        serial.port,
+        framer=FramerType.ASCII if config.framing == "ascii" else FramerType.RTU,
+        baudrate=serial.baudrate,
+        bytesize=serial.bytesize,
+        parity=serial.parity,
+        stopbits=serial.stopbits,
+        timeout=_LIBRARY_TIMEOUT,
+        retries=0,
+        reconnect_delay=0,
+        trace_packet=packet,
+        trace_pdu=pdu,
+    )
+
+
 class BusRegistry:
     """The links of a gateway: one per RS-485 bus, one per TCP endpoint and framing."""
 
@@ -335,22 +363,10 @@ class BusRegistry:
             serial = config.serial
             link = Link(
                 name,
-                lambda packet, pdu: AsyncModbusSerialClient(
-                    serial.port,
-                    framer=FramerType.RTU,
-                    baudrate=serial.baudrate,
-                    bytesize=serial.bytesize,
-                    parity=serial.parity,
-                    stopbits=serial.stopbits,
-                    timeout=_LIBRARY_TIMEOUT,
-                    retries=0,
-                    reconnect_delay=0,
-                    trace_packet=packet,
-                    trace_pdu=pdu,
-                ),
+                lambda packet, pdu: serial_client(config, packet, pdu),
                 bus=name,
                 gap=max(config.frame_gap, frame_silence(serial)),
-                framing="rtu",
+                framing=config.framing,
                 diagnose=lambda timeout: diagnose_serial(serial.port, timeout),
             )
             self._links[key] = link

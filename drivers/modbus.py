@@ -134,6 +134,8 @@ class ModbusDriver(DeviceDriver):
             if skip is not None:
                 data: Sequence[Any] | DriverError = skip
             else:
+                if index and self.device.pause:  # quirk: the bus is free meanwhile
+                    await asyncio.sleep(self.device.pause)
                 data = await self._transact(
                     prepared, retries=self.device.retries if self._alive else 0,
                     guard_late=self._alive or answered,
@@ -169,6 +171,9 @@ class ModbusDriver(DeviceDriver):
                 else:
                     quality[name] = q
         self._alive = answered or not self.requests
+        if self.device.close_after_scan:  # quirk: one connection per scan
+            async with self.link.lock:
+                self.link.close()
         reading = Reading(self.device.name, ts or time.time_ns(), values, quality)
         return ScanResult(reading, raw, errors)
 
@@ -189,29 +194,40 @@ class ModbusDriver(DeviceDriver):
         self, prepared: _Prepared, retries: int, guard_late: bool
     ) -> Sequence[Any] | DriverError:
         link = self.link
-        timeout = self.device.timeout
+        device = self.device
+        timeout = device.timeout
+        fresh = not link.connected
         reason = await link.connect(timeout)
         if reason is not None:
             return self._error(f"cannot connect to {link.name}: {reason}", "connection")
+        if fresh and device.pause_after_connect:  # quirk: the device is not ready at once
+            await asyncio.sleep(device.pause_after_connect)
+        silence = max(link.gap, device.turnaround_delay)  # quirk: slow transceivers
         error: DriverError | None = None
         late = False
         try:
-            for _attempt in range(retries + 1):
+            for attempt in range(retries + 1):
                 result = await self._once(link, prepared, timeout)
                 if not isinstance(result, DriverError):
                     return result
                 error = result
+                if result.kind == "exception" and result.code in device.retry_exceptions:
+                    if attempt < retries:  # quirk: "busy", try again shortly
+                        await asyncio.sleep(max(device.retry_wait, silence))
+                    continue
                 if result.kind in ("exception", "connection"):
                     break
                 if guard_late and await link.discard_late(timeout):
                     late = True
-                elif link.gap:
-                    await asyncio.sleep(link.gap)
+                elif silence:
+                    await asyncio.sleep(silence)
         finally:
             link.transactions += 1
-            if link.gap:
-                await asyncio.sleep(link.gap)
+            if silence:
+                await asyncio.sleep(silence)
         assert error is not None
+        if error.kind == "exception" and error.code in device.retry_exceptions and retries:
+            error = self._error(f"{error} ({retries + 1} attempts)", "exception", error.code)
         if error.kind == "timeout" and retries:
             error = self._error(f"{error} ({retries + 1} attempts)", "timeout")
         if late and error.kind == "timeout":

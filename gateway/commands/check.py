@@ -11,6 +11,7 @@ issue and exits 2.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Literal, TextIO
 
@@ -119,6 +120,47 @@ def summary(config: GatewayConfig) -> list[str]:
     return lines + warnings
 
 
+BY_ID = "/dev/serial/by-id"
+_UNSTABLE = re.compile(r"^/dev/tty(USB|ACM)\d+$")
+
+
+def stable_names(directory: str = BY_ID) -> dict[str, str]:
+    """The stable names present (``/dev/serial/by-id/usb-FTDI_...-port0``) and the device
+    each points at now (``/dev/ttyUSB0``); ``{}`` when there are none."""
+    try:
+        entries = sorted(os.listdir(directory))
+    except OSError:
+        return {}
+    return {os.path.join(directory, e): os.path.realpath(os.path.join(directory, e))
+            for e in entries}
+
+
+def port_warnings(config: GatewayConfig, names: dict[str, str]) -> list[str]:
+    """Warnings for serial ports named ``/dev/ttyUSBn`` or ``/dev/ttyACMn``: the kernel
+    numbers adapters in the order they appear, so the name can change at a reboot or a
+    replug and the gateway would poll the wrong line. ``names`` (`stable_names`) are the
+    stable names to use instead, the one pointing at that port first."""
+    ports = [(f"bus '{b.name}'", b.serial.port) for b in config.buses]
+    ports += [(f"device '{d.name}'", d.serial.port) for d in config.devices
+              if d.serial is not None]
+    warnings: list[str] = []
+    for who, port in ports:
+        if not _UNSTABLE.match(port):
+            continue
+        same = [name for name, target in names.items() if target == port]
+        if same:
+            hint = f"use {same[0]} (it points at {port} now)"
+        elif names:
+            hint = "stable names present: " + ", ".join(
+                f"{name} (-> {target})" for name, target in names.items())
+        else:
+            hint = (f"no {BY_ID} names are present on this machine now; plug the adapter "
+                    f"in and run check again, or see docs/commissioning.md")
+        warnings.append(f"warning: {who} uses {port}, a name the kernel gives in plug-in "
+                        f"order (it can change at a reboot or replug); {hint}")
+    return warnings
+
+
 def bridge_summary(config: BridgeConfig) -> list[str]:
     """The lines `sensegate check` prints for a valid bridge config (no secret in them)."""
     mqtt, amqp, influx = config.mqtt, config.amqp, config.influxdb
@@ -176,8 +218,12 @@ def run(path: str, out: TextIO, *, bridge: bool | None = None) -> int:
     """
     if bridge is None:
         bridge = config_kind(path) == "bridge"
-    lines = bridge_summary(load_bridge_config(path)) if bridge else summary(
-        load_gateway_config(path))
+    if bridge:
+        lines = bridge_summary(load_bridge_config(path))
+    else:
+        config = load_gateway_config(path)
+        lines = summary(config) + port_warnings(config, stable_names(
+            os.environ.get("SENSEGATE_SERIAL_BY_ID", BY_ID)))
     for line in lines:
         print(line, file=out)
     return ExitCode.OK

@@ -65,6 +65,34 @@ def http_url(text: str) -> str:
     return text
 
 
+def host_port(text: str) -> tuple[str, int]:
+    """``HOST`` or ``HOST:PORT`` (port 502 unless given)."""
+    host, colon, port = text.rpartition(":")
+    if not colon or "]" in port:
+        return text, 502
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: {port!r} is not a TCP port")
+    return host.strip("[]"), int(port)
+
+
+def baud_option(text: str) -> int | str:
+    """A baud rate, or ``auto``."""
+    if text.lower() == "auto":
+        return "auto"
+    if not text.isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a baud rate (e.g. 9600) or auto")
+    return int(text)
+
+
+def unit_ids(text: str) -> list[int]:
+    from gateway.core.scan import parse_units
+
+    try:
+        return parse_units(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 # --- the parser ---------------------------------------------------------------------------
 
 
@@ -118,6 +146,31 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "  sensegate read -c site.yaml meter-main\n"
         "  sensegate read -c site.yaml meter-main --all-orders\n"
         "  sensegate read -c site.yaml rws-1 --json",
+    ),
+    "scan": (
+        "find the Modbus devices on an RS-485 line or a TCP host",
+        "Probe unit ids with one cheap read each (holding register 0, short timeout) and\n"
+        "print every unit that answered, its device identification (FC 43/14) where it has\n"
+        "one, and a config stub (bus and devices) to paste and edit. --baud auto tries the\n"
+        "common speeds and parities, most common first, until units answer. Prints the time\n"
+        "it may take first; never writes; refuses a port or host the local gateway's config\n"
+        "polls unless --force. Exit 0 devices found, 1 none, 2 bad options or refused.",
+        "  sensegate scan --port /dev/ttyUSB0 --baud auto --units 1-20\n"
+        "  sensegate scan --port /dev/serial/by-id/usb-FTDI_FT232R-if00-port0 --baud 19200 "
+        "--parity E\n"
+        "  sensegate scan --host 10.0.0.21 --units 1-10",
+    ),
+    "simulate": (
+        "serve the config's devices as simulators, for practice without hardware",
+        "Serve the config's Modbus devices (or the ones named) as simulators on this\n"
+        "machine: TCP devices on free loopback ports, each RS-485 bus on a pty, with plausible\n"
+        "values that change every second. Prints where each listens and a config pointing at\n"
+        "them (-o writes it to a file), to practise check, read --all-orders and run.\n"
+        "Runs until Ctrl-C (or --duration). Exit 0, 2 on a bad config or device name.",
+        "  sensegate simulate -c site.yaml -o /tmp/practice.yaml\n"
+        "  sensegate simulate -c site.yaml meter-main rws-1\n"
+        "  sensegate simulate -c site.yaml --duration 10m\n"
+        "  sensegate simulate --profile eastron-sdm630 -o /tmp/meter.yaml",
     ),
     "outbox": (
         "offline buffer status",
@@ -210,6 +263,36 @@ def build_parser() -> argparse.ArgumentParser:
         "--all-orders", action="store_true",
         help="also decode multi-register points under every byte order",
     )
+    scan = command("scan")
+    with_config(scan)
+    where = scan.add_mutually_exclusive_group(required=True)
+    where.add_argument("--port", metavar="DEVICE", help="serial device of the RS-485 line")
+    where.add_argument("--host", type=host_port, metavar="HOST[:PORT]",
+                       help="Modbus TCP host (port 502 unless given)")
+    scan.add_argument("--baud", type=baud_option, default=9600, metavar="RATE|auto",
+                      help="line speed, or auto: try the common speeds and parities "
+                      "(default: 9600)")
+    scan.add_argument("--parity", choices=("N", "E", "O"), type=str.upper, default="N",
+                      help="parity with a fixed --baud (default: N)")
+    scan.add_argument("--units", type=unit_ids, default=None, metavar="LIST",
+                      help="unit ids to probe, e.g. 1-20 or 1,5,10-12 (default: 1-247)")
+    scan.add_argument("--timeout", type=duration, default=None, metavar="DURATION",
+                      help="wait per probe (default: 100ms serial, 300ms TCP)")
+    scan.add_argument("--framing", choices=("rtu", "ascii"), default="rtu",
+                      help="serial framing (default: rtu)")
+    scan.add_argument("--force", action="store_true",
+                      help="scan even a port or host the local gateway's config polls")
+    simulate = command("simulate")
+    with_config(simulate)
+    simulate.add_argument("devices", nargs="*", metavar="DEVICE",
+                          help="simulate only these devices (default: every Modbus device)")
+    simulate.add_argument("-o", "--output", metavar="FILE", default=None,
+                          help="write the config pointing at the simulators to FILE")
+    simulate.add_argument("--duration", type=duration, default=None, metavar="DURATION",
+                          help="stop after this long (default: until Ctrl-C)")
+    simulate.add_argument("--profile", action="append", default=[], metavar="NAME",
+                          help="simulate a device of this profile instead of a config's "
+                          "(repeatable)")
     with_config(command("outbox"))
     with_config(command("bridge"), DEFAULT_BRIDGE_CONFIG)
     demo = command("demo")
@@ -397,6 +480,12 @@ def dispatch(args: argparse.Namespace) -> int:
 
         return probe.run(path, args.device, sys.stdout, as_json=args.json,
                          all_orders=args.all_orders)
+    if command == "simulate":
+        from gateway.sim import serve
+
+        return serve.run(path, args.devices, args.output, args.duration, args.profile)
+    if command == "scan":
+        return _scan(args, path)
     if command == "outbox":
         from gateway.edge import outbox as buffer
 
@@ -406,6 +495,22 @@ def dispatch(args: argparse.Namespace) -> int:
 
         return daemon.run(path)
     raise AssertionError(f"unhandled command {command!r}")
+
+
+def _scan(args: argparse.Namespace, path: str) -> int:
+    from gateway.commands import scan
+    from gateway.core.scan import LINE_SETTINGS, RTU_UNITS
+
+    serial = args.port is not None
+    lines = list(LINE_SETTINGS) if args.baud == "auto" else [(args.baud, args.parity)]
+    host, tcp_port = args.host if args.host is not None else (None, 502)
+    options = scan.ScanOptions(
+        port=args.port, host=host, tcp_port=tcp_port, lines=lines,
+        units=args.units or list(RTU_UNITS),
+        timeout=args.timeout or (0.1 if serial else 0.3), force=args.force, config=path,
+        framing=args.framing,
+    )
+    return scan.run(options)
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:

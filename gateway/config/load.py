@@ -12,6 +12,7 @@ profiles it uses) is collected and raised at once as a `ConfigError`.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import gc
 import os
@@ -28,13 +29,16 @@ from gateway.config.source import Node, describe
 from gateway.core import secrets
 from gateway.core.declare import Field, declared, strip_none
 from gateway.core.errors import ConfigError, ConfigIssue
+from gateway.core.modbus import modicon_address
 from gateway.core.model import (
     BIT_TABLES,
     DEFAULT_MODBUS_TCP_PORT,
     MAX_READ_REGISTERS,
     MODBUS_DRIVERS,
+    SIXTY_FOUR_BIT_TYPES,
     TCP_DRIVERS,
     TYPE_REGISTERS,
+    WORD_ORDERS_64,
     BridgeConfig,
     BridgeMqttConfig,
     BusConfig,
@@ -268,7 +272,7 @@ def _unique_points(points: list[Section], issues: list[ConfigIssue]) -> None:
 
 def _point(
     p: Section, driver: str, device_order: str | None, max_registers: int,
-    issues: list[ConfigIssue],
+    issues: list[ConfigIssue], addressing: str = "protocol",
 ) -> PointConfig | None:
     """Check one point for ``driver``; the PointConfig, or None when it cannot be built."""
     start = len(issues)
@@ -284,19 +288,75 @@ def _point(
                     p.sub(key), f"'{key}' does not apply to {driver} points"))
         dtype = p.get("type") if p.given("type") else "float64"
         return _make_point(p, dtype, None, None, "ABCD", None, None, issues, start)
+    converted = _addressed(p, addressing, issues)
+    if converted is None:
+        return None
+    p = converted
     dtype = _modbus_type(p, issues)
     _modbus_keys(p, dtype, issues)
     if len(issues) == start and dtype is not None:
         _register_range(p, dtype, max_registers, issues)
-    order = p.get("byte_order") or device_order or "ABCD"
+    order = p.get("byte_order") or _narrow(device_order, dtype) or "ABCD"
+    if (p.given("byte_order") and order in WORD_ORDERS_64 and dtype is not None
+            and dtype not in SIXTY_FOUR_BIT_TYPES):
+        issues.append(p.at("byte_order").issue(
+            p.sub("byte_order"), f"byte order {order} is a 64-bit word order; a '{dtype}' "
+                                 f"point takes ABCD, CDAB, BADC or DCBA"))
     return _make_point(p, dtype, p.get("table"), p.get("address"), order, p.get("bit"),
                        p.get("length"), issues, start)
+
+
+def _addressed(p: Section, addressing: str, issues: list[ConfigIssue]) -> Section | None:
+    """The point with its ``address`` (and, for Modicon numbers, ``table``) converted to the
+    protocol address the device's ``addressing`` says it is written in; None after an issue."""
+    address = p.get("address")
+    if not isinstance(address, int) or isinstance(address, bool):
+        return p
+    here = p.at("address")
+    if addressing == "protocol":
+        if address > ADDRESS_SPACE - 1:
+            hint = (f"; {address} looks like a Modicon register number: set the device's "
+                    f"addressing: modicon" if address >= 100_001 else "")
+            issues.append(here.issue(p.sub("address"), f"{address} is out of range "
+                                                       f"0..{ADDRESS_SPACE - 1}{hint}"))
+            return None
+        return p
+    if addressing == "one-based":
+        if not 1 <= address <= ADDRESS_SPACE:
+            issues.append(here.issue(p.sub("address"), f"{address} is not a register number: "
+                                                       f"with addressing one-based they run "
+                                                       f"from 1 (address 0) to {ADDRESS_SPACE}"))
+            return None
+        return Section(p.node, p.path, {**p.values, "address": address - 1})
+    try:
+        table, converted = modicon_address(address)
+    except ValueError as exc:
+        issues.append(here.issue(p.sub("address"), f"{exc} (addressing modicon)"))
+        return None
+    given = p.get("table")
+    if given is not None and given != table:
+        issues.append(here.issue(
+            p.sub("address"), f"{address} is {'an' if table == 'input' else 'a'} {table} "
+                              f"register number in modicon addressing ({table} address "
+                              f"{converted}), but the point says table "
+                              f"{given}: drop 'table', or use addressing protocol or one-based "
+                              f"for a plain number"))
+        return None
+    return Section(p.node, p.path, {**p.values, "address": converted, "table": table})
+
+
+def _narrow(device_order: str | None, dtype: str | None) -> str | None:
+    """A device's default order for one point: a 64-bit word order, for a narrower point,
+    is the order inside each 32-bit half (``CDABGHEF`` -> ``CDAB``, ``EFGHABCD`` -> ``ABCD``)."""
+    if device_order in WORD_ORDERS_64 and dtype not in SIXTY_FOUR_BIT_TYPES:
+        return device_order[:4].translate(str.maketrans("EFGH", "ABCD"))
+    return device_order
 
 
 def _modbus_type(p: Section, issues: list[ConfigIssue]) -> str | None:
     """A Modbus point's table and address are there; its type, defaulted by its table."""
     for key in ("table", "address"):
-        if not p.given(key):
+        if not p.given(key) and p.get(key) is None:
             issues.append(p.node.issue(p.path, f"missing required key '{key}' for a modbus "
                                                "point"))
     table = p.get("table")
@@ -326,6 +386,18 @@ def _modbus_keys(p: Section, dtype: str | None, issues: list[ConfigIssue]) -> No
         issues.append(p.key_at("length").issue(p.sub("length"), f"'length' applies only to "
                                                                 f"string points, not "
                                                                 f"'{dtype}'"))
+    if p.given("encoding") and dtype is not None and dtype != "string":
+        issues.append(p.key_at("encoding").issue(p.sub("encoding"), f"'encoding' applies only "
+                                                                    f"to string points, not "
+                                                                    f"'{dtype}'"))
+    elif p.given("encoding") and isinstance(p.get("encoding"), str):
+        try:
+            codecs.lookup(p.get("encoding"))
+        except LookupError:
+            issues.append(p.at("encoding").issue(
+                p.sub("encoding"), f"unknown text encoding {describe(p.at('encoding'))}: "
+                                   f"use utf-8, ascii, latin-1, cp1252 or another Python "
+                                   f"codec name"))
     if table in BIT_TABLES and p.given("byte_order"):
         issues.append(p.key_at("byte_order").issue(
             p.sub("byte_order"), f"'byte_order' does not apply to {table} points"))
@@ -354,6 +426,8 @@ _INTEGER_RANGES: dict[str, tuple[int, int]] = {
     "int16": (-(1 << 15), (1 << 15) - 1), "uint16": (0, (1 << 16) - 1),
     "int32": (-(1 << 31), (1 << 31) - 1), "uint32": (0, (1 << 32) - 1),
     "int64": (-(1 << 63), (1 << 63) - 1), "uint64": (0, (1 << 64) - 1),
+    "int8_high": (-128, 127), "int8_low": (-128, 127),
+    "uint8_high": (0, 255), "uint8_low": (0, 255),
 }
 
 
@@ -369,7 +443,7 @@ def _invalid_values(
             p.sub("invalid_values"), f"'invalid_values' does not apply to {dtype} points"))
         return ()
     limits = _INTEGER_RANGES.get(dtype)
-    if limits is None:  # float32, float64
+    if limits is None:  # float16, float32, float64
         return tuple(float(v) for v in values if v is not schema.INVALID)
     nodes = p.at("invalid_values").value
     out: list[int | float] = []
@@ -575,6 +649,13 @@ class _GatewayBuilder:
                 1 <= unit <= 247):
             issues.append(d.at("unit").issue(d.sub("unit"), f"{describe(d.at('unit'))} is out "
                                                             f"of range 1..247 for {driver}"))
+        codes = setting("retry_exceptions")
+        if isinstance(codes, list) and any(isinstance(c, int) and not 1 <= c <= 255
+                                           for c in codes):
+            where = d if d.given("retry_exceptions") or profile is None else profile.section
+            issues.append(where.at("retry_exceptions").issue(
+                where.sub("retry_exceptions"), "Modbus exception codes run from 1 to 255 "
+                                               "(e.g. 6: server device busy)"))
         pattern = setting("pattern")
         # A profile that failed to load has been reported; its pattern is unknown.
         if (driver == "serial-line" and pattern is None and not d.given("pattern")
@@ -587,7 +668,8 @@ class _GatewayBuilder:
             issues.append(d.node.issue(d.path, "no points: list them under 'points' or name a "
                                                "'profile'"))
         max_registers = setting("max_registers")
-        points = [_point(p, driver, setting("byte_order"), max_registers, issues)
+        points = [_point(p, driver, setting("byte_order"), max_registers, issues,
+                         setting("addressing"))
                   for p in point_sections]
         if driver == "serial-line" and pattern is not None:
             where = d if d.given("pattern") or profile is None else profile.section
@@ -600,7 +682,8 @@ class _GatewayBuilder:
             return None
         return build(
             DeviceConfig, d, points=tuple(p for p in points if p is not None),
-            **{key: setting(key) for key in schema.PROFILE_DEFAULTS},
+            **{key: tuple(v) if isinstance(v := setting(key), list) else v
+               for key in schema.PROFILE_DEFAULTS},
             measurement=d.get("measurement") or name, tags=tags, port=port, serial=serial,
         )
 

@@ -47,6 +47,8 @@ BRIDGE = tree(model.BridgeConfig)
 PROFILE_DEFAULTS: tuple[str, ...] = (
     "interval", "timeout", "retries", "byte_order", "max_gap", "max_registers", "request",
     "pattern", "deadband", "deadband_pct", "heartbeat",
+    "pause", "pause_after_connect", "one_request_per_point", "close_after_scan",
+    "turnaround_delay", "retry_exceptions", "retry_wait", "addressing",
 )
 
 _DEVICE_FIELDS = DEVICE.fields or {}

@@ -5,15 +5,19 @@ the response of the request that carried it and calls the point's decoder; the d
 returns ``(value, quality)``:
 
 * ``good``: the value decoded, with ``value = raw * scale + offset`` applied. Integer types
-  stay ``int`` when ``scale == 1`` and ``offset == 0``, otherwise the value is a ``float``
-  rounded to the decimals scale and offset imply (`rounding`: raw 474 x scale 0.1 is 47.4,
-  not 47.400000000000006), or to the point's ``precision`` when it sets one (which rounds
-  float types too).
+  (and numeric bits) stay ``int`` when scale and offset are whole numbers (``5``, ``-40``,
+  ``1.0``): exact at any width, so ``uint64`` 2**64-2 plus 1 is 2**64-1, not a float off by
+  one. A whole-number result outside int64..uint64 (`INTEGER_RANGE`: what InfluxDB and JSON
+  consumers store as integers) is ``invalid``, never a rounded float. Otherwise the value
+  is a ``float`` rounded to the decimals scale and offset imply (`rounding`: raw 474 x
+  scale 0.1 is 47.4, not 47.400000000000006), or to the point's ``precision`` when it sets
+  one (which rounds float types too).
 * ``invalid``: decoded, but not a finite number (NaN, +inf, -inf), or a raw value the point
   lists in ``invalid_values`` (a sensor's "no reading" sentinel such as 32767, compared with
   the integer or float the registers hold, before scale and offset); the value is ``None``.
-* ``bad``: the registers cannot be decoded (wrong count, a string that is not ASCII); the
-  value is ``None``.
+* ``bad``: the registers cannot be decoded (wrong count, a register past 16 bits); the
+  value is ``None``. ``bad`` means the device did not give a usable answer; a string the
+  device sent whose bytes are not valid in the point's ``encoding`` is ``invalid``.
 
 Byte orders. The registers arrive as 16-bit words ``w0, w1, ...`` in address order, each
 word sent high byte first. Naming the bytes of a 32-bit value ``A`` (most significant) to
@@ -34,9 +38,35 @@ it does not swap words pairwise; ``BADC`` swaps the bytes inside each word
 (``BA DC FE HG``). For 16-bit values only the byte swap matters: ``ABCD`` and ``CDAB``
 read ``AB``, ``BADC`` and ``DCBA`` read ``BA`` (as Telegraf does).
 
-Strings occupy ``length`` registers, two ASCII bytes per register; ``ABCD``/``CDAB`` put the
-first character in the high byte, ``BADC``/``DCBA`` in the low byte (word order is not
-changed for strings). Trailing NULs and spaces are stripped.
+64-bit word orders. Some devices (energy counters as float64 or uint64) lay out eight
+bytes ``A`` (most significant) to ``H`` in ways the four orders above do not cover; they are
+named by the bytes as they appear on the wire, in address order, and apply to ``int64``,
+``uint64`` and ``float64`` only:
+
+==========  ======================  =================================================
+order       wire (w0 w1 w2 w3)      meaning
+==========  ======================  =================================================
+CDABGHEF    ``CD AB GH EF``         32-bit halves in order, words swapped inside each
+EFGHABCD    ``EF GH AB CD``         32-bit halves swapped, words in order inside each
+DCBAHGFE    ``DC BA HG FE``         halves in order, each half little endian
+FEHGBADC    ``FE HG BA DC``         halves swapped, bytes of each word swapped
+==========  ======================  =================================================
+
+The four short names keep their meaning at 64 bits: ``ABCD`` is ``ABCDEFGH``, ``DCBA``
+is ``HGFEDCBA``, ``BADC`` is ``BADCFEHG`` and ``CDAB`` is ``GHEFCDAB`` (those 8-letter
+spellings are accepted as aliases).
+
+``float16`` is an IEEE 754 half-precision value in one register. ``int8_high``,
+``int8_low``, ``uint8_high`` and ``uint8_low`` read one byte of a register (signed or
+not); a byte-swapping order (``BADC``, ``DCBA``) swaps the register's two bytes first, as
+it does for 16-bit values.
+
+Strings occupy ``length`` registers, two bytes per register; ``ABCD``/``CDAB`` put the
+first byte in the high byte, ``BADC``/``DCBA`` in the low byte (word order is not
+changed for strings). The bytes are cut at the first NUL (devices leave old text after the
+terminator), decoded with the point's ``encoding`` (UTF-8 unless set, e.g. ``ascii``,
+``latin-1``), and leading and trailing spaces and NULs are stripped. Bytes the encoding
+cannot decode give quality ``invalid``.
 
 ``bit`` (0 = least significant bit) reads one bit of a 16-bit register as a ``bool``.
 Points in the coil and discrete tables are read as bits: ``bool`` points get the bit,
@@ -50,9 +80,19 @@ import math
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from decimal import Decimal
 from typing import NamedTuple
 
-from gateway.core.model import BIT_TABLES, BYTE_ORDERS, PointConfig, Quality, Value
+from gateway.core.model import (
+    ALL_BYTE_ORDERS,
+    BIT_TABLES,
+    BYTE_ORDERS,
+    SIXTY_FOUR_BIT_TYPES,
+    WORD_ORDERS_64,
+    PointConfig,
+    Quality,
+    Value,
+)
 
 Decoded = tuple[Value | None, Quality]
 Decoder = Callable[[Sequence[int] | Sequence[bool]], Decoded]
@@ -70,8 +110,18 @@ _CODES: dict[str, tuple[str, int]] = {
     "int64": ("q", 4),
     "uint64": ("Q", 4),
     "float64": ("d", 4),
+    "float16": ("e", 1),
 }
-_FLOAT_TYPES = frozenset({"float32", "float64"})
+_FLOAT_TYPES = frozenset({"float16", "float32", "float64"})
+# 8-bit types: one byte of a register, by its place in the register (byte order aside)
+_BYTES: dict[str, tuple[int, bool]] = {
+    "int8_high": (8, True), "int8_low": (0, True),
+    "uint8_high": (8, False), "uint8_low": (0, False),
+}
+INTEGER_RANGE = (-(1 << 63), (1 << 64) - 1)
+"""Integers a point may publish: int64 and uint64, what JSON consumers and InfluxDB's
+integer (``i``) and unsigned (``u``) fields hold exactly; a scaled integer beyond is invalid."""
+_FLOAT_EXACT = 1 << 53  # past it, raw * scale in floats is no longer exact
 
 
 def written_decimals(text: str) -> int:
@@ -108,12 +158,13 @@ class DecoderSpec(NamedTuple):
     offset: float
     invalid_values: tuple[int | float, ...]
     precision: int | None
+    encoding: str
 
     @classmethod
     def of(cls, point: PointConfig) -> DecoderSpec:
         table = point.table if point.table in BIT_TABLES else None
         return cls(point.type, table, point.byte_order, point.bit, point.length, point.scale,
-                   point.offset, tuple(point.invalid_values), point.precision)
+                   point.offset, tuple(point.invalid_values), point.precision, point.encoding)
 
 
 def rounding(point: PointConfig | DecoderSpec) -> int | None:
@@ -144,15 +195,101 @@ def _reverses_words(byte_order: str) -> bool:
 
 
 def _check_order(point: PointConfig) -> None:
-    if point.byte_order not in BYTE_ORDERS:
+    if point.byte_order not in ALL_BYTE_ORDERS:
         raise ValueError(f"unknown byte order {point.byte_order!r} for point {point.name!r}")
+    if point.byte_order in WORD_ORDERS_64 and point.type not in SIXTY_FOUR_BIT_TYPES:
+        raise ValueError(f"byte order {point.byte_order} of point {point.name!r} is for "
+                         f"64-bit types only")
+
+
+def _wire_places(order: str) -> tuple[int, ...]:
+    """For an 8-letter order: the wire position of each big-endian byte (A=0 .. H=7)."""
+    return tuple(order.index(chr(ord("A") + i)) for i in range(8))
+
+
+def _to_big_endian(order: str, width: int) -> Callable[[Sequence[int]], bytes]:
+    """Registers as sent under ``order`` -> the value's bytes, most significant first."""
+    if order in WORD_ORDERS_64:
+        places = _wire_places(order)
+        pack8 = struct.Struct(">4H").pack
+
+        def reorder(registers: Sequence[int]) -> bytes:
+            wire = pack8(*registers)
+            return bytes(wire[i] for i in places)
+
+        return reorder
+    pack = struct.Struct(f"{'<' if _swaps_bytes(order) else '>'}{width}H").pack
+    if width > 1 and _reverses_words(order):
+        return lambda registers: pack(*registers[::-1])
+    return lambda registers: pack(*registers)
+
+
+def _from_big_endian(order: str, data: bytes) -> list[int]:
+    """The inverse of `_to_big_endian`: a value's bytes -> the registers sent."""
+    width = len(data) // 2
+    if order in WORD_ORDERS_64:
+        places = _wire_places(order)
+        wire = bytearray(8)
+        for i, place in enumerate(places):
+            wire[place] = data[i]
+        return list(struct.unpack(">4H", bytes(wire)))
+    words = list(struct.unpack(f"{'<' if _swaps_bytes(order) else '>'}{width}H", data))
+    if width > 1 and _reverses_words(order):
+        words.reverse()
+    return words
+
+
+def _integral(number: float) -> int | None:
+    """``number`` as an ``int`` when it is a whole number (``5.0`` -> 5), else None."""
+    if isinstance(number, bool):
+        return int(number)
+    if isinstance(number, int):
+        return number
+    return int(number) if math.isfinite(number) and float(number).is_integer() else None
+
+
+def _scaler(point: DecoderSpec) -> Callable[[int], Decoded]:
+    """``raw * scale + offset`` of an integer raw value (an integer type or a bit), exact.
+
+    With a whole scale and offset the result is an ``int``, exact at any width, and
+    ``invalid`` outside `INTEGER_RANGE` (the integers the payload formats carry). Otherwise
+    a ``float``, rounded per `rounding`; past 2**53, where a float product would already be
+    off, the sum is computed in `Decimal` and rounded once.
+    """
+    whole_scale, whole_offset = _integral(point.scale), _integral(point.offset)
+    places = rounding(point)
+    low, high = INTEGER_RANGE
+    if whole_scale is not None and whole_offset is not None:
+        identity = whole_scale == 1 and whole_offset == 0
+
+        def scale_int(raw: int) -> Decoded:
+            value = raw if identity else raw * whole_scale + whole_offset
+            if not low <= value <= high:
+                return INVALID
+            return value, "good"
+
+        return scale_int
+    scale, offset = float(point.scale), float(point.offset)
+    exact_scale, exact_offset = Decimal(repr(scale)), Decimal(repr(offset))
+    isfinite = math.isfinite
+
+    def scale_float(raw: int) -> Decoded:
+        if -_FLOAT_EXACT <= raw <= _FLOAT_EXACT:
+            value = raw * scale + offset
+        else:
+            exact = Decimal(raw) * exact_scale + exact_offset
+            value = float(round(exact, places) if places is not None else exact)
+        if not isfinite(value):
+            return INVALID
+        return (value if places is None else round(value, places)), "good"
+
+    return scale_float
 
 
 def _numeric(point: DecoderSpec) -> Decoder:
     code, width = _CODES[point.type]
-    pack = struct.Struct(f"{'<' if _swaps_bytes(point.byte_order) else '>'}{width}H").pack
+    to_bytes = _to_big_endian(point.byte_order, width)
     unpack = struct.Struct(f">{code}").unpack
-    reverse = width > 1 and _reverses_words(point.byte_order)
     is_float = point.type in _FLOAT_TYPES
     scale = float(point.scale)
     offset = float(point.offset)
@@ -160,24 +297,22 @@ def _numeric(point: DecoderSpec) -> Decoder:
     isfinite = math.isfinite
     sentinels = frozenset(point.invalid_values)
     places = rounding(point)
+    scale_int = _scaler(point)
 
     def decode(registers: Sequence[int] | Sequence[bool]) -> Decoded:
         if len(registers) != width:
             return BAD
         try:
-            raw = unpack(pack(*(registers[::-1] if reverse else registers)))[0]
+            raw = unpack(to_bytes(registers))[0]
         except struct.error:
             return BAD
         if sentinels and raw in sentinels:
             return INVALID
-        if is_float:
-            if not isfinite(raw):
-                return INVALID
-            value = raw if identity else raw * scale + offset
-        elif identity:
-            return raw, "good"
-        else:
-            value = raw * scale + offset
+        if not is_float:
+            return scale_int(raw)
+        if not isfinite(raw):
+            return INVALID
+        value = raw if identity else raw * scale + offset
         if not isfinite(value):
             return INVALID
         return (value if places is None else round(value, places)), "good"
@@ -214,35 +349,55 @@ def _bit_table(point: DecoderSpec) -> Decoder:
             return bool(bits[0]), "good"
 
         return decode_bool
-    scale = float(point.scale)
-    offset = float(point.offset)
-    identity = scale == 1 and offset == 0
-    places = rounding(point)
+    scale_int = _scaler(point)
 
     def decode_number(bits: Sequence[int] | Sequence[bool]) -> Decoded:
         if len(bits) != 1:
             return BAD
-        raw = 1 if bits[0] else 0
-        if identity:
-            return raw, "good"
-        value = raw * scale + offset
-        return (value if places is None else round(value, places)), "good"
+        return scale_int(1 if bits[0] else 0)
 
     return decode_number
+
+
+def _byte(point: DecoderSpec) -> Decoder:
+    """``int8_high`` .. ``uint8_low``: one byte of a register; with a byte-swapping order
+    (BADC, DCBA) the register's bytes are swapped first, as for 16-bit values."""
+    shift, signed = _BYTES[point.type]
+    if _swaps_bytes(point.byte_order):
+        shift = 8 - shift
+    sentinels = frozenset(point.invalid_values)
+    scale_int = _scaler(point)
+
+    def decode(registers: Sequence[int] | Sequence[bool]) -> Decoded:
+        if len(registers) != 1 or not 0 <= int(registers[0]) <= 0xFFFF:
+            return BAD
+        raw = (int(registers[0]) >> shift) & 0xFF
+        if signed and raw > 127:
+            raw -= 256
+        if sentinels and raw in sentinels:
+            return INVALID
+        return scale_int(raw)
+
+    return decode
 
 
 def _string(point: DecoderSpec) -> Decoder:
     length = point.length or 1
     pack = struct.Struct(f"{'<' if _swaps_bytes(point.byte_order) else '>'}{length}H").pack
+    encoding = point.encoding
 
     def decode(registers: Sequence[int] | Sequence[bool]) -> Decoded:
         if len(registers) != length:
             return BAD
         try:
-            text = pack(*registers).decode("ascii")
-        except (struct.error, UnicodeDecodeError):
+            data = pack(*registers)
+        except struct.error:
             return BAD
-        return text.rstrip("\x00 "), "good"
+        try:
+            text = data.split(b"\x00", 1)[0].decode(encoding)
+        except UnicodeDecodeError:
+            return INVALID
+        return text.strip(" \x00"), "good"
 
     return decode
 
@@ -258,7 +413,8 @@ def build_decoder(point: PointConfig) -> Decoder:
     if point.table not in BIT_TABLES and point.bit is not None and not 0 <= point.bit <= 15:
         raise ValueError(f"bit {point.bit} of point {point.name!r} is not in 0..15")
     if (point.table not in BIT_TABLES and point.bit is None
-            and point.type not in ("bool", "string") and point.type not in _CODES):
+            and point.type not in ("bool", "string") and point.type not in _CODES
+            and point.type not in _BYTES):
         raise ValueError(f"unknown data type {point.type!r} for point {point.name!r}")
     return _shared_decoder(DecoderSpec.of(point))
 
@@ -273,6 +429,8 @@ def _shared_decoder(spec: DecoderSpec) -> Decoder:
         return _register_bool(spec)
     if spec.type == "string":
         return _string(spec)
+    if spec.type in _BYTES:
+        return _byte(spec)
     return _numeric(spec)
 
 
@@ -287,14 +445,18 @@ def is_multi_register(point: PointConfig) -> bool:
 
 
 def decode_all_orders(
-    point: PointConfig, registers: Sequence[int]
+    point: PointConfig, registers: Sequence[int], *, four_only: bool = False
 ) -> dict[str, Value | None]:
     """``registers`` decoded under every byte order (for ``sensegate read --all-orders``).
 
-    A value that is not good under some order is ``None`` there.
+    A value that is not good under some order is ``None`` there. 64-bit types get the
+    8-letter word orders (`WORD_ORDERS_64`) after the four, unless ``four_only``.
     """
     result: dict[str, Value | None] = {}
-    for order in BYTE_ORDERS:
+    orders = BYTE_ORDERS
+    if point.type in SIXTY_FOUR_BIT_TYPES and not four_only:
+        orders = ALL_BYTE_ORDERS
+    for order in orders:
         value, quality = build_decoder(replace(point, byte_order=order))(registers)
         result[order] = value if quality == "good" else None
     return result
@@ -317,15 +479,15 @@ def encode_registers(point: PointConfig, value: Value) -> list[int]:
     _check_order(point)
     if point.type == "string":
         length = point.length or 1
-        data = str(value).encode("ascii").ljust(2 * length, b"\x00")[: 2 * length]
+        data = str(value).encode(point.encoding).ljust(2 * length, b"\x00")[: 2 * length]
         fmt = f"{'<' if _swaps_bytes(point.byte_order) else '>'}{length}H"
         return list(struct.unpack(fmt, data))
     if point.type == "bool":
         return [1 if value else 0]
-    code, width = _CODES[point.type]
-    data = struct.pack(f">{code}", value)
-    fmt = f"{'<' if _swaps_bytes(point.byte_order) else '>'}{width}H"
-    words = list(struct.unpack(fmt, data))
-    if width > 1 and _reverses_words(point.byte_order):
-        words.reverse()
-    return words
+    if point.type in _BYTES:
+        shift, _ = _BYTES[point.type]
+        if _swaps_bytes(point.byte_order):
+            shift = 8 - shift
+        return [(int(value) & 0xFF) << shift]
+    code, _ = _CODES[point.type]
+    return _from_big_endian(point.byte_order, struct.pack(f">{code}", value))

@@ -21,19 +21,28 @@ Table = Literal["holding", "input", "coil", "discrete"]
 DataType = Literal[
     "int16", "uint16", "int32", "uint32", "int64", "uint64",
     "float32", "float64", "bool", "string",
+    "int8_high", "int8_low", "uint8_high", "uint8_low", "float16",
 ]
-ByteOrder = Literal["ABCD", "DCBA", "BADC", "CDAB"]
+ByteOrder4 = Literal["ABCD", "DCBA", "BADC", "CDAB"]
+# 64-bit layouts the four orders do not cover: bytes A (most significant) to H as they
+# appear on the wire, in address order (docs/drivers.md, "64-bit word orders").
+WordOrder64 = Literal["CDABGHEF", "EFGHABCD", "DCBAHGFE", "FEHGBADC"]
+ByteOrder = Literal[ByteOrder4, WordOrder64]
 Driver = Literal["modbus-tcp", "modbus-rtu", "modbus-rtu-over-tcp", "serial-line"]
 Parity = Literal["N", "E", "O"]
 Quality = Literal["good", "bad", "invalid"]
 PayloadFormat = Literal["json", "influx"]
 InfluxApi = Literal["v1", "v2"]
 Aggregate = Literal["min", "max", "mean", "last", "count"]
+Addressing = Literal["protocol", "one-based", "modicon"]
 
 TABLES: tuple[str, ...] = get_args(Table)
 BIT_TABLES: tuple[str, ...] = ("coil", "discrete")
 DATA_TYPES: tuple[str, ...] = get_args(DataType)
-BYTE_ORDERS: tuple[ByteOrder, ...] = get_args(ByteOrder)
+BYTE_ORDERS: tuple[ByteOrder, ...] = get_args(ByteOrder4)
+WORD_ORDERS_64: tuple[ByteOrder, ...] = get_args(WordOrder64)
+ALL_BYTE_ORDERS: tuple[ByteOrder, ...] = BYTE_ORDERS + WORD_ORDERS_64
+SIXTY_FOUR_BIT_TYPES: tuple[str, ...] = ("int64", "uint64", "float64")
 DRIVERS: tuple[str, ...] = get_args(Driver)
 AGGREGATES: tuple[str, ...] = get_args(Aggregate)
 MODBUS_DRIVERS: tuple[str, ...] = ("modbus-tcp", "modbus-rtu", "modbus-rtu-over-tcp")
@@ -43,7 +52,8 @@ DEFAULT_MODBUS_TCP_PORT = 502
 
 # Registers a value of each type occupies (string: its `length`; bool: one register or bit).
 TYPE_REGISTERS: dict[str, int] = {
-    "int16": 1, "uint16": 1, "bool": 1,
+    "int16": 1, "uint16": 1, "bool": 1, "float16": 1,
+    "int8_high": 1, "int8_low": 1, "uint8_high": 1, "uint8_low": 1,
     "int32": 2, "uint32": 2, "float32": 2,
     "int64": 4, "uint64": 4, "float64": 4,
 }
@@ -63,6 +73,8 @@ PROFILE_HINT = "use 1-64 letters, digits, '_', '.' or '-'"
 # What each byte order means, in the words manuals and Modbus tools use.
 BYTE_ORDER_NAMES: dict[str, str] = {
     "ABCD": "big endian", "CDAB": "word swap", "BADC": "byte swap", "DCBA": "little endian",
+    "CDABGHEF": "64-bit words swapped per half", "EFGHABCD": "64-bit halves swapped",
+    "DCBAHGFE": "64-bit halves little endian", "FEHGBADC": "64-bit halves and bytes swapped",
 }
 # Byte-order spellings accepted and normalised at load (case-insensitive; '_' and spaces
 # read as '-'): Telegraf's normalizeByteOrder (word order MSW/LSW first, then the byte order
@@ -75,12 +87,14 @@ BYTE_ORDER_ALIASES: dict[str, str] = {
     "4321": "DCBA", "word-byte-swap": "DCBA", "byte-word-swap": "DCBA", "swap-all": "DCBA",
     "msw-le": "BADC", "big-swap": "BADC", "big-endian-byte-swap": "BADC", "2143": "BADC",
     "byte-swap": "BADC", "byteswap": "BADC", "byte-swapped": "BADC", "swap-bytes": "BADC",
+    "abcdefgh": "ABCD", "hgfedcba": "DCBA", "badcfehg": "BADC", "ghefcdab": "CDAB",
     "lsw-be": "CDAB", "little-swap": "CDAB", "little-endian-byte-swap": "CDAB", "3412": "CDAB",
     "word-swap": "CDAB", "wordswap": "CDAB", "word-swapped": "CDAB", "swap-words": "CDAB",
 }
 BYTE_ORDER_DOC = ("ABCD (big endian) | CDAB (word swap) | BADC (byte swap) | DCBA (little "
                   "endian); aliases: big, little, word-swap, byte-swap, MSW-BE, MSW-LE, "
-                  "LSW-BE, LSW-LE, 1234, 3412, 2143, 4321")
+                  "LSW-BE, LSW-LE, 1234, 3412, 2143, 4321; 64-bit types also: CDABGHEF, "
+                  "EFGHABCD, DCBAHGFE, FEHGBADC (bytes A..H as sent, docs/drivers.md)")
 
 
 def byte_order_by_meaning(text: str) -> str | None:
@@ -293,6 +307,11 @@ class BusConfig:
             kind="duration", doc="extra silence between transactions, for devices that need it"
         ),
     )
+    framing: Literal["rtu", "ascii"] = field(
+        default="rtu",
+        metadata=spec(doc="rtu | ascii (Modbus ASCII: hex text with an LRC, for older "
+                      "devices and radio modems that only speak it)", noun="a framing"),
+    )
     turnaround: float = field(
         default=0.01,
         metadata=spec(
@@ -336,7 +355,9 @@ class PointConfig:
     address: int | None = field(  # None for serial-line points
         default=None,
         metadata=spec(
-            applies_to=MODBUS_DRIVERS, doc="0-based protocol address", minimum=0, maximum=65535
+            applies_to=MODBUS_DRIVERS, minimum=0, maximum=465536,
+            doc="0-based protocol address 0..65535 (or as the device's `addressing` says: "
+            "register numbers 1..65536, Modicon numbers up to 465536)",
         ),
     )
     byte_order: ByteOrder = field(
@@ -384,6 +405,15 @@ class PointConfig:
             doc="registers a string occupies (two characters each)",
             minimum=1,
             maximum=MAX_READ_REGISTERS,
+        ),
+    )
+    encoding: str = field(
+        default="utf-8",
+        metadata=spec(
+            applies_to=MODBUS_DRIVERS,
+            doc="text encoding of a string point (any Python codec: utf-8, ascii, latin-1, "
+            "cp1252, ...); the text is cut at the first NUL and stripped of spaces; bytes it "
+            "cannot decode give quality invalid",
         ),
     )
     interval: float | None = field(
@@ -547,6 +577,79 @@ class DeviceConfig:
             minimum=1,
             maximum=MAX_READ_REGISTERS,
             applies_to=MODBUS_DRIVERS,
+        ),
+    )
+    # Device quirks (docs/drivers.md, "Device quirks": which device behaviour each one fixes)
+    pause: float = field(
+        default=0.0,
+        metadata=spec(
+            kind="duration",
+            applies_to=MODBUS_DRIVERS,
+            doc="quirk: wait this long between two requests to this device (slow devices that "
+            "miss a request sent right after their last answer); the bus is free meanwhile",
+        ),
+    )
+    pause_after_connect: float = field(
+        default=0.0,
+        metadata=spec(
+            kind="duration",
+            applies_to=MODBUS_DRIVERS,
+            doc="quirk: wait this long after the connection opens before the first request "
+            "(devices that drop or ignore a request sent at once after connect)",
+        ),
+    )
+    one_request_per_point: bool = field(
+        default=False,
+        metadata=spec(
+            applies_to=MODBUS_DRIVERS,
+            doc="quirk: never read two values in one request (devices that refuse or garble "
+            "requests spanning several values); points sharing registers still share one",
+        ),
+    )
+    close_after_scan: bool = field(
+        default=False,
+        metadata=spec(
+            applies_to=MODBUS_DRIVERS,
+            doc="quirk: close the connection after every scan (devices that accept one client "
+            "at a time, or hang on an idle connection)",
+        ),
+    )
+    turnaround_delay: float = field(
+        default=0.0,
+        metadata=spec(
+            kind="duration",
+            applies_to=MODBUS_DRIVERS,
+            doc="quirk: keep the line silent this long after each transaction with this "
+            "device, before any device is sent a request (RS-485 transceivers slow to "
+            "release the line); the bus's frame_gap applies to every device",
+        ),
+    )
+    retry_exceptions: tuple[int, ...] = field(
+        default=(),
+        metadata=spec(
+            item_kind="int",
+            applies_to=MODBUS_DRIVERS,
+            doc="quirk: Modbus exception codes retried like a timeout (up to `retries` times, "
+            "after `retry_wait`), e.g. [6] for server busy, [5, 6] for acknowledge and busy",
+        ),
+    )
+    retry_wait: float = field(
+        default=0.1,
+        metadata=spec(
+            kind="duration",
+            applies_to=MODBUS_DRIVERS,
+            doc="wait before retrying a request answered with one of `retry_exceptions`",
+        ),
+    )
+    addressing: Addressing = field(
+        default="protocol",
+        metadata=spec(
+            applies_to=MODBUS_DRIVERS,
+            noun="an addressing",
+            doc="how point addresses are written: protocol (0-based, as sent) | one-based "
+            "(register number 1 is address 0) | modicon (40001-style: 40001 is holding "
+            "address 0, 30001 input, 10001 discrete, 00001 coil; six digits 400001 up to "
+            "465536; the table follows from the number)",
         ),
     )
     profile: str | None = field(

@@ -107,17 +107,41 @@ def _plan_cluster(table: str, points: list[PointConfig], limit: int) -> list[Rea
     return requests
 
 
+def _plan_per_point(table: str, points: list[PointConfig]) -> list[ReadRequest]:
+    """One request per point (the ``one_request_per_point`` quirk), minimal under it: a
+    request reads exactly one point's registers, and a point whose registers lie inside
+    another's (bit points of one status word, a uint16 inside a uint32, the same registers
+    under two types) rides along, since that request reads no value but the other point's.
+    Requests are the maximal spans: each is needed (no other span covers it), and every
+    point is inside one of them."""
+    spans = sorted({_span(p) for p in points}, key=lambda s: (s[0], -s[1]))
+    kept: list[tuple[int, int]] = []
+    for start, end in spans:  # by start, longest first: a covering span comes first
+        if not any(s <= start and end <= e for s, e in kept):
+            kept.append((start, end))
+    requests: list[ReadRequest] = []
+    taken: set[str] = set()
+    for start, end in kept:
+        inside = tuple(p for p in points
+                       if p.name not in taken and start <= _span(p)[0] and _span(p)[1] <= end)
+        taken.update(p.name for p in inside)
+        requests.append(ReadRequest(table, start, end - start, inside))
+    return requests
+
+
 def plan_requests(
     points: Iterable[PointConfig],
     *,
     max_gap: int = 10,
     max_registers: int = MAX_READ_REGISTERS,
     max_bits: int = MAX_READ_BITS,
+    per_point: bool = False,
 ) -> list[ReadRequest]:
     """Group Modbus points into the fewest read requests.
 
     ``max_registers`` limits holding/input requests, ``max_bits`` coil/discrete ones, and
-    ``max_gap`` the unused addresses a request may bridge. Requests come in table order
+    ``max_gap`` the unused addresses a request may bridge; ``per_point`` reads one point's
+    registers per request (`_plan_per_point`). Requests come in table order
     (holding, input, coil, discrete), then by address. Raises ``ValueError`` for a point
     without table or address, or one larger than its table's limit.
     """
@@ -147,6 +171,9 @@ def plan_requests(
                     f"point {point.name!r} spans {size} {unit}, "
                     f"more than the limit of {limit} per request"
                 )
+        if per_point:
+            requests.extend(_plan_per_point(table, table_points))
+            continue
         for cluster in _clusters(table_points, max_gap):
             requests.extend(_plan_cluster(table, cluster, limit))
     return requests
@@ -161,6 +188,7 @@ def plan_device(device: DeviceConfig) -> list[ReadRequest]:
         max_gap=device.max_gap,
         max_registers=min(device.max_registers, MAX_READ_REGISTERS),
         max_bits=MAX_READ_BITS,
+        per_point=device.one_request_per_point,
     )
 
 

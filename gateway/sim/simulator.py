@@ -46,6 +46,7 @@ import logging
 import os
 import re
 import socket
+import termios
 import time
 import tty
 from collections.abc import Awaitable, Callable, Sequence
@@ -53,6 +54,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+from pymodbus import ModbusDeviceIdentification
 from pymodbus.datastore import (
     ModbusDeviceContext,
     ModbusSequentialDataBlock,
@@ -71,6 +73,7 @@ from gateway.core.model import BIT_TABLES, PointConfig, Value
 FAULTS = ("silent", "exception", "garbage", "truncated", "crc", "bytecount")
 _WIRE_FAULTS = ("garbage", "truncated", "crc", "bytecount")  # applied to the frame built
 ILLEGAL_FUNCTION, ILLEGAL_ADDRESS, ILLEGAL_VALUE = 1, 2, 3
+SERVER_BUSY = 6
 _MAX_REGISTERS, _MAX_BITS = 125, 2000
 _BYTE_COUNT_AT = {FramerType.SOCKET: 8, FramerType.RTU: 2}  # after MBAP or unit, and code
 
@@ -131,6 +134,8 @@ class SimUnit:
     exception_code: int = 2
     delay: float = 0.0
     reads: int = 0  # read requests answered or refused (not counted when silent)
+    busy_for: int = 0  # answer the next reads with exception 6 (server device busy)
+    bit_size: int | None = None  # coils and discretes the server accepts (default: size)
     busy: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     def __post_init__(self) -> None:
@@ -234,6 +239,7 @@ class ModbusSimulator:
         self._serving: _Serving | None = None  # set by `accept`, taken by the response
         self._packet: str | None = None  # what to do to the next frame sent: a fault, "drop"
         self._trace_frames = True  # log frames in trace_packet (the pty relay logs its own)
+        self.identity: ModbusDeviceIdentification | None = None  # FC 43/14, `identify_as`
 
     def unit(self, unit: int = 1) -> SimUnit:
         return self.units[unit]
@@ -292,6 +298,10 @@ class ModbusSimulator:
         if unit.fault == "exception":
             unit.reads += 1
             return self._exception(pdu, function, unit.exception_code)
+        if unit.busy_for > 0 and table is not None:
+            unit.busy_for -= 1
+            unit.reads += 1
+            return self._exception(pdu, function, SERVER_BUSY)
         if table is None or pdu.isError():
             return pdu  # a write (applied by `accept`), or an exception pymodbus chose
         unit.reads += 1
@@ -331,8 +341,14 @@ class ModbusSimulator:
             devices={u: _UnitContext(self, u) for u in self.units}, single=False
         )
 
+    def identify_as(self, vendor: str, product: str, revision: str = "1.0") -> None:
+        """Answer FC 43/14 (read device identification) with these, for every unit."""
+        self.identity = ModbusDeviceIdentification(info_name={  # type: ignore[no-untyped-call]
+            "VendorName": vendor, "ProductCode": product, "MajorMinorRevision": revision})
+
     def _server_options(self) -> dict[str, Any]:
         return {
+            "identity": self.identity,
             "framer": self.framer,
             "ignore_missing_devices": True,
             "trace_packet": self._trace_packet,
@@ -391,9 +407,10 @@ def _sim_devices(sim: ModbusSimulator) -> list[Any]:
         code = await sim.accept(unit_id, function, address, values)
         return None if code is None else ExcCodes(code)
 
-    def device(unit_id: int, size: int) -> Any:
+    def device(unit_id: int, size: int, bit_size: int) -> Any:
         registers = size + _MAX_REGISTERS  # any legal read starting in the map reaches us
-        bits = (size + _MAX_BITS + 15) // 16 * 16
+        # pymodbus builds bit tables slowly (seconds for 20,000 bits): only as many as used
+        bits = (bit_size + _MAX_BITS + 15) // 16 * 16
         return SimDevice(
             unit_id,
             simdata=(
@@ -405,8 +422,9 @@ def _sim_devices(sim: ModbusSimulator) -> list[Any]:
             action=functools.partial(action, unit_id),
         )
 
-    devices = [device(u, unit.size) for u, unit in sim.units.items() if u != 0]
-    return [*devices, device(0, 1)]
+    devices = [device(u, unit.size, unit.size if unit.bit_size is None else unit.bit_size)
+               for u, unit in sim.units.items() if u != 0]
+    return [*devices, device(0, 1, 1)]
 
 
 class ModbusTcpSimulator(ModbusSimulator):
@@ -508,6 +526,31 @@ class ModbusRtuSimulator(ModbusSimulator):
         self._device_side: PtyPair | None = None  # the server's side, from `start`
         self._trace_frames = False
         self._server: ModbusSerialServer | None = None
+        self._line: tuple[int, str, str | None] | None = None
+
+    def listen_at(self, baudrate: int, parity: str = "N", trace: str | None = None) -> None:
+        """Answer only a gateway that opened the line at ``baudrate`` and ``parity``, as
+        devices set to them do (others see garbage, and stay silent). The speed is read
+        from the pty with termios; a pty keeps no parity, so the parity asked for is read
+        from the gateway's `drivers.line` trace file ``trace`` (its last line for this
+        port); without one, parity is not checked."""
+        self._line = (baudrate, parity, trace)
+
+    def _line_matches(self) -> bool:
+        if self._line is None:
+            return True
+        baudrate, parity, trace = self._line
+        speed = termios.tcgetattr(self.pty.master)[4]
+        if speed != getattr(termios, f"B{baudrate}", None):
+            return False
+        if trace is None:
+            return True
+        try:
+            with open(trace, encoding="utf-8") as lines:
+                asked = [line.split() for line in lines if line.startswith(self.path + " ")]
+        except OSError:
+            return False
+        return bool(asked) and asked[-1][3] == parity
 
     def _copy(self, source: int, target: int, direction: str) -> None:
         try:
@@ -516,6 +559,8 @@ class ModbusRtuSimulator(ModbusSimulator):
             return
         if not data:
             return
+        if direction == "rx" and not self._line_matches():
+            return  # at another speed or parity the devices hear only noise
         if self.record_frames:
             self.frames.append(Frame(direction, time.monotonic(), data))
         with contextlib.suppress(OSError):  # a full or hung-up line loses the bytes
@@ -550,6 +595,14 @@ class ModbusRtuSimulator(ModbusSimulator):
             loop.remove_reader(device_side.master)
             device_side.close()
         self.pty.close()
+
+
+class ModbusAsciiSimulator(ModbusRtuSimulator):
+    """Modbus ASCII devices on a simulated line (`pymodbus.server.ModbusSerialServer` with
+    the ASCII framer): for buses with ``framing: ascii``."""
+
+    framer = FramerType.ASCII
+    framing = "ascii"
 
 
 class SerialLineSimulator:

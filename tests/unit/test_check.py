@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import io
+import sys
 from pathlib import Path
 
 import pytest
 
 from gateway.commands import check, cli
+from gateway.config.load import load_gateway_config
 
 SITE = r"""gateway: {id: site-1}
 mqtt: {host: broker.example.org, password: '${PW}'}
@@ -62,7 +64,13 @@ buses:
 warning: bus 'rs485-b' needs 487 % of its time at the configured intervals: scans will \
 overrun; raise the intervals or the baud rate, or split the bus
 warning: bus 'spare' has no devices
-"""
+warning: bus 'rs485-a' uses /dev/ttyUSB0, {HINT}
+warning: bus 'rs485-b' uses /dev/ttyUSB1, {HINT}
+warning: bus 'spare' uses /dev/ttyUSB2, {HINT}
+warning: device 'pm-1' uses /dev/ttyUSB3, {HINT}
+""".replace("{HINT}", "a name the kernel gives in plug-in order (it can change at a reboot or "
+                    "replug); no /dev/serial/by-id names are present on this machine now; "
+                    "plug the adapter in and run check again, or see docs/commissioning.md")
 
 
 @pytest.fixture
@@ -70,6 +78,7 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     (tmp_path / "gateway.yaml").write_text(SITE, encoding="utf-8")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PW", "the-broker-password")
+    monkeypatch.setenv("SENSEGATE_SERIAL_BY_ID", str(tmp_path / "no-by-id"))
     return "gateway.yaml"
 
 
@@ -154,3 +163,53 @@ def test_summary_counts_interval_groups_and_says_how_devices_publish(tmp_path: P
                for line in lines), lines
     # the coil every 1 s, the register every 10 s, the counter every 1 s: 2.1 requests/s
     assert any(line.startswith("  rs485-a:") and "2.10 requests/s" in line for line in lines)
+
+
+# --- serial ports that change names (issue 19 item 6) ------------------------------------
+
+def _usb_site(tmp_path: Path) -> Path:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        "gateway: {id: site}\nmqtt: {host: broker}\n"
+        "buses:\n  - {name: field, port: /dev/ttyUSB0}\n"
+        "  - {name: stable, port: /dev/serial/by-id/usb-FTDI_A-if00-port0}\n"
+        "devices:\n  - name: m\n    driver: modbus-rtu\n    bus: field\n"
+        "    points: [{name: v, table: holding, address: 0}]\n"
+        "  - name: rws\n    driver: serial-line\n    port: /dev/ttyACM1\n"
+        "    pattern: '(?P<t>\\d+)'\n    points: [{name: t}]\n")
+    return path
+
+
+def test_ttyusb_names_get_a_warning_with_the_stable_name(tmp_path: Path) -> None:
+    from gateway.commands.check import port_warnings, stable_names
+
+    by_id = tmp_path / "by-id"
+    by_id.mkdir()
+    (by_id / "usb-FTDI_FT232R_A10K-if00-port0").symlink_to("/dev/ttyUSB0")
+    (by_id / "usb-Prolific_B-if00-port0").symlink_to("/dev/ttyUSB3")
+    names = stable_names(str(by_id))
+    assert names == {str(by_id / "usb-FTDI_FT232R_A10K-if00-port0"): "/dev/ttyUSB0",
+                     str(by_id / "usb-Prolific_B-if00-port0"): "/dev/ttyUSB3"}
+    config = load_gateway_config(str(_usb_site(tmp_path)))
+    warnings = port_warnings(config, names)
+    assert warnings[0] == (
+        "warning: bus 'field' uses /dev/ttyUSB0, a name the kernel gives in plug-in order "
+        "(it can change at a reboot or replug); use "
+        f"{by_id}/usb-FTDI_FT232R_A10K-if00-port0 (it points at /dev/ttyUSB0 now)")
+    assert warnings[1].startswith("warning: device 'rws' uses /dev/ttyACM1, ")
+    assert warnings[1].endswith(
+        f"stable names present: {by_id}/usb-FTDI_FT232R_A10K-if00-port0 (-> /dev/ttyUSB0), "
+        f"{by_id}/usb-Prolific_B-if00-port0 (-> /dev/ttyUSB3)")
+    assert len(warnings) == 2  # the by-id bus is fine
+    assert "no /dev/serial/by-id names are present" in port_warnings(config, {})[0]
+    assert stable_names(str(tmp_path / "missing")) == {}
+
+
+def test_check_prints_the_port_warnings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.commands import check
+
+    monkeypatch.setenv("SENSEGATE_SERIAL_BY_ID", str(tmp_path / "none"))
+    assert check.run(str(_usb_site(tmp_path)), sys.stdout) == 0
+    out = capsys.readouterr().out
+    assert "warning: bus 'field' uses /dev/ttyUSB0" in out

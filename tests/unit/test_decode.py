@@ -80,12 +80,12 @@ def test_distinct_layouts_for_the_same_value() -> None:
     [
         pytest.param(PointConfig("t", "int16", "holding", 0, scale=0.1), [0xFF85], (-12.3, "good"),
                      id="int16-scaled"),
-        pytest.param(PointConfig("t", "uint16", "holding", 0, offset=-40), [100], (60.0, "good"),
-                     id="uint16-offset-is-float"),
+        pytest.param(PointConfig("t", "uint16", "holding", 0, offset=-40), [100], (60, "good"),
+                     id="uint16-whole-offset-stays-int"),
         pytest.param(PointConfig("t", "uint16", "holding", 0), [100], (100, "good"),
                      id="uint16-stays-int"),
         pytest.param(PointConfig("t", "int32", "holding", 0, scale=2, offset=1), [0, 5],
-                     (11.0, "good"), id="int32-scale-offset"),
+                     (11, "good"), id="int32-whole-scale-offset-stays-int"),
         pytest.param(PointConfig("t", "float32", "holding", 0), wire("float32", "ABCD", math.nan),
                      (None, "invalid"), id="float32-nan"),
         pytest.param(PointConfig("t", "float32", "holding", 0), wire("float32", "ABCD", math.inf),
@@ -108,8 +108,10 @@ def test_distinct_layouts_for_the_same_value() -> None:
                      id="coil-bool"),
         pytest.param(PointConfig("t", "bool", "discrete", 0), [True], (True, "good"),
                      id="discrete-bool"),
-        pytest.param(PointConfig("t", "uint16", "coil", 0, scale=5), [True], (5.0, "good"),
+        pytest.param(PointConfig("t", "uint16", "coil", 0, scale=5), [True], (5, "good"),
                      id="coil-numeric-scaled"),
+        pytest.param(PointConfig("t", "uint16", "coil", 0, scale=0.5), [True], (0.5, "good"),
+                     id="coil-numeric-fraction"),
         pytest.param(PointConfig("t", "string", "holding", 0, length=4),
                      [0x4142, 0x4344, 0x4500, 0x0000], ("ABCDE", "good"), id="string-abcd-nul"),
         pytest.param(PointConfig("t", "string", "holding", 0, length=2, byte_order="BADC"),
@@ -117,7 +119,16 @@ def test_distinct_layouts_for_the_same_value() -> None:
         pytest.param(PointConfig("t", "string", "holding", 0, length=2, byte_order="DCBA"),
                      [0x4241, 0x4443], ("ABCD", "good"), id="string-dcba-bytes-swapped"),
         pytest.param(PointConfig("t", "string", "holding", 0, length=1), [0xC3A9],
-                     (None, "bad"), id="string-not-ascii"),
+                     ("\u00e9", "good"), id="string-utf8-default"),
+        pytest.param(PointConfig("t", "string", "holding", 0, length=1), [0xFF41],
+                     (None, "invalid"), id="string-undecodable-is-invalid"),
+        pytest.param(PointConfig("t", "string", "holding", 0, length=1, encoding="latin-1"),
+                     [0xE900], ("\u00e9", "good"), id="string-latin-1"),
+        pytest.param(PointConfig("t", "string", "holding", 0, length=1, encoding="ascii"),
+                     [0xC3A9], (None, "invalid"), id="string-ascii-refuses-utf8"),
+        pytest.param(PointConfig("t", "string", "holding", 0, length=3),
+                     [0x2041, 0x4200, 0x5858], ("AB", "good"),
+                     id="string-cut-at-first-nul-and-stripped"),
         pytest.param(PointConfig("t", "string", "holding", 0, length=2), [0x4142],
                      (None, "bad"), id="string-short"),
     ],
@@ -325,3 +336,153 @@ def test_points_that_decode_alike_share_one_decoder() -> None:
     assert len(decoders) == 1 + len(other)
     assert build_decoder(a)([65535]) == (-0.1, "good")
     assert build_decoder(other[3])([65535]) == (None, "invalid")
+
+
+U64 = (1 << 64) - 1
+I64 = (1 << 63) - 1
+
+
+def _u64(value: int, **kw: float) -> tuple[object, str]:
+    point = PointConfig("t", "uint64", "holding", 0, **kw)  # type: ignore[arg-type]
+    return build_decoder(point)(wire("uint64", "ABCD", value))
+
+
+@pytest.mark.parametrize(
+    ("raw", "scale", "offset", "expected"),
+    [
+        pytest.param(U64, 1, 0, (U64, "good"), id="uint64-max-as-is"),
+        pytest.param(U64 - 1, 1, 1, (U64, "good"), id="uint64-max-minus-1-plus-1-exact"),
+        pytest.param(U64, 1.0, 0.0, (U64, "good"), id="whole-floats-count-as-integers"),
+        pytest.param(U64, 1, 1, (None, "invalid"), id="uint64-max-plus-1-past-the-range"),
+        pytest.param(U64, 5, 0, (None, "invalid"), id="uint64-max-times-5-past-the-range"),
+        pytest.param(I64, 2, 1, (U64, "good"), id="int64-max-times-2-plus-1-exact"),
+        pytest.param(3, -5, 0, (-15, "good"), id="negative-scale-stays-int"),
+        pytest.param(1 << 62, -2, 0, (-(1 << 63), "good"), id="lowest-int64-is-in-range"),
+        pytest.param(1 << 62, -2, -1, (None, "invalid"), id="below-int64-is-invalid"),
+    ],
+)
+def test_whole_scale_and_offset_stay_exact_integers(
+    raw: int, scale: float, offset: float, expected: tuple[object, str]
+) -> None:
+    value, quality = _u64(raw, scale=scale, offset=offset)
+    assert (value, quality) == expected
+    if quality == "good":
+        assert type(value) is int
+
+
+def test_fractional_scale_of_a_64_bit_raw_is_correctly_rounded() -> None:
+    # 18446744073709551615 * 0.1 = 1844674407370955161.5 exactly; a float product is off
+    value, quality = _u64(U64, scale=0.1)
+    assert quality == "good"
+    assert value == float(Decimal(U64) * Decimal("0.1"))
+    value, _ = _u64(12345678901234567891, scale=0.001, offset=0.5)
+    assert value == float(Decimal("12345678901234567.891") + Decimal("0.5"))
+
+
+@given(st.integers(0, U64), st.integers(-1000, 1000), st.integers(-(1 << 64), 1 << 64))
+def test_integer_arithmetic_is_exact(raw: int, scale: int, offset: int) -> None:
+    value, quality = _u64(raw, scale=scale, offset=offset)
+    exact = raw * scale + offset
+    if -(1 << 63) <= exact <= U64:
+        assert (value, quality) == (exact, "good")
+    else:
+        assert (value, quality) == (None, "invalid")
+
+
+@given(st.binary(min_size=0, max_size=8).map(lambda b: b.ljust(8, b"\x00")))
+def test_strings_never_bad_and_invalid_only_when_undecodable(data: bytes) -> None:
+    point = PointConfig("t", "string", "holding", 0, length=4)
+    registers = [int.from_bytes(data[i : i + 2], "big") for i in range(0, 8, 2)]
+    value, quality = build_decoder(point)(registers)
+    head = data.split(b"\x00", 1)[0]
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        assert (value, quality) == (None, "invalid")
+    else:
+        assert (value, quality) == (text.strip(" \x00"), "good")
+
+
+# 64-bit word orders: where each big-endian byte (A=0 .. H=7) sits on the wire
+WORD_ORDER_LAYOUTS = {
+    "CDABGHEF": [2, 3, 0, 1, 6, 7, 4, 5],
+    "EFGHABCD": [4, 5, 6, 7, 0, 1, 2, 3],
+    "DCBAHGFE": [3, 2, 1, 0, 7, 6, 5, 4],
+    "FEHGBADC": [5, 4, 7, 6, 1, 0, 3, 2],
+}
+
+
+def test_64_bit_word_orders_lay_out_bytes_as_named() -> None:
+    for order, layout in WORD_ORDER_LAYOUTS.items():
+        point = PointConfig("t", "uint64", "holding", 0, byte_order=order)  # type: ignore[arg-type]
+        big = (0x0102030405060708).to_bytes(8, "big")
+        data = bytes(big[i] for i in layout)
+        registers = [int.from_bytes(data[i : i + 2], "big") for i in range(0, 8, 2)]
+        assert registers == encode_registers(point, 0x0102030405060708)
+        assert build_decoder(point)(registers) == (0x0102030405060708, "good")
+    assert encode_registers(PointConfig("t", "uint64", "holding", 0, byte_order="EFGHABCD"),
+                            0x0102030405060708) == [0x0506, 0x0708, 0x0102, 0x0304]
+
+
+@pytest.mark.parametrize("order", list(WORD_ORDER_LAYOUTS))
+@pytest.mark.parametrize("type_", ["int64", "uint64", "float64"])
+def test_64_bit_word_orders_round_trip(type_: str, order: str) -> None:
+    point = PointConfig("t", type_, "holding", 0, byte_order=order)  # type: ignore[arg-type]
+    assert build_decoder(point)(encode_registers(point, SAMPLES[type_])) == (
+        SAMPLES[type_], "good")
+
+
+def test_word_orders_refused_for_narrower_types() -> None:
+    with pytest.raises(ValueError, match="64-bit types only"):
+        build_decoder(PointConfig("t", "float32", "holding", 0, byte_order="EFGHABCD"))
+
+
+def test_all_orders_of_a_64_bit_point_include_the_word_orders() -> None:
+    point = PointConfig("t", "uint64", "holding", 0)
+    orders = decode_all_orders(point, [0x0506, 0x0708, 0x0102, 0x0304])
+    assert orders["EFGHABCD"] == 0x0102030405060708
+    assert list(decode_all_orders(point, [0, 0, 0, 1], four_only=True)) == [
+        "ABCD", "DCBA", "BADC", "CDAB"]
+
+
+@pytest.mark.parametrize(
+    ("type_", "order", "register", "expected"),
+    [
+        ("uint8_high", "ABCD", 0xFE01, 0xFE),
+        ("uint8_low", "ABCD", 0xFE01, 0x01),
+        ("int8_high", "ABCD", 0xFE01, -2),
+        ("int8_low", "ABCD", 0x01FE, -2),
+        ("int8_low", "ABCD", 0x017F, 127),
+        ("uint8_high", "BADC", 0xFE01, 0x01),  # bytes swapped first
+        ("uint8_low", "DCBA", 0xFE01, 0xFE),
+    ],
+)
+def test_8_bit_types(type_: str, order: str, register: int, expected: int) -> None:
+    point = PointConfig("t", type_, "holding", 0, byte_order=order)  # type: ignore[arg-type]
+    assert build_decoder(point)([register]) == (expected, "good")
+    assert build_decoder(point)(encode_registers(point, expected)) == (expected, "good")
+
+
+def test_8_bit_scaled_and_invalid() -> None:
+    point = PointConfig("t", "int8_low", "holding", 0, scale=0.5, invalid_values=(-128,))
+    assert build_decoder(point)([0x00FF]) == (-0.5, "good")
+    assert build_decoder(point)([0x0080]) == (None, "invalid")
+
+
+@pytest.mark.parametrize(
+    ("register", "expected"),
+    [(0x3C00, 1.0), (0xC000, -2.0), (0x7BFF, 65504.0), (0x3555, 0.333251953125),
+     (0x0001, 2.0 ** -24)],
+)
+def test_float16(register: int, expected: float) -> None:
+    point = PointConfig("t", "float16", "holding", 0)
+    assert build_decoder(point)([register]) == (expected, "good")
+    swapped = PointConfig("t", "float16", "holding", 0, byte_order="BADC")
+    assert build_decoder(swapped)([((register & 0xFF) << 8) | (register >> 8)]) == (
+        expected, "good")
+
+
+def test_float16_nan_and_infinity_are_invalid() -> None:
+    point = PointConfig("t", "float16", "holding", 0)
+    assert build_decoder(point)([0x7C00]) == (None, "invalid")
+    assert build_decoder(point)([0x7E00]) == (None, "invalid")

@@ -277,3 +277,45 @@ def test_plan_is_minimal_per_interval_group(spec: list[tuple[int, str, float | N
         assert len(requests) == brute_force_minimum(group, max_gap, limit)
         seen += [p.name for p in group]
     assert sorted(seen) == sorted(p.name for p in points)
+
+
+# --- one request per point (device quirk): minimal under the rule ------------------------
+
+def per_point_minimum(points: list[PointConfig]) -> int:
+    """Fewest requests when each request reads exactly one point's registers, by brute force."""
+    spans = [(p.address or 0, (p.address or 0) + p.register_count) for p in points]
+    windows = {frozenset(i for i, (ps, pe) in enumerate(spans) if s <= ps and pe <= e)
+               for s, e in spans}
+    everything = frozenset(range(len(points)))
+    for n in range(1, len(points) + 1):
+        for combo in itertools.combinations(windows, n):
+            if frozenset().union(*combo) == everything:
+                return n
+    raise AssertionError("no plan exists")
+
+
+@settings(max_examples=300, deadline=None)
+@given(spec=point_maps)
+def test_one_request_per_point_is_minimal_under_the_rule(spec: list[tuple[int, str]]) -> None:
+    points = [pt(f"p{i}", address, type_) for i, (address, type_) in enumerate(spec)]
+    requests = plan_requests(points, max_gap=10, per_point=True)
+    check_valid(requests, points, 10, 125)
+    spans = {((p.address or 0), p.register_count) for p in points}
+    for r in requests:  # every request reads one point's registers, nothing more
+        assert (r.address, r.count) in spans
+    assert len(requests) == per_point_minimum(points)
+
+
+def test_one_request_per_point_on_a_device() -> None:
+    device = DeviceConfig(
+        name="d", driver="modbus-tcp", host="h", one_request_per_point=True,
+        points=(pt("a", 0, "uint16"), pt("b", 1, "uint16"), pt("c", 2, "int32"),
+                pt("c_low", 3, "uint16"),
+                PointConfig("alarm", "bool", "holding", 0, bit=3)),
+    )
+    requests = plan_device(device)
+    assert [(r.address, r.count, [p.name for p in r.points]) for r in requests] == [
+        (0, 1, ["a", "alarm"]), (1, 1, ["b"]), (2, 2, ["c", "c_low"])]
+    grouped = plan_device(DeviceConfig(name="d", driver="modbus-tcp", host="h",
+                                       points=device.points))
+    assert len(grouped) == 1

@@ -486,8 +486,8 @@ def point_row(point: PointConfig, journal: DeviceJournal | None) -> PointRow:
     raw = journal.raw.get(point.name) if journal is not None else None
     orders: tuple[tuple[str, str], ...] = ()
     if raw is not None and is_multi_register(point):
-        orders = tuple((order, value_text(v))
-                       for order, v in decode_all_orders(point, raw).items())
+        decoded = decode_all_orders(point, raw, four_only=True)
+        orders = tuple((order, value_text(v)) for order, v in decoded.items())
     if reading is None:
         value, quality = "—", "waiting"
     else:
