@@ -189,6 +189,8 @@ def _integer_raw(point: PointConfig, number: float | int, limits: tuple[int, int
         raw = round(exact)
     if not limits[0] <= raw <= limits[1]:
         lo, hi = encodable_range(point) or (limits[0], limits[1])
+        if lo <= number <= hi:  # a float at the edge of a 64-bit range: the nearest raw
+            return min(max(raw, limits[0]), limits[1])
         raise Unwritable(f"{_show(number)} is out of range {_show(lo)}..{_show(hi)} that "
                          f"{point.type} with scale {point.scale:g} and offset "
                          f"{point.offset:g} can hold")
