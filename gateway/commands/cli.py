@@ -119,6 +119,15 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "  sensegate read -c site.yaml meter-main --all-orders\n"
         "  sensegate read -c site.yaml rws-1 --json",
     ),
+    "write": (
+        "write points of one device now, with the read-back",
+        "A technician's write on site: the same checks as a command from the centre (the\n"
+        "point must be writable; type, range, allowed values and max_rate are checked), no\n"
+        "signature; the point is read back and printed, and the write audited under\n"
+        "state_dir. VALUE is JSON (40, 21.5, true, \"text\"). Exit 0 done, 1 failed, 2 refused.",
+        "  sensegate write -c site.yaml vms-3 dim_pct=40\n"
+        "  sensegate write -c site.yaml vms-3 mode=2 relay=true",
+    ),
     "outbox": (
         "offline buffer status",
         "Show the offline buffer of the gateway's state_dir: pending messages and readings,\n"
@@ -192,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--all-orders", action="store_true",
         help="also decode multi-register points under every byte order",
     )
+    write = command("write")
+    with_config(write)
+    write.add_argument("device", help="device name from the config")
+    write.add_argument("values", nargs="+", metavar="POINT=VALUE", help="what to write")
     with_config(command("outbox"))
     with_config(command("bridge"), DEFAULT_BRIDGE_CONFIG)
     demo = command("demo")
@@ -291,6 +304,10 @@ def dispatch(args: argparse.Namespace) -> int:
 
         return probe.run(path, args.device, sys.stdout, as_json=args.json,
                          all_orders=args.all_orders)
+    if command == "write":
+        from gateway.commands import write as writing
+
+        return writing.run(path, args.device, args.values, sys.stdout)
     if command == "outbox":
         from gateway.edge import outbox as buffer
 

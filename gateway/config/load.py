@@ -417,8 +417,9 @@ def _writable(p: Section, point: PointConfig, issues: list[ConfigIssue]) -> None
         return
     if point.table not in ("holding", "coil"):
         issues.append(p.at("writable").issue(
-            p.sub("writable"), f"{'an' if point.table == 'input' else 'a'} {point.table} point cannot be written (Modbus writes only "
-                               "holding registers and coils)"))
+            p.sub("writable"), f"{'an' if point.table == 'input' else 'a'} {point.table} "
+                               "point cannot be written (Modbus writes only holding "
+                               "registers and coils)"))
         return
     if point.scale == 0:
         issues.append(p.at("scale").issue(p.sub("scale"), "a writable point needs a scale "

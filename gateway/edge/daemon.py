@@ -86,6 +86,7 @@ class Daemon:
     started_at: float = field(default_factory=time.time)
     config_hash: str = ""
     _page_facts: tuple[GatewayConfig, Any] | None = None  # (config, page ConfigFacts)
+    commander: Any = None  # gateway.edge.commands.Commander with commands.enabled
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -137,6 +138,7 @@ class Daemon:
         self._committer = self._spawn(self.outbox.run_committer(), "outbox-committer")
         self._spawn(self.publisher.run(), "publisher")
         await self.poller.start()
+        self.commander = self._start_commands(config)
         self.metrics_server = None
         if config.listener is not None:
             self.metrics_server = await self._serve_http(config)
@@ -286,6 +288,8 @@ class Daemon:
         # Keep envelopes of removed devices: scans already in flight still need them.
         self._envelopes = {**self._envelopes, **new_envelopes}
         self.config = new
+        if self.commander is not None:
+            self.commander.config = new
         self.reporter.apply(new.devices)
         self.config_hash = new_hash
         self.journal.keep_only({d.name for d in new.devices})
@@ -377,6 +381,23 @@ class Daemon:
     def _on_scan(self, outcome: Any) -> None:
         self.journal.record(outcome.device.name, outcome.reading, outcome.raw, outcome.errors,
                             outcome.duration)
+
+    # -- commands (SPEC §6) -------------------------------------------------------------
+
+    def _start_commands(self, config: GatewayConfig) -> Any:
+        """With ``commands.enabled``: the commander and its MQTT listener (own session)."""
+        if config.commands is None or not config.commands.enabled:
+            return None
+        from drivers.modbus import ModbusWriter
+        from gateway.edge.commands import Commander, CommandListener
+
+        def open_writer(name: str) -> ModbusWriter:
+            assert self.config is not None
+            return ModbusWriter(self.config.device(name), self.poller.buses)
+
+        commander = Commander(config, open_writer, metrics=self.metrics)
+        self._spawn(CommandListener(config, commander).run(), "commands")
+        return commander
 
     # -- plumbing ----------------------------------------------------------------------
 
