@@ -59,7 +59,9 @@ class CommandStore:
     def __init__(self, state_dir: str) -> None:
         root = os.path.join(state_dir, "commands")
         os.makedirs(root, exist_ok=True)
-        self.db = sqlite3.connect(os.path.join(root, "commands.db"), isolation_level=None)
+        # used from worker threads, one command at a time (`Commander` holds a lock)
+        self.db = sqlite3.connect(os.path.join(root, "commands.db"), isolation_level=None,
+                                  check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("CREATE TABLE IF NOT EXISTS commands (id TEXT PRIMARY KEY, "
