@@ -25,9 +25,11 @@ devices:
     unit: 1
     timeout: 300ms
     points:
-      - {{name: mode, table: holding, address: 10, type: uint16, writable: true, allowed: [0, 1, 2]}}
-      - {{name: dim_pct, table: holding, address: 11, type: uint16, writable: true, min: 0, max: 100, max_rate: 2/min}}
-      - {{name: setpoint, table: holding, address: 12, type: float32, byte_order: CDAB, writable: true}}
+      - {{name: mode, table: holding, address: 10, writable: true, allowed: [0, 1, 2]}}
+      - {{name: dim_pct, table: holding, address: 11, writable: true, min: 0, max: 100,
+          max_rate: 2/min}}
+      - {{name: setpoint, table: holding, address: 12, type: float32, byte_order: CDAB,
+          writable: true}}
       - {{name: temp, table: holding, address: 14, type: int16, scale: 0.1, writable: true}}
       - {{name: lamp, table: holding, address: 20, type: bool, bit: 3, writable: true}}
       - {{name: relay, table: coil, address: 0, type: bool, writable: true}}
