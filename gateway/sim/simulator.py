@@ -149,6 +149,7 @@ class SimUnit:
     write_exception: int | None = None  # answer every write with this exception code
     ignore_writes: bool = False  # acknowledge writes, change nothing
     writes: list[tuple[int, int, list[Any]]] = field(default_factory=list)  # applied
+    on_write: Callable[[SimUnit], None] | None = None  # called after each applied write
     busy: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     def __post_init__(self) -> None:
@@ -292,6 +293,8 @@ class ModbusSimulator:
         else:
             unit.set_registers(table, address, [int(v) for v in values])
         unit.writes.append((function, address, list(values)))
+        if unit.on_write is not None:
+            unit.on_write(unit)
         return None
 
     def _trace_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
