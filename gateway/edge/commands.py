@@ -36,6 +36,7 @@ from gateway.core.signing import Refused, age_refusal, parse_public_key, parse_s
 
 log = logging.getLogger("sensegate.commands")
 
+KEEP_IDS_NS = 30 * 24 * 3600 * 10**9  # finished ids kept 30 days (far beyond any max_age)
 AUDIT_MAX_BYTES = 1024 * 1024
 AUDIT_FILES = 5  # audit.log and audit.log.1 .. .4: at most 5 MiB
 
@@ -66,6 +67,8 @@ class CommandStore:
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("CREATE TABLE IF NOT EXISTS commands (id TEXT PRIMARY KEY, "
                         "device TEXT, received INTEGER, result TEXT)")
+        self.db.execute("DELETE FROM commands WHERE result IS NOT NULL AND received < ?",
+                        (time.time_ns() - KEEP_IDS_NS,))
 
     def get(self, key: str) -> tuple[bool, Outcome | None]:
         """(known, its result: None while started and not finished)."""
