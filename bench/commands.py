@@ -170,7 +170,8 @@ async def run(seconds: float, rate: float, baud: int) -> dict[str, Any]:
     tcp_lat = [v for k, v in centre.latency.items() if int(k[2:]) % 2 == 1]
 
     def overruns(a: dict[str, float], b: dict[str, float]) -> float:
-        return metric(b, "sensegate_scan_overruns_total") - metric(a, "sensegate_scan_overruns_total")
+        name = "sensegate_scan_overruns_total"
+        return metric(b, name) - metric(a, name)
 
     def ms(values: list[float]) -> dict[str, float]:
         return {"p50_ms": round(1000 * statistics.median(values), 1) if values else None,
