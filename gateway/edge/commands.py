@@ -225,8 +225,11 @@ class Commander:
         await asyncio.to_thread(self.store.start, key, device_name)  # durable before writing
         from drivers.modbus import WriteFailed
 
-        writer = self.open_writer(device_name)
         done: dict[str, Value] = {}
+        try:
+            writer = self.open_writer(device_name)
+        except Exception as exc:  # e.g. a device removed by a reload meanwhile
+            return Outcome(request.id, "failed", f"cannot open {device_name}: {exc}")
         try:
             for point, write in writes:
                 self.rates.record(device_name, point, now)
@@ -236,6 +239,9 @@ class Commander:
                     status = "refused" if exc.status == "refused" else "failed"
                     return Outcome(request.id, status, f"{point.name}: {exc}",
                                    done or None)
+        except Exception as exc:  # a bug must not stop the listener, nor go unanswered
+            log.exception("command %r on %s", request.id, device_name)
+            return Outcome(request.id, "failed", f"internal error: {exc!r}", done or None)
         finally:
             await writer.close()
         return Outcome(request.id, "done", None, done)
