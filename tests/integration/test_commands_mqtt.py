@@ -222,6 +222,8 @@ HOSTILE: list[tuple[str, Callable[[PrivateKey], bytes], str]] = [
      "expected a number, got true"),
     ("no values", lambda k: signed(k, SET, "h14", {}), "'values' must be an object"),
     ("not json", lambda k: b"\xff\xfe{", "not a JSON object"),
+    ("injected point name", lambda k: signed(k, SET, "h15", {"+/#": 1}), "unknown point '+/#'"),
+    ("array payload", lambda k: b"[1, 2]", "not a JSON object"),
     ("id too long", lambda k: signed(k, SET, "x" * 500, {"dim_pct": 1}), "'id' must be"),
 ]
 
@@ -243,6 +245,11 @@ async def test_hostile_commands_are_refused_with_the_reason(rig, tmp_path: Path)
             assert reason in body["reason"], (name, body)
     finally:
         del os.environ["SENSEGATE_TEST_OTHER_KEY"]
+    # a device that does not exist, signed for its own topic
+    ghost = f"sensegate/{GW}/ghost/set"
+    centre.publish(ghost, signed(site.key, ghost, "g1", {"dim_pct": 1}))
+    [g1] = await until(lambda: centre.results("g1", f"{ghost}/result"))
+    assert (g1["status"], g1["reason"]) == ("refused", "unknown device 'ghost'")
     # NaN is no JSON a signature can cover: a NaN literal is refused before anything else
     centre.publish(SET, b'{"id": "nan", "ts": 1, "values": {"dim_pct": NaN}, "sig": "x"}')
     [nan] = await until(lambda: centre.results("nan"))
