@@ -284,6 +284,9 @@ class Daemon:
         if (new.listener, new.http) != (self.config.listener, self.config.http):
             log.warning("http settings changed: the listener keeps its address and token "
                         "until a restart")
+        if new.commands != self.config.commands:
+            log.warning("commands settings changed: enabled, public_key and max_age take "
+                        "effect at the next restart (points' write limits apply now)")
         # The switch: no await that can yield before poller.apply has taken the new config.
         # Keep envelopes of removed devices: scans already in flight still need them.
         self._envelopes = {**self._envelopes, **new_envelopes}
