@@ -284,9 +284,11 @@ class Daemon:
         if (new.listener, new.http) != (self.config.listener, self.config.http):
             log.warning("http settings changed: the listener keeps its address and token "
                         "until a restart")
-        if new.commands != self.config.commands:
-            log.warning("commands settings changed: enabled, public_key and max_age take "
-                        "effect at the next restart (points' write limits apply now)")
+        old_commands = self.config.commands
+        if (new.commands and (new.commands.enabled, new.commands.public_key)) != (
+                old_commands and (old_commands.enabled, old_commands.public_key)):
+            log.warning("commands.enabled and commands.public_key take effect at the next "
+                        "restart (max_age and the points' write limits apply now)")
         # The switch: no await that can yield before poller.apply has taken the new config.
         # Keep envelopes of removed devices: scans already in flight still need them.
         self._envelopes = {**self._envelopes, **new_envelopes}
