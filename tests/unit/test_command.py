@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,71 @@ def test_audit_log_is_rotated_and_bounded(tmp_path: Path) -> None:
     last = (tmp_path / "commands" / "audit.log").read_text().splitlines()
     assert json.loads(last[-1])["id"] == "c-99"
     assert sum(p.stat().st_size for p in (tmp_path / "commands").iterdir()) < 3 * 1100
+
+
+class _Writer:
+    """Stands in for a device: records writes, answers with the value written."""
+
+    def __init__(self, log: list[tuple[str, object]]) -> None:
+        self.log = log
+
+    async def write(self, point: PointConfig, write: object) -> object:
+        self.log.append((point.name, write.value))  # type: ignore[attr-defined]
+        return write.value  # type: ignore[attr-defined]
+
+    async def close(self) -> None:
+        pass
+
+
+def _commander(tmp_path: Path, log: list[tuple[str, object]], key: bytes | None = None):
+    from gateway.core.model import CommandsConfig, GatewayConfig, MqttConfig
+    from gateway.edge.commands import Commander
+
+    config = GatewayConfig(
+        "gw-1", MqttConfig("127.0.0.1", 1883, "c"), (DEVICE,), state_dir=str(tmp_path),
+        commands=CommandsConfig(enabled=True, max_age=30.0))
+    return Commander(config, lambda _name: _Writer(log), public_key=key)
+
+
+async def test_commander_signature_age_and_at_most_once(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    from gateway.core.signing import canonical, sign_body
+    from gateway.runtime.signing import PrivateKey, generate
+
+    pem, public = generate()
+    key = PrivateKey(serialization.load_pem_private_key(pem, None))  # type: ignore[arg-type]
+    topic = "sensegate/gw-1/vms-3/set"
+
+    def signed(msg_id: str, values: dict[str, object], on: str = topic, age: float = 0) -> bytes:
+        body = {"id": msg_id, "ts": time.time_ns() - int(age * 1e9), "values": values}
+        return sign_body(body, key.sign(canonical(on, body)))
+
+    log: list[tuple[str, object]] = []
+    commander = _commander(tmp_path, log, public)
+    _d, first = await commander.handle_message(topic, signed("c-1", {"dim": 40}))
+    assert (first.status, first.values) == ("done", {"dim": 40})
+    _d, again = await commander.handle_message(topic, signed("c-1", {"dim": 40}))
+    assert (again.status, again.duplicate, log) == ("done", True, [("dim", 40)])
+    _d, moved = await commander.handle_message(
+        topic, signed("c-2", {"dim": 1}, on="sensegate/gw-1/other/set"))
+    assert moved.status == "refused" and "bad signature" in str(moved.reason)
+    _d, old = await commander.handle_message(topic, signed("c-3", {"dim": 1}, age=60))
+    assert old.status == "expired"
+    assert log == [("dim", 40)]
+    commander.close()
+
+
+async def test_a_command_started_before_a_crash_is_not_repeated(tmp_path: Path) -> None:
+    from gateway.core.command import Request
+
+    store = CommandStore(str(tmp_path))
+    store.start("c-9", "vms-3")  # the write went out, then the process died
+    store.close()
+    log: list[tuple[str, object]] = []
+    commander = _commander(tmp_path, log)
+    outcome = await commander.execute("vms-3", Request("c-9", time.time_ns(), {"dim": 5}),
+                                      source="mqtt")
+    assert outcome.status == "failed" and "not repeated" in str(outcome.reason)
+    assert log == []
+    commander.close()
