@@ -1,10 +1,12 @@
 """Shared Modbus connections: one client and one lock per RS-485 bus or TCP endpoint.
 
-Every Modbus transaction goes through a `Link`. A link owns one pymodbus client and an
-``asyncio.Lock``: a device holds the lock for a whole transaction (request, response or
-timeout, retries, then the bus's silence), so exactly one transaction is in flight on a
-bus whatever the number of devices on it. Devices behind the same TCP endpoint (a Modbus
-TCP gateway, a serial device server running RTU over TCP) share its link the same way.
+Every Modbus transaction goes through a `Link`. A link owns one pymodbus client and a lock
+(`PriorityLock`, used like an ``asyncio.Lock``): a device holds the lock for a whole
+transaction (request, response or timeout, retries, then the bus's silence), so exactly one
+transaction is in flight on a bus whatever the number of devices on it. A command's write
+takes the lock `urgently` (`drivers.modbus.ModbusWriter`): after the transaction in flight,
+ahead of the polls waiting. Devices behind the same TCP endpoint (a Modbus TCP gateway, a
+serial device server running RTU over TCP) share its link the same way.
 
 A link connects lazily and reconnects with capped exponential backoff; while it waits to
 retry, transactions fail at once with a ``connection`` error instead of blocking the
