@@ -178,6 +178,8 @@ def encode(point: PointConfig, value: object) -> Write:
 
 
 def _integer_raw(point: PointConfig, number: float | int, limits: tuple[int, int]) -> int:
+    """The raw integer that reads back as ``number``; the nearest one when none does (the
+    round trip then refuses it), or `Unwritable` when it is outside the type's range."""
     if (point.scale, point.offset) == (1, 0) and isinstance(number, int):
         raw = number
     elif (point.scale, point.offset) == (1, 0) and float(number).is_integer():
@@ -187,6 +189,15 @@ def _integer_raw(point: PointConfig, number: float | int, limits: tuple[int, int
         if not math.isfinite(exact):
             raise Unwritable(f"{_show(number)} is out of range of {point.type}")
         raw = round(exact)
+        if point.precision is not None or not (limits[0] <= raw <= limits[1]):
+            # A half-way value (x.x5 rounded to one decimal), a precision coarser than the
+            # scale, the edge of a 64-bit range: a neighbour may be the one that reads back
+            # as ``number``.
+            floor = math.floor(exact)
+            for candidate in dict.fromkeys((raw, floor, floor + 1)):
+                edge = min(max(candidate, limits[0]), limits[1])
+                if _reads_back(point, edge, number):
+                    return edge
     if not limits[0] <= raw <= limits[1]:
         lo, hi = encodable_range(point) or (limits[0], limits[1])
         if lo <= number <= hi:  # a float at the edge of a 64-bit range: the nearest raw
@@ -195,6 +206,13 @@ def _integer_raw(point: PointConfig, number: float | int, limits: tuple[int, int
                          f"{point.type} with scale {point.scale:g} and offset "
                          f"{point.offset:g} can hold")
     return raw
+
+
+def _reads_back(point: PointConfig, raw: int, number: float | int) -> bool:
+    wire: list[int] | list[bool] = (
+        [raw == 1] if point.table in BIT_TABLES else encode_registers(point, raw))
+    back, quality = build_decoder(point)(wire)
+    return quality == "good" and back is not None and survives(point, number, back)
 
 
 def _proved(point: PointConfig, encoded: Write, wanted: Value,

@@ -47,7 +47,8 @@ def decoded_values(draw: st.DrawFn) -> tuple[PointConfig, int | float]:
     order = draw(st.sampled_from(BYTE_ORDERS))
     scale = draw(st.sampled_from(SCALES))
     offset = draw(st.sampled_from(OFFSETS))
-    p = point(dtype, order, scale, offset)
+    precision = draw(st.sampled_from((None, None, 0, 1, 2, 4)))
+    p = point(dtype, order, scale, offset, precision=precision)
     raw = draw(raw_values(dtype))
     value, quality = build_decoder(p)(encode_registers(p, raw))
     if quality != "good":  # scaled past the float range
