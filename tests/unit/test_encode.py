@@ -72,12 +72,14 @@ def test_every_value_a_point_reads_is_written_back_to_the_same_value(
 
 @settings(max_examples=600, deadline=None)
 @given(st.sampled_from(NUMERIC), st.sampled_from(BYTE_ORDERS), st.sampled_from(SCALES),
-       st.sampled_from(OFFSETS),
+       st.sampled_from(OFFSETS), st.sampled_from((None, 0, 1, 3)),
        st.one_of(st.floats(allow_nan=True, allow_infinity=True),
-                 st.integers(-(1 << 70), 1 << 70)))
+                 st.integers(-(1 << 70), 1 << 70),
+                 st.decimals(-100000, 100000, places=2).map(float)))
 def test_any_value_is_written_exactly_or_refused(dtype: str, order: str, scale: float,
-                                                offset: float, value: float) -> None:
-    p = point(dtype, order, scale, offset)
+                                                offset: float, precision: int | None,
+                                                value: float) -> None:
+    p = point(dtype, order, scale, offset, precision=precision)
     try:
         written = encode(p, value)
     except Unwritable as exc:
