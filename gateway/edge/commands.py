@@ -200,7 +200,9 @@ class Commander:
                 await asyncio.to_thread(store.finish, key, device_name, stored)
                 self._audit(device_name, request.id, "failed", reason=stored.reason)
             self._count(device_name, "duplicate")
-            return Outcome(stored.id, stored.status, stored.reason, stored.values, True)
+            reason = (f"duplicate id, not executed again: {stored.reason}" if stored.reason
+                      else "duplicate id, not executed again: the stored result")
+            return Outcome(stored.id, stored.status, reason, stored.values, True)
         outcome = await self._run(device_name, request, key, check_age)
         await asyncio.to_thread(store.finish, key, device_name, outcome)
         self._count(device_name, outcome.status)

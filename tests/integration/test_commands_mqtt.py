@@ -192,6 +192,8 @@ async def test_a_signed_command_is_executed_once_read_back_audited_and_answered(
     centre.publish(SET, payload)
     results = await until(lambda: len(centre.results("c-0001")) == 2 and centre.results("c-0001"))
     assert results[1]["status"] == "done"
+    assert results[1]["reason"] == "duplicate id, not executed again: the stored result"
+    assert results[1]["values"] == {"dim_pct": 40, "relay": True}
     assert len(unit.writes) == writes == 2
     events = [(e["id"], e["event"]) for e in site.audit() if e["id"] == "c-0001"]
     assert events == [("c-0001", "received"), ("c-0001", "done"), ("c-0001", "received")]
