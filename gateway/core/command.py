@@ -24,6 +24,7 @@ from gateway.core.signing import MAX_ID, Refused
 Status = Literal["done", "refused", "failed", "expired"]
 STATUSES: tuple[Status, ...] = ("done", "refused", "failed", "expired")
 MAX_VALUES = 64  # points one command may write
+MAX_PAYLOAD = 64 * 1024  # bytes of one request
 
 
 def set_topic(prefix: str, gateway_id: str, device: str) -> str:
@@ -54,7 +55,7 @@ def parse_request(payload: bytes) -> Request:
     """An unsigned request's ``id``, ``ts`` and ``values``; `Refused` when malformed."""
     try:
         obj = json.loads(payload)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise Refused("not a JSON object") from None
     return request_of(obj)
 

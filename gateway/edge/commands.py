@@ -163,6 +163,9 @@ class Commander:
         config = self.config
         device = core.device_of(topic, config.mqtt.topic_prefix, config.id) or "?"
         try:
+            if len(payload) > core.MAX_PAYLOAD:
+                raise Refused(f"{len(payload)} bytes: a command is at most "
+                              f"{core.MAX_PAYLOAD} bytes")
             if self.public_key:
                 from gateway.runtime.signing import verify
 
@@ -171,8 +174,10 @@ class Commander:
                 request = core.request_of(signed.body)
             else:
                 request = core.parse_request(payload)
-        except Refused as exc:
-            msg_id = _id_of(payload)
+        except (Refused, RecursionError) as exc:  # RecursionError: JSON nested too deep
+            if isinstance(exc, RecursionError):
+                exc = Refused("not a JSON object (nested too deep)")
+            msg_id = _id_of(payload) if len(payload) <= core.MAX_PAYLOAD else ""
             self._count(device, "refused")
             self._audit(device, msg_id, "received", source="mqtt", topic=topic[:256])
             outcome = Outcome(msg_id, "refused", str(exc))
@@ -268,7 +273,7 @@ class Commander:
 def _id_of(payload: bytes) -> str:
     try:
         obj = json.loads(payload)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return ""
     value = obj.get("id") if isinstance(obj, dict) else None
     return value[:128] if isinstance(value, str) else ""

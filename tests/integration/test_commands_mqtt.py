@@ -226,6 +226,10 @@ HOSTILE: list[tuple[str, Callable[[PrivateKey], bytes], str]] = [
     ("not json", lambda k: b"\xff\xfe{", "not a JSON object"),
     ("injected point name", lambda k: signed(k, SET, "h15", {"+/#": 1}), "unknown point '+/#'"),
     ("array payload", lambda k: b"[1, 2]", "not a JSON object"),
+    ("nested too deep", lambda k: b'{"id": "h16", "values": ' + b"[" * 60000 + b"}",
+     "nested too deep"),
+    ("too large", lambda k: b'{"id": "h17", "pad": "' + b"x" * 70000 + b'"}',
+     "a command is at most 65536 bytes"),
     ("id too long", lambda k: signed(k, SET, "x" * 500, {"dim_pct": 1}), "'id' must be"),
 ]
 
