@@ -209,6 +209,10 @@ class Commander:
                       else "duplicate id, not executed again: the stored result")
             return Outcome(stored.id, stored.status, reason, stored.values, True)
         outcome = await self._run(device_name, request, key, check_age)
+        level = logging.INFO if outcome.status == "done" else logging.WARNING
+        log.log(level, "command %r (%s) on %s: %s%s", request.id[:64], source,
+                device_name[:64], outcome.status,
+                f": {outcome.reason}" if outcome.reason else f" {outcome.values}")
         await asyncio.to_thread(store.finish, key, device_name, outcome)
         self._count(device_name, outcome.status)
         self._audit(device_name, request.id, outcome.status, reason=outcome.reason,
