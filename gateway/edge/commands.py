@@ -181,6 +181,7 @@ class Commander:
             self._count(device, "refused")
             self._audit(device, msg_id, "received", source="mqtt", topic=topic[:256])
             outcome = Outcome(msg_id, "refused", str(exc))
+            log.warning("command %r on %s refused: %s", msg_id[:64], topic[:256], exc)
             self._audit(device, msg_id, "refused", reason=str(exc))
             return device, outcome
         return device, await self.execute(device, request, source="mqtt")
