@@ -18,6 +18,7 @@ from gateway.config.load import load_bridge_config, load_gateway_config
 from gateway.core.bustime import estimate_bus
 from gateway.core.model import MODBUS_DRIVERS, BridgeConfig, DeviceConfig, GatewayConfig
 from gateway.core.plan import interval_groups, plan_device
+from gateway.core.signing import key_id
 from gateway.core.units import format_duration
 from gateway.runtime.exitcodes import ExitCode
 
@@ -77,6 +78,11 @@ def summary(config: GatewayConfig) -> list[str]:
         f"{' (tls)' if config.mqtt.tls else ''}, qos {config.mqtt.qos}, "
         f"format {config.mqtt.format}, topics {config.mqtt.topic_prefix}/{config.id}/...",
     ]
+    fleet = config.fleet
+    if fleet.key is not None:
+        lines.append(f"fleet: remote configuration on (key {key_id(fleet.key)}), probation "
+                     f"{format_duration(fleet.probation)}, max_age "
+                     f"{format_duration(fleet.max_age)}")
     if config.devices:
         lines.append("devices:")
         width = max(len(d.name) for d in config.devices)

@@ -154,6 +154,24 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "  sensegate demo --duration 60s --outage 20s\n"
         "  sensegate demo --influx http://127.0.0.1:8086",
     ),
+    "fleet": (
+        "the operations centre's tool: fleet status, signed remote configuration",
+        "Work on many gateways through their MQTT broker (SPEC §7):\n"
+        "  status   every gateway's retained health record: state, version, config hash,\n"
+        "           devices and failing ones, outbox backlog, last seen (--json, filters)\n"
+        "  push     validate FILE as check does, sign it with KEY, send it to GATEWAY and\n"
+        "           print its result: applied, refused (with LINE:COL), rolled_back\n"
+        "  keygen   make an Ed25519 key pair: KEY (private, stays here) and KEY.pub\n"
+        "  command  signed device commands (SPEC §6): not available yet\n"
+        "The broker: --broker HOST[:PORT] or $SENSEGATE_BROKER, --username or\n"
+        "$SENSEGATE_MQTT_USER, the password from $SENSEGATE_MQTT_PASSWORD, --ca-file for TLS.\n"
+        "Exit 0 done, 1 refused / rolled back / no answer / broker unreachable, 2 usage.",
+        "  sensegate fleet keygen ~/.sensegate/fleet-key\n"
+        "  sensegate fleet status --broker broker.example.org:8883 --ca-file ca.pem\n"
+        "  sensegate fleet status --failing --json\n"
+        "  sensegate fleet status 'xinwu-*' --state offline\n"
+        "  sensegate fleet push --key ~/.sensegate/fleet-key xinwu-road-017 road-017.yaml",
+    ),
     "schema": (
         "print the JSON Schema of the gateway (or bridge) config",
         "Print the JSON Schema of the gateway config (or of the bridge config with --bridge),\n"
@@ -218,9 +236,95 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--influx", type=http_url, default=None, metavar="URL",
                       help="also run the bridge into this InfluxDB 1.x URL")
     demo.add_argument("--no-live", action="store_true", help="plain log output, no live view")
+    _fleet_parser(command("fleet"))
     schema = command("schema")
     schema.add_argument("--bridge", action="store_true", help="the bridge config's schema instead")
     return parser
+
+
+def _broker(text: str) -> str:
+    from gateway.commands.fleet import parse_broker
+
+    try:
+        parse_broker(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _fleet_parser(fleet: argparse.ArgumentParser) -> None:
+    actions = fleet.add_subparsers(dest="fleet_command", required=True, metavar="ACTION")
+
+    def action(name: str, short: str, examples: str) -> argparse.ArgumentParser:
+        p = actions.add_parser(name, help=short, description=short[0].upper() + short[1:],
+                               epilog=f"examples:\n{examples}", formatter_class=_Formatter)
+        _global_options(p, top=False)
+        return p
+
+    def with_broker(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--broker", type=_broker, metavar="HOST[:PORT]",
+                       default=os.environ.get("SENSEGATE_BROKER", "127.0.0.1:1883"),
+                       help="MQTT broker (default: $SENSEGATE_BROKER, else 127.0.0.1:1883)")
+        p.add_argument("--username", default=os.environ.get("SENSEGATE_MQTT_USER"),
+                       help="MQTT user (default: $SENSEGATE_MQTT_USER); the password comes "
+                       "from $SENSEGATE_MQTT_PASSWORD")
+        p.add_argument("--ca-file", metavar="PEM", help="use TLS, verifying the broker with "
+                       "this CA")
+        p.add_argument("--prefix", default="sensegate", help="topic prefix (default: "
+                       "sensegate)")
+
+    status = action("status", "list every gateway from its retained health record",
+                    "  sensegate fleet status\n  sensegate fleet status 'xinwu-*' --failing\n"
+                    "  sensegate fleet status --state offline --json")
+    with_broker(status)
+    status.add_argument("patterns", nargs="*", metavar="GATEWAY",
+                        help="gateway ids or shell patterns (default: all)")
+    status.add_argument("--state", choices=("online", "offline"), help="only in this state")
+    status.add_argument("--failing", action="store_true",
+                        help="only gateways with failing devices")
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.add_argument("--wait", type=duration, default=3.0, metavar="DURATION",
+                        help="wait at most this long for the retained records (default 3s)")
+    push = action("push", "validate, sign and send a config to one gateway; print its result",
+                  "  sensegate fleet push --key fleet-key xinwu-road-017 road-017.yaml\n"
+                  "  sensegate fleet push --key fleet-key --wait-probation gw-3 gw-3.yaml")
+    with_broker(push)
+    push.add_argument("--key", required=True, metavar="KEY", help="Ed25519 private key (PEM)")
+    push.add_argument("gateway", metavar="GATEWAY", help="the gateway's id")
+    push.add_argument("file", metavar="FILE", help="the gateway config to run")
+    push.add_argument("--timeout", type=duration, default=60.0, metavar="DURATION",
+                      help="wait this long for the result (default 60s)")
+    push.add_argument("--wait-probation", action="store_true",
+                      help="after 'applied', wait for the probation to end and report a "
+                      "rollback")
+    push.add_argument("--json", action="store_true",
+                      help="print the gateway's results as JSON instead of lines")
+    keygen = action("keygen", "make an Ed25519 key pair for signing configs",
+                    "  sensegate fleet keygen ~/.sensegate/fleet-key")
+    keygen.add_argument("key", metavar="KEY", help="private key file to create (KEY.pub too)")
+    command = action("command", "send a signed device command (not available yet)",
+                     "  sensegate fleet command --key fleet-key gw-1 vms-3 dim_pct=40")
+    command.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+
+def _run_fleet(args: argparse.Namespace) -> int:
+    from gateway.commands import fleet
+
+    action = args.fleet_command
+    if action == "keygen":
+        return fleet.keygen(sys.stdout, args.key)
+    if action == "command":
+        return fleet.command(sys.stdout)
+    host, port = fleet.parse_broker(args.broker)
+    broker = fleet.Broker(host, port, username=args.username,
+                          password=os.environ.get("SENSEGATE_MQTT_PASSWORD"),
+                          ca_file=args.ca_file, prefix=args.prefix)
+    if action == "status":
+        return fleet.status(broker, sys.stdout, patterns=args.patterns, state=args.state,
+                            failing=args.failing, as_json=args.json, wait=args.wait)
+    return fleet.push(broker, sys.stdout, key_path=args.key, gateway=args.gateway,
+                      path=args.file, timeout=args.timeout, wait_probation=args.wait_probation,
+                      as_json=args.json)
 
 
 def setup_logging(level: str) -> None:
@@ -284,6 +388,8 @@ def dispatch(args: argparse.Namespace) -> int:
 
         return demo.run(args)
 
+    if command == "fleet":
+        return _run_fleet(args)
     path = args.config or default_config_path()
     if command in ("run", "bridge"):
         # Until the daemon's event loop installs its own handlers, a SIGTERM (systemd

@@ -40,6 +40,7 @@ from gateway.core.model import (
     BusConfig,
     CommandsConfig,
     DeviceConfig,
+    FleetConfig,
     GatewayConfig,
     MqttConfig,
     PointConfig,
@@ -497,13 +498,15 @@ class _GatewayBuilder:
             self.issues.append(here.issue(
                 "metrics", "'metrics' is the old name of 'http': give one of them, not both"))
         commands = self._commands(data.get("commands"), base)
+        fleet = self._fleet(data.get("fleet"), base)
         if self.issues or not isinstance(gw, Section) or not isinstance(m, Section):
             return None
         mqtt = build(MqttConfig, m, port=_mqtt_port(m),
                      client_id=m.get("client_id") or f"sensegate-{gw_id}")
         extra = {"commands": commands} if commands is not None else {}
         return build(GatewayConfig, data, mqtt=mqtt, devices=tuple(devices),
-                     buses=tuple(buses.values()), tags=tags, source=self.path, **extra)
+                     buses=tuple(buses.values()), tags=tags, source=self.path, fleet=fleet,
+                     **extra)
 
     def _commands(self, c: Any, base: str) -> CommandsConfig | None:
         """``commands:`` with its public key file resolved (next to the config) and read."""
@@ -524,6 +527,35 @@ class _GatewayBuilder:
                 c.sub("public_key"), f"public key {path}: {why}"))
             return None
         return build(CommandsConfig, c, public_key=path)
+
+    def _fleet(self, f: Any, base: str) -> FleetConfig:
+        if not isinstance(f, Section):
+            return FleetConfig()
+        text = f.get("public_key")
+        key = self._public_key(f, text, base) if text is not None else None
+        return build(FleetConfig, f, key=key)
+
+    def _public_key(self, f: Section, text: str, base: str) -> bytes | None:
+        """The key inline (base64) or from a file (a relative path: to the config's dir)."""
+        from gateway.core.signing import parse_public_key
+
+        try:
+            return parse_public_key(text)
+        except ValueError as inline_error:
+            path = text if os.path.isabs(text) else os.path.join(base, text)
+            looks_like_path = text.startswith((".", "/", "~")) or text.endswith((".pub", ".pem"))
+            if not os.path.exists(path) and not looks_like_path:
+                reason = str(inline_error)
+            else:
+                try:
+                    with open(path, encoding="utf-8") as fh:
+                        return parse_public_key(fh.read())
+                except OSError as exc:
+                    reason = f"cannot read {path}: {(exc.strerror or str(exc)).lower()}"
+                except (ValueError, UnicodeDecodeError) as exc:
+                    reason = f"{path}: {exc}"
+        self.issues.append(f.at("public_key").issue(f.sub("public_key"), reason))
+        return None
 
     def _claim_port(self, port: str, owner: str, node: Node, path: str) -> None:
         first = self.serial_ports.get(port)

@@ -673,6 +673,43 @@ class CommandsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class FleetConfig:
+    """Signed remote configuration from the operations centre (SPEC §7, docs/fleet.md)."""
+
+    public_key: str | None = field(
+        default=None,
+        metadata=spec(doc="Ed25519 public key of the operations centre: the base64 line of "
+                      "KEY.pub (sensegate fleet keygen), or the path of a file holding it "
+                      "or a PEM key; absent: remote configuration is off"),
+    )
+    probation: float = field(
+        default=120.0,
+        metadata=spec(kind="duration", positive=True,
+                      doc="a pushed config that loses the broker or fails more devices "
+                      "within this time is rolled back"),
+    )
+    max_age: float = field(
+        default=300.0,
+        metadata=spec(kind="duration", positive=True,
+                      doc="a config message signed longer ago (or further ahead) than this "
+                      "is refused"),
+    )
+    keep: int = field(
+        default=5,
+        metadata=spec(minimum=1, maximum=100, doc="configs kept under state_dir/fleet/configs"),
+    )
+    key: bytes | None = None  # public_key read and parsed by the loader: 32 raw bytes
+
+    @property
+    def enabled(self) -> bool:
+        return self.key is not None
+
+
+_FLEET_DOC = ("signed remote configuration from the operations centre; off unless "
+              "public_key is set")
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     """Sensegate gateway config."""
 
@@ -721,6 +758,13 @@ class GatewayConfig:
         default=(),
         metadata=spec(doc="directories searched first for device profiles", section="gateway"),
     )
+    status_interval: float = field(
+        default=60.0,
+        metadata=spec(kind="duration", minimum=1.0, section="gateway",
+                      doc="the retained health record on {prefix}/{id}/status is refreshed "
+                      "this often (and at once on a change)"),
+    )
+    fleet: FleetConfig = field(default_factory=FleetConfig, metadata=spec(doc=_FLEET_DOC))
 
     def bus(self, name: str) -> BusConfig:
         return next(b for b in self.buses if b.name == name)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.core.lineproto import format_line
@@ -57,6 +58,16 @@ def status_topic(prefix: str, gateway_id: str) -> str:
     return f"{_prefix(prefix)}/{_topic_segment('gateway id', gateway_id)}/status"
 
 
+def config_set_topic(prefix: str, gateway_id: str) -> str:
+    """``{prefix}/{gateway_id}/config/set``: signed configs from the operations centre (§7)."""
+    return f"{_prefix(prefix)}/{_topic_segment('gateway id', gateway_id)}/config/set"
+
+
+def config_result_topic(prefix: str, gateway_id: str) -> str:
+    """``{prefix}/{gateway_id}/config/result``: ``applied``, ``refused``, ``rolled_back``."""
+    return f"{_prefix(prefix)}/{_topic_segment('gateway id', gateway_id)}/config/result"
+
+
 def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False,
                       allow_nan=False).encode("utf-8")
@@ -68,6 +79,40 @@ def status_payload(state: str, ts_ns: int, **extra: Any) -> bytes:
     ``state`` is ``online`` or ``offline`` (SPEC §3); ``ts`` integer nanoseconds.
     """
     return _dumps({"state": state, "ts": ts_ns, **extra})
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """What the retained status carries besides state and ts (SPEC §7): the health record."""
+
+    version: str
+    config_sha256: str
+    config_applied_ts: int  # ns
+    devices_total: int
+    failing: tuple[str, ...]  # names of the devices whose last scan got no answer
+    outbox_pending: int  # readings
+    outbox_oldest_s: float | None  # age of the oldest pending reading, None when empty
+    outbox_dropped: int
+    uptime_s: float
+
+
+def health_payload(state: str, ts_ns: int, health: Health) -> bytes:
+    """The health record of SPEC §7 as compact JSON: a §3 status with more keys.
+
+    Sizes are rounded (whole seconds) so an unchanged gateway sends the same few hundred
+    bytes every time: the record crosses cellular links every ``status_interval``.
+    """
+    oldest = health.outbox_oldest_s
+    return status_payload(
+        state, ts_ns,
+        version=health.version,
+        config={"sha256": health.config_sha256, "applied_ts": health.config_applied_ts},
+        devices={"total": health.devices_total, "failing": sorted(health.failing)},
+        outbox={"pending": health.outbox_pending,
+                "oldest_s": None if oldest is None else round(oldest),
+                "dropped": health.outbox_dropped},
+        uptime_s=round(health.uptime_s),
+    )
 
 
 def _reading_json(reading: Reading) -> dict[str, Any]:

@@ -321,9 +321,11 @@ class CommandListener:
 
     async def _answer(self, client: Any, message: Any, properties: Any,
                       packet_types: Any) -> None:
+        m = self.config.mqtt
+        if str(message.topic) == f"{m.topic_prefix}/{self.config.id}/config/set":
+            return  # signed remote configuration (SPEC §7): gateway.edge.fleet answers it
         payload = message.payload if isinstance(message.payload, bytes) else b""
         device, outcome = await self.commander.handle_message(str(message.topic), payload)
-        m = self.config.mqtt
         body = outcome.payload()
         if core.device_of(str(message.topic), m.topic_prefix, self.config.id) is not None:
             await client.publish(core.result_topic(m.topic_prefix, self.config.id, device),

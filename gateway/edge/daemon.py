@@ -21,9 +21,11 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway import __version__
 from gateway.config.load import load_gateway_config
 from gateway.core.errors import ConfigError, StorageError
 from gateway.core.model import GatewayConfig, Reading
+from gateway.core.payload import Health, health_payload, status_topic
 from gateway.runtime import systemd
 from gateway.runtime.exitcodes import ExitCode
 from gateway.runtime.lifecycle import run_phases, signal_handlers
@@ -31,6 +33,8 @@ from gateway.runtime.lifecycle import run_phases, signal_handlers
 log = logging.getLogger("sensegate.daemon")
 
 STATUS_EVERY = 5.0  # seconds between STATUS= updates to systemd
+HEALTH_CHECK_EVERY = 1.0  # seconds between looks for a change worth a new health record
+HEALTH_MIN_GAP = 5.0  # at most one record this often: a flapping device must not flood a SIM
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,15 +51,6 @@ def envelopes(config: GatewayConfig) -> dict[str, Envelope]:
         d.name: Envelope(d.measurement or d.name, {**config.tags, **d.tags})
         for d in config.devices
     }
-
-
-def config_digest(path: str) -> str:
-    """sha256 (hex) of the config file, as the page shows it; "" when it cannot be read."""
-    try:
-        with open(path, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
-    except OSError:
-        return ""
 
 
 def reload_refusal(old: GatewayConfig, new: GatewayConfig) -> str | None:
@@ -87,6 +82,11 @@ class Daemon:
     config_hash: str = ""
     _page_facts: tuple[GatewayConfig, Any] | None = None  # (config, page ConfigFacts)
     commander: Any = None  # gateway.edge.commands.Commander with commands.enabled
+    config_text: bytes = b""  # the running config file's bytes, as loaded
+    config_sha: str = ""  # their sha256 (the health record's config hash)
+    config_applied_ts: int = 0  # ns: when the running config was switched to
+    _started: float = field(default_factory=time.monotonic)
+    _switch_lock: asyncio.Lock | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -102,11 +102,11 @@ class Daemon:
         # The config first: loading it allocates many times the file's size in short-lived
         # objects, and the modules imported next fill the memory they leave (loading after
         # the imports adds 3 MiB to the peak RSS with 100 devices x 20 points; bench/rss.py).
-        config = load_gateway_config(self.config_path)
-        self.config_hash = config_digest(self.config_path)
+        config, text = self._load()
         # Imported here so `check`, `schema` and friends never pay for these imports.
         from gateway.core.report import Reporter
         from gateway.edge import reportstate
+        from gateway.edge.fleet import RemoteConfig, recover
         from gateway.edge.outbox import Outbox
         from gateway.edge.page import ScanJournal
         from gateway.edge.publish import Publisher
@@ -114,18 +114,27 @@ class Daemon:
         from gateway.edge.statedir import lock_state_dir
         from gateway.runtime.metrics import GatewayMetrics
 
-        self.config = config
         self.started_at = time.time()
         self.journal = ScanJournal()
-        self._envelopes = envelopes(config)
-        self.metrics = GatewayMetrics()
         # One gateway per state_dir: a second one would publish this one's readings.
         self._lock = lock_state_dir(config.state_dir)
+        # A pushed config that never passed its probation is undone before it runs again.
+        if recover(self.config_path, config.state_dir) is not None:
+            config, text = self._load()  # the previous config, put back in place
+
+        self.config = config
+        self.config_text = text
+        self.config_sha = hashlib.sha256(text).hexdigest()
+        self.config_hash = self.config_sha  # the page's name for it
+        self.config_applied_ts = time.time_ns()
+        self._envelopes = envelopes(config)
+        self.metrics = GatewayMetrics()
         self.outbox = Outbox.open(
             config.state_dir, config.outbox, config.id, metrics=self.metrics
         )
         self.publisher = Publisher(
-            config, self.outbox, metrics=self.metrics, **self.publisher_options
+            config, self.outbox, metrics=self.metrics, status=self.health,
+            **self.publisher_options,
         )
         self.reporter = Reporter(config.devices)
         saved = reportstate.take(config.state_dir)
@@ -134,6 +143,9 @@ class Daemon:
                      self.reporter.restore(saved))
         self.poller = Poller(config, self._sink, metrics=self.metrics,
                              on_scan=self._on_scan)
+        self.remote = RemoteConfig(self)
+        self.remote.configure()
+        self._spawn(self._health_loop(), "health")
         # The committer runs until shutdown cancels it; close() then commits what is left.
         self._committer = self._spawn(self.outbox.run_committer(), "outbox-committer")
         self._spawn(self.publisher.run(), "publisher")
@@ -188,6 +200,8 @@ class Daemon:
         systemd.stopping()
         log.info("stopping: draining within %.0fs", self.drain_timeout)
         deadline = time.monotonic() + self.drain_timeout
+        if hasattr(self, "remote"):
+            await self.remote.close()
         if hasattr(self, "poller"):
             with contextlib.suppress(Exception):
                 budget = max(0.1, deadline - time.monotonic())
@@ -271,7 +285,7 @@ class Daemon:
         assert self.config is not None
         log.info("reloading %s", self.config_path)
         try:
-            new, new_envelopes, new_hash = await asyncio.to_thread(self._read_config)
+            new, new_envelopes, text = await asyncio.to_thread(self._read_config)
         except ConfigError as exc:
             for issue in exc.issues:
                 log.error("reload refused: %s", issue)
@@ -289,24 +303,48 @@ class Daemon:
                 old_commands and (old_commands.enabled, old_commands.public_key)):
             log.warning("commands.enabled and commands.public_key take effect at the next "
                         "restart (max_age and the points' write limits apply now)")
-        # The switch: no await that can yield before poller.apply has taken the new config.
-        # Keep envelopes of removed devices: scans already in flight still need them.
-        self._envelopes = {**self._envelopes, **new_envelopes}
-        self.config = new
-        if self.commander is not None:
-            self.commander.config = new
-        self.reporter.apply(new.devices)
-        self.config_hash = new_hash
-        self.journal.keep_only({d.name for d in new.devices})
-        await self.publisher.apply(new)
-        await self.poller.apply(new)
+        await self.switch(new, text, new_envelopes)
+
+    async def switch(self, new: GatewayConfig, text: bytes,
+                     new_envelopes: dict[str, Envelope] | None = None) -> None:
+        """Run ``new`` from now on: a SIGHUP reload's last step, and a remote config's.
+
+        No await that can yield between taking the lock and poller.apply having taken the
+        new config. The outbox is not touched.
+        """
+        if self._switch_lock is None:
+            self._switch_lock = asyncio.Lock()
+        async with self._switch_lock:
+            # Keep envelopes of removed devices: scans already in flight still need them.
+            self._envelopes = {**self._envelopes, **(new_envelopes or envelopes(new))}
+            self.config = new
+            if self.commander is not None:
+                self.commander.config = new
+            self.reporter.apply(new.devices)
+            self.config_text = text
+            self.config_sha = hashlib.sha256(text).hexdigest()
+            self.config_hash = self.config_sha  # the page's name for it
+            self.config_applied_ts = time.time_ns()
+            self.journal.keep_only({d.name for d in new.devices})
+            await self.publisher.apply(new)
+            await self.poller.apply(new)
+            self.remote.configure()
         log.info("reloaded: %d devices", len(new.devices))
         systemd.status(self.status_line())
 
-    def _read_config(self) -> tuple[GatewayConfig, dict[str, Envelope], str]:
+    def _load(self) -> tuple[GatewayConfig, bytes]:
+        """The config file, loaded, and its bytes (kept for a rollback, hashed for health)."""
+        try:
+            with open(self.config_path, "rb") as fh:
+                text = fh.read()
+        except OSError:
+            text = b""  # load_gateway_config reports why
+        return load_gateway_config(self.config_path), text
+
+    def _read_config(self) -> tuple[GatewayConfig, dict[str, Envelope], bytes]:
         """The worker thread's part of a reload: no state of the daemon is touched here."""
-        new = load_gateway_config(self.config_path)
-        return new, envelopes(new), config_digest(self.config_path)
+        new, text = self._load()
+        return new, envelopes(new), text
 
     # -- the HTTP listener and the technician's page -----------------------------------
 
@@ -403,6 +441,57 @@ class Daemon:
         commander = Commander(config, open_writer, metrics=self.metrics)
         self._spawn(CommandListener(config, commander).run(), "commands")
         return commander
+
+    # -- health (SPEC §7) --------------------------------------------------------------
+
+    def failing_devices(self) -> list[str]:
+        """Devices of the running config whose last scan got no answer at all."""
+        assert self.config is not None
+        health = self.poller.health()
+        return [d.name for d in self.config.devices if health.get(d.name, (0, 0))[1] > 0]
+
+    def all_scanned(self) -> bool:
+        assert self.config is not None
+        health = self.poller.health()
+        return all(health.get(d.name, (0, 0))[0] > 0 for d in self.config.devices)
+
+    def health(self, state: str) -> bytes:
+        """The retained status: the health record of SPEC §7 (the last will too)."""
+        assert self.config is not None
+        out = self.outbox.stats()
+        record = Health(
+            version=__version__, config_sha256=self.config_sha,
+            config_applied_ts=self.config_applied_ts, devices_total=len(self.config.devices),
+            failing=tuple(self.failing_devices()), outbox_pending=out.pending_readings,
+            outbox_oldest_s=out.oldest_age_s, outbox_dropped=out.dropped,
+            uptime_s=time.monotonic() - self._started,
+        )
+        return health_payload(state, time.time_ns(), record)
+
+    def _health_key(self) -> tuple[object, ...]:
+        assert self.config is not None
+        return (self.config_sha, len(self.config.devices), tuple(self.failing_devices()))
+
+    async def _health_loop(self) -> None:
+        """Refresh the retained health record every status_interval and on change."""
+        sent: list[Any] = [None, time.monotonic()]  # key, when
+
+        def connected() -> None:  # the publisher has just published "online"
+            sent[:] = [self._health_key(), time.monotonic()]
+
+        self.publisher.on_connect(connected)
+        while True:
+            await asyncio.sleep(HEALTH_CHECK_EVERY)
+            config = self.config
+            if config is None or not self.publisher.connected:
+                continue
+            key = self._health_key()
+            since = time.monotonic() - sent[1]
+            if since < config.status_interval and (key == sent[0] or since < HEALTH_MIN_GAP):
+                continue
+            topic = status_topic(config.mqtt.topic_prefix, config.id)
+            if await self.publisher.send(topic, self.health("online"), retain=True):
+                sent[:] = [key, time.monotonic()]
 
     # -- plumbing ----------------------------------------------------------------------
 

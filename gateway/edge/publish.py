@@ -25,6 +25,11 @@ go out within the time limit, publishes the retained ``offline`` status and disc
 * A lost connection is noticed through aiomqtt's public ``client.messages`` iterator, which
   raises ``MqttError`` on disconnect; in-flight publishes are then cancelled and retried on
   the next connection.
+* Side traffic of the fleet (SPEC §7): the status payload comes from a ``status(state)``
+  callable (the daemon's health record); `send` publishes one message on the live
+  connection (False when there is none); `subscribe` registers a handler for a topic,
+  subscribed on every connect and fed from the same ``client.messages`` iterator;
+  `on_connect` callbacks run after each connect (e.g. to send pending results).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import logging
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import aiomqtt
@@ -121,8 +127,13 @@ class Publisher:
         window_bytes: int = WINDOW_BYTES,
         reconnect_min: float = RECONNECT_MIN,
         reconnect_max: float = RECONNECT_MAX,
+        status: Callable[[str], bytes] | None = None,
     ) -> None:
         self._config = config
+        self._status = status or (lambda state: status_payload(state, _now_ns()))
+        self._client_now: aiomqtt.Client | None = None  # the live connection, if any
+        self._subscriptions: dict[str, Callable[[aiomqtt.Message], None]] = {}
+        self._connect_callbacks: list[Callable[[], None]] = []
         self._outbox = outbox
         self._metrics = metrics if metrics is not None else GatewayMetrics()
         self._window = max(1, window)
@@ -150,6 +161,7 @@ class Publisher:
         self.published_readings = 0
         self._socket_errors = _SocketErrors()
         self._paho_log = logging.getLogger(f"sensegate.mqtt.{config.id}")
+        self._side_tasks: set[asyncio.Future[None]] = set()
 
     @property
     def connected(self) -> bool:
@@ -210,8 +222,18 @@ class Publisher:
                     backoff.reset()
                 wait = backoff.next()
                 log.warning("%s; retrying in %.1fs", failure, wait)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), wait)
+                # New mqtt settings (a reload, a remote config's rollback) end the wait:
+                # they are tried at once, not after a backoff earned by the old ones.
+                waits = [asyncio.ensure_future(self._stop.wait()),
+                         asyncio.ensure_future(self._reconfigure.wait())]
+                try:
+                    await asyncio.wait(waits, timeout=wait,
+                                       return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiter in waits:
+                        waiter.cancel()
+                if self._reconfigure.is_set():
+                    backoff.reset()
         finally:
             remove_listener()
             self._paho_log.removeFilter(self._socket_errors)
@@ -249,13 +271,51 @@ class Publisher:
             self._reconfigure.set()
             self._wake.set()
 
+    # -- side traffic (fleet) ----------------------------------------------------------
+
+    def subscribe(self, topic: str, handler: Callable[[aiomqtt.Message], None]) -> None:
+        """Deliver messages on ``topic`` to ``handler`` (on the loop; it must not block)."""
+        self._subscriptions[topic] = handler
+        client = self._client_now
+        if client is not None:
+            self._background(client.subscribe(topic, qos=1, timeout=STATUS_TIMEOUT))
+
+    def unsubscribe(self, topic: str) -> None:
+        if self._subscriptions.pop(topic, None) is not None and self._client_now is not None:
+            self._background(self._client_now.unsubscribe(topic, timeout=STATUS_TIMEOUT))
+
+    def on_connect(self, callback: Callable[[], None]) -> None:
+        self._connect_callbacks.append(callback)
+
+    async def send(self, topic: str, payload: bytes, *, retain: bool = False) -> bool:
+        """Publish one message (QoS 1) now; True once the broker acknowledged it, False
+        when there is no connection or it failed (the caller keeps it for the next one)."""
+        client = self._client_now
+        if client is None:
+            return False
+        try:
+            await client.publish(topic, payload, qos=1, retain=retain, timeout=STATUS_TIMEOUT)
+        except aiomqtt.MqttError as exc:
+            log.debug("could not publish on %s: %s", topic, exc)
+            return False
+        return True
+
+    def _background(self, coro: Any) -> None:
+        async def quietly() -> None:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await coro
+
+        task = asyncio.ensure_future(quietly())
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
     # -- one connection ----------------------------------------------------------------
 
     def _client(self, mqtt: MqttConfig) -> aiomqtt.Client:
         tls_context = build_tls_context(mqtt.tls) if mqtt.tls is not None else None
         will = aiomqtt.Will(
             status_topic(mqtt.topic_prefix, self._config.id),
-            status_payload("offline", _now_ns()),
+            self._status("offline"),
             qos=1,
             retain=True,
         )
@@ -288,15 +348,25 @@ class Publisher:
                 mqtt.host, mqtt.port, mqtt.client_id, " (tls)" if mqtt.tls else "",
             )
             await client.publish(
-                topic, status_payload("online", _now_ns()), qos=1, retain=True,
-                timeout=STATUS_TIMEOUT,
+                topic, self._status("online"), qos=1, retain=True, timeout=STATUS_TIMEOUT,
             )
+            subscribed = list(self._subscriptions)
+            for sub in subscribed:
+                await client.subscribe(sub, qos=1, timeout=STATUS_TIMEOUT)
             self._outbox.rewind()
-            await self._pump(client)
+            self._client_now = client
+            for sub in set(self._subscriptions) - set(subscribed):  # added meanwhile
+                self._background(client.subscribe(sub, qos=1, timeout=STATUS_TIMEOUT))
+            try:
+                for callback in self._connect_callbacks:
+                    callback()
+                await self._pump(client)
+            finally:
+                self._client_now = None
             if self._stop.is_set():
                 try:
                     await client.publish(
-                        topic, status_payload("offline", _now_ns()), qos=1, retain=True,
+                        topic, self._status("offline"), qos=1, retain=True,
                         timeout=STATUS_TIMEOUT,
                     )
                 except aiomqtt.MqttError as exc:
@@ -364,11 +434,12 @@ class Publisher:
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                 await watcher
 
-    @staticmethod
-    async def _watch(client: aiomqtt.Client) -> None:
-        # Nothing is subscribed: the iterator only ends, with MqttError, when the link drops.
-        async for _ in client.messages:
-            pass
+    async def _watch(self, client: aiomqtt.Client) -> None:
+        # Ends, with MqttError, when the link drops; meanwhile feeds the subscriptions.
+        async for message in client.messages:
+            for topic, handler in list(self._subscriptions.items()):
+                if message.topic.matches(topic):
+                    handler(message)
 
     def _send(self, client: aiomqtt.Client, message: OutboxMessage) -> None:
         config = self._config

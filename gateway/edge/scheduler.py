@@ -501,6 +501,12 @@ class Poller:
             for name, r in self._runners.items()
         }
 
+    def health(self) -> dict[str, tuple[int, int]]:
+        """Device -> (scans, consecutive failures): the cheap look the health record takes
+        every second (`stats` copies every device's whole statistics)."""
+        return {name: (r.stats.scans, r.stats.consecutive_failures)
+                for name, r in self._runners.items()}
+
     @property
     def buses(self) -> Any:
         """The links of the running config (`drivers.bus.BusRegistry`), None when stopped."""

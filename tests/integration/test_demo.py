@@ -114,6 +114,12 @@ class _RecordingPublisher:
     async def stop(self, timeout: float) -> None:
         return None
 
+    def on_connect(self, callback: object) -> None:
+        return None
+
+    def subscribe(self, topic: str, handler: object) -> None:
+        return None
+
 
 async def test_daemon_forwards_publisher_options(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
