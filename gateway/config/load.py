@@ -509,24 +509,15 @@ class _GatewayBuilder:
                      **extra)
 
     def _commands(self, c: Any, base: str) -> CommandsConfig | None:
-        """``commands:`` with its public key file resolved (next to the config) and read."""
+        """``commands:`` with its public key read and parsed (inline, or a file next to the
+        config), as for ``fleet:``."""
         if not isinstance(c, Section):
             return None
-        key = c.get("public_key")
-        if key is None:
+        text = c.get("public_key")
+        if text is None:
             return build(CommandsConfig, c)
-        from gateway.core.signing import parse_public_key
-
-        path = key if os.path.isabs(key) else os.path.join(base, key)
-        try:
-            with open(path, encoding="utf-8") as fh:
-                parse_public_key(fh.read())
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            why = (exc.strerror or str(exc)).lower() if isinstance(exc, OSError) else str(exc)
-            self.issues.append(c.at("public_key").issue(
-                c.sub("public_key"), f"public key {path}: {why}"))
-            return None
-        return build(CommandsConfig, c, public_key=path)
+        key = self._public_key(c, text, base)
+        return build(CommandsConfig, c, key=key) if key is not None else None
 
     def _fleet(self, f: Any, base: str) -> FleetConfig:
         if not isinstance(f, Section):

@@ -662,14 +662,16 @@ class CommandsConfig:
     )
     public_key: str | None = field(
         default=None,
-        metadata=spec(doc="file with the centre's Ed25519 public key (base64 line or PEM); "
-                      "when set, unsigned or badly signed commands are refused"),
+        metadata=spec(doc="the centre's Ed25519 public key: a file (base64 line or PEM; "
+                      "relative to the config's directory) or the base64 line itself; when "
+                      "set, unsigned or badly signed commands are refused"),
     )
     max_age: float = field(
         default=30.0,
         metadata=spec(kind="duration", positive=True,
                       doc="a command whose ts is older (or further in the future) is refused"),
     )
+    key: bytes | None = None  # public_key read and parsed by the loader: 32 raw bytes
 
 
 @dataclass(frozen=True, slots=True)

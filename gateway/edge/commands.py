@@ -32,7 +32,7 @@ from typing import Any
 
 from gateway.core import command as core
 from gateway.core.model import GatewayConfig, Value
-from gateway.core.signing import Refused, age_refusal, parse_public_key, parse_signed
+from gateway.core.signing import Refused, age_refusal, parse_signed
 
 log = logging.getLogger("sensegate.commands")
 
@@ -149,10 +149,9 @@ class Commander:
         if self.audit is None:
             self.audit = AuditLog(self.config.state_dir)
         commands = self.config.commands
-        if commands is not None and commands.public_key and self.public_key is None:
+        if commands is not None and self.public_key is None:
             # (b"" from `sensegate write`: a local write needs no signature)
-            with open(commands.public_key, encoding="utf-8") as fh:
-                self.public_key = parse_public_key(fh.read())
+            self.public_key = commands.key
 
     @property
     def max_age(self) -> float:
