@@ -199,3 +199,20 @@ async def test_a_command_started_before_a_crash_is_not_repeated(tmp_path: Path) 
     assert outcome.status == "failed" and "not repeated" in str(outcome.reason)
     assert log == []
     commander.close()
+
+
+def test_check_says_whether_commands_are_on_and_signed() -> None:
+    from gateway.commands.check import summary
+    from gateway.core.model import CommandsConfig, GatewayConfig, MqttConfig
+
+    def lines(commands: CommandsConfig | None) -> list[str]:
+        config = GatewayConfig("gw-1", MqttConfig("127.0.0.1", 1883, "c"), (DEVICE,),
+                               commands=commands)
+        return [line for line in summary(config) if line.startswith("commands:")]
+
+    assert lines(None) == ["commands: off; 3 writable points for sensegate write"]
+    assert lines(CommandsConfig(enabled=True)) == [
+        "commands: on, UNSIGNED (no public_key), 3 writable points"]
+    signed = CommandsConfig(enabled=True, key=bytes(32), max_age=10.0)
+    assert lines(signed) == [
+        "commands: on, signed (key AAAAAAAA), max_age 10s, 3 writable points"]
