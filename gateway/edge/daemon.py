@@ -438,6 +438,9 @@ class Daemon:
             assert self.config is not None
             return ModbusWriter(self.config.device(name), self.poller.buses)
 
+        if config.commands.key is None:
+            log.warning("commands: no public_key: commands are not signed, only the broker's "
+                        "ACL guards the writes (docs/commands.md)")
         commander = Commander(config, open_writer, metrics=self.metrics)
         self._spawn(CommandListener(config, commander).run(), "commands")
         return commander
