@@ -82,6 +82,7 @@ class Daemon:
     config_hash: str = ""
     _page_facts: tuple[GatewayConfig, Any] | None = None  # (config, page ConfigFacts)
     commander: Any = None  # gateway.edge.commands.Commander with commands.enabled
+    _commands_task: asyncio.Task[object] | None = None  # its MQTT listener
     config_text: bytes = b""  # the running config file's bytes, as loaded
     config_sha: str = ""  # their sha256 (the health record's config hash)
     config_applied_ts: int = 0  # ns: when the running config was switched to
@@ -202,6 +203,12 @@ class Daemon:
         deadline = time.monotonic() + self.drain_timeout
         if hasattr(self, "remote"):
             await self.remote.close()
+        if self.commander is not None and self._commands_task is not None:
+            # No new command; one in flight stops here (its id stays *started*: a redelivery
+            # after the restart is answered "interrupted", never written twice).
+            self._commands_task.cancel()
+            await asyncio.gather(self._commands_task, return_exceptions=True)
+            self.commander.close()
         if hasattr(self, "poller"):
             with contextlib.suppress(Exception):
                 budget = max(0.1, deadline - time.monotonic())
@@ -442,7 +449,7 @@ class Daemon:
             log.warning("commands: no public_key: commands are not signed, only the broker's "
                         "ACL guards the writes (docs/commands.md)")
         commander = Commander(config, open_writer, metrics=self.metrics)
-        self._spawn(CommandListener(config, commander).run(), "commands")
+        self._commands_task = self._spawn(CommandListener(config, commander).run(), "commands")
         return commander
 
     # -- health (SPEC §7) --------------------------------------------------------------
