@@ -54,9 +54,16 @@ async def write(config: GatewayConfig, device: str, assignments: Sequence[str],
     if isinstance(values, str):
         print(values, file=out)
         return ExitCode.USAGE
+    import sqlite3
+
     buses = BusRegistry(config.buses)
-    commander = Commander(config, lambda name: ModbusWriter(config.device(name), buses),
-                          public_key=b"")  # local: no signature
+    try:
+        commander = Commander(config, lambda name: ModbusWriter(config.device(name), buses),
+                              public_key=b"")  # local: no signature
+    except (OSError, sqlite3.Error) as exc:
+        print(f"cannot open the command store under {config.state_dir}: {exc} (run as the "
+              "gateway's user: the ids and the audit log live there)", file=out)
+        return ExitCode.FAILED
     try:
         request = Request(f"local-{uuid.uuid4()}", time.time_ns(), values)
         outcome = await commander.execute(device, request, source="local", check_age=False)

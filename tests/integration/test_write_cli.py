@@ -64,9 +64,10 @@ async def sim():
     await simulator.stop()
 
 
-def config(tmp_path: Path, sim: ModbusTcpSimulator, *, multiple: bool = False) -> str:
+def config(tmp_path: Path, sim: ModbusTcpSimulator, *, multiple: bool = False,
+           state: str | None = None) -> str:
     path = tmp_path / "gateway.yaml"
-    path.write_text(CONFIG.format(port=sim.port, state=tmp_path / "state",
+    path.write_text(CONFIG.format(port=sim.port, state=state or tmp_path / "state",
                                   multiple="true" if multiple else "false"))
     return str(path)
 
@@ -162,3 +163,12 @@ async def test_unknown_device_and_bad_arguments(tmp_path: Path, sim) -> None:
     assert (code, "unknown device 'ghost'" in out) == (2, True)
     code, out, _err = await sensegate("write", "-c", path, "vms-3", "dim_pct")
     assert (code, "'dim_pct' is not POINT=VALUE" in out) == (2, True)
+
+
+async def test_a_state_dir_that_cannot_be_written_is_one_line(tmp_path: Path, sim) -> None:
+    path = config(tmp_path, sim, state="/proc/sensegate-no")
+    code, out, err = await sensegate("write", "-c", path, "vms-3", "dim_pct=5")
+    assert code == 1
+    assert out.startswith("cannot open the command store under /proc/sensegate-no")
+    assert "Traceback" not in err
+    assert sim.unit(1).writes == []
