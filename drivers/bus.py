@@ -1,10 +1,12 @@
 """Shared Modbus connections: one client and one lock per RS-485 bus or TCP endpoint.
 
-Every Modbus transaction goes through a `Link`. A link owns one pymodbus client and an
-``asyncio.Lock``: a device holds the lock for a whole transaction (request, response or
-timeout, retries, then the bus's silence), so exactly one transaction is in flight on a
-bus whatever the number of devices on it. Devices behind the same TCP endpoint (a Modbus
-TCP gateway, a serial device server running RTU over TCP) share its link the same way.
+Every Modbus transaction goes through a `Link`. A link owns one pymodbus client and a lock
+(`PriorityLock`, used like an ``asyncio.Lock``): a device holds the lock for a whole
+transaction (request, response or timeout, retries, then the bus's silence), so exactly one
+transaction is in flight on a bus whatever the number of devices on it. A command's write
+takes the lock `urgently` (`drivers.modbus.ModbusWriter`): after the transaction in flight,
+ahead of the polls waiting. Devices behind the same TCP endpoint (a Modbus TCP gateway, a
+serial device server running RTU over TCP) share its link the same way.
 
 A link connects lazily and reconnects with capped exponential backoff; while it waits to
 retry, transactions fail at once with a ``connection`` error instead of blocking the
@@ -27,10 +29,12 @@ the bus itself changes or goes (`BusRegistry.update`).
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
@@ -99,6 +103,64 @@ def quiet_pymodbus() -> None:
             logger.addFilter(_NAMER)
 
 
+class PriorityLock:
+    """An ``asyncio.Lock`` whose `urgent` waiters go before the others: a command's write
+    goes ahead of the polls waiting for the bus, never in parallel with the transaction in
+    flight. The lock is handed over on release (no waiter can overtake the next in line)."""
+
+    def __init__(self) -> None:
+        self._locked = False
+        self._urgent: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._normal: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def locked(self) -> bool:
+        return self._locked
+
+    async def acquire(self, *, urgent: bool = False) -> bool:
+        if not self._locked and not self._urgent and not self._normal:
+            self._locked = True
+            return True
+        queue = self._urgent if urgent else self._normal
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed over as we were cancelled: pass it on
+            raise
+        finally:
+            if waiter in queue:
+                queue.remove(waiter)
+        return True
+
+    def release(self) -> None:
+        if not self._locked:
+            raise RuntimeError("release of an unlocked PriorityLock")
+        for queue in (self._urgent, self._normal):
+            while queue:
+                waiter = queue.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)  # ownership passes on: stays locked
+                    return
+        self._locked = False
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
+
+    @contextlib.asynccontextmanager
+    async def urgent(self) -> AsyncIterator[None]:
+        """Hold the lock, ahead of the ordinary waiters."""
+        await self.acquire(urgent=True)
+        try:
+            yield
+        finally:
+            self.release()
+
+
 class Refused(Exception):
     """An answer whose bytes contradict the request (`drivers.answer.check_answer`):
     kept from pymodbus's decoder, which would raise inside the transport."""
@@ -129,7 +191,7 @@ class Link:
         self.bus = bus  # bus name for log lines, None for TCP endpoints
         self.gap = gap  # silence after each transaction
         self.framing = framing  # socket | rtu | ascii
-        self.lock = asyncio.Lock()
+        self.lock = PriorityLock()
         self.transactions = 0
         self._make_client = make_client
         self._diagnose = diagnose

@@ -84,6 +84,16 @@ def summary(config: GatewayConfig) -> list[str]:
         lines.append(f"fleet: remote configuration on (key {key_id(fleet.key)}), probation "
                      f"{format_duration(fleet.probation)}, max_age "
                      f"{format_duration(fleet.max_age)}")
+    writable = sum(p.writable for d in config.devices for p in d.points)
+    commands = config.commands
+    if commands is not None and commands.enabled:
+        signed = (f"signed (key {key_id(commands.key)}), max_age "
+                  f"{format_duration(commands.max_age)}" if commands.key is not None
+                  else "UNSIGNED (no public_key)")
+        lines.append(f"commands: on, {signed}, {_plural(writable, 'writable point')}")
+    elif writable:
+        lines.append(f"commands: off; {_plural(writable, 'writable point')} for sensegate "
+                     "write")
     if config.devices:
         lines.append("devices:")
         width = max(len(d.name) for d in config.devices)

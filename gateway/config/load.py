@@ -42,6 +42,7 @@ from gateway.core.model import (
     BridgeConfig,
     BridgeMqttConfig,
     BusConfig,
+    CommandsConfig,
     DeviceConfig,
     FleetConfig,
     GatewayConfig,
@@ -472,8 +473,57 @@ def _make_point(
     invalid = _invalid_values(p, dtype, issues)
     if len(issues) != start or name is None or dtype is None:
         return None
-    return build(PointConfig, p, name=name, type=dtype, table=table, address=address,
-                 byte_order=order, bit=bit, length=length, invalid_values=invalid)
+    point = build(PointConfig, p, name=name, type=dtype, table=table, address=address,
+                  byte_order=order, bit=bit, length=length, invalid_values=invalid)
+    _writable(p, point, issues)
+    return point if len(issues) == start else None
+
+
+def _writable(p: Section, point: PointConfig, issues: list[ConfigIssue]) -> None:
+    """``writable`` only on holding and coil points; ``min``/``max``/``allowed``/
+    ``max_rate`` only on writable points, each a value the point can encode."""
+    from gateway.core.encode import Unwritable, encodable_range, encode, is_numeric
+
+    extras = [k for k in ("min", "max", "allowed", "max_rate") if p.given(k)]
+    if not point.writable:
+        for key in extras:
+            issues.append(p.key_at(key).issue(p.sub(key), f"'{key}' applies only to a "
+                                                          "point with 'writable: true'"))
+        return
+    if point.table not in ("holding", "coil"):
+        issues.append(p.at("writable").issue(
+            p.sub("writable"), f"{'an' if point.table == 'input' else 'a'} {point.table} "
+                               "point cannot be written (Modbus writes only holding "
+                               "registers and coils)"))
+        return
+    if point.scale == 0:
+        issues.append(p.at("scale").issue(p.sub("scale"), "a writable point needs a scale "
+                                                          "other than 0"))
+        return
+    span = encodable_range(point)
+    for key in ("min", "max"):
+        value = getattr(point, key)
+        if value is None:
+            continue
+        if span is None or not is_numeric(point):
+            issues.append(p.key_at(key).issue(p.sub(key), f"'{key}' applies only to numeric "
+                                                          f"points, not {point.type}"))
+        elif not span[0] <= value <= span[1]:
+            issues.append(p.at(key).issue(
+                p.sub(key), f"{key} {value:g} is outside {span[0]:g}..{span[1]:g}, what "
+                            f"{point.type} with scale {point.scale:g} and offset "
+                            f"{point.offset:g} can hold"))
+    if point.min is not None and point.max is not None and point.min > point.max:
+        issues.append(p.at("min").issue(p.sub("min"), f"min {point.min:g} is more than max "
+                                                      f"{point.max:g}"))
+    nodes = p.at("allowed").value if p.given("allowed") else None
+    for i, value in enumerate(point.allowed):
+        node = nodes[i] if isinstance(nodes, list) and i < len(nodes) else p.at("allowed")
+        try:
+            encode(point, value)
+        except Unwritable as exc:
+            issues.append(node.issue(f"{p.sub('allowed')}[{i}]", f"{value:g} cannot be "
+                                                                 f"written: {exc}"))
 
 
 def _pattern_matches_points(
@@ -521,13 +571,27 @@ class _GatewayBuilder:
             here = data.node.key_node("metrics") or data.at("metrics")
             self.issues.append(here.issue(
                 "metrics", "'metrics' is the old name of 'http': give one of them, not both"))
+        commands = self._commands(data.get("commands"), base)
         fleet = self._fleet(data.get("fleet"), base)
         if self.issues or not isinstance(gw, Section) or not isinstance(m, Section):
             return None
         mqtt = build(MqttConfig, m, port=_mqtt_port(m),
                      client_id=m.get("client_id") or f"sensegate-{gw_id}")
+        extra = {"commands": commands} if commands is not None else {}
         return build(GatewayConfig, data, mqtt=mqtt, devices=tuple(devices),
-                     buses=tuple(buses.values()), tags=tags, source=self.path, fleet=fleet)
+                     buses=tuple(buses.values()), tags=tags, source=self.path, fleet=fleet,
+                     **extra)
+
+    def _commands(self, c: Any, base: str) -> CommandsConfig | None:
+        """``commands:`` with its public key read and parsed (inline, or a file next to the
+        config), as for ``fleet:``."""
+        if not isinstance(c, Section):
+            return None
+        text = c.get("public_key")
+        if text is None:
+            return build(CommandsConfig, c)
+        key = self._public_key(c, text, base)
+        return build(CommandsConfig, c, key=key) if key is not None else None
 
     def _fleet(self, f: Any, base: str) -> FleetConfig:
         if not isinstance(f, Section):

@@ -69,6 +69,14 @@ POINT_PATTERN = r"[A-Za-z0-9_]{1,64}"
 POINT_HINT = "use 1-64 letters, digits or '_'"
 PROFILE_PATTERN = r"[A-Za-z0-9_.-]{1,64}"
 PROFILE_HINT = "use 1-64 letters, digits, '_', '.' or '-'"
+RATE_PATTERN = r"[1-9][0-9]{0,5}/(s|min|h)"
+RATE_WINDOWS: dict[str, float] = {"s": 1.0, "min": 60.0, "h": 3600.0}
+
+
+def rate_limit(text: str) -> tuple[int, float]:
+    """``6/min`` -> (6, 60.0): writes allowed per window of seconds (RATE_PATTERN)."""
+    count, _, unit = text.partition("/")
+    return int(count), RATE_WINDOWS[unit]
 
 # What each byte order means, in the words manuals and Modbus tools use.
 BYTE_ORDER_NAMES: dict[str, str] = {
@@ -442,6 +450,46 @@ class PointConfig:
         metadata=spec(kind="duration", positive=True, doc=_HEARTBEAT_DOC, computed=True,
                       default_note="the device's heartbeat"),
     )
+    writable: bool = field(
+        default=False,
+        metadata=spec(
+            applies_to=MODBUS_DRIVERS,
+            doc="commands may write this point (SPEC §6; holding and coil points only); "
+            "points not marked writable are never written",
+        ),
+    )
+    min: float | None = field(
+        default=None,
+        metadata=spec(applies_to=MODBUS_DRIVERS,
+                      doc="smallest value a command may write (engineering units); "
+                      "writable numeric points only"),
+    )
+    max: float | None = field(
+        default=None,
+        metadata=spec(applies_to=MODBUS_DRIVERS,
+                      doc="largest value a command may write (engineering units); "
+                      "writable numeric points only"),
+    )
+    allowed: tuple[int | float, ...] = field(
+        default=(),
+        metadata=spec(
+            item_kind="number",
+            applies_to=MODBUS_DRIVERS,
+            doc="the only values a command may write (engineering units), e.g. [0, 1, 2]; "
+            "writable points only",
+        ),
+    )
+    max_rate: str | None = field(
+        default=None,
+        metadata=spec(
+            applies_to=MODBUS_DRIVERS,
+            pattern=RATE_PATTERN,
+            pattern_hint="write N/s, N/min or N/h, e.g. 6/min",
+            noun="rate",
+            doc="most writes of this point a window may hold, e.g. 6/min (spares a device's "
+            "EEPROM); writable points only",
+        ),
+    )
     invalid_values: tuple[int | float, ...] = field(
         default=(),
         metadata=spec(
@@ -694,6 +742,14 @@ class DeviceConfig:
             noun="an aggregate",
         ),
     )
+    write_multiple: bool = field(
+        default=False,
+        metadata=spec(
+            applies_to=MODBUS_DRIVERS,
+            doc="write with function codes 15/16 only, also for one coil or register (for "
+            "devices that refuse 5 or 6)",
+        ),
+    )
     byte_order: ByteOrder | None = field(
         default=None,
         metadata=spec(
@@ -714,6 +770,28 @@ class ProfileInfo:
     model: str = field(metadata=spec(doc="sensor model", required=True))
     description: str | None = field(default=None, metadata=spec(doc="what the sensor measures"))
     manufacturer: str | None = field(default=None, metadata=spec(doc="maker of the sensor"))
+
+
+@dataclass(frozen=True, slots=True)
+class CommandsConfig:
+    """Commands from the operations centre: Modbus writes (SPEC §6, docs/commands.md)."""
+
+    enabled: bool = field(
+        default=False,
+        metadata=spec(doc="subscribe to {prefix}/{gateway.id}/+/set and execute commands"),
+    )
+    public_key: str | None = field(
+        default=None,
+        metadata=spec(doc="the centre's Ed25519 public key: a file (base64 line or PEM; "
+                      "relative to the config's directory) or the base64 line itself; when "
+                      "set, unsigned or badly signed commands are refused"),
+    )
+    max_age: float = field(
+        default=30.0,
+        metadata=spec(kind="duration", positive=True,
+                      doc="a command whose ts is older (or further in the future) is refused"),
+    )
+    key: bytes | None = None  # public_key read and parsed by the loader: 32 raw bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -792,6 +870,10 @@ class GatewayConfig:
     metrics: MetricsConfig | None = field(
         default=None,
         metadata=spec(doc="the old name of 'http:' (listen only, no token); not both"),
+    )
+    commands: CommandsConfig | None = field(
+        default=None,
+        metadata=spec(doc="commands from the centre (Modbus writes); absent: off"),
     )
     source: str = ""  # path of the file this was loaded from
     profile_dirs: tuple[str, ...] = field(

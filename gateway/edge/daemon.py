@@ -78,10 +78,12 @@ class Daemon:
     _envelopes: dict[str, Envelope] = field(default_factory=dict)
     _tasks: list[asyncio.Task[object]] = field(default_factory=list)
     _reloading: asyncio.Task[None] | None = None  # the reload in progress, if any
-    started_at: float = field(default_factory=time.time)  # wall clock, for the page
+    started_at: float = field(default_factory=time.time)
     _page_facts: tuple[GatewayConfig, Any] | None = None  # (config, page ConfigFacts)
+    commander: Any = None  # gateway.edge.commands.Commander with commands.enabled
+    _commands_task: asyncio.Task[object] | None = None  # its MQTT listener
     config_text: bytes = b""  # the running config file's bytes, as loaded
-    config_sha: str = ""  # their sha256 (the health record's and the page's config hash)
+    config_sha: str = ""  # their sha256 (the health record's config hash)
     config_applied_ts: int = 0  # ns: when the running config was switched to
     _started: float = field(default_factory=time.monotonic)
     _switch_lock: asyncio.Lock | None = None
@@ -112,6 +114,8 @@ class Daemon:
         from gateway.edge.statedir import lock_state_dir
         from gateway.runtime.metrics import GatewayMetrics
 
+        self.started_at = time.time()
+        self.journal = ScanJournal()
         # One gateway per state_dir: a second one would publish this one's readings.
         self._lock = lock_state_dir(config.state_dir)
         # A pushed config that never passed its probation is undone before it runs again.
@@ -131,8 +135,6 @@ class Daemon:
             config, self.outbox, metrics=self.metrics, status=self.health,
             **self.publisher_options,
         )
-        self.started_at = time.time()
-        self.journal = ScanJournal()
         self.reporter = Reporter(config.devices)
         saved = reportstate.take(config.state_dir)
         if saved is not None:
@@ -147,6 +149,7 @@ class Daemon:
         self._committer = self._spawn(self.outbox.run_committer(), "outbox-committer")
         self._spawn(self.publisher.run(), "publisher")
         await self.poller.start()
+        self.commander = self._start_commands(config)
         self.metrics_server = None
         if config.listener is not None:
             self.metrics_server = await self._serve_http(config)
@@ -198,6 +201,12 @@ class Daemon:
         deadline = time.monotonic() + self.drain_timeout
         if hasattr(self, "remote"):
             await self.remote.close()
+        if self.commander is not None and self._commands_task is not None:
+            # No new command; one in flight stops here (its id stays *started*: a redelivery
+            # after the restart is answered "interrupted", never written twice).
+            self._commands_task.cancel()
+            await asyncio.gather(self._commands_task, return_exceptions=True)
+            self.commander.close()
         if hasattr(self, "poller"):
             with contextlib.suppress(Exception):
                 budget = max(0.1, deadline - time.monotonic())
@@ -294,6 +303,11 @@ class Daemon:
         if (new.listener, new.http) != (self.config.listener, self.config.http):
             log.warning("http settings changed: the listener keeps its address and token "
                         "until a restart")
+        old_commands = self.config.commands
+        if (new.commands and (new.commands.enabled, new.commands.public_key)) != (
+                old_commands and (old_commands.enabled, old_commands.public_key)):
+            log.warning("commands.enabled and commands.public_key take effect at the next "
+                        "restart (max_age and the points' write limits apply now)")
         await self.switch(new, text, new_envelopes)
 
     async def switch(self, new: GatewayConfig, text: bytes,
@@ -309,11 +323,13 @@ class Daemon:
             # Keep envelopes of removed devices: scans already in flight still need them.
             self._envelopes = {**self._envelopes, **(new_envelopes or envelopes(new))}
             self.config = new
+            if self.commander is not None:
+                self.commander.config = new
             self.reporter.apply(new.devices)
-            self.journal.keep_only({d.name for d in new.devices})
             self.config_text = text
             self.config_sha = hashlib.sha256(text).hexdigest()
             self.config_applied_ts = time.time_ns()
+            self.journal.keep_only({d.name for d in new.devices})
             await self.publisher.apply(new)
             await self.poller.apply(new)
             self.remote.configure()
@@ -333,57 +349,6 @@ class Daemon:
         """The worker thread's part of a reload: no state of the daemon is touched here."""
         new, text = self._load()
         return new, envelopes(new), text
-
-    # -- health (SPEC §7) --------------------------------------------------------------
-
-    def failing_devices(self) -> list[str]:
-        """Devices of the running config whose last scan got no answer at all."""
-        assert self.config is not None
-        health = self.poller.health()
-        return [d.name for d in self.config.devices if health.get(d.name, (0, 0))[1] > 0]
-
-    def all_scanned(self) -> bool:
-        assert self.config is not None
-        health = self.poller.health()
-        return all(health.get(d.name, (0, 0))[0] > 0 for d in self.config.devices)
-
-    def health(self, state: str) -> bytes:
-        """The retained status: the health record of SPEC §7 (the last will too)."""
-        assert self.config is not None
-        out = self.outbox.stats()
-        record = Health(
-            version=__version__, config_sha256=self.config_sha,
-            config_applied_ts=self.config_applied_ts, devices_total=len(self.config.devices),
-            failing=tuple(self.failing_devices()), outbox_pending=out.pending_readings,
-            outbox_oldest_s=out.oldest_age_s, outbox_dropped=out.dropped,
-            uptime_s=time.monotonic() - self._started,
-        )
-        return health_payload(state, time.time_ns(), record)
-
-    def _health_key(self) -> tuple[object, ...]:
-        assert self.config is not None
-        return (self.config_sha, len(self.config.devices), tuple(self.failing_devices()))
-
-    async def _health_loop(self) -> None:
-        """Refresh the retained health record every status_interval and on change."""
-        sent: list[Any] = [None, time.monotonic()]  # key, when
-
-        def connected() -> None:  # the publisher has just published "online"
-            sent[:] = [self._health_key(), time.monotonic()]
-
-        self.publisher.on_connect(connected)
-        while True:
-            await asyncio.sleep(HEALTH_CHECK_EVERY)
-            config = self.config
-            if config is None or not self.publisher.connected:
-                continue
-            key = self._health_key()
-            since = time.monotonic() - sent[1]
-            if since < config.status_interval and (key == sent[0] or since < HEALTH_MIN_GAP):
-                continue
-            topic = status_topic(config.mqtt.topic_prefix, config.id)
-            if await self.publisher.send(topic, self.health("online"), retain=True):
-                sent[:] = [key, time.monotonic()]
 
     # -- the HTTP listener and the technician's page -----------------------------------
 
@@ -463,6 +428,77 @@ class Daemon:
     def _on_scan(self, outcome: Any) -> None:
         self.journal.record(outcome.device.name, outcome.reading, outcome.raw, outcome.errors,
                             outcome.duration)
+
+    # -- commands (SPEC §6) -------------------------------------------------------------
+
+    def _start_commands(self, config: GatewayConfig) -> Any:
+        """With ``commands.enabled``: the commander and its MQTT listener (own session)."""
+        if config.commands is None or not config.commands.enabled:
+            return None
+        from drivers.modbus import ModbusWriter
+        from gateway.edge.commands import Commander, CommandListener
+
+        def open_writer(name: str) -> ModbusWriter:
+            assert self.config is not None
+            return ModbusWriter(self.config.device(name), self.poller.buses)
+
+        if config.commands.key is None:
+            log.warning("commands: no public_key: commands are not signed, only the broker's "
+                        "ACL guards the writes (docs/commands.md)")
+        commander = Commander(config, open_writer, metrics=self.metrics)
+        self._commands_task = self._spawn(CommandListener(config, commander).run(), "commands")
+        return commander
+
+    # -- health (SPEC §7) --------------------------------------------------------------
+
+    def failing_devices(self) -> list[str]:
+        """Devices of the running config whose last scan got no answer at all."""
+        assert self.config is not None
+        health = self.poller.health()
+        return [d.name for d in self.config.devices if health.get(d.name, (0, 0))[1] > 0]
+
+    def all_scanned(self) -> bool:
+        assert self.config is not None
+        health = self.poller.health()
+        return all(health.get(d.name, (0, 0))[0] > 0 for d in self.config.devices)
+
+    def health(self, state: str) -> bytes:
+        """The retained status: the health record of SPEC §7 (the last will too)."""
+        assert self.config is not None
+        out = self.outbox.stats()
+        record = Health(
+            version=__version__, config_sha256=self.config_sha,
+            config_applied_ts=self.config_applied_ts, devices_total=len(self.config.devices),
+            failing=tuple(self.failing_devices()), outbox_pending=out.pending_readings,
+            outbox_oldest_s=out.oldest_age_s, outbox_dropped=out.dropped,
+            uptime_s=time.monotonic() - self._started,
+        )
+        return health_payload(state, time.time_ns(), record)
+
+    def _health_key(self) -> tuple[object, ...]:
+        assert self.config is not None
+        return (self.config_sha, len(self.config.devices), tuple(self.failing_devices()))
+
+    async def _health_loop(self) -> None:
+        """Refresh the retained health record every status_interval and on change."""
+        sent: list[Any] = [None, time.monotonic()]  # key, when
+
+        def connected() -> None:  # the publisher has just published "online"
+            sent[:] = [self._health_key(), time.monotonic()]
+
+        self.publisher.on_connect(connected)
+        while True:
+            await asyncio.sleep(HEALTH_CHECK_EVERY)
+            config = self.config
+            if config is None or not self.publisher.connected:
+                continue
+            key = self._health_key()
+            since = time.monotonic() - sent[1]
+            if since < config.status_interval and (key == sent[0] or since < HEALTH_MIN_GAP):
+                continue
+            topic = status_topic(config.mqtt.topic_prefix, config.id)
+            if await self.publisher.send(topic, self.health("online"), retain=True):
+                sent[:] = [key, time.monotonic()]
 
     # -- plumbing ----------------------------------------------------------------------
 

@@ -508,6 +508,11 @@ class Poller:
                 for name, r in self._runners.items()}
 
     @property
+    def buses(self) -> Any:
+        """The links of the running config (`drivers.bus.BusRegistry`), None when stopped."""
+        return self._buses
+
+    @property
     def devices(self) -> list[str]:
         return list(dict.fromkeys(r.device.name for r in self._runners.values()))
 

@@ -276,6 +276,10 @@ class GatewayMetrics:
             "1 while the outbox commits and loses nothing; 0 while commits fail or readings "
             "were lost in the last minute", namespace=ns, registry=reg)
         self.outbox_healthy.set(1)
+        self.commands_total = Counter(
+            "commands", "Commands (SPEC §6) by device and outcome: done, refused, failed, "
+            "expired, duplicate (answered from the stored result)",
+            ["device", "status"], namespace=ns, registry=reg)
         self._dropped_seen = 0
 
     def set_outbox(

@@ -27,7 +27,10 @@ get no answer (as on a multi-drop line).
 Reads that touch an address outside ``0..size-1`` or listed in ``illegal`` answer
 exception 2 (illegal data address), as real devices do for holes in their map; requests
 pymodbus itself refuses (a read of 0 or more than 125 registers, an unknown function) get
-pymodbus's answer. Writes (function codes 5, 6, 15, 16) change the tables.
+pymodbus's answer. Writes (function codes 5, 6, 15, 16) change the tables and are logged in
+``writes``; a unit can refuse some function codes (``refuse_functions``: exception 1, e.g. a
+device that refuses FC 6), answer every write with an exception (``write_exception``) or
+acknowledge writes and change nothing (``ignore_writes``).
 
 `SerialLineSimulator` prints ASCII records on a pty, streaming or answering a request, and
 can print noise. Every simulator keeps a log of the frames it received and sent with their
@@ -136,6 +139,11 @@ class SimUnit:
     reads: int = 0  # read requests answered or refused (not counted when silent)
     busy_for: int = 0  # answer the next reads with exception 6 (server device busy)
     bit_size: int | None = None  # coils and discretes the server accepts (default: size)
+    refuse_functions: set[int] = field(default_factory=set)  # e.g. {6}: exception 1
+    write_exception: int | None = None  # answer every write with this exception code
+    ignore_writes: bool = False  # acknowledge writes, change nothing
+    writes: list[tuple[int, int, list[Any]]] = field(default_factory=list)  # applied
+    on_write: Callable[[SimUnit], None] | None = None  # called after each applied write
     busy: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     def __post_init__(self) -> None:
@@ -264,7 +272,13 @@ class ModbusSimulator:
                 await asyncio.sleep(unit.delay)
         # from here to the response going out pymodbus does not yield to the event loop
         self._serving = _Serving(unit, function, address)
+        if function in unit.refuse_functions:
+            return ILLEGAL_FUNCTION
         if values is None or unit.fault == "exception":
+            return None
+        if unit.write_exception is not None:
+            return unit.write_exception
+        if unit.ignore_writes:
             return None
         table = "coil" if function in (5, 15) else "holding"
         if address < 0 or address + len(values) > unit.size:
@@ -273,6 +287,9 @@ class ModbusSimulator:
             unit.set_bits(table, address, [bool(v) for v in values])
         else:
             unit.set_registers(table, address, [int(v) for v in values])
+        unit.writes.append((function, address, list(values)))
+        if unit.on_write is not None:
+            unit.on_write(unit)
         return None
 
     def _trace_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
