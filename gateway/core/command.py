@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from gateway.core.encode import Unwritable, Write, encode
 from gateway.core.model import DeviceConfig, PointConfig, Value, rate_limit
-from gateway.core.signing import MAX_ID, Refused
+from gateway.core.signing import Refused, id_and_ts
 
 Status = Literal["done", "refused", "failed", "expired"]
 STATUSES: tuple[Status, ...] = ("done", "refused", "failed", "expired")
@@ -61,14 +61,7 @@ def parse_request(payload: bytes) -> Request:
 
 
 def request_of(obj: object) -> Request:
-    if not isinstance(obj, dict):
-        raise Refused("not a JSON object")
-    msg_id = obj.get("id")
-    if not isinstance(msg_id, str) or not msg_id or len(msg_id) > MAX_ID:
-        raise Refused(f"'id' must be a string of 1 to {MAX_ID} characters")
-    ts = obj.get("ts")
-    if not isinstance(ts, int) or isinstance(ts, bool):
-        raise Refused("'ts' must be an integer (nanoseconds since the epoch)")
+    obj, msg_id, ts = id_and_ts(obj)
     values = obj.get("values")
     if not isinstance(values, dict) or not values:
         raise Refused("'values' must be an object of point: value")

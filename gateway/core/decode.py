@@ -239,7 +239,7 @@ def _from_big_endian(order: str, data: bytes) -> list[int]:
     return words
 
 
-def _integral(number: float) -> int | None:
+def integral(number: float) -> int | None:
     """``number`` as an ``int`` when it is a whole number (``5.0`` -> 5), else None."""
     if isinstance(number, bool):
         return int(number)
@@ -256,7 +256,7 @@ def _scaler(point: DecoderSpec) -> Callable[[int], Decoded]:
     a ``float``, rounded per `rounding`; past 2**53, where a float product would already be
     off, the sum is computed in `Decimal` and rounded once.
     """
-    whole_scale, whole_offset = _integral(point.scale), _integral(point.offset)
+    whole_scale, whole_offset = integral(point.scale), integral(point.offset)
     places = rounding(point)
     low, high = INTEGER_RANGE
     if whole_scale is not None and whole_offset is not None:

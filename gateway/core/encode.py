@@ -28,7 +28,7 @@ import math
 import struct
 from dataclasses import dataclass
 
-from gateway.core.decode import build_decoder, encode_registers, rounding
+from gateway.core.decode import build_decoder, encode_registers, integral, rounding
 from gateway.core.model import BIT_TABLES, PointConfig, Value
 
 INTEGER_RANGES: dict[str, tuple[int, int]] = {
@@ -180,10 +180,14 @@ def encode(point: PointConfig, value: object) -> Write:
 def _integer_raw(point: PointConfig, number: float | int, limits: tuple[int, int]) -> int:
     """The raw integer that reads back as ``number``; the nearest one when none does (the
     round trip then refuses it), or `Unwritable` when it is outside the type's range."""
-    if (point.scale, point.offset) == (1, 0) and isinstance(number, int):
-        raw = number
-    elif (point.scale, point.offset) == (1, 0) and float(number).is_integer():
-        raw = int(number)
+    scale, offset = integral(point.scale), integral(point.offset)
+    whole = integral(number)
+    if scale and offset is not None and whole is not None:
+        # whole scale and offset: the decoder reads exact integers (64 bits included), so
+        # the inverse is exact integer arithmetic too, never a float's 53 bits
+        raw, rest = divmod(whole - offset, scale)
+        if rest:
+            raw = round((whole - offset) / scale)  # not a value the point can read
     else:
         exact = (number - point.offset) / point.scale
         if not math.isfinite(exact):

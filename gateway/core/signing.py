@@ -54,12 +54,10 @@ def canonical(topic: str, message: Mapping[str, Any]) -> bytes:
     return topic.encode("utf-8") + b"\n" + text.encode("utf-8")
 
 
-def parse_signed(payload: bytes, required: Mapping[str, type]) -> SignedMessage:
-    """Parse a signed message; ``required`` names the other keys it must carry, with types."""
-    try:
-        obj = json.loads(payload)
-    except (UnicodeDecodeError, ValueError):
-        raise Refused("not a JSON object") from None
+def id_and_ts(obj: object) -> tuple[dict[str, Any], str, int]:
+    """``obj`` as an object, and the ``id`` and ``ts`` every message from the centre carries
+    (a config push, a command); `Refused` with the reason when ``obj`` is no object or either
+    is malformed."""
     if not isinstance(obj, dict):
         raise Refused("not a JSON object")
     msg_id = obj.get("id")
@@ -68,6 +66,16 @@ def parse_signed(payload: bytes, required: Mapping[str, type]) -> SignedMessage:
     ts = obj.get("ts")
     if not isinstance(ts, int) or isinstance(ts, bool):
         raise Refused("'ts' must be an integer (nanoseconds since the epoch)")
+    return obj, msg_id, ts
+
+
+def parse_signed(payload: bytes, required: Mapping[str, type]) -> SignedMessage:
+    """Parse a signed message; ``required`` names the other keys it must carry, with types."""
+    try:
+        obj = json.loads(payload)
+    except (UnicodeDecodeError, ValueError):
+        raise Refused("not a JSON object") from None
+    obj, msg_id, ts = id_and_ts(obj)
     for key, kind in required.items():
         if not isinstance(obj.get(key), kind):
             raise Refused(f"'{key}' is missing or not a {kind.__name__}")

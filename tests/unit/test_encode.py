@@ -188,3 +188,13 @@ def test_encodable_range_follows_type_scale_and_offset() -> None:
         (-40.0, 6513.5))
     assert encodable_range(point("int16", scale=-0.5)) == (-16383.5, 16384.0)
     assert encodable_range(point("bool")) is None
+
+
+def test_64_bit_values_with_whole_scale_and_offset_are_encoded_exactly() -> None:
+    # found by hypothesis: the decoder reads these exactly (int arithmetic), so the encoder
+    # must not go through a float's 53 bits
+    point = PointConfig("p", "int64", "holding", 10, scale=1.0, offset=-40.0)
+    for value in (-9007199254740993, 2**62 + 1, -(2**63)):
+        write = encode(point, value)
+        back, quality = build_decoder(point)(write.registers)
+        assert (back, quality) == (value, "good")
