@@ -215,7 +215,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "  push     validate FILE as check does, sign it with KEY, send it to GATEWAY and\n"
         "           print its result: applied, refused (with LINE:COL), rolled_back\n"
         "  keygen   make an Ed25519 key pair: KEY (private, stays here) and KEY.pub\n"
-        "  command  signed device commands (SPEC §6): not available yet\n"
+        "  command  sign a device command (SPEC §6) with KEY, send it, print its result\n"
         "The broker: --broker HOST[:PORT] or $SENSEGATE_BROKER, --username or\n"
         "$SENSEGATE_MQTT_USER, the password from $SENSEGATE_MQTT_PASSWORD, --ca-file for TLS.\n"
         "Exit 0 done, 1 refused / rolled back / no answer / broker unreachable, 2 usage.",
@@ -385,9 +385,18 @@ def _fleet_parser(fleet: argparse.ArgumentParser) -> None:
     keygen = action("keygen", "make an Ed25519 key pair for signing configs",
                     "  sensegate fleet keygen ~/.sensegate/fleet-key")
     keygen.add_argument("key", metavar="KEY", help="private key file to create (KEY.pub too)")
-    command = action("command", "send a signed device command (not available yet)",
-                     "  sensegate fleet command --key fleet-key gw-1 vms-3 dim_pct=40")
-    command.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    command = action("command", "sign and send a device command; print its result",
+                     "  sensegate fleet command --key fleet-key gw-1 vms-3 dim_pct=40\n"
+                     "  sensegate fleet command --key fleet-key gw-1 vms-3 mode=2 relay=true")
+    with_broker(command)
+    command.add_argument("--key", required=True, metavar="KEY", help="Ed25519 private key (PEM)")
+    command.add_argument("gateway", metavar="GATEWAY", help="the gateway's id")
+    command.add_argument("device", metavar="DEVICE", help="the device to command")
+    command.add_argument("values", nargs="+", metavar="POINT=VALUE",
+                         help="points to write; VALUE is JSON (40, 21.5, true)")
+    command.add_argument("--timeout", type=duration, default=30.0, metavar="DURATION",
+                         help="how long to wait for the result (default: 30s)")
+    command.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def _run_fleet(args: argparse.Namespace) -> int:
@@ -396,8 +405,6 @@ def _run_fleet(args: argparse.Namespace) -> int:
     action = args.fleet_command
     if action == "keygen":
         return fleet.keygen(sys.stdout, args.key)
-    if action == "command":
-        return fleet.command(sys.stdout)
     host, port = fleet.parse_broker(args.broker)
     broker = fleet.Broker(host, port, username=args.username,
                           password=os.environ.get("SENSEGATE_MQTT_PASSWORD"),
@@ -405,6 +412,10 @@ def _run_fleet(args: argparse.Namespace) -> int:
     if action == "status":
         return fleet.status(broker, sys.stdout, patterns=args.patterns, state=args.state,
                             failing=args.failing, as_json=args.json, wait=args.wait)
+    if action == "command":
+        return fleet.command(broker, sys.stdout, key_path=args.key, gateway=args.gateway,
+                             device=args.device, assignments=args.values,
+                             timeout=args.timeout, as_json=args.json)
     return fleet.push(broker, sys.stdout, key_path=args.key, gateway=args.gateway,
                       path=args.file, timeout=args.timeout, wait_probation=args.wait_probation,
                       as_json=args.json)

@@ -7,7 +7,8 @@
   (QoS 1, never retained), wait for the gateway's result and print it;
 * ``keygen KEY``: a new key pair, KEY (private, 0600) and KEY.pub (the line the gateways'
   ``fleet.public_key`` names);
-* ``command``: signed commands (SPEC §6) are not available yet.
+* ``command --key KEY GATEWAY DEVICE POINT=VALUE...``: sign a device command (SPEC §6),
+  send it, wait for its result (done with the read-back, refused, failed, expired).
 
 The broker: ``--broker HOST[:PORT]`` (or $SENSEGATE_BROKER), ``--username`` (or
 $SENSEGATE_MQTT_USER), the password only from $SENSEGATE_MQTT_PASSWORD (never an option: it
@@ -251,11 +252,13 @@ def signed_message(key: Any, topic: str, text: str, msg_id: str | None = None,
 
 
 async def send_and_wait(broker: Broker, gateway: str, payload: bytes, msg_id: str,
-                        timeout: float, wait_probation: bool) -> list[dict[str, Any]]:
-    """Publish a config/set and collect this id's results (the first, and with
-    ``wait_probation`` a rollback during the probation that follows)."""
-    set_topic = config_set_topic(broker.prefix, gateway)
-    result_topic = config_result_topic(broker.prefix, gateway)
+                        timeout: float, wait_probation: bool,
+                        topics: tuple[str, str] | None = None) -> list[dict[str, Any]]:
+    """Publish a config/set (or, with ``topics``, any set and its result topic) and collect
+    this id's results (the first, and with ``wait_probation`` a rollback during the
+    probation that follows)."""
+    set_topic, result_topic = topics or (config_set_topic(broker.prefix, gateway),
+                                         config_result_topic(broker.prefix, gateway))
     results: list[dict[str, Any]] = []
     async with broker.client(_client_id("push")) as client:
         await client.subscribe(result_topic, qos=1)
@@ -355,7 +358,45 @@ def keygen(out: TextIO, path: str) -> int:
     return ExitCode.OK
 
 
-def command(out: TextIO) -> int:
-    print("sensegate fleet command: not available yet: signed commands to devices (SPEC §6) "
-          "are not implemented in this version", file=sys.stderr)
-    return ExitCode.USAGE
+def command(broker: Broker, out: TextIO, *, key_path: str, gateway: str, device: str,
+            assignments: list[str], timeout: float, as_json: bool = False) -> int:
+    """``fleet command``: sign a device command (SPEC §6) with KEY, send it to GATEWAY's
+    DEVICE, wait for its result and print it. Exit 0 done, 1 refused / failed / expired /
+    no answer, 2 usage."""
+    from gateway.commands.write import parse_assignments
+    from gateway.core.command import result_topic, set_topic
+    from gateway.runtime.signing import PrivateKey
+
+    values = parse_assignments(assignments)
+    if isinstance(values, str) or not values:
+        print(values or "give at least one POINT=VALUE", file=sys.stderr)
+        return ExitCode.USAGE
+    try:
+        key = PrivateKey.load(key_path)
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return ExitCode.USAGE
+    topic = set_topic(broker.prefix, gateway, device)
+    msg_id = f"cmd-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
+    body = {"id": msg_id, "ts": time.time_ns(), "values": values}
+    payload = sign_body(body, key.sign(canonical(topic, body)))
+    try:
+        results = asyncio.run(send_and_wait(
+            broker, gateway, payload, msg_id, timeout, False,
+            topics=(topic, result_topic(broker.prefix, gateway, device))))
+    except (aiomqtt.MqttError, OSError, ssl.SSLError) as exc:
+        print(f"cannot reach the broker at {broker.where}: {exc}", file=sys.stderr)
+        return ExitCode.FAILED
+    if not results:
+        print(f"{gateway}/{device}: no result for {msg_id} within {format_duration(timeout)}: "
+              "the gateway is offline, has commands off, or this key is not allowed to "
+              "publish there", file=sys.stderr)
+        return ExitCode.FAILED
+    result = results[-1]
+    if as_json:
+        out.write(json.dumps(result, indent=2) + "\n")
+    else:
+        read_back = result.get("values")
+        out.write(f"{gateway}/{device}: {result.get('status')}: {result.get('reason') or ''}"
+                  + (f" (read back: {json.dumps(read_back)})" if read_back else "") + "\n")
+    return ExitCode.OK if result.get("status") == "done" else ExitCode.FAILED

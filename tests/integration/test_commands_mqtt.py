@@ -319,3 +319,21 @@ async def test_kill_9_between_write_and_result_does_not_write_twice(rig) -> None
     assert result["status"] == "failed"
     assert "not repeated" in result["reason"]
     assert [w[2] for w in unit.writes] == [[55]]  # written once, never again
+
+
+async def test_fleet_command_signs_sends_and_prints_the_read_back(rig) -> None:
+    site, _centre, sim, broker = rig
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SENSEGATE_MQTT_PASSWORD": USERS["centre"]}
+    cmd = [sys.executable, "-m", "gateway", "fleet", "command", "--broker",
+           f"127.0.0.1:{broker.port}", "--username", "centre", "--key",
+           str(site.tmp / "centre.key"), GW, "vms-3", "dim_pct=55", "--timeout", "20s"]
+    done = await asyncio.to_thread(subprocess.run, cmd, cwd=ROOT, env=env,
+                                   capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert f"{GW}/vms-3: done" in done.stdout and '"dim_pct": 55' in done.stdout
+    assert sim.unit(1).holding[11] == 55
+    refused = await asyncio.to_thread(subprocess.run, [*cmd[:-3], "dim_pct=500", *cmd[-2:]],
+                                      cwd=ROOT, env=env, capture_output=True, text=True,
+                                      timeout=60)
+    assert refused.returncode == 1
+    assert "refused" in refused.stdout and "above max 100" in refused.stdout

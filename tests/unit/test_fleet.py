@@ -238,11 +238,17 @@ def test_broker_option() -> None:
         cli.parse_broker("h:0")
 
 
-def test_fleet_command_is_not_available_yet(capsys: pytest.CaptureFixture[str]) -> None:
+def test_fleet_command_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from gateway.commands.cli import main
 
-    assert main(["fleet", "command", "gw-1", "vms-3", "dim_pct=40"]) == 2
-    assert "not available yet" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # no --key: argparse's usage error
+        main(["fleet", "command", "gw-1", "vms-3", "dim_pct=40"])
+    assert exit_.value.code == 2
+    assert main(["fleet", "command", "--key", str(tmp_path / "none"), "gw-1", "vms-3",
+                 "dim_pct"]) == 2
+    assert "'dim_pct' is not POINT=VALUE" in capsys.readouterr().err
+    assert main(["fleet", "command", "--key", str(tmp_path / "none"), "gw-1", "vms-3",
+                 "dim_pct=40"]) == 2  # the key cannot be read: nothing sent
 
 
 def test_fleet_keygen_and_push_usage_errors(tmp_path: Path,
