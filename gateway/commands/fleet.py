@@ -243,12 +243,20 @@ def prepare(path: str, gateway: str) -> tuple[str, list[str]]:
     return text, problems
 
 
+def _signed(key: Any, topic: str, kind: str, fields: Mapping[str, Any],
+            msg_id: str | None = None, ts: int | None = None) -> tuple[str, bytes]:
+    """(id, payload) of a message from the centre to ``topic``: a fresh ``kind-<time>-<hex>``
+    id (unless given), ``ts`` now (unless given), ``fields``, signed with ``key``."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    msg_id = msg_id or f"{kind}-{stamp}-{secrets.token_hex(3)}"
+    body = {"id": msg_id, "ts": time.time_ns() if ts is None else ts, **fields}
+    return msg_id, sign_body(body, key.sign(canonical(topic, body)))
+
+
 def signed_message(key: Any, topic: str, text: str, msg_id: str | None = None,
                    ts: int | None = None) -> tuple[str, bytes]:
     """(id, payload) of a config/set message signed with ``key`` (a PrivateKey)."""
-    msg_id = msg_id or f"cfg-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
-    body = {"id": msg_id, "ts": time.time_ns() if ts is None else ts, "config": text}
-    return msg_id, sign_body(body, key.sign(canonical(topic, body)))
+    return _signed(key, topic, "cfg", {"config": text}, msg_id, ts)
 
 
 async def send_and_wait(broker: Broker, gateway: str, payload: bytes, msg_id: str,
@@ -286,6 +294,25 @@ async def send_and_wait(broker: Broker, gateway: str, payload: bytes, msg_id: st
     return results
 
 
+def _exchange(broker: Broker, gateway: str, payload: bytes, msg_id: str, timeout: float, *,
+              wait_probation: bool = False, topics: tuple[str, str] | None = None,
+              target: str, off: str) -> list[dict[str, Any]] | None:
+    """`send_and_wait`, saying on stderr why nothing came back (the broker unreachable, or no
+    result: ``target`` is offline, has ``off``, or the key may not publish there): None."""
+    try:
+        results = asyncio.run(send_and_wait(broker, gateway, payload, msg_id, timeout,
+                                            wait_probation, topics))
+    except (aiomqtt.MqttError, OSError, ssl.SSLError) as exc:  # OSError: e.g. the CA file
+        print(f"cannot reach the broker at {broker.where}: {exc}", file=sys.stderr)
+        return None
+    if not results:
+        print(f"{target}: no result for {msg_id} within {format_duration(timeout)}: the "
+              f"gateway is offline, has {off}, or this key is not allowed to publish there",
+              file=sys.stderr)
+        return None
+    return results
+
+
 def describe_result(result: Mapping[str, Any], gateway: str, path: str) -> list[str]:
     lines = [f"{gateway}: {result.get('status')}: {result.get('reason')}"]
     sha = result.get("config_sha256")
@@ -315,16 +342,10 @@ def push(broker: Broker, out: TextIO, *, key_path: str, gateway: str, path: str,
         print(f"{len(problems)} problem(s); nothing pushed", file=sys.stderr)
         return ExitCode.USAGE
     msg_id, payload = signed_message(key, config_set_topic(broker.prefix, gateway), text)
-    try:
-        results = asyncio.run(send_and_wait(broker, gateway, payload, msg_id, timeout,
-                                            wait_probation))
-    except (aiomqtt.MqttError, OSError, ssl.SSLError) as exc:  # OSError: e.g. the CA file
-        print(f"cannot reach the broker at {broker.where}: {exc}", file=sys.stderr)
-        return ExitCode.FAILED
-    if not results:
-        print(f"{gateway}: no result for {msg_id} within {format_duration(timeout)}: the "
-              "gateway is offline, has remote configuration off, or this key is not allowed "
-              "to publish there", file=sys.stderr)
+    results = _exchange(broker, gateway, payload, msg_id, timeout,
+                        wait_probation=wait_probation, target=gateway,
+                        off="remote configuration off")
+    if results is None:
         return ExitCode.FAILED
     last = results[-1]
     if as_json:
@@ -377,20 +398,11 @@ def command(broker: Broker, out: TextIO, *, key_path: str, gateway: str, device:
         print(str(exc), file=sys.stderr)
         return ExitCode.USAGE
     topic = set_topic(broker.prefix, gateway, device)
-    msg_id = f"cmd-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
-    body = {"id": msg_id, "ts": time.time_ns(), "values": values}
-    payload = sign_body(body, key.sign(canonical(topic, body)))
-    try:
-        results = asyncio.run(send_and_wait(
-            broker, gateway, payload, msg_id, timeout, False,
-            topics=(topic, result_topic(broker.prefix, gateway, device))))
-    except (aiomqtt.MqttError, OSError, ssl.SSLError) as exc:
-        print(f"cannot reach the broker at {broker.where}: {exc}", file=sys.stderr)
-        return ExitCode.FAILED
-    if not results:
-        print(f"{gateway}/{device}: no result for {msg_id} within {format_duration(timeout)}: "
-              "the gateway is offline, has commands off, or this key is not allowed to "
-              "publish there", file=sys.stderr)
+    msg_id, payload = _signed(key, topic, "cmd", {"values": values})
+    results = _exchange(broker, gateway, payload, msg_id, timeout,
+                        topics=(topic, result_topic(broker.prefix, gateway, device)),
+                        target=f"{gateway}/{device}", off="commands off")
+    if results is None:
         return ExitCode.FAILED
     result = results[-1]
     if as_json:
