@@ -2,7 +2,7 @@
 
     session = await Session.connect(SessionOptions(host=..., client_id=..., ...))
     await session.subscribe("$share/group/sensegate/+/+/data", qos=1)
-    async for batch in session.batches():       # every message in the read buffer at once
+    async for batch in session.batches():       # the messages read so far, BATCH at a time
         ...write them...
         session.ack_many(batch)                  # PUBACK (PUBREC for QoS 2) after the write
     # the broker closed the connection: SessionTakenOver, BrokerDisconnected, ConnectionLost
@@ -12,9 +12,13 @@ builds objects per message; the bridge needs several times that rate with acknow
 held until InfluxDB has stored a batch (bench/bridge_receive.py, docs/benchmarks.md). This
 module is an `asyncio.Protocol` over the pure codec `gateway.bridge.codec`: each
 `data_received` decodes every complete packet in the bytes it got, and the acks of a batch
-go out as one write. Only public APIs: `loop.create_connection` (TLS included), the
-transport's `write`, `pause_reading`/`resume_reading` (TCP backpressure: what is not read
-stays at the broker) and `close`/`abort`.
+go out as one write. `batches()` hands the decoded messages over at most BATCH at a time and
+lets the event loop run between two (so the writers start while a backlog is still being
+read), and reading stops while more than INBOX_BYTES read are waiting to be taken: what the
+session holds is bounded, and the rest waits at the broker. Only public APIs:
+`loop.create_connection` (TLS included), the transport's `write`,
+`pause_reading`/`resume_reading`/`is_reading` (TCP backpressure: what is not read stays at
+the broker) and `close`/`abort`.
 
 MQTT 3.1.1 and 5 (`SessionOptions.protocol`). A PUBLISH larger than `max_payload` is
 refused from its length prefix: its topic and size are read, the rest of its bytes skipped
@@ -39,6 +43,12 @@ from gateway.core.errors import SensegateError
 
 _T = TypeVar("_T")
 Message = Publish  # an inbound message: topic, payload, qos, mid, retain, size
+
+# Messages handed over by one step of `batches()`; the event loop runs between two steps.
+BATCH = 128
+# Bytes read but not yet taken by `batches()` above which reading stops until they are taken
+# (once someone iterates `batches()`: before that, CONNACK and SUBACK must still be read).
+INBOX_BYTES = 1 << 20
 
 
 
@@ -135,6 +145,9 @@ class Session(asyncio.Protocol):
         self._need = 0  # bytes `_buf` must hold for that packet (0: not known yet)
         self._skip = 0  # bytes of a too-large packet still to skip
         self._inbox: list[Publish] = []
+        self._inbox_bytes = 0  # bytes read since the inbox was last empty
+        self._consuming = False  # someone iterates batches(): the inbox limit applies
+        self._full = False  # reading stopped because the inbox holds INBOX_BYTES
         self._wakeup: asyncio.Future[None] | None = None
         self._connack: asyncio.Future[codec.ConnAck] = self._loop.create_future()
         self.keepalive = options.keepalive  # as the broker may have changed it (MQTT 5)
@@ -228,11 +241,22 @@ class Session(asyncio.Protocol):
     # -- receiving ---------------------------------------------------------------------
 
     async def batches(self) -> AsyncIterator[list[Publish]]:
-        """The inbound messages, as decoded from each read. Ends after `close()`; raises
-        the `SessionError` that ended the connection otherwise."""
+        """The inbound messages in order, at most BATCH at a time. Ends after `close()`;
+        raises the `SessionError` that ended the connection otherwise."""
+        self._consuming = True
         while True:
             if self._inbox:
+                if len(self._inbox) > BATCH:
+                    batch = self._inbox[:BATCH]
+                    del self._inbox[:BATCH]
+                    yield batch
+                    await asyncio.sleep(0)  # the writers, the ticker and the reads run
+                    continue
                 batch, self._inbox = self._inbox, []
+                self._inbox_bytes = len(self._buf)
+                if self._full:
+                    self._full = False
+                    self._update_reading()
                 yield batch
                 continue
             if self._closed.done():
@@ -247,14 +271,24 @@ class Session(asyncio.Protocol):
         """Read nothing more until `resume_reading()`: the broker keeps the rest."""
         if not self.paused and self._transport is not None and not self._closed.done():
             self.paused = True
-            self._transport.pause_reading()
+            self._update_reading()
 
     def resume_reading(self) -> None:
         if self.paused:
             self.paused = False
-            self._last_received = time.monotonic()  # no PINGRESP was read while paused
-            if self._transport is not None and not self._closed.done():
-                self._transport.resume_reading()
+            self._update_reading()
+
+    def _update_reading(self) -> None:
+        """Read while neither the caller (`paused`) nor a full inbox (`_full`) stops it."""
+        transport = self._transport
+        if transport is None or self._closed.done():
+            return
+        stop = self.paused or self._full
+        if stop and transport.is_reading():
+            transport.pause_reading()
+        elif not stop and not transport.is_reading():
+            self._last_received = time.monotonic()  # no PINGRESP was read while stopped
+            transport.resume_reading()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -262,6 +296,7 @@ class Session(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._last_received = time.monotonic()
+        self._inbox_bytes += len(data)
         if self._skip:
             n = min(self._skip, len(data))
             self._skip -= n
@@ -277,8 +312,12 @@ class Session(asyncio.Protocol):
         except codec.MalformedPacket as exc:
             self._fail(ConnectionLost(
                 f"mqtt connection to {self.options.where}: malformed packet: {exc}"))
-        if self._inbox and self._wakeup is not None and not self._wakeup.done():
-            self._wakeup.set_result(None)
+        if self._inbox:
+            if self._consuming and self._inbox_bytes > INBOX_BYTES and not self._full:
+                self._full = True
+                self._update_reading()
+            if self._wakeup is not None and not self._wakeup.done():
+                self._wakeup.set_result(None)
 
     def _decode(self, data: bytes) -> None:
         """Handle every complete packet in `data`; keep (or skip) the rest."""
@@ -391,8 +430,8 @@ class Session(asyncio.Protocol):
         while not self._closed.done():
             await asyncio.sleep(min(interval / 2, 5.0))
             now = time.monotonic()
-            if self.paused:
-                self._last_received = now  # nothing is read while paused, PINGRESP included
+            if self.paused or self._full:
+                self._last_received = now  # nothing is read while stopped, PINGRESP included
             elif now - self._last_received > interval * 1.5:
                 self._fail(ConnectionLost(f"mqtt connection to {self.options.where}: no "
                                           f"answer within {interval * 1.5:g}s"))
@@ -441,9 +480,8 @@ class Session(asyncio.Protocol):
         self._closing = True
         if self._transport is None or self._closed.done():
             return
-        if self.paused:
-            self.paused = False
-            self._transport.resume_reading()
+        self.paused = self._full = False
+        self._update_reading()  # the broker's close must be read
         self._write(codec.DISCONNECT_PACKET)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._closed), timeout)

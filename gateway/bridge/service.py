@@ -312,7 +312,8 @@ class Bridge:
             return AmqpLink(self._current_config, on_message=self._on_publish,
                             on_state=self._link_state, reconnect_max=self.reconnect_max)
         return MqttLink(self._current_config, on_message=self._on_publish,
-                        on_state=self._link_state, protocol=self.protocol,
+                        on_state=self._link_state, on_session=self._link_session,
+                        protocol=self.protocol,
                         reconnect_max=self.reconnect_max)
 
     @staticmethod
@@ -326,8 +327,15 @@ class Bridge:
         assert self.config is not None  # loaded by startup() before the link runs
         return self.config
 
+    def _link_session(self, session: Source) -> None:
+        """A new connection: take its messages from now on (it is not subscribed yet, but a
+        resumed session's backlog comes first; `_link_state` follows once subscribed)."""
+        self._client = session
+        self._apply_backpressure()
+
     def _link_state(self, session: Source | None, error: str) -> None:
-        """The MQTT link is up (`session`) or down (None; `error` says why, "" if stopping)."""
+        """The link is up and subscribed (`session`) or down (None; `error` says why, "" if
+        stopping)."""
         self._client = session
         self.stats.connected = session is not None
         self._metrics.connected(session is not None)

@@ -40,6 +40,7 @@ SUBSCRIPTION_FILE = "subscription.json"  # in state_dir: the filter this session
 
 OnMessage = Callable[[Session, Message], None]
 OnState = Callable[[Session | None, str], None]  # connected session (None: down), error
+OnSession = Callable[[Session], None]  # a new connection: its messages come from now on
 
 
 def subscription(mqtt: BridgeMqttConfig) -> str:
@@ -116,17 +117,24 @@ class MqttLink(Link):
     """The reconnect loop around one `Session` at a time.
 
     `config()` is read at every attempt (a SIGHUP reload applies on the next connection).
-    `on_state(session, error)` is called when a session is up (error "") and when it is
+    `on_session(session)` is called as soon as a connection is made: its messages are handed
+    to `on_message` from then on, also while the subscription is being made (a resumed
+    session's backlog arrives first, and SUBACK only after it: the backlog must be taken for
+    the subscription to complete, and taking it keeps the session's inbox bounded).
+    `on_state(session, error)` is called when a session is up and subscribed (error "") and
+    when it is
     down (session None, error the reason, "" on a clean stop).
     """
 
     def __init__(self, config: Callable[[], BridgeConfig], *, on_message: OnMessage,
-                 on_state: OnState, protocol: Protocol = Protocol.V5,
+                 on_state: OnState, on_session: OnSession | None = None,
+                 protocol: Protocol = Protocol.V5,
                  reconnect_max: float = RECONNECT_MAX) -> None:
         super().__init__()
         self.config = config
         self.on_message = on_message
         self.on_state = on_state
+        self.on_session = on_session
         self.protocol = protocol
         self.reconnect_max = reconnect_max
         self.current: Session | None = None  # the connected session
@@ -142,15 +150,23 @@ class MqttLink(Link):
             try:
                 session = await Session.connect(session_options(mqtt, self.protocol))
                 self.current = session
-                await reconcile_subscription(session, mqtt, cfg.state_dir)
-                log.info("connected to mqtt %s:%d as %r (%s), subscribed to %r",
-                         mqtt.host, mqtt.port, mqtt.client_id,
-                         "session resumed" if session.session_present else "new session",
-                         subscription(mqtt))
-                self.on_state(session, "")
-                backoff.reset()
-                if await self._consume(session):
-                    return
+                if self.on_session is not None:
+                    self.on_session(session)
+                consumer = asyncio.create_task(self._read(session), name="mqtt-read")
+                try:
+                    await reconcile_subscription(session, mqtt, cfg.state_dir)
+                    log.info("connected to mqtt %s:%d as %r (%s), subscribed to %r",
+                             mqtt.host, mqtt.port, mqtt.client_id,
+                             "session resumed" if session.session_present else "new session",
+                             subscription(mqtt))
+                    self.on_state(session, "")
+                    backoff.reset()
+                    if await self._consume(session, consumer):
+                        return
+                finally:
+                    consumer.cancel()
+                    if consumer.done() and not consumer.cancelled():
+                        consumer.exception()  # the connection's end, raised here already
             except PublishError as exc:  # a TLS file went missing since start-up
                 error = str(exc)
                 log.error("%s; retrying in %.0fs", exc, backoff.upcoming)
@@ -166,10 +182,9 @@ class MqttLink(Link):
                 self.on_state(None, error)
             await asyncio.sleep(backoff.next())
 
-    async def _consume(self, session: Session) -> bool:
-        """Hand over messages until the connection ends (raises its `SessionError`) or the
-        bridge stops (True, after `leave()` and a clean disconnect)."""
-        consumer = asyncio.create_task(self._read(session), name="mqtt-read")
+    async def _consume(self, session: Session, consumer: asyncio.Task[None]) -> bool:
+        """Hand over messages (`consumer`) until the connection ends (raises its
+        `SessionError`) or the bridge stops (True, after `leave()` and a clean disconnect)."""
         stop = asyncio.ensure_future(self._stop.wait())
         try:
             await asyncio.wait({consumer, stop}, return_when=asyncio.FIRST_COMPLETED)

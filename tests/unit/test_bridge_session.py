@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from gateway.bridge import codec
+from gateway.bridge import codec, receive
 from gateway.bridge.codec import Protocol
 from gateway.bridge.receive import (
     BrokerDisconnected,
@@ -225,4 +225,63 @@ async def test_the_broker_may_shorten_the_keepalive_and_say_why_it_disconnects()
         with pytest.raises(BrokerDisconnected, match=r"administrative action \(admin\)"):
             await collect(session, 1)
     finally:
+        server.close()
+
+
+@pytest.mark.parametrize("slow", [False, True])
+async def test_a_backlog_is_handed_over_in_steps_and_reading_stops_while_it_waits(
+        slow: bool) -> None:
+    """A broker that pushes a large backlog at once: `batches()` hands it over at most
+    BATCH messages at a time with the event loop running in between (other tasks, such as
+    the writers, get their turn, even when the consumer never awaits), and with a slow
+    consumer the session stops reading while more than INBOX_BYTES wait to be taken, so
+    what it holds stays bounded whatever the broker sends; every message arrives, in
+    order."""
+    n = 3000
+    payload = bytes(2000)
+    stream = b"".join(publish_packet(f"g/d{i}/data", payload, i + 1) for i in range(n))
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept(reader, writer)
+        writer.write(stream)
+        await writer.drain()
+        await reader.read()
+
+    session, server = await session_on(script)
+    ticks = 0
+    stop = asyncio.Event()
+
+    async def other_task() -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+            await asyncio.sleep(0)
+
+    try:
+        ticker = asyncio.create_task(other_task())
+        mids: list[int] = []
+        sizes: list[int] = []
+        ticks_seen: list[int] = []
+        held_max = 0
+        async for batch in session.batches():
+            mids.extend(m.mid for m in batch)
+            sizes.append(len(batch))
+            ticks_seen.append(ticks)
+            held = sum(len(m.payload) for m in session._inbox)
+            held_max = max(held_max, held)
+            if slow and held:
+                await asyncio.sleep(0.002)  # the backlog builds up
+            if len(mids) >= n:
+                break
+        stop.set()
+        await ticker
+        assert mids == list(range(1, n + 1))
+        assert max(sizes) <= receive.BATCH
+        assert len(set(ticks_seen)) == len(ticks_seen)  # the other task ran between any two
+        # The inbox filled up to its limit, and no further than one more read.
+        assert held_max <= receive.INBOX_BYTES + 256 * 1024
+        if slow:
+            assert held_max > receive.INBOX_BYTES // 2
+    finally:
+        session.abort()
         server.close()
