@@ -172,3 +172,41 @@ def test_a_profile_without_a_config(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         assert proc.wait(timeout=20) == 0
+
+
+def _modbus_profiles() -> dict[str, set[str]]:
+    """Every shipped profile for the Modbus drivers (a profile with a `pattern` is for
+    serial-line sensors, which `simulate --profile` does not serve)."""
+    import yaml
+
+    shipped = Path(__file__).resolve().parents[2] / "gateway" / "config" / "sensor_profiles"
+    docs = {p.stem: yaml.safe_load(p.read_text()) for p in shipped.glob("*.yaml")}
+    return {name: {pt["name"] for pt in doc["points"]}
+            for name, doc in sorted(docs.items()) if "pattern" not in doc}
+
+
+def test_every_shipped_modbus_profile_reads_good_under_the_simulator(tmp_path: Path) -> None:
+    """A new profile is covered without listing it: its plan is served and every point
+    (every interval group, every table) decodes with quality good."""
+    names = _modbus_profiles()
+    assert {"siemens-sinamics-v20", "dfrobot-sen0676", "vaisala-wxt530"} <= set(names)
+    pointed = tmp_path / "all.yaml"
+    args = [a for name in names for a in ("--profile", name)]
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "simulate", *args,
+                             "-o", str(pointed)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    try:
+        for _ in range(10 + len(names)):
+            if proc.stdout.readline().startswith("simulating"):
+                break
+        for name in names:
+            result = sensegate("read", "-c", str(pointed), name, "--json")
+            assert result.returncode == 0, (name, result.stderr)
+            points = json.loads(result.stdout)["points"]
+            assert {p["name"] for p in points} == names[name]
+            bad = {p["name"]: p["quality"] for p in points if p["quality"] != "good"}
+            assert not bad, (name, bad)
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=20) == 0

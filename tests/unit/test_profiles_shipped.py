@@ -98,3 +98,18 @@ def test_sdm630_addresses_follow_the_register_numbers() -> None:
     assert by_name["energy_import"]["address"] == 30073 - 30001
     assert all(p["type"] == "float32" and p["table"] == "input" for p in profile["points"])
     assert profile["max_registers"] == 80
+
+
+def test_sinamics_v20_modicon_numbers_are_the_inverter_register_numbers() -> None:
+    """The manual's mapping table pairs inverter register n with MODBUS number 40001 + n;
+    the profile lists the MODBUS numbers, which must resolve to holding address n."""
+    config = load_gateway_config(str(ROOT / "config" / "site-community-solar.yaml"), ENV)
+    pump = next(d for d in config.devices if d.profile == "siemens-sinamics-v20")
+    by_name = {p.name: p for p in pump.points}
+    assert all(p.table == "holding" for p in pump.points)
+    assert by_name["frequency_setpoint"].address == 2  # FREQ REF
+    assert by_name["output_frequency"].address == 23  # FREQ OUTPUT
+    assert by_name["dc_bus_voltage"].address == 29  # DC BUS VOLTS
+    assert {p.name for p in pump.points if p.writable} == {
+        "frequency_setpoint", "run_enable", "start", "fault_ack"}
+    assert 40013 - 40001 not in {p.address for p in pump.points}  # reserved
