@@ -184,8 +184,8 @@ class _Parser:
         self.at += 1
         if c in _CLASS_EXAMPLE:
             return _CLASS_EXAMPLE[c]
-        if c in _ZERO_WIDTH and not in_class:
-            return ""
+        if c in _ZERO_WIDTH:
+            return "\b" if in_class and c == "b" else ("" if not in_class else c)
         if c in _ESCAPED:
             return _ESCAPED[c]
         if c in "xuU":

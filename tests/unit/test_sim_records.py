@@ -74,6 +74,10 @@ PM = ("    pattern: 'PM25=(?P<pm25>[\\d.]+),PM10=(?P<pm10>[\\d.]+)'\n"
             "    points:\n      - {name: t, type: int16}\n",
             {"t": 21}, "temp{21}", {"t": 21}, id="flags, literal braces, a comment"),
         pytest.param(
+            "    pattern: '\\b[^\\s\\d]+:[^a-z0-9 ](?P<t>\\d+)[\\b\\t]'\n"
+            "    points:\n      - {name: t, type: int16}\n",
+            {"t": 21}, "a:_21\b", {"t": 21}, id="negated classes of escapes, \\b in a class"),
+        pytest.param(
             "    pattern: 'T=(?P<t>\\d+)|H=(?P<h>\\d+)'\n"
             "    points:\n      - {name: t, type: int16}\n      - {name: h, type: int16}\n",
             {"t": 21, "h": 40}, "T=21", {"t": 21}, id="alternation: one branch per record"),
