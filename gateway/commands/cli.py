@@ -162,11 +162,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "simulate": (
         "serve the config's devices as simulators, for practice without hardware",
-        "Serve the config's Modbus devices (or the ones named) as simulators on this\n"
-        "machine: TCP devices on free loopback ports, each RS-485 bus on a pty, with plausible\n"
-        "values that change every second. Prints where each listens and a config pointing at\n"
-        "them (-o writes it to a file), to practise check, read --all-orders and run.\n"
-        "Runs until Ctrl-C (or --duration). Exit 0, 2 on a bad config or device name.",
+        "Serve the config's devices (or the ones named) as simulators on this machine: TCP\n"
+        "devices on free loopback ports, each RS-485 bus on a pty, each serial-line sensor on\n"
+        "a pty printing records its own pattern reads, with plausible values that change\n"
+        "every second. Prints where each listens and a config pointing at them (-o writes it\n"
+        "to a file), to practise check, read --all-orders and run; a serial-line pattern no\n"
+        "record can be built for (look-arounds, back-references, ...) is left out, with the\n"
+        "reason. Runs until Ctrl-C (or --duration). Exit 0, 2 on a bad config or device name.",
         "  sensegate simulate -c site.yaml -o /tmp/practice.yaml\n"
         "  sensegate simulate -c site.yaml meter-main rws-1\n"
         "  sensegate simulate -c site.yaml --duration 10m\n"
@@ -294,14 +296,15 @@ def build_parser() -> argparse.ArgumentParser:
     simulate = command("simulate")
     with_config(simulate)
     simulate.add_argument("devices", nargs="*", metavar="DEVICE",
-                          help="simulate only these devices (default: every Modbus device)")
+                          help="simulate only these devices (default: every device)")
     simulate.add_argument("-o", "--output", metavar="FILE", default=None,
                           help="write the config pointing at the simulators to FILE")
     simulate.add_argument("--duration", type=duration, default=None, metavar="DURATION",
                           help="stop after this long (default: until Ctrl-C)")
     simulate.add_argument("--profile", action="append", default=[], metavar="NAME",
                           help="simulate a device of this profile instead of a config's "
-                          "(repeatable)")
+                          "(Modbus TCP, or serial-line for a profile with a pattern; "
+                          "repeatable)")
     write = command("write")
     with_config(write)
     write.add_argument("device", help="device name from the config")

@@ -1,12 +1,16 @@
-"""`sensegate simulate -c FILE [DEVICE...]`: the config's Modbus devices, simulated here
-(or, with ``--profile NAME``, one Modbus TCP device per shipped or local profile).
+"""`sensegate simulate -c FILE [DEVICE...]`: the config's devices, simulated here (or, with
+``--profile NAME``, one device per shipped or local profile: Modbus TCP, or serial-line for
+a profile with a pattern).
 
 Each Modbus TCP (or RTU over TCP) device gets a pymodbus server on a free loopback port,
-each RS-485 bus a pty with all its devices behind it (`gateway.sim.simulator`), filled with
-plausible values that change every second (`plausible`). The command prints where each
-listens and a copy of the config pointing at them (``-o FILE`` writes it there too), so a
-technician can practise ``check``, ``read --all-orders`` and ``run`` without hardware.
-serial-line devices are not simulated (their records follow a pattern of the site's own).
+each RS-485 bus a pty with all its devices behind it, each serial-line device a pty of its
+own printing records its own ``pattern`` reads (`gateway.sim.simulator`,
+`gateway.sim.records`): streaming twice per interval (at least every half second), or
+answering its ``request``. Every value is plausible and changes every second (`plausible`).
+The command prints where each listens and a copy of the config pointing at them (``-o
+FILE`` writes it there too), so a technician can practise ``check``, ``read --all-orders``
+and ``run`` without hardware. A serial-line device whose pattern no record can be built for
+(a look-around, a back-reference, ...) is left out with the reason printed.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any, TextIO
 import yaml
 
 from gateway.config.load import load_gateway_config
+from gateway.config.profiles import ProfileLoader
 from gateway.core.model import (
     BIT_TABLES,
     DeviceConfig,
@@ -33,11 +38,13 @@ from gateway.core.model import (
     Value,
 )
 from gateway.runtime.exitcodes import ExitCode
+from gateway.sim.records import RecordFormat, Unsupported
 from gateway.sim.simulator import (
     ModbusRtuOverTcpSimulator,
     ModbusRtuSimulator,
     ModbusSimulator,
     ModbusTcpSimulator,
+    SerialLineSimulator,
     SimUnit,
 )
 
@@ -87,11 +94,14 @@ class Served:
     """The simulators of one config, and what they replaced in it."""
 
     def __init__(self) -> None:
-        self.simulators: list[ModbusSimulator] = []
+        self.simulators: list[ModbusSimulator | SerialLineSimulator] = []
         self.units: list[tuple[SimUnit, DeviceConfig]] = []
+        self.lines: list[tuple[SerialLineSimulator, RecordFormat]] = []
         self.where: list[str] = []
+        self.notes: list[str] = []  # what is not simulated, and why
         self.tcp: dict[str, tuple[str, int]] = {}  # device -> (host, port)
         self.buses: dict[str, str] = {}  # bus -> pty path
+        self.ports: dict[str, str] = {}  # serial-line device -> pty path
         self.skipped: list[str] = []
 
     def fill(self, t: float) -> None:
@@ -103,6 +113,43 @@ class Served:
                     continue
                 with contextlib.suppress(ValueError, OverflowError, IndexError):
                     unit.set_point(point, plausible(point, t, seed))
+        for seed, (line, form) in enumerate(self.lines):
+            with contextlib.suppress(Unsupported):  # a value no spelling fits: the last one
+                texts = form.texts(_printed(form.device, t, seed))
+                form.line(texts)
+                line.values = dict(texts)
+
+
+def _printed(device: DeviceConfig, t: float, seed: int) -> dict[str, Value]:
+    """The raw values a serial-line ``device`` prints at ``t``: `plausible`, each point
+    with a phase of its own (a PM10 channel is not the PM2.5 one)."""
+    return {p.name: plausible(p, t, seed + i) for i, p in enumerate(device.points)}
+
+
+def _serial_line(served: Served, device: DeviceConfig) -> SerialLineSimulator | None:
+    """A pty printing ``device``'s records, or None after a note saying why not."""
+    seed = len(served.lines)  # as `Served.fill` numbers them
+    try:
+        form = RecordFormat.of(device)
+        texts = form.texts(_printed(device, 0.0, seed))
+        form.line(texts)
+    except Unsupported as why:
+        served.notes.append(f"device {device.name}: not simulated: no record can be built "
+                            f"from its pattern: {why}")
+        served.skipped.append(device.name)
+        return None
+    period = min(device.interval, 1.0) / 2  # every scan finds a record not yet read
+    line = SerialLineSimulator(form.template, texts, request=device.request, period=period)
+    line.record_frames = False
+    served.lines.append((line, form))
+    served.ports[device.name] = line.path
+    mode = ("answering " + repr(device.request.decode("utf-8", "replace"))
+            if device.request is not None else f"a record every {period:g}s")
+    served.where.append(f"device {device.name}: serial-line {line.path} ({mode})")
+    if form.missing:
+        served.notes.append(f"device {device.name}: no record carries "
+                            f"{', '.join(form.missing)} (read as bad)")
+    return line
 
 
 def _size(devices: Sequence[DeviceConfig]) -> int:
@@ -141,8 +188,11 @@ async def start(config: GatewayConfig, names: Sequence[str]) -> Served:
             served.tcp[device.name] = (sim.host, sim.port)
             served.where.append(f"device {device.name}: {device.driver} {sim.host}:{sim.port} "
                                 f"unit {device.unit}")
-        else:
-            served.skipped.append(device.name)
+        elif device.driver == "serial-line":
+            printer = _serial_line(served, device)
+            if printer is not None:
+                await printer.start()
+                served.simulators.append(printer)
     for bus, devices in by_bus.items():
         line = ModbusRtuSimulator([d.unit for d in devices], size=_size(devices))
         line.record_frames = False
@@ -167,6 +217,8 @@ def pointing_config(path: str, served: Served) -> str:
     for device in data.get("devices") or []:
         if isinstance(device, dict) and device.get("name") in served.tcp:
             device["host"], device["port"] = served.tcp[device["name"]]
+        elif isinstance(device, dict) and device.get("name") in served.ports:
+            device["port"] = served.ports[device["name"]]
     for bus in data.get("buses") or []:
         if isinstance(bus, dict) and bus.get("name") in served.buses:
             bus["port"] = served.buses[bus["name"]]
@@ -187,8 +239,8 @@ async def serve(path: str, names: Sequence[str], out: TextIO, err: TextIO,
     try:
         for line in served.where:
             print(line, file=out)
-        for name in served.skipped:
-            print(f"device {name}: not simulated (serial-line)", file=err)
+        for note in served.notes:
+            print(note, file=err)
         text = pointing_config(path, served)
         if write:
             _write(write, text)
@@ -226,12 +278,18 @@ async def _until_stopped(served: Served, duration: float | None) -> None:
 
 
 def profile_site(profiles: Sequence[str], directory: str) -> str:
-    """A config file in ``directory`` with one Modbus TCP device per profile (named after
-    it), for ``sensegate simulate --profile NAME``; its path."""
+    """A config file in ``directory`` with one device per profile (named after it), for
+    ``sensegate simulate --profile NAME``: serial-line for a profile with a pattern, Modbus
+    TCP for the others; its path."""
     lines = ["gateway: {id: practice}", "mqtt: {host: 127.0.0.1}", "devices:"]
+    loader = ProfileLoader([], os.environ)
     for name in profiles:
-        lines += [f"  - name: {name.replace('.', '-')}", "    driver: modbus-tcp",
-                  "    host: 127.0.0.1", f"    profile: {name}"]
+        found = loader.find(name)
+        profile = loader.load_file(found, []) if found is not None else None
+        where = (["    driver: serial-line", "    port: /dev/null"]
+                 if profile is not None and profile.is_serial else
+                 ["    driver: modbus-tcp", "    host: 127.0.0.1"])
+        lines += [f"  - name: {name.replace('.', '-')}", *where, f"    profile: {name}"]
     path = os.path.join(directory, "profiles.yaml")
     _write(path, "\n".join(lines) + "\n")
     return path

@@ -629,7 +629,8 @@ class SerialLineSimulator:
     record is printed only after the request bytes arrive; otherwise one record is printed
     every ``period`` seconds. ``noise(...)`` prints a line of garbage; ``silent`` stops
     answering; ``noisy`` prints a garbage line before every record; ``records`` counts the
-    records printed.
+    records printed; ``record_frames`` (default on) keeps what was sent and received in
+    ``frames``.
     """
 
     def __init__(
@@ -650,6 +651,7 @@ class SerialLineSimulator:
         self.noisy: bytes | None = None  # a garbage line printed before every record
         self.records = 0
         self.frames: list[Frame] = []
+        self.record_frames = True
         self.pty = PtyPair()
         self.path = self.pty.path
         self._task: asyncio.Task[None] | None = None
@@ -660,7 +662,8 @@ class SerialLineSimulator:
         return self.template.format(**self.values).encode("ascii") + self.newline
 
     def send(self, data: bytes) -> None:
-        self.frames.append(Frame("tx", time.monotonic(), data))
+        if self.record_frames:
+            self.frames.append(Frame("tx", time.monotonic(), data))
         try:
             os.write(self.pty.master, data)
         except OSError:
@@ -674,7 +677,8 @@ class SerialLineSimulator:
             data = os.read(self.pty.master, 4096)
         except OSError:
             return
-        self.frames.append(Frame("rx", time.monotonic(), data))
+        if self.record_frames:
+            self.frames.append(Frame("rx", time.monotonic(), data))
         self._inbox += data
         if self.request:
             while (i := self._inbox.find(self.request)) >= 0:

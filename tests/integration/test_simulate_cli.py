@@ -1,6 +1,7 @@
 """`sensegate simulate` end to end: a technician's practice site. The simulators serve a
-config's devices (TCP, an RS-485 bus on a pty, a profile device); `check`, `read
---all-orders` and `run` (into a real Mosquitto) work against the config it prints."""
+config's devices (TCP, an RS-485 bus on a pty, serial-line sensors each on a pty, a profile
+device); `check`, `read --all-orders` and `run` (into a real Mosquitto) work against the
+config it prints."""
 
 from __future__ import annotations
 
@@ -50,7 +51,23 @@ devices:
     interval: 200ms
     points:
       - {{name: speed, table: input, address: 0, scale: 0.1, unit: m/s}}
+  - name: dust
+    driver: serial-line
+    port: /dev/ttyUSB1
+    request: "R\\r\\n"
+    interval: 200ms
+    pattern: 'PM25=(?P<pm25>[\\d.]+),PM10=(?P<pm10>[\\d.]+)'
+    points:
+      - {{name: pm25, unit: ug/m3}}
+      - {{name: pm10, unit: ug/m3}}
+  - name: aq
+    driver: serial-line
+    port: /dev/ttyUSB2
+    profile: metone-aerocet-531s
+    interval: 1s
+    timeout: 2s
 """
+DEVICES = {"plc", "meter", "wind", "dust", "aq"}
 
 
 def sensegate(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -99,6 +116,11 @@ def test_prints_where_each_device_listens(practice: tuple[Path, str]) -> None:
     pty = config.bus("field").serial.port
     assert pty.startswith("/dev/pts/")
     assert f"bus field: {pty} with meter (unit 7), wind (unit 9)" in printed
+    dust, aq = config.device("dust").serial, config.device("aq").serial
+    assert dust is not None and aq is not None
+    assert len({pty, dust.port, aq.port}) == 3
+    assert f"device dust: serial-line {dust.port} (answering 'R\\r\\n')" in printed
+    assert f"device aq: serial-line {aq.port} (a record every 0.5s)" in printed
     assert sensegate("check", "-c", str(pointed)).returncode == 0
 
 
@@ -116,6 +138,21 @@ def test_read_all_orders_against_the_simulators(practice: tuple[Path, str]) -> N
     assert meter.returncode == 0, meter.stderr
     wind = json.loads(sensegate("read", "-c", str(pointed), "wind", "--json").stdout)
     assert 0.0 <= wind["points"][0]["value"] <= 7.0
+
+
+def test_read_serial_line_sensors_against_the_simulators(practice: tuple[Path, str]) -> None:
+    """The records each pty prints are the ones the device's own pattern reads: a polled
+    sensor (request) and a streaming one whose pattern comes from its profile."""
+    pointed, _ = practice
+    for device, low, high in (("dust", 4.0, 20.0), ("aq", 4.0, 20.0)):
+        result = sensegate("read", "-c", str(pointed), device, "--json")
+        assert result.returncode == 0, result.stderr
+        points = {p["name"]: p for p in json.loads(result.stdout)["points"]}
+        assert all(p["quality"] == "good" for p in points.values()), points
+        assert low <= points["pm10"]["value"] <= high  # a plausible PM10 in ug/m3
+    assert 12.0 <= points["air_temperature"]["value"] <= 24.0
+    assert 35.0 <= points["humidity"]["value"] <= 75.0
+    assert isinstance(points["status"]["value"], int)
 
 
 def test_run_publishes_the_simulated_site(practice: tuple[Path, str],
@@ -140,7 +177,7 @@ def test_run_publishes_the_simulated_site(practice: tuple[Path, str],
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             with lock:
-                if seen >= {"plc", "meter", "wind"}:
+                if seen >= DEVICES:
                     break
             time.sleep(0.2)
     finally:
@@ -148,7 +185,22 @@ def test_run_publishes_the_simulated_site(practice: tuple[Path, str],
         _, err = gateway.communicate(timeout=30)
         client.loop_stop()
         client.disconnect()
-    assert seen >= {"plc", "meter", "wind"}, err
+    assert seen >= DEVICES, err
+
+
+def test_a_pattern_no_record_can_be_built_for_is_said(tmp_path: Path) -> None:
+    site = tmp_path / "site.yaml"
+    site.write_text("gateway: {id: practice}\nmqtt: {host: 127.0.0.1}\ndevices:\n"
+                    "  - {name: odd, driver: serial-line, port: /dev/ttyUSB1,\n"
+                    "     pattern: 'A=(?P<a>\\d+)(?=;)', points: [{name: a}]}\n"
+                    "  - {name: ok, driver: serial-line, port: /dev/ttyUSB2,\n"
+                    "     pattern: 'A=(?P<a>\\d+)', points: [{name: a}]}\n")
+    result = sensegate("simulate", "-c", str(site), "--duration", "1s")
+    assert result.returncode == 0, result.stderr
+    assert ("device odd: not simulated: no record can be built from its pattern: "
+            "a look-ahead is not supported") in result.stderr
+    printed = result.stdout.split("--- a config pointing at the simulators:\n")[1]
+    assert "name: ok" in printed and "name: odd" not in printed
 
 
 def test_a_profile_without_a_config(tmp_path: Path) -> None:
