@@ -153,6 +153,11 @@ def _read(
     return data if isinstance(data, Section) else None
 
 
+# A device named so would have the command topic {prefix}/{id}/config/set of SPEC §6, the
+# topic of signed remote configuration (SPEC §7, gateway.edge.fleet).
+RESERVED_DEVICE = "config"
+
+
 def _where(first: Node, here: Node) -> str:
     """'line 12', or 'FILE:12' when the first one is in another file (a profile)."""
     if first.file != here.file:
@@ -662,6 +667,12 @@ class _GatewayBuilder:
             if not isinstance(d, Section):
                 continue
             name = d.get("name")
+            if name == RESERVED_DEVICE:
+                self.issues.append(d.at("name").issue(
+                    d.sub("name"), f"device name '{name}' is reserved: "
+                                   f"{{topic_prefix}}/{{gateway.id}}/{name}/set is the gateway's "
+                                   f"remote configuration topic, so commands to this device "
+                                   f"could not be told apart from it; rename the device"))
             if name is not None:
                 if name in names:
                     here = d.at("name")

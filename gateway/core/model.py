@@ -518,7 +518,8 @@ class DeviceConfig:
 
     name: str = field(
         metadata=spec(
-            doc="unique device name; topic segment and tag",
+            doc="unique device name; topic segment and tag; 'config' is reserved (the "
+                "remote configuration topic)",
             required=True,
             pattern=NAME_PATTERN,
             pattern_hint=NAME_HINT,
