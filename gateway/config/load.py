@@ -476,6 +476,10 @@ def _make_point(
 ) -> PointConfig | None:
     name = p.get("name")
     invalid = _invalid_values(p, dtype, issues)
+    if p.given("output") and dtype in ("bool", "string"):
+        issues.append(p.key_at("output").issue(p.sub("output"), f"'output' applies only to "
+                                                                f"numeric points, not "
+                                                                f"'{dtype}'"))
     if len(issues) != start or name is None or dtype is None:
         return None
     point = build(PointConfig, p, name=name, type=dtype, table=table, address=address,

@@ -159,12 +159,14 @@ class DecoderSpec(NamedTuple):
     invalid_values: tuple[int | float, ...]
     precision: int | None
     encoding: str
+    output: str = "auto"
 
     @classmethod
     def of(cls, point: PointConfig) -> DecoderSpec:
         table = point.table if point.table in BIT_TABLES else None
         return cls(point.type, table, point.byte_order, point.bit, point.length, point.scale,
-                   point.offset, tuple(point.invalid_values), point.precision, point.encoding)
+                   point.offset, tuple(point.invalid_values), point.precision, point.encoding,
+                   point.output)
 
 
 def rounding(point: PointConfig | DecoderSpec) -> int | None:
@@ -248,18 +250,20 @@ def integral(number: float) -> int | None:
     return int(number) if math.isfinite(number) and float(number).is_integer() else None
 
 
-def _scaler(point: DecoderSpec) -> Callable[[int], Decoded]:
-    """``raw * scale + offset`` of an integer raw value (an integer type or a bit), exact.
+def integer_scaler(point: DecoderSpec) -> Callable[[int], Decoded]:
+    """``raw * scale + offset`` of an integer raw value (an integer type or a bit, from
+    registers or from a serial-line record), exact.
 
     With a whole scale and offset the result is an ``int``, exact at any width, and
-    ``invalid`` outside `INTEGER_RANGE` (the integers the payload formats carry). Otherwise
-    a ``float``, rounded per `rounding`; past 2**53, where a float product would already be
-    off, the sum is computed in `Decimal` and rounded once.
+    ``invalid`` outside `INTEGER_RANGE` (the integers the payload formats carry), unless the
+    point's ``output`` is ``float``. Otherwise a ``float``, rounded per `rounding`; past
+    2**53, where a float product would already be off, the sum is computed in `Decimal` and
+    rounded once.
     """
     whole_scale, whole_offset = integral(point.scale), integral(point.offset)
     places = rounding(point)
     low, high = INTEGER_RANGE
-    if whole_scale is not None and whole_offset is not None:
+    if whole_scale is not None and whole_offset is not None and point.output == "auto":
         identity = whole_scale == 1 and whole_offset == 0
 
         def scale_int(raw: int) -> Decoded:
@@ -297,7 +301,7 @@ def _numeric(point: DecoderSpec) -> Decoder:
     isfinite = math.isfinite
     sentinels = frozenset(point.invalid_values)
     places = rounding(point)
-    scale_int = _scaler(point)
+    scale_int = integer_scaler(point)
 
     def decode(registers: Sequence[int] | Sequence[bool]) -> Decoded:
         if len(registers) != width:
@@ -349,7 +353,7 @@ def _bit_table(point: DecoderSpec) -> Decoder:
             return bool(bits[0]), "good"
 
         return decode_bool
-    scale_int = _scaler(point)
+    scale_int = integer_scaler(point)
 
     def decode_number(bits: Sequence[int] | Sequence[bool]) -> Decoded:
         if len(bits) != 1:
@@ -366,7 +370,7 @@ def _byte(point: DecoderSpec) -> Decoder:
     if _swaps_bytes(point.byte_order):
         shift = 8 - shift
     sentinels = frozenset(point.invalid_values)
-    scale_int = _scaler(point)
+    scale_int = integer_scaler(point)
 
     def decode(registers: Sequence[int] | Sequence[bool]) -> Decoded:
         if len(registers) != 1 or not 0 <= int(registers[0]) <= 0xFFFF:

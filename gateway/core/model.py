@@ -33,6 +33,7 @@ Parity = Literal["N", "E", "O"]
 Quality = Literal["good", "bad", "invalid"]
 PayloadFormat = Literal["json", "influx"]
 InfluxApi = Literal["v1", "v2"]
+Output = Literal["auto", "float"]
 Aggregate = Literal["min", "max", "mean", "last", "count"]
 Addressing = Literal["protocol", "one-based", "modicon"]
 
@@ -391,6 +392,15 @@ class PointConfig:
             "rounded unless precision is set)",
             minimum=0,
             maximum=15,
+        ),
+    )
+    output: Output = field(
+        default="auto",
+        metadata=spec(
+            doc="number type a numeric value is published as: auto (an integer type with a "
+            "whole scale and offset stays an integer, anything else is a float) | float "
+            "(always a float: keeps an InfluxDB field that already holds floats)",
+            noun="an output type",
         ),
     )
     unit: str | None = field(

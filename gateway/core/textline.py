@@ -7,7 +7,8 @@
   most `MAX_LINE` bytes.
 * `decode_line` turns a line into text (ASCII; any other byte becomes U+FFFD).
 * `build_converter` turns the text of a named group into ``(value, quality)`` per the
-  point's type: numbers get scale and offset (rounded as `gateway.core.decode.rounding`
+  point's type: numbers get scale and offset (integers exactly as from registers,
+  `gateway.core.decode.integer_scaler`; floats rounded as `gateway.core.decode.rounding`
   says), ``bool`` reads ``1/0 true/false on/off yes/no``, ``string`` is kept as sent with
   its surrounding white space stripped. Quality ``bad`` when the text is no value of the
   type; ``invalid`` when it is a listed sentinel, not finite, or a string carrying control
@@ -20,7 +21,13 @@ import math
 import re
 from collections.abc import Callable
 
-from gateway.core.decode import decimals, rounding, written_decimals
+from gateway.core.decode import (
+    DecoderSpec,
+    decimals,
+    integer_scaler,
+    rounding,
+    written_decimals,
+)
 from gateway.core.model import PointConfig, Quality, Value
 
 MAX_LINE = 4096  # bytes: a longer "line" is noise (counted), never a record
@@ -91,30 +98,41 @@ def build_converter(point: PointConfig) -> Converter:
         return _to_string
     if point.type == "bool":
         return _to_bool
+    sentinels = frozenset(point.invalid_values)
+    if point.type not in ("float32", "float64"):
+        scale_int = integer_scaler(DecoderSpec.of(point))  # as from registers: exact
+
+        def to_integer(text: str) -> tuple[Value | None, Quality]:
+            try:
+                raw = int(text.strip(), 10)
+            except ValueError:
+                return None, "bad"
+            if sentinels and raw in sentinels:
+                return None, "invalid"
+            return scale_int(raw)
+
+        return to_integer
     scale = float(point.scale)
     offset = float(point.offset)
     identity = scale == 1 and offset == 0
-    is_float = point.type in ("float32", "float64")
-    sentinels = frozenset(point.invalid_values)
-    places = rounding(point)  # integers (or a set precision): fixed; floats: per text
+    places = rounding(point)  # a set precision: fixed; otherwise per the text's decimals
     scale_places = decimals(scale)
     offset_places = decimals(offset)
 
     def to_number(text: str) -> tuple[Value | None, Quality]:
         try:
-            raw: float | int = float(text) if is_float else int(text.strip(), 10)
+            raw = float(text)
         except ValueError:
             return None, "bad"
         if sentinels and raw in sentinels:
             return None, "invalid"
-        value: float | int = raw if identity else raw * scale + offset
-        if isinstance(value, float):
-            if not math.isfinite(value):
-                return None, "invalid"
-            if places is not None:
-                value = round(value, places)
-            elif not identity:  # a float written with N decimals, scaled
-                value = round(value, max(scale_places + written_decimals(text), offset_places))
+        value = raw if identity else raw * scale + offset
+        if not math.isfinite(value):
+            return None, "invalid"
+        if places is not None:
+            value = round(value, places)
+        elif not identity:  # a float written with N decimals, scaled
+            value = round(value, max(scale_places + written_decimals(text), offset_places))
         return value, "good"
 
     return to_number

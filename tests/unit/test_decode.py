@@ -370,6 +370,29 @@ def test_whole_scale_and_offset_stay_exact_integers(
         assert type(value) is int
 
 
+@pytest.mark.parametrize(
+    ("type_", "scale", "offset", "raw", "expected"),
+    [
+        pytest.param("int16", 10, 0, 6, 60.0, id="whole scale"),
+        pytest.param("int16", 1, 0, -6, -6.0, id="unscaled"),
+        pytest.param("uint16", 1, -40, 100, 60.0, id="whole offset"),
+        pytest.param("uint16", 0.1, 0, 474, 47.4, id="fractional scale as in auto"),
+        pytest.param("uint64", 5, 0, U64, float(U64 * 5), id="past the integer range: a float"),
+    ],
+)
+def test_output_float_publishes_a_float(type_: str, scale: float, offset: float, raw: int,
+                                        expected: float) -> None:
+    """`output: float` keeps a field a float (an InfluxDB field that holds floats refuses
+    integers): the same arithmetic, the result a float."""
+    point = PointConfig("t", type_, "holding", 0, scale=scale, offset=offset,  # type: ignore[arg-type]
+                        output="float")
+    value, quality = build_decoder(point)(wire(type_, "ABCD", raw))
+    assert quality == "good"
+    assert type(value) is float and value == expected
+    auto = PointConfig("t", type_, "holding", 0, scale=scale, offset=offset)  # type: ignore[arg-type]
+    assert build_decoder(auto) is not build_decoder(point)
+
+
 def test_fractional_scale_of_a_64_bit_raw_is_correctly_rounded() -> None:
     # 18446744073709551615 * 0.1 = 1844674407370955161.5 exactly; a float product is off
     value, quality = _u64(U64, scale=0.1)

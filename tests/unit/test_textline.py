@@ -109,6 +109,33 @@ def test_converter(point: PointConfig, text: str, expected: tuple[object, str]) 
     assert build_converter(point)(text) == expected
 
 
+U64 = (1 << 64) - 1
+
+
+@pytest.mark.parametrize(
+    ("point", "text", "expected"),
+    [
+        pytest.param(PointConfig("n", "int32", scale=10), "6", (60, "good"),
+                     id="whole scale stays an int, as from registers"),
+        pytest.param(PointConfig("n", "int32", offset=-40), "100", (60, "good"),
+                     id="whole offset stays an int"),
+        pytest.param(PointConfig("n", "uint64", offset=1), str(U64 - 1), (U64, "good"),
+                     id="exact at 64 bits"),
+        pytest.param(PointConfig("n", "uint64", scale=5), str(U64), (None, "invalid"),
+                     id="past the integer range: invalid, not a rounded float"),
+        pytest.param(PointConfig("n", "int32", scale=10, output="float"), "6", (60.0, "good"),
+                     id="output float"),
+        pytest.param(PointConfig("n", "int32", output="float"), "6", (6.0, "good"),
+                     id="output float unscaled"),
+    ],
+)
+def test_integer_text_scales_as_registers_do(point: PointConfig, text: str,
+                                             expected: tuple[object, str]) -> None:
+    value, quality = build_converter(point)(text)
+    assert (value, quality) == expected
+    assert type(value) is type(expected[0])
+
+
 @given(mantissa=st.integers(-10**6, 10**6), places=st.integers(0, 4),
        scale=st.sampled_from([0.1, 0.5, 0.25, 0.01, 2.0]))
 def test_scaled_float_text_is_the_exact_decimal_result(mantissa: int, places: int,
