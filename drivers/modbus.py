@@ -46,7 +46,7 @@ from pymodbus.pdu import ExceptionResponse
 from drivers.answer import Sent, crc_error
 from drivers.base import DeviceDriver, FailureLog, ScanResult, bus_label, where
 from drivers.bus import IN_FLIGHT, BusRegistry, Link, Refused
-from gateway.core.decode import Decoder, build_decoder
+from gateway.core.decode import Decoder, apply_scale_factors, build_decoder, scale_factors
 from gateway.core.encode import BitWrite, Write, survives, write_function
 from gateway.core.errors import DriverError
 from gateway.core.modbus import FUNCTION_CODES, describe_exception
@@ -110,6 +110,7 @@ class ModbusDriver(DeviceDriver):
             raise ValueError(f"device {device.name!r} is not a modbus device")
         self.unit = device.unit
         self.requests = tuple(_Prepared(r) for r in plan_device(device))
+        self._factors = scale_factors(device.points)  # SunSpec-style sunssf points
         self.link = buses.acquire(link)
         self.bus = bus_label(device)
         self.where = where(device)
@@ -176,6 +177,8 @@ class ModbusDriver(DeviceDriver):
         if self.device.close_after_scan:  # quirk: one connection per scan
             async with self.link.lock:
                 self.link.close()
+        if self._factors:
+            apply_scale_factors(values, quality, self._factors)
         reading = Reading(self.device.name, ts or time.time_ns(), values, quality)
         return ScanResult(reading, raw, errors)
 

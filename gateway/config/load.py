@@ -33,6 +33,7 @@ from gateway.core.modbus import modicon_address
 from gateway.core.model import (
     BIT_TABLES,
     DEFAULT_MODBUS_TCP_PORT,
+    INTEGER_TYPES,
     MAX_READ_REGISTERS,
     MODBUS_DRIVERS,
     SIXTY_FOUR_BIT_TYPES,
@@ -756,6 +757,7 @@ class _GatewayBuilder:
                                     point_sections, issues)
         if len(issues) == start:
             _reporting(d, profile, setting, point_sections, issues)
+            _scale_factors(points, point_sections, setting("interval"), issues)
 
         if len(issues) != start or name is None:
             return None
@@ -814,6 +816,39 @@ def _duration(seconds: float) -> str:
     from gateway.core.units import format_duration
 
     return format_duration(seconds)
+
+
+def _scale_factors(points: list[PointConfig | None], sections: list[Section],
+                   interval: float | None, issues: list[ConfigIssue]) -> None:
+    """Each ``scale_factor`` names another integer point of the device, read in the same
+    scans, that has no scale factor itself; the point it scales is a number, not written."""
+    by_name = {p.name: p for p in points if p is not None}
+    for point, p in zip(points, sections, strict=True):
+        name = point.scale_factor if point is not None else None
+        if point is None or name is None:
+            continue
+        factor = by_name.get(name)
+        why = None
+        if point.type in ("bool", "string"):
+            why = f"a scale factor applies only to numeric points, not '{point.type}'"
+        elif point.writable:
+            why = "a point with a scale factor cannot be writable"
+        elif factor is None:
+            known = ", ".join(sorted(n for n in by_name if n != point.name)[:8])
+            why = f"'{name}' is not a point of this device (points: {known})"
+        elif factor is point:
+            why = "a point cannot be its own scale factor"
+        elif factor.type not in INTEGER_TYPES:
+            why = f"the scale factor point '{name}' is '{factor.type}'; it must be an integer type"
+        elif factor.scale_factor is not None:
+            why = f"the scale factor point '{name}' has a scale factor itself"
+        elif (factor.interval or interval) != (point.interval or interval):
+            why = (f"the scale factor point '{name}' is read every "
+                   f"{_duration(factor.interval or interval or 0)}, this point every "
+                   f"{_duration(point.interval or interval or 0)}: give both the same "
+                   f"interval, so that they are read in the same scan")
+        if why is not None:
+            issues.append(p.at("scale_factor").issue(p.sub("scale_factor"), why))
 
 
 def _reporting(d: Section, profile: Profile | None, setting: Callable[[str], Any],

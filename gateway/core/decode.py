@@ -495,3 +495,51 @@ def encode_registers(point: PointConfig, value: Value) -> list[int]:
         return [(int(value) & 0xFF) << shift]
     code, _ = _CODES[point.type]
     return _from_big_endian(point.byte_order, struct.pack(f">{code}", value))
+
+
+# Powers of ten a scale-factor point may hold (SunSpec's sunssf: -10..10).
+SCALE_FACTOR_RANGE = (-10, 10)
+
+
+class ScaleFactor(NamedTuple):
+    """A point whose value is multiplied by 10 to the value of another point of its scan."""
+
+    point: str
+    factor: str  # the point holding the power of ten
+    precision: int | None
+
+
+def scale_factors(points: Sequence[PointConfig]) -> tuple[ScaleFactor, ...]:
+    """The points of a scan that have a ``scale_factor``."""
+    return tuple(ScaleFactor(p.name, p.scale_factor, p.precision)
+                 for p in points if p.scale_factor)
+
+
+def apply_scale_factors(values: dict[str, Value], quality: dict[str, str],
+                        factors: Sequence[ScaleFactor]) -> None:
+    """In place, after a scan is decoded: ``value * 10**factor`` for each of ``factors``,
+    as a float (a factor may change sign, and InfluxDB keeps a field's first type).
+
+    Computed in `Decimal` and rounded once (raw 2301 with factor -1 is 230.1), then to the
+    point's ``precision`` when it sets one. When the factor point is not good, the point
+    takes its quality (``bad`` if it has none); a factor that is not a whole number within
+    `SCALE_FACTOR_RANGE` makes the point ``invalid``.
+    """
+    low, high = SCALE_FACTOR_RANGE
+    for point, factor, precision in factors:
+        value = values.get(point)
+        if value is None:
+            continue  # not good itself: its quality already says why
+        power = values.get(factor)
+        if power is None:
+            del values[point]
+            quality[point] = quality.get(factor, "bad")
+            continue
+        exponent = None if isinstance(power, bool | str) else integral(power)
+        if exponent is None or not low <= exponent <= high or isinstance(value, bool | str):
+            del values[point]
+            quality[point] = "invalid"
+            continue
+        exact = Decimal(value if isinstance(value, int) else repr(value)).scaleb(exponent)
+        result = float(exact)
+        values[point] = result if precision is None else round(result, precision)

@@ -44,6 +44,8 @@ BYTE_ORDERS: tuple[ByteOrder, ...] = get_args(ByteOrder4)
 WORD_ORDERS_64: tuple[ByteOrder, ...] = get_args(WordOrder64)
 ALL_BYTE_ORDERS: tuple[ByteOrder, ...] = BYTE_ORDERS + WORD_ORDERS_64
 SIXTY_FOUR_BIT_TYPES: tuple[str, ...] = ("int64", "uint64", "float64")
+INTEGER_TYPES: tuple[str, ...] = tuple(
+    t for t in DATA_TYPES if t not in ("float16", "float32", "float64", "bool", "string"))
 DRIVERS: tuple[str, ...] = get_args(Driver)
 AGGREGATES: tuple[str, ...] = get_args(Aggregate)
 MODBUS_DRIVERS: tuple[str, ...] = ("modbus-tcp", "modbus-rtu", "modbus-rtu-over-tcp")
@@ -401,6 +403,19 @@ class PointConfig:
             "whole scale and offset stays an integer, anything else is a float) | float "
             "(always a float: keeps an InfluxDB field that already holds floats)",
             noun="an output type",
+        ),
+    )
+    scale_factor: str | None = field(
+        default=None,
+        metadata=spec(
+            applies_to=MODBUS_DRIVERS,
+            doc="name of an integer point of the same device, read with this one, that holds "
+            "a power of ten (SunSpec's sunssf): value = (raw * scale + offset) * "
+            "10^(that point's value), published as a float; quality as that point's when it "
+            "is not good, invalid when it is outside -10..10",
+            pattern=POINT_PATTERN,
+            pattern_hint=POINT_HINT,
+            noun="point name",
         ),
     )
     unit: str | None = field(

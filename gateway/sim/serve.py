@@ -30,6 +30,7 @@ import yaml
 
 from gateway.config.load import load_gateway_config
 from gateway.config.profiles import ProfileLoader
+from gateway.core.decode import scale_factors
 from gateway.core.model import (
     BIT_TABLES,
     DeviceConfig,
@@ -67,10 +68,11 @@ _RANGES: dict[str, tuple[int, int]] = {
 }
 
 
-def plausible(point: PointConfig, t: float, seed: int = 0) -> Value:
+def plausible(point: PointConfig, t: float, seed: int = 0, power: int = 0) -> Value:
     """A raw value (before scale and offset) ``point`` could read at time ``t`` seconds:
     the typical engineering value for its unit, swinging slowly, converted back to raw and
-    clamped to the type; counters (Wh, m3, ...) grow; bools toggle every 10 s."""
+    clamped to the type; counters (Wh, m3, ...) grow; bools toggle every 10 s. ``power``:
+    the power of ten its scale-factor point holds (`factor_powers`)."""
     if point.type == "string":
         return "SIM"
     if point.type == "bool" or point.table in BIT_TABLES:
@@ -82,12 +84,22 @@ def plausible(point: PointConfig, t: float, seed: int = 0) -> Value:
     else:
         centre, swing = _TYPICAL.get(unit, (100.0, 10.0))
         value = centre + swing * math.sin(t / 30.0 + phase)
-    scale = point.scale or 1.0
+    scale = (point.scale or 1.0) * 10.0 ** power
     raw: float = (value - point.offset) / scale
     limits = _RANGES.get(point.type)
     if limits is None:  # float types
         return raw
     return max(limits[0], min(limits[1], round(raw)))
+
+
+def factor_powers(device: DeviceConfig) -> dict[str, int]:
+    """The power of ten served in each scale-factor point of ``device`` (SunSpec sunssf):
+    -1 (one decimal) when the first point it scales measures something, 0 for a counter."""
+    units = {p.name: (p.unit or "").lower() for p in device.points}
+    powers: dict[str, int] = {}
+    for f in scale_factors(device.points):
+        powers.setdefault(f.factor, 0 if units.get(f.point) in _COUNTERS else -1)
+    return powers
 
 
 class Served:
@@ -106,13 +118,19 @@ class Served:
 
     def fill(self, t: float) -> None:
         for seed, (unit, device) in enumerate(self.units):
+            powers = factor_powers(device)
             for point in device.points:
                 if point.table is None or point.address is None:
                     continue
                 if point.bit is not None:
                     continue
+                if point.name in powers:
+                    value: Value = powers[point.name]
+                else:
+                    power = powers.get(point.scale_factor or "", 0)
+                    value = plausible(point, t, seed, power)
                 with contextlib.suppress(ValueError, OverflowError, IndexError):
-                    unit.set_point(point, plausible(point, t, seed))
+                    unit.set_point(point, value)
         for seed, (line, form) in enumerate(self.lines):
             with contextlib.suppress(Unsupported):  # a value no spelling fits: the last one
                 texts = form.texts(_printed(form.device, t, seed))

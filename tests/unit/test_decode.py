@@ -13,10 +13,12 @@ from hypothesis import strategies as st
 
 from gateway.config.load import load_gateway_config
 from gateway.core.decode import (
+    apply_scale_factors,
     build_decoder,
     decimals,
     decode_all_orders,
     encode_registers,
+    scale_factors,
     written_decimals,
 )
 from gateway.core.errors import ConfigError
@@ -509,3 +511,48 @@ def test_float16_nan_and_infinity_are_invalid() -> None:
     point = PointConfig("t", "float16", "holding", 0)
     assert build_decoder(point)([0x7C00]) == (None, "invalid")
     assert build_decoder(point)([0x7E00]) == (None, "invalid")
+
+
+@pytest.mark.parametrize(
+    ("values", "quality", "expected_values", "expected_quality"),
+    [
+        pytest.param({"w": 2301, "w_sf": -1}, {}, {"w": 230.1, "w_sf": -1}, {},
+                     id="negative power: exact decimal, a float"),
+        pytest.param({"w": 23, "w_sf": 2}, {}, {"w": 2300.0, "w_sf": 2}, {},
+                     id="positive power: still a float (the field keeps its type)"),
+        pytest.param({"w": 5, "w_sf": 0}, {}, {"w": 5.0, "w_sf": 0}, {}, id="zero power"),
+        pytest.param({"w": 2301}, {"w_sf": "invalid"}, {}, {"w": "invalid", "w_sf": "invalid"},
+                     id="factor not implemented (a sentinel): the point is invalid too"),
+        pytest.param({"w": 2301}, {"w_sf": "bad"}, {}, {"w": "bad", "w_sf": "bad"},
+                     id="factor not read: bad"),
+        pytest.param({"w": 2301, "w_sf": 11}, {}, {"w_sf": 11}, {"w": "invalid"},
+                     id="factor out of -10..10"),
+        pytest.param({"w_sf": -1}, {"w": "bad"}, {"w_sf": -1}, {"w": "bad"},
+                     id="point itself bad: unchanged"),
+        pytest.param({"w": 12.5, "w_sf": -2}, {}, {"w": 0.125, "w_sf": -2}, {},
+                     id="a scaled value scaled again"),
+    ],
+)
+def test_apply_scale_factors(values: dict[str, object], quality: dict[str, str],
+                             expected_values: dict[str, object],
+                             expected_quality: dict[str, str]) -> None:
+    factors = scale_factors([PointConfig("w", "int16", "holding", 0, scale_factor="w_sf"),
+                             PointConfig("w_sf", "int16", "holding", 1)])
+    got_values = dict(values)
+    got_quality = dict(quality)
+    apply_scale_factors(got_values, got_quality, factors)  # type: ignore[arg-type]
+    assert got_values == expected_values
+    assert got_quality == expected_quality
+    for name, value in expected_values.items():
+        assert type(got_values[name]) is type(value)
+
+
+def test_scale_factor_precision_and_64_bit_exactness() -> None:
+    factors = scale_factors([
+        PointConfig("e", "uint64", "holding", 0, scale_factor="sf", precision=1),
+        PointConfig("big", "uint64", "holding", 4, scale_factor="sf"),
+        PointConfig("sf", "int16", "holding", 8)])
+    values: dict[str, object] = {"e": 123456, "big": U64, "sf": -3}
+    apply_scale_factors(values, {}, factors)  # type: ignore[arg-type]
+    assert values["e"] == 123.5
+    assert values["big"] == float(Decimal(U64).scaleb(-3))
