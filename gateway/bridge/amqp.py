@@ -41,8 +41,10 @@ from urllib.parse import quote
 
 from gateway.bridge.batching import Link
 from gateway.bridge.receive import Delivery, Message
+from gateway.core.errors import PublishError
 from gateway.core.model import AmqpConfig, BridgeConfig
 from gateway.runtime.backoff import Backoff
+from gateway.runtime.tls import build_tls_context
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractIncomingMessage
@@ -66,7 +68,8 @@ def url(amqp: AmqpConfig, host: str, port: int) -> str:
     password = amqp.password.reveal() if amqp.password is not None else "guest"
     auth = f"{quote(amqp.username, safe='')}:{quote(password, safe='')}"
     vhost = quote(amqp.vhost, safe="")
-    return f"amqp://{auth}@{host}:{port}/{vhost}?heartbeat={max(1, int(amqp.heartbeat))}"
+    scheme = "amqps" if amqp.tls is not None else "amqp"
+    return f"{scheme}://{auth}@{host}:{port}/{vhost}?heartbeat={max(1, int(amqp.heartbeat))}"
 
 
 def connection_name() -> str:
@@ -126,7 +129,7 @@ class AckPlan:
 
 def describe(amqp: AmqpConfig) -> str:
     nodes = ", ".join(f"{host}:{port}" for host, port in amqp.nodes)
-    return f"amqp queue {amqp.queue!r} on {nodes}"
+    return f"amqp{'s' if amqp.tls is not None else ''} queue {amqp.queue!r} on {nodes}"
 
 
 class Consumer:
@@ -218,6 +221,7 @@ class AmqpLink(Link):
             try:
                 connection = await aio_pika.connect(
                     url(amqp, host, port), timeout=CONNECT_TIMEOUT,
+                    ssl_context=build_tls_context(amqp.tls) if amqp.tls is not None else None,
                     client_properties={"connection_name": connection_name()})
                 consumer = await self._open(connection, amqp, where)
                 started = loop.time()
@@ -229,6 +233,8 @@ class AmqpLink(Link):
                     failed_nodes = 0
                 why = consumer.lost.result()
                 error = f"amqp connection to {where} lost" + (f": {why}" if why else "")
+            except PublishError as exc:  # a TLS file went missing since start-up
+                error = str(exc)
             except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
                 if self._stopping:
                     return

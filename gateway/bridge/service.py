@@ -57,7 +57,7 @@ from gateway.bridge.batching import (
 )
 from gateway.bridge.deadletter import DeadLetters
 from gateway.bridge.receive import Message, Protocol
-from gateway.bridge.session import RECONNECT_MAX, MqttLink, subscription, tls_context
+from gateway.bridge.session import RECONNECT_MAX, MqttLink, subscription
 from gateway.bridge.sink import Sink, create_sink
 from gateway.bridge.writer import write_batch
 from gateway.core.errors import ConfigError, PublishError
@@ -66,6 +66,7 @@ from gateway.runtime import systemd
 from gateway.runtime.exitcodes import ExitCode
 from gateway.runtime.lifecycle import run_phases, signal_handlers
 from gateway.runtime.metrics import BridgeMetrics, serve_metrics
+from gateway.runtime.tls import build_tls_context
 
 log = logging.getLogger("sensegate.bridge")
 
@@ -132,8 +133,7 @@ class Bridge:
 
             self.config = load_bridge_config(self.config_path)
         cfg = self.config
-        if cfg.mqtt is not None:
-            tls_context(cfg.mqtt)  # unreadable TLS files: fail at start (exit 1), not later
+        _check_tls(cfg)  # unreadable TLS files: fail at start (exit 1), not later
         self._link = self._make_link(cfg)
         self._deadletters = DeadLetters(cfg.state_dir)
         # fail at start (exit 1), not at the first dead letter
@@ -256,8 +256,7 @@ class Bridge:
             systemd.ready(self._status_text())
             return
         try:
-            if new.mqtt is not None:
-                tls_context(new.mqtt)
+            _check_tls(new)
         except PublishError as exc:
             log.error("reload refused: %s; old config kept", exc)
             systemd.ready(self._status_text())
@@ -489,6 +488,13 @@ class Bridge:
         self._metrics_server = await serve_metrics(
             self._metrics.registry, cfg.metrics.host, cfg.metrics.port, self.healthy
         )
+
+
+def _check_tls(cfg: BridgeConfig) -> None:
+    """Raise `PublishError` (naming the file) when the source's TLS files cannot be used."""
+    tls = cfg.mqtt.tls if cfg.mqtt is not None else cfg.amqp.tls if cfg.amqp else None
+    if tls is not None:
+        build_tls_context(tls)
 
 
 def run(path: str) -> int:

@@ -176,8 +176,8 @@ def bridge_summary(config: BridgeConfig) -> list[str]:
     mqtt, amqp, influx = config.mqtt, config.amqp, config.influxdb
     if amqp is not None:
         nodes = ", ".join(f"{host}:{port}" for host, port in amqp.nodes)
-        source = (f"amqp: {nodes}, queue {amqp.queue} (quorum) bound to {amqp.exchange} "
-                  f"{amqp.binding}, prefetch {amqp.prefetch}")
+        source = (f"amqp: {nodes}{' (tls)' if amqp.tls else ''}, queue {amqp.queue} (quorum) "
+                  f"bound to {amqp.exchange} {amqp.binding}, prefetch {amqp.prefetch}")
     else:
         assert mqtt is not None  # the loader requires one of them
         group = (f", shared group {mqtt.shared_group}" if mqtt.shared_group

@@ -1043,6 +1043,11 @@ class AmqpConfig:
     password: Secret | None = field(
         default=None, metadata=spec(doc="password (use ${VAR}); absent: guest's")
     )
+    tls: TlsConfig | None = field(
+        default=None,
+        metadata=spec(doc="TLS settings; presence enables TLS (AMQPS: the nodes' TLS ports, "
+                      "usually 5671)"),
+    )
     vhost: str = field(default="/", metadata=spec(doc="virtual host"))
     queue: str = field(
         default="sensegate",

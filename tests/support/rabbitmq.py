@@ -12,6 +12,9 @@ enabled offline through `RABBITMQ_ENABLED_PLUGINS_FILE`; nodes 2.. join node 1 w
         cluster.nodes[0].mqtt_port, cluster.amqp_urls()
         cluster.kill(1); cluster.restart(1)        # kill -9 and start again, data kept
         cluster.queue_leader("sensegate")          # the node index of a quorum queue's leader
+
+    with RabbitCluster(1, tls=make_pki(dir)) as one:   # also an AMQPS listener per node
+        one.nodes[0].amqps_port                          # server cert of the test CA
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
+from tests.support.certs import Pki
 from tests.support.ports import free_port, wait_for_port
 
 SBIN = Path("/usr/lib/rabbitmq/bin")
@@ -49,6 +53,7 @@ class Node:
     mqtt_port: int
     dist_port: int
     dir: Path
+    amqps_port: int = 0  # with tls: the AMQP-over-TLS listener
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -57,7 +62,7 @@ class Node:
 
 
 class RabbitCluster:
-    def __init__(self, size: int = 3) -> None:
+    def __init__(self, size: int = 3, *, tls: Pki | None = None) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="sensegate-rabbit-"))
         self.home = self.dir / "home"
         self.home.mkdir()
@@ -76,7 +81,18 @@ class RabbitCluster:
         ]
         for node in self.nodes:
             node.dir.mkdir()
-            (node.dir / "rabbitmq.conf").write_text("\n".join([
+            ssl: list[str] = []
+            if tls is not None:
+                node.amqps_port = free_port()
+                ssl = [
+                    f"listeners.ssl.default = 127.0.0.1:{node.amqps_port}",
+                    f"ssl_options.cacertfile = {tls.ca_cert}",
+                    f"ssl_options.certfile = {tls.server_cert}",
+                    f"ssl_options.keyfile = {tls.server_key}",
+                    "ssl_options.verify = verify_none",
+                    "ssl_options.fail_if_no_peer_cert = false",
+                ]
+            (node.dir / "rabbitmq.conf").write_text("\n".join([*ssl,
                 f"listeners.tcp.default = 127.0.0.1:{node.amqp_port}",
                 f"mqtt.listeners.tcp.default = 127.0.0.1:{node.mqtt_port}",
                 "mqtt.allow_anonymous = true",
@@ -134,7 +150,9 @@ class RabbitCluster:
     def _wait(self, node: Node) -> None:
         assert node.proc is not None
         deadline = time.monotonic() + START_TIMEOUT
-        for port in (node.amqp_port, node.mqtt_port):
+        for port in (node.amqp_port, node.mqtt_port, node.amqps_port):
+            if not port:
+                continue
             while True:
                 if node.proc.poll() is not None:
                     log = (node.dir / "console.log").read_text(errors="replace")
