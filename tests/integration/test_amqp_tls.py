@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiomqtt
@@ -21,6 +20,7 @@ from gateway.bridge.service import Bridge
 from gateway.core.model import Reading
 from gateway.core.payload import build_json, data_topic
 from gateway.runtime.exitcodes import ExitCode
+from tests.integration.test_bridge import wait_for
 from tests.support import rabbitmq
 from tests.support.certs import Pki, make_pki
 from tests.support.influxdb import InfluxDB
@@ -70,14 +70,6 @@ def bridge_yaml(path: Path, node: rabbitmq.Node, influx: InfluxDB, ca: Path) -> 
     return path
 
 
-async def wait_for(cond: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 async def test_a_reading_travels_over_amqps(
     tmp_path: Path, node: rabbitmq.Node, influx: InfluxDB, pki: Pki,
     monkeypatch: pytest.MonkeyPatch,
@@ -86,14 +78,14 @@ async def test_a_reading_travels_over_amqps(
     bridge = Bridge(str(bridge_yaml(tmp_path / "bridge.yaml", node, influx, pki.ca_cert)))
     task = asyncio.create_task(bridge.run())
     try:
-        await wait_for(lambda: bridge.stats.connected, "the bridge consuming over amqps")
+        await wait_for(lambda: bridge.stats.connected, what="the bridge consuming over amqps")
         reading = Reading("dev-1", 1_764_000_000_000_000_000, {"air_temp": -3.5})
         payload = build_json("gw-tls", "dev-1", "road_weather", {}, [reading])
         async with aiomqtt.Client("127.0.0.1", node.mqtt_port, identifier="tls-test",
                                   username="guest", password=PASSWORD) as client:
             await client.publish(data_topic("sensegate", "gw-tls", "dev-1"), payload, qos=1)
         await wait_for(lambda: influx.count("road_weather", "air_temp") == 1,
-                       "the reading in InfluxDB")
+                       what="the reading in InfluxDB")
         assert bridge.stats.acked == 1
     finally:
         bridge.should_exit.set()
@@ -112,7 +104,7 @@ async def test_an_untrusted_server_is_refused_and_said_why(
     try:
         await wait_for(lambda: "CERTIFICATE_VERIFY_FAILED" in bridge.stats.last_error
                        or "certificate verify failed" in bridge.stats.last_error,
-                       "a certificate verification error", timeout=30)
+                       what="a certificate verification error", timeout=30)
         assert not bridge.stats.connected
         assert not bridge.healthy()
     finally:
