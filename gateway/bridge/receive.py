@@ -296,6 +296,8 @@ class Session(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._last_received = time.monotonic()
+        if not self._inbox:
+            self._inbox_bytes = len(self._buf)  # what was read before has been taken
         self._inbox_bytes += len(data)
         if self._skip:
             n = min(self._skip, len(data))
