@@ -581,3 +581,37 @@ async def test_a_component_dying_of_a_bug_stops_the_bridge_with_exit_1(
     # systemd's Restart=on-failure brings the bridge back.
     assert await asyncio.wait_for(running.task, timeout=30) == 1
     assert running.bridge.failed
+
+
+async def test_output_float_keeps_a_float_field_writable_after_the_whole_scale_change(
+    mosquitto: Mosquitto, influx: InfluxDB, tmp_path: Path
+) -> None:
+    """A site upgraded from a version that published `uint16 x scale 10` as a float: its
+    series holds floats. The point now decodes to an integer, which InfluxDB refuses in that
+    field (dead-lettered, said why); with `output: float` the same register is stored."""
+    from gateway.core.decode import build_decoder, encode_registers
+    from gateway.core.model import PointConfig
+
+    # InfluxDB keeps a field's type per shard: the old float lands in the same one as T0.
+    earlier = T0 - 1_000_000_000
+    assert influx.write(b"pumps,gateway=gw-a,device=p-1 level=60.0 %d" % earlier) == 204
+    auto = PointConfig("level", "uint16", "holding", 0, scale=10)
+    floated = PointConfig("level", "uint16", "holding", 0, scale=10, output="float")
+    registers = encode_registers(auto, 7)
+    msgs = []
+    for k, point in enumerate((auto, floated)):
+        value, quality = build_decoder(point)(registers)
+        assert quality == "good"
+        reading = Reading("p-1", T0 + k * 1_000_000_000, {"level": value})
+        msgs.append((data_topic("sensegate", "gw-a", "p-1"),
+                      build_json("gw-a", "p-1", "pumps", {}, [reading])))
+    running = await start_bridge(bridge_config(mosquitto, tmp_path, v1(influx)))
+    await publish(mosquitto, msgs)
+    await wait_for(lambda: running.bridge.stats.acked >= 2, what="both messages acked")
+    assert await running.stop() == 0
+    rows = influx.rows('SELECT level FROM "pumps"')
+    assert [(r["time"], r["level"]) for r in rows] == [(earlier, 60), (T0 + 1_000_000_000, 70)]
+    [letter] = dead_letters(tmp_path)
+    assert letter["reason"] == "rejected"
+    assert "field type conflict" in letter["detail"]
+    assert "level=70i" in letter["payload"]
