@@ -203,3 +203,33 @@ async def test_reload_closes_the_link_of_a_removed_device(buses: BusRegistry) ->
             assert kept.connections == 1
         finally:
             await poller.stop()
+
+
+async def test_scale_factor_registers_scale_their_points(buses: BusRegistry) -> None:
+    """SunSpec-style `W` and `W_SF` on a real server: the value read is W x 10^W_SF, and a
+    factor the device marks not implemented (0x8000) makes its points invalid."""
+    from gateway.core.model import PointConfig
+
+    points = (
+        PointConfig("power", "int16", "holding", 0, unit="W", scale_factor="power_sf"),
+        PointConfig("voltage", "uint16", "holding", 1, unit="V", scale_factor="voltage_sf"),
+        PointConfig("power_sf", "int16", "holding", 2, invalid_values=(-32768,)),
+        PointConfig("voltage_sf", "int16", "holding", 3, invalid_values=(-32768,)),
+    )
+    simulator = ModbusTcpSimulator([1])
+    unit = simulator.unit(1)
+    for point, raw in zip(points, (-2301, 2305, -1, -32768), strict=True):
+        unit.set_point(point, raw)
+    await simulator.start()
+    try:
+        driver = create_driver(tcp_device(simulator.port, points=points), None, buses)
+        result = await driver.scan()
+        assert result.errors == []
+        assert result.reading.values == {"power": -230.1, "power_sf": -1}
+        assert result.reading.quality == {"voltage": "invalid", "voltage_sf": "invalid"}
+        unit.set_point(points[3], 1)
+        result = await driver.scan()
+        assert result.reading.values["voltage"] == 23050.0
+        assert type(result.reading.values["voltage"]) is float
+    finally:
+        await simulator.stop()
