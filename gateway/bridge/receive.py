@@ -51,7 +51,6 @@ BATCH = 128
 INBOX_BYTES = 1 << 20
 
 
-
 class Delivery(Structural):
     """What `ack` needs of a message: its packet id and QoS (a `Message` has both)."""
 
@@ -482,8 +481,12 @@ class Session(asyncio.Protocol):
         self._closing = True
         if self._transport is None or self._closed.done():
             return
+        # Nothing takes the inbox any more: let it go (its messages are not acknowledged and
+        # come again), and read on, for the broker's close must be read.
+        self._consuming = False
+        self._inbox.clear()
         self.paused = self._full = False
-        self._update_reading()  # the broker's close must be read
+        self._update_reading()
         self._write(codec.DISCONNECT_PACKET)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._closed), timeout)

@@ -330,7 +330,6 @@ class Bridge:
         """A new connection: take its messages from now on (it is not subscribed yet, but a
         resumed session's backlog comes first; `_link_state` follows once subscribed)."""
         self._client = session
-        self._apply_backpressure()
 
     def _link_state(self, session: Source | None, error: str) -> None:
         """The link is up and subscribed (`session`) or down (None; `error` says why, "" if
@@ -389,9 +388,13 @@ class Bridge:
         self._apply_backpressure()
 
     def _apply_backpressure(self) -> None:
-        """Pause reading the broker while too many points wait for InfluxDB (HELD_BATCHES)."""
+        """Pause reading the broker while too many points wait for InfluxDB (HELD_BATCHES).
+
+        Not before the session is subscribed: a resumed session's backlog comes before
+        SUBACK, so pausing then would hold the SUBACK unread until the subscription times
+        out, again at every reconnect (the receive window bounds the backlog meanwhile)."""
         session = self._client
-        if session is None:
+        if session is None or not self.stats.connected:
             return
         held = sum(len(b.lines) for b in self._ready) + self._busy_points
         pause = reading_paused(held, self._max_points, session.paused)

@@ -176,8 +176,8 @@ class MqttLink(Link):
                 error = describe(exc, mqtt)
                 log.warning("%s; reconnecting in %.0fs", error, backoff.upcoming)
             finally:
-                if session is not None and not session.closed.done() and not self._stopping:
-                    session.abort()
+                if session is not None and not session.closed.done():
+                    session.abort()  # a clean stop has closed it already
                 self.current = None
                 self.on_state(None, error)
             await asyncio.sleep(backoff.next())

@@ -87,6 +87,7 @@ from gateway.core.model import (
     ALL_BYTE_ORDERS,
     BIT_TABLES,
     BYTE_ORDERS,
+    FLOAT_TYPES,
     SIXTY_FOUR_BIT_TYPES,
     WORD_ORDERS_64,
     PointConfig,
@@ -112,7 +113,6 @@ _CODES: dict[str, tuple[str, int]] = {
     "float64": ("d", 4),
     "float16": ("e", 1),
 }
-_FLOAT_TYPES = frozenset({"float16", "float32", "float64"})
 # 8-bit types: one byte of a register, by its place in the register (byte order aside)
 _BYTES: dict[str, tuple[int, bool]] = {
     "int8_high": (8, True), "int8_low": (0, True),
@@ -181,7 +181,7 @@ def rounding(point: PointConfig | DecoderSpec) -> int | None:
         return point.precision
     if point.scale == 1 and point.offset == 0:
         return None
-    if point.type in _FLOAT_TYPES and point.table not in BIT_TABLES:
+    if point.type in FLOAT_TYPES and point.table not in BIT_TABLES:
         return None
     return max(decimals(point.scale), decimals(point.offset))
 
@@ -294,7 +294,7 @@ def _numeric(point: DecoderSpec) -> Decoder:
     code, width = _CODES[point.type]
     to_bytes = _to_big_endian(point.byte_order, width)
     unpack = struct.Struct(f">{code}").unpack
-    is_float = point.type in _FLOAT_TYPES
+    is_float = point.type in FLOAT_TYPES
     scale = float(point.scale)
     offset = float(point.offset)
     identity = scale == 1 and offset == 0

@@ -44,8 +44,9 @@ BYTE_ORDERS: tuple[ByteOrder, ...] = get_args(ByteOrder4)
 WORD_ORDERS_64: tuple[ByteOrder, ...] = get_args(WordOrder64)
 ALL_BYTE_ORDERS: tuple[ByteOrder, ...] = BYTE_ORDERS + WORD_ORDERS_64
 SIXTY_FOUR_BIT_TYPES: tuple[str, ...] = ("int64", "uint64", "float64")
+FLOAT_TYPES: tuple[str, ...] = ("float16", "float32", "float64")
 INTEGER_TYPES: tuple[str, ...] = tuple(
-    t for t in DATA_TYPES if t not in ("float16", "float32", "float64", "bool", "string"))
+    t for t in DATA_TYPES if t not in (*FLOAT_TYPES, "bool", "string"))
 DRIVERS: tuple[str, ...] = get_args(Driver)
 AGGREGATES: tuple[str, ...] = get_args(Aggregate)
 MODBUS_DRIVERS: tuple[str, ...] = ("modbus-tcp", "modbus-rtu", "modbus-rtu-over-tcp")

@@ -28,7 +28,7 @@ from gateway.core.decode import (
     rounding,
     written_decimals,
 )
-from gateway.core.model import PointConfig, Quality, Value
+from gateway.core.model import FLOAT_TYPES, PointConfig, Quality, Value
 
 MAX_LINE = 4096  # bytes: a longer "line" is noise (counted), never a record
 _SEPARATORS = re.compile(rb"[\r\n]")
@@ -99,7 +99,7 @@ def build_converter(point: PointConfig) -> Converter:
     if point.type == "bool":
         return _to_bool
     sentinels = frozenset(point.invalid_values)
-    if point.type not in ("float32", "float64"):
+    if point.type not in FLOAT_TYPES:
         scale_int = integer_scaler(DecoderSpec.of(point))  # as from registers: exact
 
         def to_integer(text: str) -> tuple[Value | None, Quality]:

@@ -28,7 +28,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-from gateway.core.model import DeviceConfig, PointConfig, Value
+from gateway.core.model import FLOAT_TYPES, DeviceConfig, PointConfig, Value
 from gateway.core.textline import decode_line
 
 _ESCAPED = {"n": "\n", "r": "\r", "t": "\t", "f": "\f", "v": "\v", "a": "\a"}
@@ -286,7 +286,7 @@ def spellings(point: PointConfig, raw: Value) -> list[str]:
         return [pair[0] if raw else pair[1] for pair in _BOOL_WORDS]
     if isinstance(raw, str):
         return [raw, raw.lower(), raw.upper()]
-    if point.type not in ("float32", "float64"):
+    if point.type not in FLOAT_TYPES:
         text = str(int(raw))
         return [text, f"+{text}" if int(raw) >= 0 else text]
     number = float(raw)
@@ -352,6 +352,8 @@ class RecordFormat:
         """The record line of the fields' ``texts``, proven: the pattern finds it, each group
         holding exactly its text; `Unsupported` when not."""
         line = self.template.format(**texts)
+        if "\r" in line or "\n" in line:  # the driver cuts lines there: never one record
+            raise Unsupported(f"the record built, {line!r}, holds a line end")
         found = self.pattern.search(decode_line(line.encode("ascii")))
         if found is None:
             raise Unsupported(f"the record built, {line!r}, does not match the pattern")

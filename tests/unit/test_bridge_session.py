@@ -8,8 +8,10 @@ session taken over.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tracemalloc
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
@@ -284,4 +286,94 @@ async def test_a_backlog_is_handed_over_in_steps_and_reading_stops_while_it_wait
             assert held_max > receive.INBOX_BYTES // 2
     finally:
         session.abort()
+        server.close()
+
+
+async def test_close_reads_the_brokers_close_although_nobody_takes_the_inbox() -> None:
+    """Stopping: the consumer is gone and the broker is still sending a backlog. close()
+    must keep reading (not stop again at a full inbox) to see the broker close the
+    connection after DISCONNECT, rather than wait out its timeout and abort."""
+    disconnect_read = asyncio.Event()
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept(reader, writer)
+        writer.write(b"".join(publish_packet(f"g/d{i}/data", bytes(2000), i % 65535 + 1)
+                              for i in range(20000)))  # ~40 MB, queued at once
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                first, _ = await read_packet(reader)
+                if first >> 4 == codec.DISCONNECT:
+                    disconnect_read.set()
+                    writer.close()
+                    return
+
+    session, server = await session_on(script)
+
+    async def consume() -> None:
+        async for _ in session.batches():
+            pass
+
+    consumer = asyncio.create_task(consume())
+    await asyncio.sleep(0.05)
+    consumer.cancel()  # as MqttLink._consume does when the bridge stops
+    await asyncio.sleep(0.2)
+    try:
+        await asyncio.wait_for(session.close(timeout=120), 30)  # not its timeout: the peer's close
+        assert disconnect_read.is_set()
+        assert session.closed.done() and session.error is None
+    finally:
+        session.abort()
+        server.close()
+
+
+async def test_a_resumed_backlog_before_suback_does_not_hold_the_subscription(
+        tmp_path: Path) -> None:
+    """A resumed session's backlog comes before SUBACK. With InfluxDB down the bridge must
+    not pause reading before it is subscribed (the SUBACK would stay unread, the
+    subscription time out and the same backlog come again at every reconnect): it
+    subscribes once, then pauses for InfluxDB."""
+    from gateway.bridge.service import Bridge
+    from gateway.core.model import BridgeConfig, BridgeMqttConfig, InfluxConfig, Reading
+    from gateway.core.payload import build_json, data_topic
+    from tests.support.ports import free_port
+
+    connects = 0
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connects
+        connects += 1
+        await read_packet(reader)
+        writer.write(bytes([0x20, 3, 1, 0, 0]))  # CONNACK v5, session present
+        topic = data_topic("sensegate", "gw1", "d1")
+        writer.write(b"".join(
+            publish_packet(topic, build_json("gw1", "d1", "w", {}, [
+                Reading("d1", 1_700_000_000_000_000_000 + i, {"t": i})]), i + 1, v5=True)
+            for i in range(2000)))
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                first, body = await read_packet(reader)
+                if first >> 4 == codec.SUBSCRIBE:
+                    writer.write(bytes([0x90, 4]) + body[:2] + bytes([0, 1]))  # SUBACK
+
+    server = await asyncio.start_server(script, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    config = BridgeConfig(
+        mqtt=BridgeMqttConfig(host="127.0.0.1", port=port, client_id="b"),
+        influxdb=InfluxConfig(url=f"http://127.0.0.1:{free_port()}", api="v1", database="x",
+                              batch_size=10, flush_interval=0.2, timeout=2.0),
+        state_dir=str(tmp_path))
+    bridge = Bridge(config_path="(test)", config=config, reconnect_max=1.0, drain_timeout=0.2)
+    task = asyncio.create_task(bridge.run())
+    try:
+        for _ in range(600):
+            if bridge.stats.connected and bridge.stats.read_pauses:
+                break
+            await asyncio.sleep(0.05)
+        assert bridge.stats.connected, bridge.stats.last_error
+        assert bridge.stats.read_pauses >= 1  # then paused for InfluxDB, which is down
+        assert connects == 1
+        assert "influxdb" in bridge.stats.last_error
+    finally:
+        bridge.should_exit.set()
+        await asyncio.wait_for(task, 30)
         server.close()

@@ -145,6 +145,7 @@ def test_aerocet_record_looks_like_the_manual(tmp_path: Path) -> None:
         ("A=(?P<a>\\d+)°C", "not ASCII"),
         ("A=(?P<a>[a-z]+)", "accepts none of"),
         ("\\d+(?P<a>\\d+)", "reads '0' instead of '100'"),
+        ("A(?P<a>\\d+)\\r", "holds a line end"),
     ],
 )
 def test_unsupported_patterns_say_why(tmp_path: Path, pattern: str, reason: str) -> None:

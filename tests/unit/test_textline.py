@@ -103,6 +103,8 @@ STRING = PointConfig("s", "string")
                      id="float other value"),
         pytest.param(PointConfig("pm", "float64", scale=2), "inf", (None, "invalid"),
                      id="not finite"),
+        pytest.param(PointConfig("h", "float16"), "1.5", (1.5, "good"),
+                     id="float16 text is a float, not an integer"),
     ],
 )
 def test_converter(point: PointConfig, text: str, expected: tuple[object, str]) -> None:
