@@ -233,8 +233,8 @@ async def test_the_broker_may_shorten_the_keepalive_and_say_why_it_disconnects()
 @pytest.mark.parametrize("slow", [False, True])
 async def test_a_backlog_is_handed_over_in_steps_and_reading_stops_while_it_waits(
         slow: bool) -> None:
-    """A broker that pushes a large backlog at once: `batches()` hands it over at most
-    BATCH messages at a time with the event loop running in between (other tasks, such as
+    """A broker that pushes a large backlog at once: `batches()` hands it over a step
+    (BATCH messages, BATCH_BYTES of payload) at a time with the event loop running in between (other tasks, such as
     the writers, get their turn, even when the consumer never awaits), and with a slow
     consumer the session stops reading while more than INBOX_BYTES wait to be taken, so
     what it holds stays bounded whatever the broker sends; every message arrives, in
@@ -278,7 +278,7 @@ async def test_a_backlog_is_handed_over_in_steps_and_reading_stops_while_it_wait
         stop.set()
         await ticker
         assert mids == list(range(1, n + 1))
-        assert max(sizes) <= receive.BATCH
+        assert max(sizes) <= min(receive.BATCH, receive.BATCH_BYTES // len(payload) + 1)
         assert len(set(ticks_seen)) == len(ticks_seen)  # the other task ran between any two
         # The inbox filled up to its limit, and no further than one more read.
         assert held_max <= receive.INBOX_BYTES + 256 * 1024
