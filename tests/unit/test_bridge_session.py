@@ -234,11 +234,11 @@ async def test_the_broker_may_shorten_the_keepalive_and_say_why_it_disconnects()
 async def test_a_backlog_is_handed_over_in_steps_and_reading_stops_while_it_waits(
         slow: bool) -> None:
     """A broker that pushes a large backlog at once: `batches()` hands it over a step
-    (BATCH messages, BATCH_BYTES of payload) at a time with the event loop running in between (other tasks, such as
-    the writers, get their turn, even when the consumer never awaits), and with a slow
-    consumer the session stops reading while more than INBOX_BYTES wait to be taken, so
-    what it holds stays bounded whatever the broker sends; every message arrives, in
-    order."""
+    (BATCH messages, BATCH_BYTES of payload) at a time with the event loop running in
+    between (other tasks, such as the writers, get their turn, even when the consumer never
+    awaits), and with a slow consumer the session stops reading while more than
+    INBOX_BYTES wait to be taken, so what it holds stays bounded whatever the broker sends;
+    every message arrives, in order."""
     n = 3000
     payload = bytes(2000)
     stream = b"".join(publish_packet(f"g/d{i}/data", payload, i + 1) for i in range(n))
