@@ -8,8 +8,8 @@ outside the named groups minimally needs (``\\d{4}`` -> ``0000``, ``\\s*`` -> no
 named groups, a named group made optional by ``?`` -> present), and one field per named
 group. `RecordFormat.record(values)` fills each field with the text of its point's raw value
 (before scale and offset, as the sensor prints it) in the first of a few spellings the
-group's own expression accepts (``12.3``, ``12.30``, ``12``, ``+12.3`` ...; for a bool
-``1``/``0``, ``true``/``false``, ``on``/``off``, ``yes``/``no``), and proves the result: the
+group's own expression accepts (``12.3``, ``12.30``, ``12``, ``+12.3``, zero-padded for a
+fixed-width field ``012.3`` ...; for a bool ``1``/``0``, ``true``/``false``, ``on``/``off``, ``yes``/``no``), and proves the result: the
 pattern must find the record in it, as the driver searches each line, with every group
 holding exactly the text put there.
 
@@ -37,6 +37,7 @@ _CLASS_TEST = {"d": str.isdecimal, "w": lambda c: c.isalnum() or c == "_",
                "s": str.isspace}
 _ZERO_WIDTH = frozenset("bBAZ")
 _FILLERS = "a0x _-.,;:/=+|#"  # characters tried for a negated class or a lone dot
+_PAD_TO = 8  # digits a fixed-width field (``\\d{3}``) may be zero-padded to
 _BOOL_WORDS = (("1", "0"), ("true", "false"), ("on", "off"), ("yes", "no"),
                ("TRUE", "FALSE"), ("ON", "OFF"))
 
@@ -287,13 +288,19 @@ def spellings(point: PointConfig, raw: Value) -> list[str]:
     if isinstance(raw, str):
         return [raw, raw.lower(), raw.upper()]
     if point.type not in FLOAT_TYPES:
-        text = str(int(raw))
-        return [text, f"+{text}" if int(raw) >= 0 else text]
+        whole = int(raw)
+        text = str(whole)
+        padded = [f"{whole:0{width}d}" for width in range(len(text) + 1, _PAD_TO + 1)]
+        signed = [f"+{t}" for t in (text, *padded) if whole >= 0]
+        return [text, *signed[:1], *padded, *signed[1:]]
     number = float(raw)
     if not math.isfinite(number):
         return [str(number)]
     texts = [f"{number:.{places}f}" for places in (1, 2, 3, 0)]
-    return [*texts, *(f"+{t}" for t in texts if number >= 0)]
+    padded = [f"{number:0{width}.{places}f}" for places in (1, 2, 3, 0)
+              for width in range(len(f"{number:.{places}f}") + 1, _PAD_TO + places + 2)]
+    signed = [f"+{t}" for t in (*texts, *padded) if number >= 0]
+    return [*texts, *signed[:len(texts)], *padded, *signed[len(texts):]]
 
 
 @dataclass(frozen=True, slots=True)

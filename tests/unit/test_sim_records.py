@@ -81,6 +81,11 @@ PM = ("    pattern: 'PM25=(?P<pm25>[\\d.]+),PM10=(?P<pm10>[\\d.]+)'\n"
             "    pattern: 'T=(?P<t>\\d+)|H=(?P<h>\\d+)'\n"
             "    points:\n      - {name: t, type: int16}\n      - {name: h, type: int16}\n",
             {"t": 21, "h": 40}, "T=21", {"t": 21}, id="alternation: one branch per record"),
+        pytest.param(
+            "    pattern: 'V(?P<v>\\d{3}) T(?P<t>[-+]\\d{2}\\.\\d)'\n"
+            "    points:\n      - {name: v, type: uint16}\n      - {name: t}\n",
+            {"v": 7, "t": 5.3}, "V007 T+05.3", {"v": 7, "t": 5.3},
+            id="fixed-width fields: zero-padded"),
     ],
 )
 def test_record_reads_back(tmp_path: Path, body: str, raw: dict[str, Value],
