@@ -9,9 +9,9 @@ named groups, a named group made optional by ``?`` -> present), and one field pe
 group. `RecordFormat.record(values)` fills each field with the text of its point's raw value
 (before scale and offset, as the sensor prints it) in the first of a few spellings the
 group's own expression accepts (``12.3``, ``12.30``, ``12``, ``+12.3``, zero-padded for a
-fixed-width field ``012.3`` ...; for a bool ``1``/``0``, ``true``/``false``, ``on``/``off``, ``yes``/``no``), and proves the result: the
-pattern must find the record in it, as the driver searches each line, with every group
-holding exactly the text put there.
+fixed-width field ``012.3`` ...; for a bool ``1``/``0``, ``true``/``false``, ``on``/``off``,
+``yes``/``no``), and proves the result: the pattern must find the record in it, as the
+driver searches each line, with every group holding exactly the text put there.
 
 The common forms are supported: literals and escapes, classes (``\\d \\w \\s``, ``[...]``,
 ``[^...]``), ``.``, anchors, groups (named, ``(?:...)``, inline flags, comments),
