@@ -842,6 +842,9 @@ def _scale_factors(points: list[PointConfig | None], sections: list[Section],
             why = f"the scale factor point '{name}' is '{factor.type}'; it must be an integer type"
         elif factor.scale_factor is not None:
             why = f"the scale factor point '{name}' has a scale factor itself"
+        elif factor.scale != 1 or factor.offset != 0:
+            why = (f"the scale factor point '{name}' has a scale or offset; it must hold the "
+                   f"power of ten as the device sends it")
         elif (factor.interval or interval) != (point.interval or interval):
             why = (f"the scale factor point '{name}' is read every "
                    f"{_duration(factor.interval or interval or 0)}, this point every "
