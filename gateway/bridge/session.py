@@ -122,8 +122,7 @@ class MqttLink(Link):
     session's backlog arrives first, and SUBACK only after it: the backlog must be taken for
     the subscription to complete, and taking it keeps the session's inbox bounded).
     `on_state(session, error)` is called when a session is up and subscribed (error "") and
-    when it is
-    down (session None, error the reason, "" on a clean stop).
+    when it is down (session None, error the reason, "" on a clean stop).
     """
 
     def __init__(self, config: Callable[[], BridgeConfig], *, on_message: OnMessage,
