@@ -37,7 +37,6 @@ import math
 import random
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -52,6 +51,7 @@ from gateway.core.errors import ConfigError
 from gateway.core.model import DeviceConfig, PointConfig, Reading, Value
 from gateway.edge.daemon import Daemon
 from gateway.runtime.exitcodes import ExitCode
+from gateway.sim.ports import free_port
 
 if TYPE_CHECKING:
     from gateway.sim.simulator import ModbusSimulator, SerialLineSimulator
@@ -87,12 +87,6 @@ AEROCET_RECORD = (
 
 
 # --- the site ------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def gateway_yaml(state_dir: str, mqtt_port: int, tcp_ports: dict[str, int], rtu_path: str,

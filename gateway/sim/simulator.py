@@ -48,7 +48,6 @@ import functools
 import logging
 import os
 import re
-import socket
 import termios
 import time
 import tty
@@ -72,6 +71,7 @@ from drivers.bus import NameFromContext
 from gateway.core.decode import encode_registers
 from gateway.core.modbus import TABLE_OF_FUNCTION
 from gateway.core.model import BIT_TABLES, PointConfig, Value
+from gateway.sim.ports import free_port
 
 FAULTS = ("silent", "exception", "garbage", "truncated", "crc", "bytecount")
 _WIRE_FAULTS = ("garbage", "truncated", "crc", "bytecount")  # applied to the frame built
@@ -473,7 +473,7 @@ class ModbusTcpSimulator(ModbusSimulator):
 
     async def start(self) -> None:
         if not self.port:
-            self.port = _free_port(self.host)
+            self.port = free_port(self.host)
         server = ModbusTcpServer(
             self._datastore(),
             address=(self.host, self.port),
@@ -492,12 +492,6 @@ class ModbusTcpSimulator(ModbusSimulator):
         if server is not None:
             await serve_named(self._name(), server.shutdown())  # type: ignore[no-untyped-call]
         self._connections = 0
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 class ModbusRtuOverTcpSimulator(ModbusTcpSimulator):

@@ -1,15 +1,14 @@
-"""Free loopback ports and waiting for a server to listen."""
+"""Free loopback ports (`gateway.sim.ports.free_port`: below the ephemeral range, see there)
+and waiting for a server to listen."""
 
 from __future__ import annotations
 
 import socket
 import time
 
+from gateway.sim.ports import free_port
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+__all__ = ["free_port", "wait_for_port"]
 
 
 def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 15.0) -> None:
