@@ -86,6 +86,8 @@ AEROCET_RECORD = (
 )
 
 
+STOP_TIMEOUT = 10.0  # seconds each part of the demo gets to stop at the end
+
 # --- the site ------------------------------------------------------------------------
 
 
@@ -712,14 +714,12 @@ class Demo:
                 bridge_task.cancel()
                 with contextlib.suppress(BaseException):
                     await self.bridge.shutdown()
-            if self.gate is not None:
-                await self.gate.stop()
-            if self.counter is not None:
-                await self.counter.stop()
-            if self.broker is not None:
-                await self.broker.stop()
-            if site is not None:
-                await site.stop()
+            # Each part gets a bounded time to stop: the demo ends even if one of them (an
+            # embedded broker's client handlers, a simulator) does not.
+            for part in (self.gate, self.counter, self.broker, site):
+                if part is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(part.stop(), STOP_TIMEOUT)
             restore_logs()
             shutil.rmtree(tmp, ignore_errors=True)
 
