@@ -33,6 +33,7 @@ from gateway.core.modbus import modicon_address
 from gateway.core.model import (
     BIT_TABLES,
     DEFAULT_MODBUS_TCP_PORT,
+    INTEGER_RANGES,
     INTEGER_TYPES,
     MAX_READ_REGISTERS,
     MODBUS_DRIVERS,
@@ -429,14 +430,6 @@ def _register_range(p: Section, dtype: str, max_registers: int,
                               f"last address 65535"))
 
 
-_INTEGER_RANGES: dict[str, tuple[int, int]] = {
-    "int16": (-(1 << 15), (1 << 15) - 1), "uint16": (0, (1 << 16) - 1),
-    "int32": (-(1 << 31), (1 << 31) - 1), "uint32": (0, (1 << 32) - 1),
-    "int64": (-(1 << 63), (1 << 63) - 1), "uint64": (0, (1 << 64) - 1),
-    "int8_high": (-128, 127), "int8_low": (-128, 127),
-    "uint8_high": (0, 255), "uint8_low": (0, 255),
-}
-
 
 def _invalid_values(
     p: Section, dtype: str | None, issues: list[ConfigIssue]
@@ -449,7 +442,7 @@ def _invalid_values(
         issues.append(p.key_at("invalid_values").issue(
             p.sub("invalid_values"), f"'invalid_values' does not apply to {dtype} points"))
         return ()
-    limits = _INTEGER_RANGES.get(dtype)
+    limits = INTEGER_RANGES.get(dtype)
     if limits is None:  # float16, float32, float64
         return tuple(float(v) for v in values if v is not schema.INVALID)
     nodes = p.at("invalid_values").value

@@ -45,8 +45,15 @@ WORD_ORDERS_64: tuple[ByteOrder, ...] = get_args(WordOrder64)
 ALL_BYTE_ORDERS: tuple[ByteOrder, ...] = BYTE_ORDERS + WORD_ORDERS_64
 SIXTY_FOUR_BIT_TYPES: tuple[str, ...] = ("int64", "uint64", "float64")
 FLOAT_TYPES: tuple[str, ...] = ("float16", "float32", "float64")
-INTEGER_TYPES: tuple[str, ...] = tuple(
-    t for t in DATA_TYPES if t not in (*FLOAT_TYPES, "bool", "string"))
+# The raw values each integer type holds.
+INTEGER_RANGES: dict[str, tuple[int, int]] = {
+    "int16": (-(1 << 15), (1 << 15) - 1), "uint16": (0, (1 << 16) - 1),
+    "int32": (-(1 << 31), (1 << 31) - 1), "uint32": (0, (1 << 32) - 1),
+    "int64": (-(1 << 63), (1 << 63) - 1), "uint64": (0, (1 << 64) - 1),
+    "int8_high": (-128, 127), "int8_low": (-128, 127),
+    "uint8_high": (0, 255), "uint8_low": (0, 255),
+}
+INTEGER_TYPES: tuple[str, ...] = tuple(INTEGER_RANGES)
 DRIVERS: tuple[str, ...] = get_args(Driver)
 AGGREGATES: tuple[str, ...] = get_args(Aggregate)
 MODBUS_DRIVERS: tuple[str, ...] = ("modbus-tcp", "modbus-rtu", "modbus-rtu-over-tcp")

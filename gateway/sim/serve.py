@@ -33,6 +33,7 @@ from gateway.config.profiles import ProfileLoader
 from gateway.core.decode import scale_factors
 from gateway.core.model import (
     BIT_TABLES,
+    INTEGER_RANGES,
     DeviceConfig,
     GatewayConfig,
     PointConfig,
@@ -59,13 +60,6 @@ _TYPICAL: dict[str, tuple[float, float]] = {
     "ug/m3": (12.0, 8.0), "µg/m3": (12.0, 8.0), "ppm": (420.0, 30.0), "lux": (300.0, 250.0),
 }
 _COUNTERS = frozenset({"wh", "kwh", "mwh", "varh", "kvarh", "m3", "l", "mm", "s", "h"})
-_RANGES: dict[str, tuple[int, int]] = {
-    "int16": (-(1 << 15), (1 << 15) - 1), "uint16": (0, (1 << 16) - 1),
-    "int32": (-(1 << 31), (1 << 31) - 1), "uint32": (0, (1 << 32) - 1),
-    "int64": (-(1 << 63), (1 << 63) - 1), "uint64": (0, (1 << 64) - 1),
-    "int8_high": (-128, 127), "int8_low": (-128, 127),
-    "uint8_high": (0, 255), "uint8_low": (0, 255),
-}
 
 
 def plausible(point: PointConfig, t: float, seed: int = 0, power: int = 0) -> Value:
@@ -86,7 +80,7 @@ def plausible(point: PointConfig, t: float, seed: int = 0, power: int = 0) -> Va
         value = centre + swing * math.sin(t / 30.0 + phase)
     scale = (point.scale or 1.0) * 10.0 ** power
     raw: float = (value - point.offset) / scale
-    limits = _RANGES.get(point.type)
+    limits = INTEGER_RANGES.get(point.type)
     if limits is None:  # float types
         return raw
     return max(limits[0], min(limits[1], round(raw)))
