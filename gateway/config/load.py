@@ -485,7 +485,13 @@ def _make_point(
 def _writable(p: Section, point: PointConfig, issues: list[ConfigIssue]) -> None:
     """``writable`` only on holding and coil points; ``min``/``max``/``allowed``/
     ``max_rate`` only on writable points, each a value the point can encode."""
-    from gateway.core.encode import Unwritable, encodable_range, encode, is_numeric
+    from gateway.core.encode import (
+        Unwritable,
+        encodable_range,
+        encode,
+        is_numeric,
+        unwritable_type,
+    )
 
     extras = [k for k in ("min", "max", "allowed", "max_rate") if p.given(k)]
     if not point.writable:
@@ -498,6 +504,10 @@ def _writable(p: Section, point: PointConfig, issues: list[ConfigIssue]) -> None
             p.sub("writable"), f"{'an' if point.table == 'input' else 'a'} {point.table} "
                                "point cannot be written (Modbus writes only holding "
                                "registers and coils)"))
+        return
+    why = unwritable_type(point)
+    if why is not None:
+        issues.append(p.at("writable").issue(p.sub("writable"), f"cannot be written: {why}"))
         return
     if point.scale == 0:
         issues.append(p.at("scale").issue(p.sub("scale"), "a writable point needs a scale "

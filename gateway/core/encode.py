@@ -29,17 +29,15 @@ import struct
 from dataclasses import dataclass
 
 from gateway.core.decode import build_decoder, encode_registers, integral, rounding
-from gateway.core.model import BIT_TABLES, PointConfig, Value
+from gateway.core.model import BIT_TABLES, INTEGER_RANGES, PointConfig, Value
 
-INTEGER_RANGES: dict[str, tuple[int, int]] = {
-    "int16": (-(1 << 15), (1 << 15) - 1), "uint16": (0, (1 << 16) - 1),
-    "int32": (-(1 << 31), (1 << 31) - 1), "uint32": (0, (1 << 32) - 1),
-    "int64": (-(1 << 63), (1 << 63) - 1), "uint64": (0, (1 << 64) - 1),
-}
-FLOAT_LIMITS: dict[str, float] = {"float32": 3.4028234663852886e38,
+FLOAT_LIMITS: dict[str, float] = {"float16": 65504.0, "float32": 3.4028234663852886e38,
                                   "float64": 1.7976931348623157e308}
 # Relative precision a float type keeps (half an ulp).
-FLOAT_EPSILON: dict[str, float] = {"float32": 2.0 ** -24, "float64": 2.0 ** -53}
+FLOAT_EPSILON: dict[str, float] = {"float16": 2.0 ** -11, "float32": 2.0 ** -24,
+                                   "float64": 2.0 ** -53}
+# One byte of a register: writing it would overwrite the other byte, another point's.
+HALF_REGISTER_TYPES = ("int8_high", "int8_low", "uint8_high", "uint8_low")
 WRITABLE_TABLES = ("holding", "coil")
 
 
@@ -89,6 +87,14 @@ def is_numeric(point: PointConfig) -> bool:
     return point.type not in ("bool", "string")
 
 
+def unwritable_type(point: PointConfig) -> str | None:
+    """Why a point of this type can never be written (None: it can)."""
+    if point.type in HALF_REGISTER_TYPES:
+        return (f"type {point.type} is one byte of a register: Modbus writes whole "
+                f"registers, and the other byte is another value")
+    return None
+
+
 def encodable_range(point: PointConfig) -> tuple[float, float] | None:
     """The smallest and largest engineering value ``point`` can hold (None: bool, string)."""
     if not is_numeric(point):
@@ -129,6 +135,9 @@ def encode(point: PointConfig, value: object) -> Write:
     `gateway.core.command`)."""
     if point.table not in WRITABLE_TABLES or point.address is None:
         raise Unwritable(f"a {point.table or 'serial-line'} point cannot be written")
+    why = unwritable_type(point)
+    if why is not None:
+        raise Unwritable(why)
     typed = coerce(point, value)
     address = point.address
     if point.table == "coil":

@@ -198,3 +198,20 @@ def test_64_bit_values_with_whole_scale_and_offset_are_encoded_exactly() -> None
         write = encode(point, value)
         back, quality = build_decoder(point)(write.registers)
         assert (back, quality) == (value, "good")
+
+
+@pytest.mark.parametrize("value", [1.5, 21.5, -0.25, 65504.0])
+def test_float16_is_written_and_reads_back(value: float) -> None:
+    p = point("float16")
+    write = encode(p, value)
+    assert isinstance(write, Encoded)
+    assert build_decoder(p)(list(write.registers)) == (value, "good")
+    assert encodable_range(p) == (-65504.0, 65504.0)
+    with pytest.raises(Unwritable, match="out of range of float16"):
+        encode(p, 70000)
+
+
+@pytest.mark.parametrize("dtype", ["int8_high", "int8_low", "uint8_high", "uint8_low"])
+def test_one_byte_of_a_register_is_never_written(dtype: str) -> None:
+    with pytest.raises(Unwritable, match="one byte of a register"):
+        encode(point(dtype), 5)
