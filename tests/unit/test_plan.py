@@ -172,6 +172,17 @@ def test_function_codes() -> None:
 SIZES = {"uint16": 1, "int32": 2, "float64": 4}
 
 
+def fewest_covering(windows: set[frozenset[int]], n_points: int) -> int:
+    """Fewest of ``windows`` (each the set of points one request reads) that read every one
+    of ``n_points`` points, by trying every combination."""
+    everything = frozenset(range(n_points))
+    for n in range(1, n_points + 1):
+        for combo in itertools.combinations(windows, n):
+            if frozenset().union(*combo) == everything:
+                return n
+    raise AssertionError("no plan exists")
+
+
 def brute_force_minimum(points: list[PointConfig], max_gap: int, limit: int) -> int:
     """Fewest requests by trying every set of candidate windows, straight from the rules."""
     spans = [(p.address or 0, (p.address or 0) + p.register_count) for p in points]
@@ -192,12 +203,7 @@ def brute_force_minimum(points: list[PointConfig], max_gap: int, limit: int) -> 
         for s in {s for s, _ in spans} for e in {e for _, e in spans}
         if s < e and valid(s, e)
     }
-    everything = frozenset(range(len(points)))
-    for n in range(1, len(points) + 1):
-        for combo in itertools.combinations(windows, n):
-            if frozenset().union(*combo) == everything:
-                return n
-    raise AssertionError("no plan exists")
+    return fewest_covering(windows, len(points))
 
 
 def check_valid(requests: list[ReadRequest], points: list[PointConfig], max_gap: int,
@@ -286,12 +292,7 @@ def per_point_minimum(points: list[PointConfig]) -> int:
     spans = [(p.address or 0, (p.address or 0) + p.register_count) for p in points]
     windows = {frozenset(i for i, (ps, pe) in enumerate(spans) if s <= ps and pe <= e)
                for s, e in spans}
-    everything = frozenset(range(len(points)))
-    for n in range(1, len(points) + 1):
-        for combo in itertools.combinations(windows, n):
-            if frozenset().union(*combo) == everything:
-                return n
-    raise AssertionError("no plan exists")
+    return fewest_covering(windows, len(points))
 
 
 @settings(max_examples=300, deadline=None)
