@@ -25,13 +25,6 @@ async def sim() -> AsyncIterator[ModbusTcpSimulator]:
     await simulator.stop()
 
 
-@pytest.fixture
-async def buses() -> AsyncIterator[BusRegistry]:
-    registry = BusRegistry()
-    yield registry
-    await registry.close()
-
-
 def _values(values: dict[str, object]) -> dict[str, object]:
     return {k: v for k, v in values.items() if k != "seq"}
 

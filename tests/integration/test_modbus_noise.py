@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -22,13 +22,6 @@ from gateway.sim.simulator import ModbusRtuOverTcpSimulator, ModbusTcpSimulator
 from tests.support.modbus_sim import EXPECTED, POINTS, load, tcp_device
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def buses() -> AsyncIterator[BusRegistry]:
-    registry = BusRegistry()
-    yield registry
-    await registry.close()
 
 
 @pytest.fixture

@@ -28,13 +28,6 @@ async def sim() -> AsyncIterator[ModbusTcpSimulator]:
     await simulator.stop()
 
 
-@pytest.fixture
-async def buses() -> AsyncIterator[BusRegistry]:
-    registry = BusRegistry()
-    yield registry
-    await registry.close()
-
-
 async def test_every_type_reads_good(sim: ModbusTcpSimulator, buses: BusRegistry) -> None:
     driver = create_driver(tcp_device(sim.port), None, buses)
     first = await driver.scan()
