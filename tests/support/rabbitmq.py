@@ -223,33 +223,28 @@ class RabbitCluster:
     def any_alive(self) -> Node:
         return next(n for n in self.nodes if n.alive)
 
-    def queue_leader(self, queue: str) -> int:
-        """The index of the node that leads quorum queue `queue`."""
+    def _queue_column(self, queue: str, column: str) -> str:
+        """One column of `rabbitmqctl list_queues` for `queue` (LookupError: no such queue)."""
         out = self.ctl(self.any_alive(), "list_queues", "-q", "--no-table-headers",
-                       "name", "leader")
+                       "name", column)
         for line in out.splitlines():
-            parts = line.split()
+            parts = line.split(None, 1)
             if len(parts) == 2 and parts[0] == queue:
-                return next(n.index for n in self.nodes if n.name == parts[1])
+                return parts[1].strip()
         raise LookupError(f"no queue {queue!r}: {out!r}")
 
+    def queue_leader(self, queue: str) -> int:
+        """The index of the node that leads quorum queue `queue`."""
+        leader = self._queue_column(queue, "leader")
+        return next(n.index for n in self.nodes if n.name == leader)
+
     def queue_members(self, queue: str) -> list[str]:
-        out = self.ctl(self.any_alive(), "list_queues", "-q", "--no-table-headers",
-                       "name", "members")
-        for line in out.splitlines():
-            if line.startswith(queue + "\t") or line.startswith(queue + " "):
-                return [m.strip("[]\"', ") for m in line.split(None, 1)[1].split(",")]
-        raise LookupError(queue)
+        members = self._queue_column(queue, "members")
+        return [m.strip("[]\"', ") for m in members.split(",")]
 
     def queue_messages(self, queue: str) -> int:
         """Messages in a queue, ready and unacknowledged."""
-        out = self.ctl(self.any_alive(), "list_queues", "-q", "--no-table-headers",
-                       "name", "messages")
-        for line in out.splitlines():
-            parts = line.split()
-            if len(parts) == 2 and parts[0] == queue:
-                return int(parts[1])
-        raise LookupError(queue)
+        return int(self._queue_column(queue, "messages"))
 
     def purge(self, queue: str) -> None:
         self.ctl(self.any_alive(), "purge_queue", queue)
