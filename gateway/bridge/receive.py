@@ -262,7 +262,6 @@ class Session(asyncio.Protocol):
                     await asyncio.sleep(0)  # the writers, the ticker and the reads run
                     continue
                 batch, self._inbox = self._inbox, []
-                self._inbox_bytes = len(self._buf)
                 if self._full:
                     self._full = False
                     self._update_reading()
