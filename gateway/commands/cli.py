@@ -359,6 +359,12 @@ def _fleet_parser(fleet: argparse.ArgumentParser) -> None:
         p.add_argument("--prefix", default="sensegate", help="topic prefix (default: "
                        "sensegate)")
 
+    def signed_to_gateway(p: argparse.ArgumentParser) -> None:
+        """What every signed message to one gateway takes: the broker, the key, the id."""
+        with_broker(p)
+        p.add_argument("--key", required=True, metavar="KEY", help="Ed25519 private key (PEM)")
+        p.add_argument("gateway", metavar="GATEWAY", help="the gateway's id")
+
     status = action("status", "list every gateway from its retained health record",
                     "  sensegate fleet status\n  sensegate fleet status 'xinwu-*' --failing\n"
                     "  sensegate fleet status --state offline --json")
@@ -374,9 +380,7 @@ def _fleet_parser(fleet: argparse.ArgumentParser) -> None:
     push = action("push", "validate, sign and send a config to one gateway; print its result",
                   "  sensegate fleet push --key fleet-key xinwu-road-017 road-017.yaml\n"
                   "  sensegate fleet push --key fleet-key --wait-probation gw-3 gw-3.yaml")
-    with_broker(push)
-    push.add_argument("--key", required=True, metavar="KEY", help="Ed25519 private key (PEM)")
-    push.add_argument("gateway", metavar="GATEWAY", help="the gateway's id")
+    signed_to_gateway(push)
     push.add_argument("file", metavar="FILE", help="the gateway config to run")
     push.add_argument("--timeout", type=duration, default=60.0, metavar="DURATION",
                       help="wait this long for the result (default 60s)")
@@ -391,9 +395,7 @@ def _fleet_parser(fleet: argparse.ArgumentParser) -> None:
     command = action("command", "sign and send a device command; print its result",
                      "  sensegate fleet command --key fleet-key gw-1 vms-3 dim_pct=40\n"
                      "  sensegate fleet command --key fleet-key gw-1 vms-3 mode=2 relay=true")
-    with_broker(command)
-    command.add_argument("--key", required=True, metavar="KEY", help="Ed25519 private key (PEM)")
-    command.add_argument("gateway", metavar="GATEWAY", help="the gateway's id")
+    signed_to_gateway(command)
     command.add_argument("device", metavar="DEVICE", help="the device to command")
     command.add_argument("values", nargs="+", metavar="POINT=VALUE",
                          help="points to write; VALUE is JSON (40, 21.5, true)")

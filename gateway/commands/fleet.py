@@ -326,14 +326,21 @@ def describe_result(result: Mapping[str, Any], gateway: str, path: str) -> list[
     return lines
 
 
-def push(broker: Broker, out: TextIO, *, key_path: str, gateway: str, path: str,
-         timeout: float, wait_probation: bool, as_json: bool = False) -> int:
+def _private_key(path: str) -> Any | None:
+    """The Ed25519 private key at ``path`` (a `PrivateKey`), or None after saying why."""
     from gateway.runtime.signing import PrivateKey
 
     try:
-        key = PrivateKey.load(key_path)
+        return PrivateKey.load(path)
     except ValueError as exc:
         print(str(exc), file=sys.stderr)
+        return None
+
+
+def push(broker: Broker, out: TextIO, *, key_path: str, gateway: str, path: str,
+         timeout: float, wait_probation: bool, as_json: bool = False) -> int:
+    key = _private_key(key_path)
+    if key is None:
         return ExitCode.USAGE
     text, problems = prepare(path, gateway)
     if problems:
@@ -386,16 +393,13 @@ def command(broker: Broker, out: TextIO, *, key_path: str, gateway: str, device:
     no answer, 2 usage."""
     from gateway.commands.write import parse_assignments
     from gateway.core.command import result_topic, set_topic
-    from gateway.runtime.signing import PrivateKey
 
     values = parse_assignments(assignments)
     if isinstance(values, str) or not values:
         print(values or "give at least one POINT=VALUE", file=sys.stderr)
         return ExitCode.USAGE
-    try:
-        key = PrivateKey.load(key_path)
-    except ValueError as exc:
-        print(str(exc), file=sys.stderr)
+    key = _private_key(key_path)
+    if key is None:
         return ExitCode.USAGE
     topic = set_topic(broker.prefix, gateway, device)
     msg_id, payload = _signed(key, topic, "cmd", {"values": values})
