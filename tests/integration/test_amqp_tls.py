@@ -86,7 +86,8 @@ async def test_a_reading_travels_over_amqps(
             await client.publish(data_topic("sensegate", "gw-tls", "dev-1"), payload, qos=1)
         await wait_for(lambda: influx.count("road_weather", "air_temp") == 1,
                        what="the reading in InfluxDB")
-        assert bridge.stats.acked == 1
+        # acknowledged after InfluxDB answered: a moment after the point is there
+        await wait_for(lambda: bridge.stats.acked == 1, what="the message acknowledged")
     finally:
         bridge.should_exit.set()
         assert await asyncio.wait_for(task, 30) == ExitCode.OK
